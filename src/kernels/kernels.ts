@@ -1,0 +1,115 @@
+// The named kernels a backend implements. Kernels work on raw typed arrays with explicit sizes;
+// ops validate shapes, allocate outputs (zero-filled) and record gradients, so a kernel may
+// assume its arguments are consistent. Native kernels still check buffer lengths, so that a bug
+// in an op becomes an error, never an out-of-bounds access.
+//
+// F: float32 (every backend) or float64 (js only). I: int32 indices.
+
+import type { FloatArray } from '../tensor/dtype.js';
+
+type F = FloatArray;
+type I = Int32Array;
+
+export const BINARY_OPS = ['add', 'sub', 'mul', 'div'] as const;
+export type BinaryOp = (typeof BINARY_OPS)[number];
+
+export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'square', 'abs', 'tanh', 'sigmoid', 'softplus', 'relu', 'gelu', 'geluTanh', 'silu'] as const;
+export type UnaryOp = (typeof UNARY_OPS)[number];
+
+export const REDUCE_OPS = ['sum', 'mean', 'max'] as const;
+export type ReduceOp = (typeof REDUCE_OPS)[number];
+
+export interface KernelImpls {
+  /**
+   * out[b] (+)= op(A[b]) @ op(B[b]) for b < batch; A[b] is m x k (k x m when transA), B[b] is
+   * k x n (n x k when transB), out[b] is m x n. aBatched/bBatched false: the one matrix is shared
+   * by every batch entry. accumulate: add into out instead of overwriting.
+   */
+  matmul(a: F, b: F, out: F, batch: number, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, aBatched: boolean, bBatched: boolean, accumulate: boolean): void;
+
+  /**
+   * Expert GEMM. x [T, k] holds consecutive row groups of sizes groupSizes (sum = T); group g is
+   * multiplied by w[g]: [k, n] (or [n, k] read transposed when transW). out [T, n].
+   */
+  groupedMatmul(x: F, w: F, groupSizes: I, out: F, k: number, n: number, transW: boolean): void;
+
+  /** Weight gradient of groupedMatmul: out[g] = x_g^T @ dy_g, out [G, k, n]; x [T, k], dy [T, n]. */
+  groupedMatmulWeightGrad(x: F, dy: F, groupSizes: I, out: F, k: number, n: number): void;
+
+  /** Elementwise with NumPy broadcasting; aShape and bShape are left-padded to outShape's rank. */
+  binary(op: BinaryOp, a: F, aShape: readonly number[], b: F, bShape: readonly number[], out: F, outShape: readonly number[]): void;
+
+  unary(op: UnaryOp, x: F, out: F): void;
+
+  /** dx = dy * f'(x); y = f(x) is passed for ops whose derivative is cheaper from it. */
+  unaryBackward(op: UnaryOp, x: F, y: F, dy: F, dx: F): void;
+
+  /** Softmax (or log-softmax) over the middle axis of [outer, dim, inner]. */
+  softmax(x: F, out: F, outer: number, dim: number, inner: number, log: boolean): void;
+  softmaxBackward(y: F, dy: F, dx: F, outer: number, dim: number, inner: number, log: boolean): void;
+
+  /** Reduces the middle axis of [outer, dim, inner] to [outer, inner]; max writes the argmax into arg. */
+  reduce(op: ReduceOp, x: F, out: F, arg: I | null, outer: number, dim: number, inner: number): void;
+
+  /** Sums src over the axes where dstShape (left-padded to srcShape's rank) is 1: the adjoint of broadcasting. */
+  sumToShape(src: F, srcShape: readonly number[], dst: F, dstShape: readonly number[]): void;
+
+  /** dst = scale * broadcast(src) to dstShape. */
+  broadcastTo(src: F, srcShape: readonly number[], dst: F, dstShape: readonly number[], scale: number): void;
+
+  /** out[o, arg[o, i], i] += dy[o, i]: the backward of max over an axis. out is zero-filled by the caller. */
+  scatterArg(dy: F, arg: I, out: F, outer: number, dim: number, inner: number): void;
+
+  /** Top k of each row of x [rows, n], in descending order, ties to the lower index. */
+  topk(x: F, values: F, indices: I, rows: number, n: number, k: number): void;
+
+  /** out[r, indices[r, j]] += dy[r, j]; out [rows, n] zero-filled by the caller. */
+  topkBackward(dy: F, indices: I, out: F, rows: number, n: number, k: number): void;
+
+  /** out[i, :] = src[idx[i], :]; src [nSrc, d], out [idx.length, d]. Indices are pre-validated. */
+  gatherRows(src: F, idx: I, out: F, nSrc: number, d: number): void;
+
+  /** out[idx[i], :] += src[i, :]; src [idx.length, d], out [nOut, d]. Indices are pre-validated. */
+  scatterAddRows(src: F, idx: I, out: F, nOut: number, d: number): void;
+
+  /** Strided copy of a `shape`-shaped view: dst[dstOffset + sum i*dstStrides] = src[srcOffset + sum i*srcStrides]. */
+  copyStrided(src: F, srcOffset: number, srcStrides: readonly number[], dst: F, dstOffset: number,
+    dstStrides: readonly number[], shape: readonly number[]): void;
+
+  /** Layer norm over rows of x [rows, d]; gamma/beta [d] optional. Saves mean and rstd [rows]. */
+  layerNorm(x: F, gamma: F | null, beta: F | null, y: F, mean: F, rstd: F, rows: number, d: number, eps: number): void;
+  /** dgamma/dbeta are accumulated into (zero-filled by the caller). */
+  layerNormBackward(x: F, gamma: F | null, mean: F, rstd: F, dy: F, dx: F, dgamma: F | null, dbeta: F | null, rows: number, d: number): void;
+
+  /** RMS norm over rows: y = x * rstd * gamma, rstd = 1/sqrt(mean(x^2) + eps). */
+  rmsNorm(x: F, gamma: F | null, y: F, rstd: F, rows: number, d: number, eps: number): void;
+  rmsNormBackward(x: F, gamma: F | null, rstd: F, dy: F, dx: F, dgamma: F | null, rows: number, d: number): void;
+
+  /**
+   * Per-row cross-entropy of logits [rows, c] against class targets, with label smoothing s:
+   * target distribution (1 - s) on the class plus s / c everywhere. Targets < 0 are ignored
+   * (loss 0, gradient 0). Writes losses [rows] and the softmax probabilities [rows, c].
+   */
+  crossEntropy(logits: F, targets: I, losses: F, probs: F, rows: number, c: number, smoothing: number): void;
+  /** dlogits[r] = dloss[r] * (probs[r] - target distribution[r]). */
+  crossEntropyBackward(probs: F, targets: I, dloss: F, dlogits: F, rows: number, c: number, smoothing: number): void;
+}
+
+export type KernelName = keyof KernelImpls;
+
+export const KERNEL_NAMES: readonly KernelName[] = [
+  'matmul', 'groupedMatmul', 'groupedMatmulWeightGrad', 'binary', 'unary', 'unaryBackward', 'softmax',
+  'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
+  'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
+  'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward',
+];
+
+export interface Backend {
+  readonly name: string;
+  /** Whether float64 tensors are accepted (the js reference backend only). */
+  readonly float64: boolean;
+  readonly kernels: Partial<KernelImpls>;
+  /** One line on how the backend was built (e.g. which BLAS). */
+  readonly info: string;
+}

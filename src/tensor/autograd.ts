@@ -1,0 +1,114 @@
+// Reverse-mode autograd. Every op that sees an input requiring gradients records a node (its
+// inputs and a backward closure) on its output; backward() orders the recorded nodes
+// topologically from the root and replays their closures in reverse: the tape, rebuilt from
+// the graph so that unused branches are freed by the garbage collector.
+
+import type { Tensor } from './tensor.js';
+import { shapeStr, shapesEqual } from './shape.js';
+
+/** Given the gradient of the output, returns one gradient per input (null where none flows). */
+export type BackwardFn = (gradOut: Tensor) => ReadonlyArray<Tensor | null>;
+
+export interface GradNode {
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  readonly backward: BackwardFn;
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording: no node is created and outputs do not require gradients. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Hooks the add used to accumulate gradients; set by the ops module to avoid an import cycle. */
+let accumulate: ((a: Tensor, b: Tensor) => Tensor) | null = null;
+export function setGradAccumulator(fn: (a: Tensor, b: Tensor) => Tensor): void {
+  accumulate = fn;
+}
+
+/** Marks out as produced by op from inputs if any input requires a gradient. Returns out. */
+export function record(out: Tensor, op: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
+  if (!gradEnabled) return out;
+  if (!inputs.some((t) => t.requiresGrad)) return out;
+  out.requiresGrad = true;
+  out.node = { op, inputs, backward };
+  return out;
+}
+
+function topoOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // Iterative post-order DFS: deep graphs (long sequences, many layers) must not overflow the stack.
+  const stack: Array<[Tensor, number]> = [[root, 0]];
+  seen.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const [t, i] = top;
+    const inputs = t.node ? t.node.inputs : [];
+    if (i < inputs.length) {
+      top[1] = i + 1;
+      const child = inputs[i]!;
+      if (child.requiresGrad && !seen.has(child)) {
+        seen.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}
+
+/** Back-propagates from root; leaves that require gradients accumulate into .grad. */
+export function backward(root: Tensor, gradOut: Tensor): void {
+  if (!accumulate) throw new Error('backward: ops module not loaded');
+  if (!root.requiresGrad) throw new Error('backward: the tensor does not require gradients (no input of its graph has requiresGrad set)');
+  if (!shapesEqual(root.shape, gradOut.shape)) {
+    throw new Error(`backward: gradient shape ${shapeStr(gradOut.shape)} does not match tensor shape ${shapeStr(root.shape)}`);
+  }
+  const order = topoOrder(root);
+  const grads = new Map<Tensor, Tensor>();
+  grads.set(root, gradOut);
+  const add = accumulate;
+  const prev = gradEnabled;
+  gradEnabled = false; // no higher-order gradients: backward closures are not recorded
+  try {
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i]!;
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      if (!t.node) {
+        t.grad = t.grad ? add(t.grad, g) : g;
+        continue;
+      }
+      const inputGrads = t.node.backward(g);
+      const inputs = t.node.inputs;
+      for (let j = 0; j < inputs.length; j++) {
+        const x = inputs[j]!;
+        const gx = inputGrads[j];
+        if (!x.requiresGrad || !gx) continue;
+        if (!shapesEqual(gx.shape, x.shape)) {
+          throw new Error(`backward of ${t.node.op}: gradient for input ${j} has shape ${shapeStr(gx.shape)}, input has shape ${shapeStr(x.shape)}`);
+        }
+        const acc = grads.get(x);
+        grads.set(x, acc ? add(acc, gx) : gx);
+      }
+    }
+  } finally {
+    gradEnabled = prev;
+  }
+}

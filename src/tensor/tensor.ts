@@ -1,0 +1,101 @@
+// Tensor: a contiguous, row-major typed array with a shape, plus its autograd state.
+
+import { allocArray, dtypeOf, type DType, type TypedArray } from './dtype.js';
+import { assertValidShape, shapeSize, shapeStr, type Shape } from './shape.js';
+import { backward as runBackward, type GradNode } from './autograd.js';
+
+export type NestedArray = number | NestedArray[];
+
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** Row-major contiguous storage; length equals the product of the shape. */
+  readonly data: TypedArray;
+  requiresGrad = false;
+  grad: Tensor | null = null;
+  /** How this tensor was computed, when recorded for autograd. */
+  node: GradNode | null = null;
+  name: string | undefined;
+
+  constructor(data: TypedArray, shape: Shape) {
+    assertValidShape(shape, 'Tensor');
+    const n = shapeSize(shape);
+    if (data.length !== n) throw new Error(`Tensor: data has ${data.length} elements but shape ${shapeStr(shape)} needs ${n}`);
+    this.data = data;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtypeOf(data);
+  }
+
+  static empty(shape: Shape, dtype: DType = 'float32'): Tensor {
+    assertValidShape(shape, 'Tensor.empty');
+    return new Tensor(allocArray(dtype, shapeSize(shape)), shape);
+  }
+
+  get size(): number {
+    return this.data.length;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** Marks a leaf as a parameter (or not): backward() accumulates into its .grad. */
+  requireGrad(flag = true): this {
+    if (flag && this.dtype === 'int32') throw new Error('requireGrad: int32 tensors cannot require gradients');
+    this.requiresGrad = flag;
+    return this;
+  }
+
+  /** Same data, cut from the graph. */
+  detach(): Tensor {
+    return new Tensor(this.data, this.shape);
+  }
+
+  zeroGrad(): void {
+    this.grad = null;
+  }
+
+  /** Back-propagates; without an argument the tensor must hold one element (gradient 1). */
+  backward(grad?: Tensor): void {
+    if (grad === undefined) {
+      if (this.size !== 1) throw new Error(`backward: called without a gradient on a tensor of shape ${shapeStr(this.shape)}; pass a gradient or reduce to a scalar first`);
+      const one = allocArray(this.dtype, 1);
+      one[0] = 1;
+      grad = new Tensor(one, this.shape);
+    }
+    runBackward(this, grad);
+  }
+
+  item(): number {
+    if (this.size !== 1) throw new Error(`item: tensor of shape ${shapeStr(this.shape)} has ${this.size} elements, not 1`);
+    return this.data[0]!;
+  }
+
+  /** Nested JavaScript arrays (a number for rank 0), for inspection and tests. */
+  toArray(): NestedArray {
+    const d = this.data;
+    const shape = this.shape;
+    if (shape.length === 0) return d[0]!;
+    const build = (dim: number, offset: number): NestedArray[] => {
+      const n = shape[dim]!;
+      const out: NestedArray[] = new Array(n);
+      if (dim === shape.length - 1) {
+        for (let i = 0; i < n; i++) out[i] = d[offset + i]!;
+        return out;
+      }
+      const stride = shapeSize(shape.slice(dim + 1));
+      for (let i = 0; i < n; i++) out[i] = build(dim + 1, offset + i * stride);
+      return out;
+    };
+    return build(0, 0);
+  }
+
+  /** Flat copy as a plain array. */
+  toList(): number[] {
+    return Array.from(this.data);
+  }
+
+  toString(): string {
+    return `Tensor(${shapeStr(this.shape)}, ${this.dtype}${this.requiresGrad ? ', requiresGrad' : ''})`;
+  }
+}

@@ -1,0 +1,89 @@
+// Test helpers: backends under test, random tensors, closeness checks, float64 finite differences.
+
+import assert from 'node:assert/strict';
+import { availableBackends, Rng, Tensor, noGrad, ops, type DType } from '../src/index.js';
+
+/** Every backend that loads here; CI sets MOE_REQUIRE_NATIVE=1 so a broken native build fails. */
+export function backendsUnderTest(): string[] {
+  return availableBackends();
+}
+
+export function randTensor(rng: Rng, shape: number[], dtype: DType = 'float32', lo = -1, hi = 1): Tensor {
+  const t = Tensor.empty(shape, dtype);
+  rng.fillUniform(t.data as Float32Array, lo, hi);
+  return t;
+}
+
+/** Same values in another dtype (a copy). */
+export function cast(t: Tensor, dtype: DType): Tensor {
+  const out = Tensor.empty(t.shape, dtype);
+  out.data.set(t.data);
+  return out;
+}
+
+export function assertClose(actual: Tensor | ArrayLike<number>, expected: Tensor | ArrayLike<number>, rtol: number, atol: number, what: string): void {
+  const a = actual instanceof Tensor ? actual.data : actual;
+  const e = expected instanceof Tensor ? expected.data : expected;
+  if (actual instanceof Tensor && expected instanceof Tensor) {
+    assert.deepEqual([...actual.shape], [...expected.shape], `${what}: shape`);
+  }
+  assert.equal(a.length, e.length, `${what}: length`);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = e[i]!;
+    if (Number.isNaN(x) || Number.isNaN(y)) {
+      if (Number.isNaN(x) && Number.isNaN(y)) continue;
+      assert.fail(`${what}: NaN mismatch at ${i}: ${x} vs ${y}`);
+    }
+    const excess = Math.abs(x - y) - (atol + rtol * Math.abs(y));
+    if (excess > worstExcess) { worstExcess = excess; worst = i; }
+  }
+  if (worst >= 0) assert.fail(`${what}: element ${worst}: got ${a[worst]}, expected ${e[worst]} (rtol ${rtol}, atol ${atol})`);
+}
+
+/**
+ * Checks the analytic gradients of fn at inputs (float64, on the current backend) against central
+ * finite differences of L = sum(fn(inputs) * W) for a random W; samples up to maxPerInput entries.
+ */
+export function checkGradients(fn: (xs: Tensor[]) => Tensor, inputs: Tensor[], diff: boolean[], rng: Rng, what: string, maxPerInput = 64): void {
+  for (const [i, x] of inputs.entries()) {
+    x.requiresGrad = diff[i]!;
+    x.grad = null;
+  }
+  const out = fn(inputs);
+  const w = randTensor(rng, [...out.shape], 'float64');
+  if (!out.requiresGrad) {
+    assert.ok(!diff.some((d) => d), `${what}: output does not require grad`);
+    return;
+  }
+  ops.sum(ops.mul(out, w)).backward();
+  const h = 1e-6;
+  const f = (): number => noGrad(() => {
+    const o = fn(inputs);
+    let s = 0;
+    for (let j = 0; j < o.size; j++) s += o.data[j]! * w.data[j]!;
+    return s;
+  });
+  for (const [i, x] of inputs.entries()) {
+    if (!diff[i]) continue;
+    assert.ok(x.grad, `${what}: input ${i} received no gradient`);
+    const n = x.size;
+    const picks = n <= maxPerInput ? [...Array(n).keys()] : [...Array(maxPerInput)].map(() => rng.int(n));
+    for (const j of picks) {
+      const orig = x.data[j]!;
+      x.data[j] = orig + h;
+      const fp = f();
+      x.data[j] = orig - h;
+      const fm = f();
+      x.data[j] = orig;
+      const fd = (fp - fm) / (2 * h);
+      const an: number = x.grad.data[j]!;
+      const tol = 1e-6 + 1e-5 * Math.abs(fd);
+      if (!(Math.abs(an - fd) <= tol)) {
+        assert.fail(`${what}: d/d input ${i}[${j}]: analytic ${an}, finite difference ${fd}`);
+      }
+    }
+  }
+}
