@@ -13,7 +13,7 @@ type I = Int32Array;
 export const BINARY_OPS = ['add', 'sub', 'mul', 'div'] as const;
 export type BinaryOp = (typeof BINARY_OPS)[number];
 
-export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'square', 'abs', 'tanh', 'sigmoid', 'softplus', 'relu', 'gelu', 'geluTanh', 'silu'] as const;
+export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'square', 'abs', 'tanh', 'sigmoid', 'softplus', 'relu', 'gelu', 'geluTanh', 'silu', 'normcdf'] as const;
 export type UnaryOp = (typeof UNARY_OPS)[number];
 
 export const REDUCE_OPS = ['sum', 'mean', 'max'] as const;
@@ -73,8 +73,11 @@ export interface KernelImpls {
   /** out[idx[i], :] += src[i, :]; src [idx.length, d], out [nOut, d]. Indices are pre-validated. */
   scatterAddRows(src: F, idx: I, out: F, nOut: number, d: number): void;
 
-  /** Strided copy of a `shape`-shaped view: dst[dstOffset + sum i*dstStrides] = src[srcOffset + sum i*srcStrides]. */
-  copyStrided(src: F, srcOffset: number, srcStrides: readonly number[], dst: F, dstOffset: number,
+  /**
+   * Strided copy of a `shape`-shaped view: dst[dstOffset + sum i*dstStrides] = src[srcOffset + sum i*srcStrides].
+   * Works on float and int32 data (index tensors are sliced and concatenated too).
+   */
+  copyStrided(src: F | I, srcOffset: number, srcStrides: readonly number[], dst: F | I, dstOffset: number,
     dstStrides: readonly number[], shape: readonly number[]): void;
 
   /** Layer norm over rows of x [rows, d]; gamma/beta [d] optional. Saves mean and rstd [rows]. */

@@ -93,9 +93,42 @@ export function withBackend<T>(name: string, fn: () => T): T {
   }
 }
 
+/** Milliseconds and calls per kernel while profiling is on. */
+export interface KernelProfile {
+  [kernel: string]: { ms: number; calls: number };
+}
+
+let profile: KernelProfile | null = null;
+
+/** Runs fn with every kernel call timed; returns fn's result and the time per kernel. */
+export function profileKernels<T>(fn: () => T): { result: T; profile: KernelProfile } {
+  const prev = profile;
+  const mine: KernelProfile = {};
+  profile = mine;
+  try {
+    return { result: fn(), profile: mine };
+  } finally {
+    profile = prev;
+  }
+}
+
+function timed<F extends (...args: never[]) => void>(name: string, f: F, into: KernelProfile): F {
+  return ((...args: Parameters<F>) => {
+    const t0 = performance.now();
+    try {
+      f(...args);
+    } finally {
+      const e = (into[name] ??= { ms: 0, calls: 0 });
+      e.ms += performance.now() - t0;
+      e.calls++;
+    }
+  }) as F;
+}
+
 export function kernel<K extends KernelName>(name: K): KernelImpls[K] {
   const b = getBackend();
   const k = b.kernels[name];
   if (!k) throw new KernelNotFoundError(name, b.name);
+  if (profile) return timed(name, k as (...args: never[]) => void, profile) as KernelImpls[K];
   return k as KernelImpls[K];
 }

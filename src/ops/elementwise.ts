@@ -89,6 +89,8 @@ export const gelu = (x: Tensor): Tensor => unaryOp('gelu', x);
 /** GELU with the tanh approximation (PyTorch's approximate='tanh'). */
 export const geluTanh = (x: Tensor): Tensor => unaryOp('geluTanh', x);
 export const silu = (x: Tensor): Tensor => unaryOp('silu', x);
+/** Standard normal CDF. */
+export const normcdf = (x: Tensor): Tensor => unaryOp('normcdf', x);
 
 export function unary(op: UnaryOp, x: Tensor): Tensor {
   return unaryOp(op, x);

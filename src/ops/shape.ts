@@ -4,7 +4,6 @@ import { Tensor } from '../tensor/tensor.js';
 import { record } from '../tensor/autograd.js';
 import { normalizeAxis, shapeSize, shapeStr, stridesOf, type Shape } from '../tensor/shape.js';
 import { kernel } from '../kernels/registry.js';
-import type { FloatArray } from '../tensor/dtype.js';
 import { emptyLike } from './util.js';
 
 /** Same data, new shape; one dimension may be -1 (inferred). */
@@ -24,7 +23,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
 }
 
 function copy(src: Tensor, srcOffset: number, srcStrides: readonly number[], dst: Tensor, dstOffset: number, dstStrides: readonly number[], shape: readonly number[]): void {
-  kernel('copyStrided')(src.data as FloatArray, srcOffset, srcStrides, dst.data as FloatArray, dstOffset, dstStrides, shape);
+  kernel('copyStrided')(src.data, srcOffset, srcStrides, dst.data, dstOffset, dstStrides, shape);
 }
 
 /** Permutes axes; without perm, swaps the last two. */

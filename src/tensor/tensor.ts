@@ -8,9 +8,8 @@ export type NestedArray = number | NestedArray[];
 
 export class Tensor {
   readonly shape: readonly number[];
-  readonly dtype: DType;
-  /** Row-major contiguous storage; length equals the product of the shape. */
-  readonly data: TypedArray;
+  private _dtype: DType;
+  private _data: TypedArray;
   requiresGrad = false;
   grad: Tensor | null = null;
   /** How this tensor was computed, when recorded for autograd. */
@@ -21,9 +20,34 @@ export class Tensor {
     assertValidShape(shape, 'Tensor');
     const n = shapeSize(shape);
     if (data.length !== n) throw new Error(`Tensor: data has ${data.length} elements but shape ${shapeStr(shape)} needs ${n}`);
-    this.data = data;
+    this._data = data;
     this.shape = Object.freeze([...shape]);
-    this.dtype = dtypeOf(data);
+    this._dtype = dtypeOf(data);
+  }
+
+  /** Row-major contiguous storage; length equals the product of the shape. */
+  get data(): TypedArray {
+    return this._data;
+  }
+
+  get dtype(): DType {
+    return this._dtype;
+  }
+
+  /**
+   * Converts a leaf's storage to another float dtype in place (Module.to): parameters keep their
+   * identity, so optimisers and references stay valid. Not for tensors inside a recorded graph.
+   */
+  castInPlace(dtype: DType): this {
+    if (this.node) throw new Error('castInPlace: only leaf tensors can change dtype');
+    if (dtype === this._dtype) return this;
+    if (dtype === 'int32' || this._dtype === 'int32') throw new Error(`castInPlace: cannot cast ${this._dtype} to ${dtype}`);
+    const next = allocArray(dtype, this.size);
+    next.set(this._data);
+    this._data = next;
+    this._dtype = dtype;
+    this.grad = null;
+    return this;
   }
 
   static empty(shape: Shape, dtype: DType = 'float32'): Tensor {

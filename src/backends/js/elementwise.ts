@@ -2,8 +2,8 @@
 // derivatives, broadcast/sum-to-shape (adjoints of each other) and strided copies.
 
 import type { KernelImpls, UnaryOp } from '../../kernels/kernels.js';
-import type { FloatArray } from '../../tensor/dtype.js';
-import { gelu, geluGrad, geluTanh, geluTanhGrad, sigmoid, softplus } from './math.js';
+import type { TypedArray } from '../../tensor/dtype.js';
+import { gelu, geluGrad, geluTanh, geluTanhGrad, normcdf, normpdf, sigmoid, softplus } from './math.js';
 
 /** Strides of `shape` (left-padded with 1s to `rank`) with 0 on broadcast dimensions. */
 export function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
@@ -75,6 +75,7 @@ function unaryFn(op: UnaryOp): (x: number) => number {
     case 'gelu': return gelu;
     case 'geluTanh': return geluTanh;
     case 'silu': return (x) => x * sigmoid(x);
+    case 'normcdf': return normcdf;
   }
 }
 
@@ -94,6 +95,7 @@ function unaryGradFn(op: UnaryOp): (x: number, y: number) => number {
     case 'gelu': return geluGrad;
     case 'geluTanh': return geluTanhGrad;
     case 'silu': return (x) => { const s = sigmoid(x); return s * (1 + x * (1 - s)); };
+    case 'normcdf': return normpdf;
   }
 }
 
@@ -128,10 +130,25 @@ export const broadcastTo: KernelImpls['broadcastTo'] = (src, srcShape, dst, dstS
   });
 };
 
+/** Lowest and highest index a strided view reaches; typed arrays drop out-of-range writes silently, so check first. */
+function viewBounds(offset: number, strides: readonly number[], shape: readonly number[]): [number, number] {
+  let lo = offset;
+  let hi = offset;
+  for (let i = 0; i < shape.length; i++) {
+    const span = (shape[i]! - 1) * strides[i]!;
+    if (span < 0) lo += span; else hi += span;
+  }
+  return [lo, hi];
+}
+
 export const copyStrided: KernelImpls['copyStrided'] = (src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape) => {
   const rank = shape.length;
-  if (rank === 0) { dst[dstOffset] = src[srcOffset]!; return; }
   if (shape.some((d) => d === 0)) return;
+  for (const [name, buf, off, st] of [['source', src, srcOffset, srcStrides], ['destination', dst, dstOffset, dstStrides]] as const) {
+    const [lo, hi] = viewBounds(off, st, shape);
+    if (lo < 0 || hi >= buf.length) throw new Error(`copyStrided: ${name} view reaches [${lo}, ${hi}] outside its buffer of ${buf.length}`);
+  }
+  if (rank === 0) { dst[dstOffset] = src[srcOffset]!; return; }
   const idx = new Array<number>(rank).fill(0);
   const last = shape[rank - 1]!;
   const ls = srcStrides[rank - 1]!;
@@ -154,6 +171,6 @@ export const copyStrided: KernelImpls['copyStrided'] = (src, srcOffset, srcStrid
   }
 };
 
-function copyRun(src: FloatArray, is: number, ls: number, dst: FloatArray, id: number, ld: number, n: number): void {
+function copyRun(src: TypedArray, is: number, ls: number, dst: TypedArray, id: number, ld: number, n: number): void {
   for (let j = 0; j < n; j++) dst[id + j * ld] = src[is + j * ls]!;
 }

@@ -55,3 +55,13 @@ export function geluTanhGrad(x: number): number {
   const t = Math.tanh(GELU_TANH_C * (x + 0.044715 * x * x * x));
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_TANH_C * (1 + 3 * 0.044715 * x * x);
 }
+
+/** Standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2. */
+export function normcdf(x: number): number {
+  return 0.5 * (1 + erf(x * SQRT1_2));
+}
+
+/** Standard normal density, the derivative of normcdf. */
+export function normpdf(x: number): number {
+  return INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+}

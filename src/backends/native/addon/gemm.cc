@@ -1,0 +1,186 @@
+// Matrix products: matmul (batched, transposes, accumulate), the grouped expert GEMM and its weight
+// gradient, all through one sgemm() that is OpenBLAS's cblas_sgemm when the build found it.
+#include <cstring>
+#include <string>
+
+#include "common.h"
+#include "kernels.h"
+#include "sgemm.h"
+#include "threadpool.h"
+
+#ifdef MOE_HAVE_OPENBLAS
+// Declared here so that no CBLAS header path is needed; the enum values are CBLAS's.
+extern "C" {
+void cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
+                 float beta, float* c, int ldc);
+int openblas_get_num_threads(void);
+char* openblas_get_config(void);
+}
+static constexpr int CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112;
+#endif
+
+namespace moe {
+
+void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate, float* c,
+           i64 ldc) {
+#ifdef MOE_HAVE_OPENBLAS
+  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, c,
+              static_cast<int>(ldc));
+#else
+  fallbackSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+#endif
+}
+
+namespace {
+
+constexpr i64 kIntMax = 2147483647;
+
+// BLAS takes 32-bit sizes and leading dimensions.
+void checkBlasInt(const Args& args, std::initializer_list<i64> xs) {
+#ifdef MOE_HAVE_OPENBLAS
+  for (i64 x : xs) if (x > kIntMax) args.fail("a matrix dimension exceeds 2^31 - 1, which BLAS cannot take");
+#else
+  (void)args;
+  (void)xs;
+#endif
+}
+
+void zero(float* p, i64 n) { std::memset(p, 0, sizeof(float) * static_cast<size_t>(n)); }
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Args args(info, "matmul", 12);
+  Buf<float> a = args.f32(0, "a"), b = args.f32(1, "b"), out = args.f32(2, "out");
+  i64 batch = args.size(3, "batch"), m = args.size(4, "m"), n = args.size(5, "n"), k = args.size(6, "k");
+  bool transA = args.boolean(7, "transA"), transB = args.boolean(8, "transB");
+  bool aBatched = args.boolean(9, "aBatched"), bBatched = args.boolean(10, "bBatched"), accumulate = args.boolean(11, "accumulate");
+  i64 mk = args.mul({m, k}), kn = args.mul({k, n}), mn = args.mul({m, n});
+  args.need(a, args.mul({aBatched ? batch : 1, mk}), "a");
+  args.need(b, args.mul({bBatched ? batch : 1, kn}), "b");
+  args.need(out, args.mul({batch, mn}), "out");
+  if (batch == 0 || m == 0 || n == 0) return info.Env().Undefined();
+  if (k == 0) {
+    if (!accumulate) zero(out.data, batch * mn);
+    return info.Env().Undefined();
+  }
+  i64 lda = transA ? m : k, ldb = transB ? k : n;
+  // A stack of A matrices against one B is a single taller product.
+  if (batch > 1 && aBatched && !bBatched && !transA) {
+    checkBlasInt(args, {batch * m, n, k});
+    sgemm(false, transB, batch * m, n, k, a.data, k, b.data, ldb, accumulate, out.data, n);
+    return info.Env().Undefined();
+  }
+  checkBlasInt(args, {m, n, k});
+  for (i64 i = 0; i < batch; i++) {
+    sgemm(transA, transB, m, n, k, a.data + (aBatched ? i * mk : 0), lda, b.data + (bBatched ? i * kn : 0), ldb, accumulate,
+          out.data + i * mn, n);
+  }
+  return info.Env().Undefined();
+}
+
+// Validates group sizes and returns their sum (the row count T).
+i64 groupRows(const Args& args, const Buf<int32_t>& sizes) {
+  i64 t = 0;
+  for (i64 g = 0; g < sizes.length; g++) {
+    if (sizes.data[g] < 0) args.fail("groupSizes[" + std::to_string(g) + "] = " + std::to_string(sizes.data[g]) + " is negative");
+    t += sizes.data[g];
+  }
+  return t;
+}
+
+Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
+  Args args(info, "groupedMatmul", 7);
+  Buf<float> x = args.f32(0, "x"), w = args.f32(1, "w");
+  Buf<int32_t> sizes = args.i32(2, "groupSizes");
+  Buf<float> out = args.f32(3, "out");
+  i64 k = args.size(4, "k"), n = args.size(5, "n");
+  bool transW = args.boolean(6, "transW");
+  i64 t = groupRows(args, sizes);
+  args.need(x, args.mul({t, k}), "x");
+  args.need(out, args.mul({t, n}), "out");
+  args.need(w, args.mul({sizes.length, k, n}), "w");
+  checkBlasInt(args, {k, n});
+  if (n == 0) return info.Env().Undefined();
+  i64 row = 0;
+  for (i64 g = 0; g < sizes.length; g++) {
+    i64 rows = sizes.data[g];
+    if (rows > 0) {
+      if (k == 0) zero(out.data + row * n, rows * n);
+      else sgemm(false, transW, rows, n, k, x.data + row * k, k, w.data + g * k * n, transW ? k : n, false, out.data + row * n, n);
+    }
+    row += rows;
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value GroupedMatmulWeightGrad(const Napi::CallbackInfo& info) {
+  Args args(info, "groupedMatmulWeightGrad", 6);
+  Buf<float> x = args.f32(0, "x"), dy = args.f32(1, "dy");
+  Buf<int32_t> sizes = args.i32(2, "groupSizes");
+  Buf<float> out = args.f32(3, "out");
+  i64 k = args.size(4, "k"), n = args.size(5, "n");
+  i64 t = groupRows(args, sizes);
+  args.need(x, args.mul({t, k}), "x");
+  args.need(dy, args.mul({t, n}), "dy");
+  args.need(out, args.mul({sizes.length, k, n}), "out");
+  checkBlasInt(args, {k, n});
+  if (k == 0 || n == 0) return info.Env().Undefined();
+  i64 row = 0;
+  for (i64 g = 0; g < sizes.length; g++) {
+    i64 rows = sizes.data[g];
+    float* o = out.data + g * k * n;
+    // out[g] = x_g^T @ dy_g: x_g is rows x k, read transposed.
+    if (rows == 0) zero(o, k * n);
+    else sgemm(true, false, k, n, rows, x.data + row * k, k, dy.data + row * n, n, false, o, n);
+    row += rows;
+  }
+  return info.Env().Undefined();
+}
+
+// Test hook: runs the portable SGEMM even in an OpenBLAS build, with matmul's single-matrix arguments.
+Napi::Value FallbackGemm(const Napi::CallbackInfo& info) {
+  Args args(info, "fallbackGemm", 9);
+  Buf<float> a = args.f32(0, "a"), b = args.f32(1, "b"), out = args.f32(2, "out");
+  i64 m = args.size(3, "m"), n = args.size(4, "n"), k = args.size(5, "k");
+  bool transA = args.boolean(6, "transA"), transB = args.boolean(7, "transB"), accumulate = args.boolean(8, "accumulate");
+  args.need(a, args.mul({m, k}), "a");
+  args.need(b, args.mul({k, n}), "b");
+  args.need(out, args.mul({m, n}), "out");
+  if (m == 0 || n == 0) return info.Env().Undefined();
+  if (k == 0) {
+    if (!accumulate) zero(out.data, m * n);
+    return info.Env().Undefined();
+  }
+  fallbackSgemm(transA, transB, m, n, k, a.data, transA ? m : k, b.data, transB ? k : n, accumulate, out.data, n);
+  return info.Env().Undefined();
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#ifdef MOE_HAVE_OPENBLAS
+  o.Set("blas", "openblas");
+  o.Set("blasThreads", openblas_get_num_threads());
+  const char* cfg = openblas_get_config();
+  o.Set("blasConfig", cfg ? cfg : "");
+#else
+  o.Set("blas", "fallback");
+  o.Set("blasThreads", poolThreads());
+  o.Set("blasConfig", "portable blocked SGEMM");
+#endif
+  o.Set("threads", poolThreads());
+  o.Set("simd", simdLevel());
+  return o;
+}
+
+}  // namespace
+
+void registerGemm(Napi::Env env, Napi::Object exports) {
+  exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
+  exports.Set("groupedMatmul", Napi::Function::New(env, GroupedMatmul, "groupedMatmul"));
+  exports.Set("groupedMatmulWeightGrad", Napi::Function::New(env, GroupedMatmulWeightGrad, "groupedMatmulWeightGrad"));
+  exports.Set("fallbackGemm", Napi::Function::New(env, FallbackGemm, "fallbackGemm"));
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+}
+
+}  // namespace moe

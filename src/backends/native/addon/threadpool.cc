@@ -1,0 +1,125 @@
+// Persistent worker threads behind parallelFor (see threadpool.h).
+#include "threadpool.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MOE_PAUSE() _mm_pause()
+#else
+#define MOE_PAUSE() std::this_thread::yield()
+#endif
+
+namespace moe {
+namespace {
+
+class Pool {
+ public:
+  explicit Pool(int threads) : threads_(threads < 1 ? 1 : threads) {
+    for (int i = 1; i < threads_; i++) workers_.emplace_back([this, i] { loop(i); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  int threads() const { return threads_; }
+
+  void run(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx) {
+    int64_t parts = minChunk > 0 ? n / minChunk : n;
+    if (parts > threads_) parts = threads_;
+    // A second JS thread (worker_threads) calling in while the pool is busy runs serially.
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (parts <= 1 || !busy.owns_lock()) {
+      if (n > 0) fn(ctx, 0, n);
+      return;
+    }
+    fn_ = fn;
+    ctx_ = ctx;
+    n_ = n;
+    parts_ = static_cast<int>(parts);
+    // Every worker acknowledges every job, so no worker can still be reading this job's
+    // parameters when the next one is set up.
+    pending_.store(threads_ - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    chunk(0);
+    while (pending_.load(std::memory_order_acquire) != 0) MOE_PAUSE();
+  }
+
+ private:
+  void chunk(int part) {
+    int64_t b = n_ * part / parts_, e = n_ * (part + 1) / parts_;
+    if (e > b) fn_(ctx_, b, e);
+  }
+
+  void loop(int id) {
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t g = gen_.load(std::memory_order_acquire);
+      if (g == seen) {
+        auto t0 = std::chrono::steady_clock::now();
+        int spins = 0;
+        while ((g = gen_.load(std::memory_order_acquire)) == seen) {
+          MOE_PAUSE();
+          if (++spins % 256 == 0 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(100)) {
+            std::unique_lock<std::mutex> lk(m_);
+            cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+          }
+        }
+      }
+      seen = g;
+      if (stop_) return;
+      if (id < parts_) chunk(id);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex m_, busy_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> pending_{0};
+  bool stop_ = false;
+  ChunkFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0;
+  int parts_ = 1;
+};
+
+int defaultThreads() {
+  if (const char* e = std::getenv("MOE_NATIVE_THREADS")) {
+    int v = std::atoi(e);
+    if (v >= 1 && v <= 256) return v;
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(hc > 64 ? 64 : hc);
+}
+
+Pool& pool() {
+  // Leaked on purpose: joining threads from a static destructor at process exit can deadlock.
+  static Pool* p = new Pool(defaultThreads());
+  return *p;
+}
+
+}  // namespace
+
+int poolThreads() { return pool().threads(); }
+
+void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx) { pool().run(n, minChunk, fn, ctx); }
+
+}  // namespace moe

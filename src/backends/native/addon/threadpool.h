@@ -1,0 +1,22 @@
+// A small persistent thread pool: parallelFor splits [0, n) into one contiguous chunk per thread.
+// Workers spin briefly after each job (elementwise kernels arrive in quick succession), then sleep.
+#pragma once
+
+#include <cstdint>
+
+namespace moe {
+
+using ChunkFn = void (*)(void* ctx, int64_t begin, int64_t end);
+
+/** Threads the pool uses, the caller included (MOE_NATIVE_THREADS overrides the core count). */
+int poolThreads();
+
+/** Runs fn over [0, n) split into chunks no smaller than minChunk; serial when n is small. */
+void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx);
+
+template <typename F>
+inline void parallelFor(int64_t n, int64_t minChunk, F&& f) {
+  parallelForRaw(n, minChunk, [](void* c, int64_t b, int64_t e) { (*static_cast<F*>(c))(b, e); }, &f);
+}
+
+}  // namespace moe

@@ -1,0 +1,204 @@
+// The native backend: TypeScript binding of the moe_native C++ addon (OpenBLAS GEMMs, vectorised
+// and threaded loops), registered lazily so that a missing build falls back to the js backend.
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Backend, BinaryOp, KernelImpls, ReduceOp, UnaryOp } from '../../kernels/kernels.js';
+import { registerLazyBackend, setLoadError } from '../../kernels/registry.js';
+import type { FloatArray } from '../../tensor/dtype.js';
+
+type F32 = Float32Array;
+type I32 = Int32Array;
+type Shape = readonly number[];
+
+/** The addon's exports: the kernels of KernelImpls with op names as codes and float32 data only. */
+interface Addon {
+  matmul(a: F32, b: F32, out: F32, batch: number, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, aBatched: boolean, bBatched: boolean, accumulate: boolean): void;
+  groupedMatmul(x: F32, w: F32, groupSizes: I32, out: F32, k: number, n: number, transW: boolean): void;
+  groupedMatmulWeightGrad(x: F32, dy: F32, groupSizes: I32, out: F32, k: number, n: number): void;
+  /** The portable SGEMM even in an OpenBLAS build (tests and benchmarks). */
+  fallbackGemm(a: F32, b: F32, out: F32, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void;
+  binary(op: number, a: F32, aShape: Shape, b: F32, bShape: Shape, out: F32, outShape: Shape): void;
+  unary(op: number, x: F32, out: F32): void;
+  unaryBackward(op: number, x: F32, y: F32, dy: F32, dx: F32): void;
+  softmax(x: F32, out: F32, outer: number, dim: number, inner: number, log: boolean): void;
+  softmaxBackward(y: F32, dy: F32, dx: F32, outer: number, dim: number, inner: number, log: boolean): void;
+  reduce(op: number, x: F32, out: F32, arg: I32 | null, outer: number, dim: number, inner: number): void;
+  sumToShape(src: F32, srcShape: Shape, dst: F32, dstShape: Shape): void;
+  broadcastTo(src: F32, srcShape: Shape, dst: F32, dstShape: Shape, scale: number): void;
+  scatterArg(dy: F32, arg: I32, out: F32, outer: number, dim: number, inner: number): void;
+  topk(x: F32, values: F32, indices: I32, rows: number, n: number, k: number): void;
+  topkBackward(dy: F32, indices: I32, out: F32, rows: number, n: number, k: number): void;
+  gatherRows(src: F32, idx: I32, out: F32, nSrc: number, d: number): void;
+  scatterAddRows(src: F32, idx: I32, out: F32, nOut: number, d: number): void;
+  copyStrided(src: F32 | I32, srcOffset: number, srcStrides: Shape, dst: F32 | I32, dstOffset: number, dstStrides: Shape, shape: Shape): void;
+  layerNorm(x: F32, gamma: F32 | null, beta: F32 | null, y: F32, mean: F32, rstd: F32, rows: number, d: number, eps: number): void;
+  layerNormBackward(x: F32, gamma: F32 | null, mean: F32, rstd: F32, dy: F32, dx: F32, dgamma: F32 | null, dbeta: F32 | null,
+    rows: number, d: number): void;
+  rmsNorm(x: F32, gamma: F32 | null, y: F32, rstd: F32, rows: number, d: number, eps: number): void;
+  rmsNormBackward(x: F32, gamma: F32 | null, rstd: F32, dy: F32, dx: F32, dgamma: F32 | null, rows: number, d: number): void;
+  crossEntropy(logits: F32, targets: I32, losses: F32, probs: F32, rows: number, c: number, smoothing: number): void;
+  crossEntropyBackward(probs: F32, targets: I32, dloss: F32, dlogits: F32, rows: number, c: number, smoothing: number): void;
+  info(): { blas: 'openblas' | 'fallback'; threads: number; blasThreads: number; blasConfig: string; simd: string };
+  measurePeakGflops(seconds: number, threads: number): number;
+}
+
+// Op codes shared with the C++ enums (elementwise.cc, reduce.cc); Records so a new op is a type error here.
+const UNARY_CODE: Record<UnaryOp, number> = {
+  neg: 0, exp: 1, log: 2, sqrt: 3, square: 4, abs: 5, tanh: 6, sigmoid: 7, softplus: 8, relu: 9, gelu: 10, geluTanh: 11, silu: 12, normcdf: 13,
+};
+const BINARY_CODE: Record<BinaryOp, number> = { add: 0, sub: 1, mul: 2, div: 3 };
+const REDUCE_CODE: Record<ReduceOp, number> = { sum: 0, mean: 1, max: 2 };
+
+const ADDON_PATH = ['src', 'backends', 'native', 'addon', 'build', 'Release', 'moe_native.node'];
+
+/**
+ * The package root: the nearest ancestor with a package.json, preferring one that holds the addon
+ * sources (so a stray package.json under dist/ does not hide the build).
+ */
+function packageRoot(from: string): string | null {
+  let first: string | null = null;
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) {
+      if (existsSync(join(dir, 'src', 'backends', 'native', 'addon'))) return dir;
+      first ??= dir;
+    }
+    if (dirname(dir) === dir) return first;
+  }
+}
+
+let addon: Addon | null | undefined;
+let addonError = '';
+
+function loadAddon(): Addon | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  const here = dirname(fileURLToPath(import.meta.url));
+  const root = packageRoot(here);
+  const override = process.env['MOE_NATIVE_ADDON'];
+  const path = override !== undefined && override !== '' ? override : root ? join(root, ...ADDON_PATH) : null;
+  if (!path) {
+    addonError = `no package.json above ${here}, so the addon cannot be located`;
+  } else if (!existsSync(path)) {
+    addonError = `the addon is not built (${path} is missing; run npm run build:native)`;
+  } else {
+    try {
+      addon = createRequire(import.meta.url)(path) as Addon;
+    } catch (e) {
+      addonError = `loading ${path} failed: ${e instanceof Error ? e.message : String(e)}`;
+    }
+  }
+  return addon;
+}
+
+function f32(name: string, x: FloatArray): Float32Array {
+  if (x instanceof Float64Array) throw new Error(`native backend: kernel ${name} got float64 data; float64 runs only on the js backend`);
+  return x;
+}
+
+function f32n(name: string, x: FloatArray | null): Float32Array | null {
+  return x === null ? null : f32(name, x);
+}
+
+function makeKernels(n: Addon): KernelImpls {
+  return {
+    matmul: (a, b, out, batch, m, nn, k, transA, transB, aBatched, bBatched, accumulate) =>
+      n.matmul(f32('matmul', a), f32('matmul', b), f32('matmul', out), batch, m, nn, k, transA, transB, aBatched, bBatched, accumulate),
+    groupedMatmul: (x, w, groupSizes, out, k, nn, transW) =>
+      n.groupedMatmul(f32('groupedMatmul', x), f32('groupedMatmul', w), groupSizes, f32('groupedMatmul', out), k, nn, transW),
+    groupedMatmulWeightGrad: (x, dy, groupSizes, out, k, nn) =>
+      n.groupedMatmulWeightGrad(f32('groupedMatmulWeightGrad', x), f32('groupedMatmulWeightGrad', dy), groupSizes,
+        f32('groupedMatmulWeightGrad', out), k, nn),
+    binary: (op, a, aShape, b, bShape, out, outShape) =>
+      n.binary(BINARY_CODE[op], f32('binary', a), aShape, f32('binary', b), bShape, f32('binary', out), outShape),
+    unary: (op, x, out) => n.unary(UNARY_CODE[op], f32('unary', x), f32('unary', out)),
+    unaryBackward: (op, x, y, dy, dx) =>
+      n.unaryBackward(UNARY_CODE[op], f32('unaryBackward', x), f32('unaryBackward', y), f32('unaryBackward', dy), f32('unaryBackward', dx)),
+    softmax: (x, out, outer, dim, inner, log) => n.softmax(f32('softmax', x), f32('softmax', out), outer, dim, inner, log),
+    softmaxBackward: (y, dy, dx, outer, dim, inner, log) =>
+      n.softmaxBackward(f32('softmaxBackward', y), f32('softmaxBackward', dy), f32('softmaxBackward', dx), outer, dim, inner, log),
+    reduce: (op, x, out, arg, outer, dim, inner) => n.reduce(REDUCE_CODE[op], f32('reduce', x), f32('reduce', out), arg, outer, dim, inner),
+    sumToShape: (src, srcShape, dst, dstShape) => n.sumToShape(f32('sumToShape', src), srcShape, f32('sumToShape', dst), dstShape),
+    broadcastTo: (src, srcShape, dst, dstShape, scale) =>
+      n.broadcastTo(f32('broadcastTo', src), srcShape, f32('broadcastTo', dst), dstShape, scale),
+    scatterArg: (dy, arg, out, outer, dim, inner) => n.scatterArg(f32('scatterArg', dy), arg, f32('scatterArg', out), outer, dim, inner),
+    topk: (x, values, indices, rows, nn, k) => n.topk(f32('topk', x), f32('topk', values), indices, rows, nn, k),
+    topkBackward: (dy, indices, out, rows, nn, k) => n.topkBackward(f32('topkBackward', dy), indices, f32('topkBackward', out), rows, nn, k),
+    gatherRows: (src, idx, out, nSrc, d) => n.gatherRows(f32('gatherRows', src), idx, f32('gatherRows', out), nSrc, d),
+    scatterAddRows: (src, idx, out, nOut, d) => n.scatterAddRows(f32('scatterAddRows', src), idx, f32('scatterAddRows', out), nOut, d),
+    // Also takes Int32Array views (slicing index tensors); the addon copies 4-byte words.
+    copyStrided: (src: FloatArray | Int32Array, srcOffset: number, srcStrides: Shape, dst: FloatArray | Int32Array, dstOffset: number,
+      dstStrides: Shape, shape: Shape) =>
+      n.copyStrided(src instanceof Int32Array ? src : f32('copyStrided', src), srcOffset, srcStrides,
+        dst instanceof Int32Array ? dst : f32('copyStrided', dst), dstOffset, dstStrides, shape),
+    layerNorm: (x, gamma, beta, y, mean, rstd, rows, d, eps) =>
+      n.layerNorm(f32('layerNorm', x), f32n('layerNorm', gamma), f32n('layerNorm', beta), f32('layerNorm', y), f32('layerNorm', mean),
+        f32('layerNorm', rstd), rows, d, eps),
+    layerNormBackward: (x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, d) => {
+      const k = 'layerNormBackward';
+      n.layerNormBackward(f32(k, x), f32n(k, gamma), f32(k, mean), f32(k, rstd), f32(k, dy), f32(k, dx), f32n(k, dgamma), f32n(k, dbeta),
+        rows, d);
+    },
+    rmsNorm: (x, gamma, y, rstd, rows, d, eps) =>
+      n.rmsNorm(f32('rmsNorm', x), f32n('rmsNorm', gamma), f32('rmsNorm', y), f32('rmsNorm', rstd), rows, d, eps),
+    rmsNormBackward: (x, gamma, rstd, dy, dx, dgamma, rows, d) => {
+      const k = 'rmsNormBackward';
+      n.rmsNormBackward(f32(k, x), f32n(k, gamma), f32(k, rstd), f32(k, dy), f32(k, dx), f32n(k, dgamma), rows, d);
+    },
+    crossEntropy: (logits, targets, losses, probs, rows, c, smoothing) =>
+      n.crossEntropy(f32('crossEntropy', logits), targets, f32('crossEntropy', losses), f32('crossEntropy', probs), rows, c, smoothing),
+    crossEntropyBackward: (probs, targets, dloss, dlogits, rows, c, smoothing) =>
+      n.crossEntropyBackward(f32('crossEntropyBackward', probs), targets, f32('crossEntropyBackward', dloss),
+        f32('crossEntropyBackward', dlogits), rows, c, smoothing),
+  };
+}
+
+function load(): Backend | null {
+  const n = loadAddon();
+  if (!n) {
+    setLoadError('native', addonError);
+    return null;
+  }
+  const i = n.info();
+  const blas = i.blas === 'openblas' ? `OpenBLAS (${i.blasThreads} threads; ${i.blasConfig.trim()})` : 'portable blocked SGEMM (no OpenBLAS)';
+  return {
+    name: 'native',
+    float64: false,
+    info: `C++ addon: ${blas}; ${i.threads} threads, ${i.simd} loops`,
+    kernels: makeKernels(n),
+  };
+}
+
+registerLazyBackend('native', load);
+
+/** How the addon was built, or null when it is not available. */
+export function nativeInfo(): { blas: 'openblas' | 'fallback'; threads: number } | null {
+  const n = loadAddon();
+  if (!n) return null;
+  const i = n.info();
+  return { blas: i.blas, threads: i.threads };
+}
+
+/**
+ * The measured float32 FMA peak in GFLOP/s: `threads` threads, each running 12 independent FMA
+ * chains on the widest vector unit for `seconds`. Throws when the addon is not built.
+ */
+export function measurePeakGflops(seconds: number, threads: number): number {
+  const n = loadAddon();
+  if (!n) throw new Error(`native backend: ${addonError}`);
+  return n.measurePeakGflops(seconds, threads);
+}
+
+/** The portable SGEMM of the addon, for tests and benchmarks of OpenBLAS-less builds; null without the addon. */
+export function nativeFallbackGemm(): Addon['fallbackGemm'] | null {
+  const n = loadAddon();
+  return n ? n.fallbackGemm.bind(n) : null;
+}
+
+/** Why the addon did not load ('' when it did or was not tried). */
+export function nativeLoadError(): string {
+  return addonError;
+}

@@ -1,0 +1,38 @@
+// A small argument parser: positional words, --flag, --key value / --key=value, repeated keys.
+
+export interface ParsedArgs {
+  positional: string[];
+  flags: Map<string, string[]>;
+}
+
+export function parseArgs(argv: readonly string[], booleanFlags: ReadonlySet<string>): ParsedArgs {
+  const positional: string[] = [];
+  const flags = new Map<string, string[]>();
+  const put = (k: string, v: string) => flags.set(k, [...(flags.get(k) ?? []), v]);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') { positional.push(...argv.slice(i + 1)); break; }
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      if (eq > 0) { put(a.slice(2, eq), a.slice(eq + 1)); continue; }
+      const key = a.slice(2);
+      if (booleanFlags.has(key)) { put(key, 'true'); continue; }
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith('--')) throw new Error(`option --${key} needs a value`);
+      put(key, next);
+      i++;
+    } else if (a === '-h') {
+      put('help', 'true');
+    } else {
+      positional.push(a);
+    }
+  }
+  return { positional, flags };
+}
+
+/** Throws if an option outside `known` was given, naming it. */
+export function rejectUnknown(args: ParsedArgs, known: readonly string[], command: string): void {
+  for (const k of args.flags.keys()) {
+    if (!known.includes(k)) throw new Error(`${command}: unknown option --${k} (known: ${known.map((x) => `--${x}`).join(', ')})`);
+  }
+}

@@ -1,0 +1,18 @@
+// moe-ts: the public API.
+
+import './backends/js/index.js';
+import './backends/native/index.js';
+
+export { Tensor, type NestedArray } from './tensor/tensor.js';
+export type { DType, FloatArray, TypedArray } from './tensor/dtype.js';
+export { shapeSize, shapeStr, broadcastShapes, type Shape } from './tensor/shape.js';
+export { Rng, manualSeed, defaultRng } from './tensor/rng.js';
+export { noGrad, isGradEnabled, record, type GradNode, type BackwardFn } from './tensor/autograd.js';
+export {
+  getBackend, setBackend, withBackend, availableBackends, registerBackend, kernel, KernelNotFoundError, profileKernels, type KernelProfile,
+  backendLoadError,
+} from './kernels/registry.js';
+export { KERNEL_NAMES, BINARY_OPS, UNARY_OPS, REDUCE_OPS, type Backend, type KernelImpls, type KernelName } from './kernels/kernels.js';
+export * as ops from './ops/index.js';
+export * from './ops/index.js';
+export { nativeInfo, measurePeakGflops } from './backends/native/index.js';
