@@ -15,4 +15,6 @@ export {
 export { KERNEL_NAMES, BINARY_OPS, UNARY_OPS, REDUCE_OPS, type Backend, type KernelImpls, type KernelName } from './kernels/kernels.js';
 export * as ops from './ops/index.js';
 export * from './ops/index.js';
+export * from './nn/index.js';
+export * as moe from './moe/index.js';
 export { nativeInfo, measurePeakGflops } from './backends/native/index.js';

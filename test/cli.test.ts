@@ -26,7 +26,7 @@ test('moe --version prints the package version', () => {
 });
 
 test('every command has --help', () => {
-  for (const args of [['bench', 'gemm', '--help'], ['bench', 'elementwise', '--help'], ['info', '--help'], ['bench', '--help']]) {
+  for (const args of [['bench', 'gemm', '--help'], ['bench', 'elementwise', '--help'], ['bench', 'moe-layer', '--help'], ['info', '--help'], ['bench', '--help']]) {
     const r = moe(...args);
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
     assert.ok(r.out.length > 20, args.join(' '));
@@ -38,7 +38,7 @@ test('unknown commands, benchmarks and options are named in the error', () => {
   assert.equal(r.code, 2);
   assert.match(r.err, /unknown command 'frobnicate'/);
   r = moe('bench', 'nope');
-  assert.match(r.err, /bench: unknown benchmark 'nope' \(available: gemm, elementwise\)/);
+  assert.match(r.err, /bench: unknown benchmark 'nope' \(available: gemm, elementwise, moe-layer\)/);
   r = moe('bench', 'gemm', '--jsn');
   assert.match(r.err, /option --jsn needs a value|unknown option --jsn/);
   r = moe('bench', 'gemm', '--fast=1');

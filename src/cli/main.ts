@@ -7,6 +7,7 @@ import { getBackend, availableBackends, backendLoadError } from '../index.js';
 import { nativeInfo } from '../backends/native/index.js';
 import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
+import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
@@ -15,6 +16,7 @@ Usage: moe <command> [options]
 Commands:
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
+  bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
   info                                          backends, BLAS and threads in use
 
 Options:
@@ -37,6 +39,13 @@ warm-up run. The js backend runs every size by default (about a minute); --js-si
 
 GB/s of add, broadcast add, mul, exp, gelu, sum, softmax and layer norm on 4M float32 values,
 against a plain memory copy measured in the same run.`,
+  'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128]
+
+The MoE layer at d=512, d_ff=2048, top-2 softmax, GELU experts, float32, T=4096 tokens: forward and
+forward+backward tokens per second (medians after warm-up), the share of kernel time in GEMMs, the
+same at E = 32 and 128 with the same active parameters per token, peak resident memory, and the
+bytes the autograd graph keeps per token for backward next to the minimum it needs.
+--json prints {"forwardTokensPerSec", "forwardBackwardTokensPerSec", "cases": [...], ...}.`,
 };
 
 function version(): string {
@@ -62,6 +71,11 @@ function positiveInt(flag: string, v: string): number {
   return n;
 }
 
+function intOption(flags: Map<string, string[]>, key: string): number | undefined {
+  const v = flags.get(key)?.[0];
+  return v === undefined ? undefined : positiveInt(`--${key}`, v);
+}
+
 function backendsOption(flags: Map<string, string[]>): string[] | undefined {
   const b = flags.get('backend');
   if (!b) return undefined;
@@ -83,7 +97,7 @@ function main(argv: string[]): number {
         throw new Error(`bench: unknown benchmark '${sub ?? ''}' (available: ${Object.keys(BENCH_HELP).join(', ')})`);
       }
       if (help) { console.log(BENCH_HELP[sub]); return 0; }
-      const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'] };
+      const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'] };
       rejectUnknown(args, known[sub]!, `bench ${sub}`);
       warnSlowPath();
       const json = args.flags.has('json');
@@ -98,6 +112,11 @@ function main(argv: string[]): number {
         } else {
           console.log(`\n${formatGemmReport(report)}`);
         }
+      } else if (sub === 'moe-layer') {
+        const tokens = intOption(args.flags, 'tokens');
+        const experts = args.flags.get('experts')?.[0]?.split(',').map((v) => positiveInt('--experts', v));
+        const report = benchMoELayer({ ...(tokens ? { tokens } : {}), ...(experts ? { experts } : {}), log });
+        console.log(json ? JSON.stringify(report) : `\n${formatMoELayerReport(report)}`);
       } else {
         const report = benchElementwise({ ...(backends ? { backends } : {}), log });
         console.log(json ? JSON.stringify(report) : `\n${formatBandwidthReport(report)}`);

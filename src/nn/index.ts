@@ -1,0 +1,5 @@
+// Neural-network building blocks.
+
+export { Module } from './module.js';
+export { Linear, type LinearOptions } from './linear.js';
+export { uniform, normal } from './init.js';
