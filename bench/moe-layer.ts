@@ -2,9 +2,7 @@
 // of time in GEMM kernels, flatness as E grows at fixed active parameters, peak memory and the
 // bytes the autograd graph keeps per token for backward.
 
-import { runInNewContext } from 'node:vm';
-import { setFlagsFromString } from 'node:v8';
-import { Rng, Tensor, noGrad, ops, moe, profileKernels, getBackend, type KernelProfile } from '../src/index.js';
+import { Rng, Tensor, noGrad, ops, moe, profileKernels, getBackend, savedForBackward, type KernelProfile, type SavedEntry } from '../src/index.js';
 import { measure, formatTable } from './timing.js';
 
 export interface MoELayerCase {
@@ -19,8 +17,10 @@ export interface MoELayerCase {
   groupedGemmShare: number;
   /** Time per kernel in one profiled forward+backward (ms). */
   kernels: KernelProfile;
-  /** ArrayBuffer bytes kept alive by the graph after forward, per token. */
+  /** Bytes the autograd graph keeps for backward after forward, per token (parameters and input excluded). */
   keptBytesPerToken: number;
+  /** The largest kept buffers: op and shape. */
+  kept: SavedEntry[];
 }
 
 export interface MoELayerReport {
@@ -37,18 +37,12 @@ export interface MoELayerReport {
   cases: MoELayerCase[];
 }
 
-function gc(): () => void {
-  setFlagsFromString('--expose-gc');
-  return runInNewContext('gc') as () => void;
-}
-
 export function benchMoELayer(opts: { tokens?: number; experts?: number[]; log?: (l: string) => void } = {}): MoELayerReport {
   const T = opts.tokens ?? 4096;
   const d = 512;
   const dFF = 2048;
   const k = 2;
   const log = opts.log ?? (() => {});
-  const collect = gc();
   const rng = new Rng(0);
   const x = Tensor.empty([T, d]);
   rng.fillNormal(x.data as Float32Array);
@@ -72,14 +66,10 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; log?:
     const total = Object.values(profile).reduce((s, p) => s + p.ms, 0);
     const gemm = (profile['matmul']?.ms ?? 0) + (profile['groupedMatmul']?.ms ?? 0) + (profile['groupedMatmulWeightGrad']?.ms ?? 0);
     const grouped = (profile['groupedMatmul']?.ms ?? 0) + (profile['groupedMatmulWeightGrad']?.ms ?? 0);
-    // bytes kept by the graph: ArrayBuffers alive after forward minus before, after full GCs
-    collect();
-    const before = process.memoryUsage().arrayBuffers;
+    // what the graph holds for backward, as declared by each op (parameters and the input live anyway)
     const xr = x.detach().requireGrad();
     const out = layer.forward(xr);
-    collect();
-    const kept = process.memoryUsage().arrayBuffers - before - out.y.data.byteLength;
-    void out;
+    const kept = savedForBackward([out.y, out.auxLoss], [xr, ...layer.parameters()]);
     const c: MoELayerCase = {
       numExperts: E,
       forwardTokensPerSec: T / (fwd.medianMs / 1000),
@@ -89,7 +79,8 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; log?:
       gemmShare: gemm / total,
       groupedGemmShare: grouped / total,
       kernels: profile,
-      keptBytesPerToken: kept / T,
+      keptBytesPerToken: kept.bytes / T,
+      kept: kept.entries.sort((a, b) => b.bytes - a.bytes).slice(0, 8),
     };
     cases.push(c);
     log(`E=${E}: forward ${c.forwardTokensPerSec.toFixed(0)} tok/s, forward+backward ${c.forwardBackwardTokensPerSec.toFixed(0)} tok/s, GEMM ${(100 * c.gemmShare).toFixed(0)}% of kernel time, kept ${(c.keptBytesPerToken / 1024).toFixed(1)} KiB/token`);
@@ -117,6 +108,7 @@ export function formatMoELayerReport(r: MoELayerReport): string {
     formatTable(['E', 'fwd tok/s', 'fwd+bwd tok/s', 'fwd ms', 'fwd+bwd ms', 'GEMM share', 'kept KiB/tok'], rows),
     '',
     `kernels at E=${r.cases[0]!.numExperts} (one forward+backward): ${top}`,
+    `largest buffers kept for backward at E=${r.cases[0]!.numExperts}: ${r.cases[0]!.kept.map((e) => `${e.op} [${e.shape.join('x')}] ${(e.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`,
     `peak RSS: ${r.peakRssMiB.toFixed(0)} MiB`,
     `kept for backward: measured above; the minimum is ${(r.minimumBytesPerToken / 1024).toFixed(1)} KiB/token`
       + ` (k pre-activations of d_ff floats + the input row; the activation, permuted rows and expert outputs can be recomputed)`,

@@ -76,3 +76,17 @@ test('detach cuts the graph', () => {
   y.backward();
   assert.deepEqual(x.grad!.toList(), [4]);
 });
+
+test('savedForBackward counts each saved buffer once and skips parameters and inputs', async () => {
+  const { savedForBackward } = await import('../src/index.js');
+  const x = ops.randn([4, 3]).requireGrad();
+  const w = ops.randn([3, 5]).requireGrad();
+  const h = ops.matmul(x, w); // saves x and w: excluded
+  const y = ops.gelu(h); // saves h and y
+  const z = ops.mul(y, y); // saves y twice: counted once
+  const kept = savedForBackward([z], [x, w]);
+  assert.equal(kept.bytes, 2 * 4 * 5 * 4);
+  // the walk meets mul first: y is attributed to it, h to gelu
+  assert.deepEqual(kept.entries.map((e) => e.op).sort(), ['gelu', 'mul']);
+  assert.equal(savedForBackward([ops.tensor([1])]).bytes, 0);
+});

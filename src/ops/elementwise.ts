@@ -36,6 +36,7 @@ function binaryOp(op: BinaryOp, x: Operand, y: Operand): Tensor {
   assertFloat(op, a, b);
   assertSameDtype(op, a, b);
   const out = rawBinary(op, a, b);
+  const saved = op === 'mul' ? [a, b] : op === 'div' ? [b, out] : [];
   return record(out, op, [a, b], (g) => {
     switch (op) {
       case 'add': return [sumTo(g, a.shape), sumTo(g, b.shape)];
@@ -50,7 +51,7 @@ function binaryOp(op: BinaryOp, x: Operand, y: Operand): Tensor {
         b.requiresGrad ? sumTo(rawUnary('neg', rawBinary('div', rawBinary('mul', g, out), b)), b.shape) : null,
       ];
     }
-  });
+  }, saved);
 }
 
 export const add = (a: Operand, b: Operand): Tensor => binaryOp('add', a, b);
@@ -71,7 +72,7 @@ function unaryOp(op: UnaryOp, x: Tensor): Tensor {
     const dx = emptyLike(x.shape, x.dtype);
     kernel('unaryBackward')(op, floatData(x), floatData(y), floatData(g), floatData(dx));
     return [dx];
-  });
+  }, [x, y]);
 }
 
 export const neg = (x: Tensor): Tensor => unaryOp('neg', x);

@@ -49,7 +49,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor | Int32Array, opts:
     const dx = emptyLike(logits.shape, logits.dtype);
     kernel('crossEntropyBackward')(floatData(probs), tk, floatData(dloss), floatData(dx), rows, c, s);
     return [dx];
-  });
+  }, [probs, tk]);
 }
 
 /** mean((pred - target)^2) over all elements. */

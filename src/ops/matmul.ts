@@ -106,7 +106,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
       }
     }
     return [da, db];
-  });
+  }, [a, b]);
 }
 
 /**
@@ -149,5 +149,5 @@ export function groupedMatmul(x: Tensor, w: Tensor, groupSizes: Tensor | Int32Ar
       else kernel('groupedMatmulWeightGrad')(floatData(x), floatData(g), sizesCopy, floatData(dw), k, n);
     }
     return [dx, dw];
-  });
+  }, [x, w, sizesCopy]);
 }

@@ -40,7 +40,7 @@ export function layerNorm(x: Tensor, gamma: Tensor | null = null, beta: Tensor |
     const db = beta ? emptyLike(beta.shape, x.dtype) : null;
     kernel('layerNormBackward')(floatData(x), dataOrNull(gamma), floatData(mean), floatData(rstd), floatData(g), floatData(dx), dataOrNull(dg), dataOrNull(db), rows, d);
     return [dx, ...(dg ? [dg] : []), ...(db ? [db] : [])];
-  });
+  }, [x, mean, rstd, ...(gamma ? [gamma] : [])]);
 }
 
 /** x / sqrt(mean(x^2) + eps) * gamma over the last axis. */
@@ -55,5 +55,5 @@ export function rmsNorm(x: Tensor, gamma: Tensor | null = null, eps = 1e-6): Ten
     const dg = gamma ? emptyLike(gamma.shape, x.dtype) : null;
     kernel('rmsNormBackward')(floatData(x), dataOrNull(gamma), floatData(rstd), floatData(g), floatData(dx), dataOrNull(dg), rows, d);
     return dg ? [dx, dg] : [dx];
-  });
+  }, [x, rstd, ...(gamma ? [gamma] : [])]);
 }

@@ -23,7 +23,7 @@ function reduceOp(op: ReduceOp, x: Tensor, axis: number | undefined, keepDim: bo
     if (op === 'max') kernel('scatterArg')(floatData(g), arg!, floatData(dx), outer, dim, inner);
     else kernel('broadcastTo')(floatData(g), keptShape, floatData(dx), x.shape, op === 'mean' ? 1 / dim : 1);
     return [dx];
-  });
+  }, arg ? [arg] : []);
 }
 
 /** Sum over one axis, or over everything when axis is undefined. */
@@ -42,7 +42,7 @@ function softmaxOp(x: Tensor, axis: number, log: boolean): Tensor {
     const dx = emptyLike(x.shape, x.dtype);
     kernel('softmaxBackward')(floatData(y), floatData(g), floatData(dx), outer, dim, inner, log);
     return [dx];
-  });
+  }, [y]);
 }
 
 export const softmax = (x: Tensor, axis = -1): Tensor => softmaxOp(x, axis, false);

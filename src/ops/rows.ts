@@ -25,7 +25,7 @@ export function gatherRows(src: Tensor, idx: Tensor | Int32Array): Tensor {
     const dx = emptyLike(src.shape, src.dtype);
     kernel('scatterAddRows')(floatData(g), ix, floatData(dx), n, d);
     return [dx];
-  });
+  }, [ix]);
 }
 
 /** out[idx[i]] += src[i]; src [M, ...] -> [nOut, ...] (rows nobody targets stay zero). */
@@ -44,7 +44,7 @@ export function scatterAddRows(src: Tensor, idx: Tensor | Int32Array, nOut: numb
     const dx = emptyLike(src.shape, src.dtype);
     kernel('gatherRows')(floatData(g), ix, floatData(dx), nOut, d);
     return [dx];
-  });
+  }, [ix]);
 }
 
 /** weight [V, d] looked up at int32 ids of any shape -> [...ids.shape, d]. */

@@ -31,6 +31,6 @@ export function topk(x: Tensor, k: number): TopK {
     const dx = emptyLike(x.shape, x.dtype);
     kernel('topkBackward')(floatData(g), indices.data as Int32Array, floatData(dx), rows, n, k);
     return [dx];
-  });
+  }, [indices]);
   return { values, indices };
 }

@@ -9,10 +9,15 @@ import { shapeStr, shapesEqual } from './shape.js';
 /** Given the gradient of the output, returns one gradient per input (null where none flows). */
 export type BackwardFn = (gradOut: Tensor) => ReadonlyArray<Tensor | null>;
 
+/** What a backward closure keeps alive: tensors or raw index arrays. */
+export type Saved = Tensor | Int32Array;
+
 export interface GradNode {
   readonly op: string;
   readonly inputs: readonly Tensor[];
   readonly backward: BackwardFn;
+  /** The buffers the backward closure holds (for memory accounting; declared by each op). */
+  readonly saved: readonly Saved[];
 }
 
 let gradEnabled = true;
@@ -38,13 +43,54 @@ export function setGradAccumulator(fn: (a: Tensor, b: Tensor) => Tensor): void {
   accumulate = fn;
 }
 
-/** Marks out as produced by op from inputs if any input requires a gradient. Returns out. */
-export function record(out: Tensor, op: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
+/**
+ * Marks out as produced by op from inputs if any input requires a gradient. Returns out.
+ * saved lists what the backward closure keeps alive, for savedForBackward().
+ */
+export function record(out: Tensor, op: string, inputs: readonly Tensor[], backward: BackwardFn, saved: readonly Saved[] = []): Tensor {
   if (!gradEnabled) return out;
   if (!inputs.some((t) => t.requiresGrad)) return out;
   out.requiresGrad = true;
-  out.node = { op, inputs, backward };
+  out.node = { op, inputs, backward, saved };
   return out;
+}
+
+export interface SavedEntry {
+  op: string;
+  shape: readonly number[];
+  bytes: number;
+}
+
+/**
+ * The memory the recorded graph behind roots keeps for backward: every buffer saved by an op,
+ * counted once, except those of `exclude` (parameters and inputs, which live anyway).
+ */
+export function savedForBackward(roots: readonly Tensor[], exclude: readonly Tensor[] = []): { bytes: number; entries: SavedEntry[] } {
+  const skip = new Set<ArrayBufferLike>(exclude.map((t) => t.data.buffer));
+  const counted = new Set<ArrayBufferLike>();
+  const seen = new Set<Tensor>();
+  const entries: SavedEntry[] = [];
+  let bytes = 0;
+  const stack = roots.filter((r) => r.node);
+  for (const r of stack) seen.add(r);
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    const node = t.node!;
+    for (const s of node.saved) {
+      const buf = s instanceof Int32Array ? s : s.data;
+      if (skip.has(buf.buffer) || counted.has(buf.buffer)) continue;
+      counted.add(buf.buffer);
+      bytes += buf.byteLength;
+      entries.push({ op: node.op, shape: s instanceof Int32Array ? [s.length] : s.shape, bytes: buf.byteLength });
+    }
+    for (const x of node.inputs) {
+      if (x.node && !seen.has(x)) {
+        seen.add(x);
+        stack.push(x);
+      }
+    }
+  }
+  return { bytes, entries };
 }
 
 function topoOrder(root: Tensor): Tensor[] {

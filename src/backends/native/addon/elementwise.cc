@@ -35,8 +35,8 @@ MOE_CLONES void unaryRange(int op, const float* x, float* y, i64 n) {
     case kRelu: for (i64 i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
     case kGelu:
       for (i64 i = 0; i < n; i++) {
-        float v = x[i], e, phi;
-        verfcHalf(v, &e, &phi);
+        float v = x[i];
+        float e = verfcHalfGelu(v, nullptr);
         // 1 + erf(v / sqrt 2) is 2 - E above zero and E below: no cancellation in the tail.
         y[i] = v >= 0.0f ? v * (1.0f - 0.5f * e) : 0.5f * v * e;
       }
@@ -75,8 +75,8 @@ MOE_CLONES void unaryGradRange(int op, const float* x, const float* y, const flo
     case kRelu: for (i64 i = 0; i < n; i++) dx[i] = dy[i] * (x[i] > 0.0f ? 1.0f : 0.0f); break;
     case kGelu:
       for (i64 i = 0; i < n; i++) {
-        float v = x[i], e, phi;
-        verfcHalf(v, &e, &phi);
+        float v = x[i], phi;
+        float e = verfcHalfGelu(v, &phi);
         float cdf = v >= 0.0f ? 1.0f - 0.5f * e : 0.5f * e;
         dx[i] = dy[i] * (cdf + v * kInvSqrt2Pi * phi);
       }

@@ -1,0 +1,146 @@
+// The `moe` command: parsing and dispatch (src/cli/main.ts launches it).
+
+import { readFileSync } from 'node:fs';
+import { parseArgs, rejectUnknown } from './args.js';
+import { getBackend, availableBackends, backendLoadError } from '../index.js';
+import { nativeInfo } from '../backends/native/index.js';
+import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
+import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
+import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
+
+const HELP = `moe: Mixture-of-Experts in TypeScript
+
+Usage: moe <command> [options]
+
+Commands:
+  bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
+  bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
+  bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
+  info                                          backends, BLAS and threads in use
+
+Options:
+  -h, --help     help for any command
+  --version      print the version
+
+Environment:
+  MOE_BACKEND=js|native   force a backend (default: native when built, else js)
+`;
+
+const BENCH_HELP: Record<string, string> = {
+  gemm: `moe bench gemm [--json] [--backend js|native] [--js-sizes 256,512]
+
+Measures the float32 FMA peak of this machine (all threads, widest vector unit), then the GFLOP/s
+of matmul on square sizes 256, 512, 1024, 2048 and of grouped matmul (8 groups, each
+[512x512] @ [512x2048]) next to a plain GEMM of the same total work, per backend. Medians after a
+warm-up run. The js backend runs every size by default (about a minute); --js-sizes narrows it.
+--json prints one JSON object: {"peakGflops", "results": [{"backend", "name", "gflops"}]}.`,
+  elementwise: `moe bench elementwise [--json] [--backend js|native]
+
+GB/s of add, broadcast add, mul, exp, gelu, sum, softmax and layer norm on 4M float32 values,
+against a plain memory copy measured in the same run.`,
+  'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128]
+
+The MoE layer at d=512, d_ff=2048, top-2 softmax, GELU experts, float32, T=4096 tokens: forward and
+forward+backward tokens per second (medians after warm-up), the share of kernel time in GEMMs, the
+same at E = 32 and 128 with the same active parameters per token, peak resident memory, and the
+bytes the autograd graph keeps per token for backward next to the minimum it needs.
+--json prints {"forwardTokensPerSec", "forwardBackwardTokensPerSec", "cases": [...], ...}.`,
+};
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Said once per process, on stderr, when the fast path is not available. */
+function warnSlowPath(): void {
+  const name = getBackend().name;
+  const info = nativeInfo();
+  const fix = 'install OpenBLAS and rebuild: apt-get install libopenblas-dev && npm rebuild moe-ts (or npm run build:native in a checkout)';
+  if (name === 'js' && !process.env['MOE_BACKEND']) {
+    process.stderr.write(`moe: the native backend is not available (${backendLoadError('native') ?? 'not built'}); running on the slow js backend. To fix: ${fix}\n`);
+  } else if (name === 'native' && info?.blas === 'fallback') {
+    process.stderr.write(`moe: the native backend was built without OpenBLAS; matrix products run on the slow portable GEMM. To fix: ${fix}\n`);
+  }
+}
+
+function positiveInt(flag: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${flag}: '${v}' is not a positive integer`);
+  return n;
+}
+
+function intOption(flags: Map<string, string[]>, key: string): number | undefined {
+  const v = flags.get(key)?.[0];
+  return v === undefined ? undefined : positiveInt(`--${key}`, v);
+}
+
+function backendsOption(flags: Map<string, string[]>): string[] | undefined {
+  const b = flags.get('backend');
+  if (!b) return undefined;
+  const avail = availableBackends();
+  for (const x of b) if (!avail.includes(x)) throw new Error(`--backend ${x} is not available (available: ${avail.join(', ')})`);
+  return b;
+}
+
+function main(argv: string[]): number {
+  const args = parseArgs(argv, new Set(['json', 'help', 'version']));
+  const [cmd, sub] = args.positional;
+  const help = args.flags.has('help');
+  if (args.flags.has('version')) { console.log(version()); return 0; }
+  if (!cmd) { console.log(HELP); return help ? 0 : 1; }
+  switch (cmd) {
+    case 'bench': {
+      if (!sub || !(sub in BENCH_HELP)) {
+        if (help && !sub) { console.log(Object.values(BENCH_HELP).join('\n\n')); return 0; }
+        throw new Error(`bench: unknown benchmark '${sub ?? ''}' (available: ${Object.keys(BENCH_HELP).join(', ')})`);
+      }
+      if (help) { console.log(BENCH_HELP[sub]); return 0; }
+      const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'] };
+      rejectUnknown(args, known[sub]!, `bench ${sub}`);
+      warnSlowPath();
+      const json = args.flags.has('json');
+      const log = (l: string) => process.stderr.write(`${l}\n`);
+      const backends = backendsOption(args.flags);
+      if (sub === 'gemm') {
+        const js = args.flags.get('js-sizes')?.[0];
+        const jsSizes = js?.split(',').map((v) => positiveInt('--js-sizes', v));
+        const report = benchGemm({ ...(backends ? { backends } : {}), ...(jsSizes ? { jsSizes } : {}), log });
+        if (json) {
+          console.log(JSON.stringify({ peakGflops: report.peakGflops, blas: report.blas, results: report.results.map(({ backend, name, gflops, ms, runs }) => ({ backend, name, gflops, ms, runs })) }));
+        } else {
+          console.log(`\n${formatGemmReport(report)}`);
+        }
+      } else if (sub === 'moe-layer') {
+        const tokens = intOption(args.flags, 'tokens');
+        const experts = args.flags.get('experts')?.[0]?.split(',').map((v) => positiveInt('--experts', v));
+        const report = benchMoELayer({ ...(tokens ? { tokens } : {}), ...(experts ? { experts } : {}), log });
+        console.log(json ? JSON.stringify(report) : `\n${formatMoELayerReport(report)}`);
+      } else {
+        const report = benchElementwise({ ...(backends ? { backends } : {}), log });
+        console.log(json ? JSON.stringify(report) : `\n${formatBandwidthReport(report)}`);
+      }
+      return 0;
+    }
+    case 'info': {
+      if (help) { console.log('moe info: backends, BLAS and threads in use'); return 0; }
+      const info = nativeInfo();
+      console.log(`backend in use: ${getBackend().name} (${getBackend().info})`);
+      console.log(`available: ${availableBackends().join(', ')}`);
+      if (info) console.log(`native: BLAS ${info.blas}, ${info.threads} threads`);
+      else console.log(`native: not loaded (${backendLoadError('native') ?? 'unknown reason'})`);
+      return 0;
+    }
+    default:
+      throw new Error(`unknown command '${cmd}' (run moe --help)`);
+  }
+}
+
+export function run(argv: string[]): number {
+  try {
+    return main(argv);
+  } catch (e) {
+    process.stderr.write(`moe: ${(e as Error).message}\n`);
+    return 2;
+  }
+}
