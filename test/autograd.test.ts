@@ -90,3 +90,12 @@ test('savedForBackward counts each saved buffer once and skips parameters and in
   assert.deepEqual(kept.entries.map((e) => e.op).sort(), ['gelu', 'mul']);
   assert.equal(savedForBackward([ops.tensor([1])]).bytes, 0);
 });
+
+test('leaves never share a gradient buffer (add hands one tensor to both inputs)', () => {
+  const a = ops.tensor([1, 2], undefined, { requiresGrad: true });
+  const b = ops.tensor([3, 4], undefined, { requiresGrad: true });
+  ops.sum(ops.add(a, b)).backward();
+  assert.notEqual(a.grad!.data.buffer, b.grad!.data.buffer);
+  a.grad!.data[0] = 99;
+  assert.deepEqual(b.grad!.toList(), [1, 1]);
+});

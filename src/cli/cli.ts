@@ -7,12 +7,16 @@ import { nativeInfo } from '../backends/native/index.js';
 import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
+import { trainCommand, evalCommand, inspectCommand, trainHelp } from './train-commands.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
 Usage: moe <command> [options]
 
 Commands:
+  train --config FILE [--set k=v] [--resume DIR] [--out DIR]   train a model; ends with the test accuracy
+  eval --checkpoint DIR [--split test|val]      evaluate a checkpoint
+  inspect DIR                                   parameters (total, active) and per-expert statistics
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
@@ -85,6 +89,7 @@ function backendsOption(flags: Map<string, string[]>): string[] | undefined {
 
 function main(argv: string[]): number {
   const args = parseArgs(argv, new Set(['json', 'help', 'version']));
+
   const [cmd, sub] = args.positional;
   const help = args.flags.has('help');
   if (args.flags.has('version')) { console.log(version()); return 0; }
@@ -122,6 +127,15 @@ function main(argv: string[]): number {
       }
       return 0;
     }
+    case 'train':
+      if (help) { console.log(trainHelp(args.positional[1])); return 0; }
+      return trainCommand(args);
+    case 'eval':
+      if (help) { console.log('moe eval --checkpoint DIR [--split test|val] [--json]: loss and accuracy of a checkpoint on a split'); return 0; }
+      return evalCommand(args);
+    case 'inspect':
+      if (help) { console.log('moe inspect DIR [--examples N] [--json]: total and active parameters, parameters per module, per-expert statistics on N test examples'); return 0; }
+      return inspectCommand(args);
     case 'info': {
       if (help) { console.log('moe info: backends, BLAS and threads in use'); return 0; }
       const info = nativeInfo();

@@ -6,6 +6,7 @@ import type { DType } from '../tensor/dtype.js';
 export abstract class Module {
   training = true;
   private readonly params = new Map<string, Tensor>();
+  private readonly buffers = new Map<string, Tensor>();
   private readonly children = new Map<string, Module>();
 
   /** Registers t as a trainable parameter under name; returns it. */
@@ -14,6 +15,17 @@ export abstract class Module {
     t.requireGrad();
     t.name = name;
     this.params.set(name, t);
+    return t;
+  }
+
+  /**
+   * Registers t as a buffer: state that is saved and loaded with the parameters but not trained
+   * by gradients (e.g. a router's balancing bias). Returns it.
+   */
+  protected buffer(name: string, t: Tensor): Tensor {
+    if (this.params.has(name) || this.buffers.has(name) || this.children.has(name)) throw new Error(`${this.constructor.name}: '${name}' is registered twice`);
+    t.name = name;
+    this.buffers.set(name, t);
     return t;
   }
 
@@ -30,6 +42,38 @@ export abstract class Module {
     for (const [n, p] of this.params) out.push([prefix + n, p]);
     for (const [n, c] of this.children) out.push(...c.namedParameters(`${prefix}${n}.`));
     return out;
+  }
+
+  /** Buffers with dotted names, in registration order. */
+  namedBuffers(prefix = ''): Array<[string, Tensor]> {
+    const out: Array<[string, Tensor]> = [];
+    for (const [n, b] of this.buffers) out.push([prefix + n, b]);
+    for (const [n, c] of this.children) out.push(...c.namedBuffers(`${prefix}${n}.`));
+    return out;
+  }
+
+  /** Parameters and buffers: everything a checkpoint holds for this module. */
+  stateDict(): Array<[string, Tensor]> {
+    return [...this.namedParameters(), ...this.namedBuffers()];
+  }
+
+  /** This module and every submodule, depth first, with dotted names ('' for this one). */
+  namedModules(prefix = ''): Array<[string, Module]> {
+    const out: Array<[string, Module]> = [[prefix.replace(/\.$/, ''), this]];
+    for (const [n, c] of this.children) out.push(...c.namedModules(`${prefix}${n}.`));
+    return out;
+  }
+
+  /**
+   * Restarts every random stream in the tree (router noise, jitter, dropout) from seed. The
+   * trainer calls it each step with a seed derived from (run seed, step): a resumed run then
+   * draws exactly the numbers an uninterrupted one would.
+   */
+  reseedAll(seed: number): void {
+    this.namedModules().forEach(([, m], i) => {
+      const r = (m as unknown as { reseed?: (s: number) => void }).reseed;
+      if (typeof r === 'function') r.call(m, (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(i + 1, 0xc2b2ae35)) | 0);
+    });
   }
 
   parameters(): Tensor[] {
@@ -52,7 +96,7 @@ export abstract class Module {
 
   /** Casts every parameter to a float dtype in place (float64 for exact gradient checks on js). */
   to(dtype: DType): this {
-    for (const p of this.parameters()) p.castInPlace(dtype);
+    for (const [, p] of this.stateDict()) p.castInPlace(dtype);
     return this;
   }
 

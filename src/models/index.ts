@@ -1,0 +1,5 @@
+// Models and their registry.
+
+export * from './registry.js';
+export * from './softmoe-classifier.js';
+export * from './vit-moe.js';

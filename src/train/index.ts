@@ -1,0 +1,7 @@
+// Training: optimizers, schedules, checkpoints, the training loop and its progress display.
+
+export * from './optim.js';
+export * from './schedule.js';
+export * from './checkpoint.js';
+export * from './progress.js';
+export * from './trainer.js';

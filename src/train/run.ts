@@ -1,0 +1,123 @@
+// A training run from a RunConfig: data, model, optimizer, schedule, resume, output directory.
+
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DataConfig, OptimConfig, RunConfig } from '../config/run.js';
+import { buildModel, type ImageClassifier } from '../models/registry.js';
+import { loadFashionMnist, loadMnistDigits, loadMnistIdx, FASHION_MNIST_STATS, MNIST_STATS } from '../data/mnist.js';
+import { loadCifar10, loadCifar100, CIFAR10_STATS } from '../data/cifar.js';
+import { splitIndices, subsetImages, type ImageSet } from '../data/batches.js';
+import { Adam, AdamW, SGD, type Optimizer } from './optim.js';
+import { constant, warmupCosine, warmupLinear, type Schedule } from './schedule.js';
+import { loadCheckpoint, loadModelWeights } from './checkpoint.js';
+import { train, type TrainResult, type TrainerState } from './trainer.js';
+import { ImageClassificationTask, type ImageSplits } from './tasks.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { Progress } from './progress.js';
+import type { Module } from '../nn/module.js';
+
+/** Loads the configured image dataset with its seeded validation split. */
+export function loadImageData(d: DataConfig, seed: number): ImageSplits {
+  let splits: { train: ImageSet; test: ImageSet };
+  switch (d.dataset) {
+    case 'fashion-mnist': splits = loadFashionMnist({ ...(d.path ? { dir: d.path } : {}), ...(d.normalize ? { normalize: FASHION_MNIST_STATS } : {}) }); break;
+    case 'mnist': splits = loadMnistDigits(d.normalize ? { normalize: MNIST_STATS } : {}); break;
+    case 'mnist-idx':
+      if (!d.path) throw new Error('config.data.path: required for dataset mnist-idx (the directory holding train-images-idx3-ubyte[.gz] etc.)');
+      splits = loadMnistIdx(d.path, d.normalize ? { normalize: MNIST_STATS } : {});
+      break;
+    case 'cifar10':
+    case 'cifar100':
+      if (!d.path) throw new Error(`config.data.path: required for dataset ${d.dataset} (the directory of the binary batches)`);
+      splits = d.dataset === 'cifar10' ? loadCifar10(d.path, d.normalize ? { normalize: CIFAR10_STATS } : {}) : loadCifar100(d.path);
+      break;
+  }
+  let trainSet = splits.train;
+  if (d.limitTrain !== null && d.limitTrain < trainSet.n) trainSet = subsetImages(trainSet, Int32Array.from({ length: d.limitTrain }, (_, i) => i));
+  if (d.valFraction > 0) {
+    const idx = splitIndices(trainSet.n, { valFraction: d.valFraction, seed });
+    return { train: subsetImages(trainSet, idx.train), val: subsetImages(trainSet, idx.val), test: splits.test };
+  }
+  return { train: trainSet, val: null, test: splits.test };
+}
+
+export function makeOptimizer(model: Module, o: OptimConfig): Optimizer {
+  const params = model.namedParameters();
+  const betas: [number, number] = [o.beta1, o.beta2];
+  switch (o.optimizer) {
+    case 'adam': return new Adam(params, { lr: o.lr, betas, eps: o.eps, weightDecay: o.weightDecay });
+    case 'adamw': return new AdamW(params, { lr: o.lr, betas, eps: o.eps, weightDecay: o.weightDecay });
+    case 'sgd': return new SGD(params, { lr: o.lr, momentum: o.momentum, nesterov: o.nesterov, weightDecay: o.weightDecay });
+  }
+}
+
+export function makeSchedule(o: OptimConfig, totalSteps: number): Schedule {
+  switch (o.schedule) {
+    case 'constant': return constant(o.lr);
+    case 'warmup-cosine': return warmupCosine({ lr: o.lr, warmupSteps: o.warmupSteps, totalSteps, minLr: o.minLr });
+    case 'warmup-linear': return warmupLinear({ lr: o.lr, warmupSteps: o.warmupSteps, totalSteps, minLr: o.minLr });
+  }
+}
+
+/** A run directory holds its checkpoint in checkpoint/; accept either the run or the checkpoint directory. */
+export function resolveCheckpointDir(dir: string): string {
+  if (existsSync(join(dir, 'checkpoint', 'state.json'))) return join(dir, 'checkpoint');
+  if (existsSync(join(dir, 'state.json'))) return dir;
+  throw new Error(`${dir}: no checkpoint here (neither state.json nor checkpoint/state.json)`);
+}
+
+export interface RunOptions {
+  /** Output directory: config.json, metrics.jsonl and the checkpoint files. */
+  out: string;
+  /** A checkpoint directory to continue from. */
+  resume?: string;
+  progress?: Progress | null;
+  maxSteps?: number;
+  onStep?: (v: Record<string, number>) => void;
+  log?: (line: string) => void;
+}
+
+export interface RunResult extends TrainResult {
+  config: RunConfig;
+  out: string;
+  parameters: number;
+}
+
+/** Builds the model of a config and, when given a checkpoint, loads its weights. */
+export function buildRunModel(config: RunConfig): { model: Module; task: 'image-classification' | 'language-model' } {
+  const { model, spec } = buildModel(config.model, config.train.seed);
+  return { model, task: spec.task };
+}
+
+export function runTraining(configIn: RunConfig, opts: RunOptions): RunResult {
+  const log = opts.log ?? (() => {});
+  // on resume the caller passes the checkpoint's config (with any --set overrides applied)
+  const config = configIn;
+  let resumeState: TrainerState | undefined;
+  const ckpt = opts.resume ? loadCheckpoint(resolveCheckpointDir(opts.resume)) : null;
+  const { model, task: kind } = buildRunModel(config);
+  if (kind !== 'image-classification') throw new Error(`model ${config.model.type}: task ${kind} is not supported by moe train yet`);
+  const data = loadImageData(config.data, config.train.seed);
+  const task = new ImageClassificationTask(model as ImageClassifier, data, config.train.batchSize, config.train.seed);
+  const optimizer = makeOptimizer(model, config.optim);
+  const totalSteps = config.train.epochs * task.batchesPerEpoch;
+  const schedule = makeSchedule(config.optim, totalSteps);
+  if (ckpt) {
+    loadModelWeights(model, ckpt.model);
+    if (ckpt.optimizerState) optimizer.loadState(Object.fromEntries(ckpt.optimizerState));
+    resumeState = ckpt.trainerState as TrainerState;
+    log(`resuming ${opts.resume} at step ${resumeState.step} (epoch ${resumeState.epoch + 1}, batch ${resumeState.batchInEpoch})`);
+  }
+  mkdirSync(opts.out, { recursive: true });
+  writeFileAtomic(join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  const parameters = model.numParameters();
+  log(`${config.name}: ${config.model.type}, ${parameters} parameters; ${data.train.n} training examples${data.val ? `, ${data.val.n} validation` : ''}, ${data.test.n} test; ${config.train.epochs} epochs of ${task.batchesPerEpoch} steps`);
+  const progress = opts.progress === undefined ? new Progress(totalSteps, { label: 'train' }) : opts.progress;
+  const result = train(task, {
+    epochs: config.train.epochs, optimizer, schedule, clipNorm: config.optim.clipNorm, seed: config.train.seed,
+    metricsFile: join(opts.out, 'metrics.jsonl'), checkpointDir: join(opts.out, 'checkpoint'), config, evalEvery: config.train.evalEvery,
+    ...(resumeState ? { resume: resumeState } : {}), ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
+    progress, ...(opts.onStep ? { onStep: opts.onStep } : {}),
+  });
+  return { ...result, config, out: opts.out, parameters };
+}

@@ -1,0 +1,163 @@
+// The training loop: seeded batches, forward, task + auxiliary losses, backward, clipping, an
+// optimizer step under a schedule; router metrics logged per step as JSON Lines; evaluation and
+// atomic checkpoints each epoch; resumable so that the losses after --resume equal those of an
+// uninterrupted run (batch order and every random stream derive from the seed and the step).
+
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Module } from '../nn/module.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { Optimizer } from './optim.js';
+import { clipGradNorm } from './optim.js';
+import type { Schedule } from './schedule.js';
+import { saveCheckpoint } from './checkpoint.js';
+import { Progress } from './progress.js';
+
+/** One training batch as the task defines it (images and labels, token windows, ...). */
+export interface TaskBatch {
+  x: Tensor;
+  y: Tensor;
+}
+
+export interface StepOutput {
+  /** The scalar to back-propagate: task loss plus weighted auxiliary losses. */
+  loss: Tensor;
+  /** Numbers to log for this step: taskLoss, auxLoss, accuracy, router entropy, drop fraction... */
+  values: Record<string, number>;
+}
+
+export interface TrainTask {
+  model: Module;
+  /** Training batches of epoch e (a pure function of the seed and e). */
+  batches(epoch: number): Iterable<TaskBatch>;
+  batchesPerEpoch: number;
+  step(batch: TaskBatch): StepOutput;
+  /** Metrics on a held-out split (e.g. { loss, accuracy }); null when the task has no such split. */
+  evaluate(split: 'val' | 'test'): Record<string, number> | null;
+}
+
+export interface TrainerState {
+  /** Optimizer steps taken. */
+  step: number;
+  /** Epoch in progress (0-based). */
+  epoch: number;
+  /** Batches of that epoch already consumed. */
+  batchInEpoch: number;
+}
+
+export interface TrainerOptions {
+  epochs: number;
+  optimizer: Optimizer;
+  schedule: Schedule;
+  /** Clip the global gradient norm to this (null: no clipping). */
+  clipNorm: number | null;
+  seed: number;
+  /** JSON Lines metrics file (one object per step and per evaluation); null: none. */
+  metricsFile: string | null;
+  /** Checkpoint directory, written at the end of every epoch; null: none. */
+  checkpointDir: string | null;
+  /** The run's configuration, stored with checkpoints. */
+  config: unknown;
+  /** Evaluate on the validation split every this many epochs (0: never). */
+  evalEvery: number;
+  /** Continue from this state (with weights and optimizer already loaded). */
+  resume?: TrainerState;
+  /** Stop after this many optimizer steps in this call (for tests of resuming); undefined: run to the end. */
+  maxSteps?: number;
+  progress?: Progress | null;
+  /** Called for every step's logged values (tests collect losses here). */
+  onStep?: (values: Record<string, number>) => void;
+}
+
+export interface TrainResult {
+  state: TrainerState;
+  /** The last step's values. */
+  last: Record<string, number>;
+  test: Record<string, number> | null;
+  seconds: number;
+}
+
+/** A seed for step `step` of run `seed`, for Module.reseedAll. */
+export function stepSeed(seed: number, step: number): number {
+  let h = Math.imul(seed ^ 0x5bd1e995, 0x27d4eb2d) ^ step;
+  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b);
+  return (h ^ (h >>> 13)) | 0;
+}
+
+export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
+  const state: TrainerState = { ...(opts.resume ?? { step: 0, epoch: 0, batchInEpoch: 0 }) };
+  const total = opts.epochs * task.batchesPerEpoch;
+  const progress = opts.progress === undefined ? new Progress(total, { label: 'train' }) : opts.progress;
+  const params = task.model.parameters();
+  const started = state.step;
+  const t0 = performance.now();
+  const log = (obj: Record<string, unknown>): void => {
+    if (!opts.metricsFile) return;
+    appendFileSync(opts.metricsFile, `${JSON.stringify(obj)}\n`);
+  };
+  if (opts.metricsFile) mkdirSync(dirname(opts.metricsFile), { recursive: true });
+  let last: Record<string, number> = {};
+  let stepsThisCall = 0;
+  const checkpoint = (): void => {
+    if (!opts.checkpointDir) return;
+    saveCheckpoint(opts.checkpointDir, {
+      model: task.model, config: opts.config, optimizerState: opts.optimizer.state(), trainerState: { ...state },
+    });
+  };
+
+  task.model.train();
+  while (state.epoch < opts.epochs) {
+    let i = 0;
+    for (const batch of task.batches(state.epoch)) {
+      if (i++ < state.batchInEpoch) continue; // consumed before the resume point
+      if (opts.maxSteps !== undefined && stepsThisCall >= opts.maxSteps) {
+        progress?.done();
+        return { state, last, test: null, seconds: (performance.now() - t0) / 1000 };
+      }
+      const lr = opts.schedule(state.step);
+      opts.optimizer.lr = lr;
+      task.model.reseedAll(stepSeed(opts.seed, state.step));
+      const out = task.step(batch);
+      const lossValue = out.loss.item();
+      if (!Number.isFinite(lossValue)) {
+        throw new Error(`training diverged: loss is ${lossValue} at step ${state.step} (epoch ${state.epoch}); the last checkpoint${opts.checkpointDir ? ` in ${opts.checkpointDir}` : ''} holds the weights before it. Lower the learning rate or set optim.clipNorm.`);
+      }
+      out.loss.backward();
+      const gradNorm = opts.clipNorm !== null ? clipGradNorm(params, opts.clipNorm) : NaN;
+      opts.optimizer.step();
+      opts.optimizer.zeroGrad();
+      state.step++;
+      state.batchInEpoch++;
+      stepsThisCall++;
+      last = { step: state.step, epoch: state.epoch, lr, loss: lossValue, ...(Number.isNaN(gradNorm) ? {} : { gradNorm }), ...out.values };
+      log({ type: 'step', ...last });
+      opts.onStep?.(last);
+      progress?.update(state.step, progressFields(last), started);
+    }
+    state.epoch++;
+    state.batchInEpoch = 0;
+    if (opts.evalEvery > 0 && state.epoch % opts.evalEvery === 0) {
+      const val = task.evaluate('val');
+      if (val) {
+        log({ type: 'eval', split: 'val', step: state.step, epoch: state.epoch, ...val });
+        progress?.log(`epoch ${state.epoch}: ${Object.entries(val).map(([k, v]) => `val ${k} ${v.toFixed(4)}`).join(', ')}`);
+      }
+      task.model.train();
+    }
+    checkpoint();
+  }
+  progress?.done();
+  const test = task.evaluate('test');
+  if (test) log({ type: 'eval', split: 'test', step: state.step, epoch: state.epoch, ...test });
+  task.model.train();
+  return { state, last, test, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** The few numbers worth a glance on the bar. */
+function progressFields(v: Record<string, number>): Record<string, string | number> {
+  const f: Record<string, string | number> = { loss: v['loss']! };
+  if (v['accuracy'] !== undefined) f['acc'] = `${(100 * v['accuracy']).toFixed(1)}%`;
+  if (v['entropy'] !== undefined) f['H'] = v['entropy'];
+  if (v['dropFraction'] !== undefined) f['drop'] = `${(100 * v['dropFraction']).toFixed(1)}%`;
+  return f;
+}
