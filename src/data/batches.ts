@@ -1,7 +1,7 @@
 // In-memory datasets (ImageSet), seeded train/val/test splits, epoch batching and language-model windows.
 
 import { Tensor } from '../tensor/tensor.js';
-import { Rng } from '../tensor/rng.js';
+import { Rng, deriveSeed } from '../tensor/rng.js';
 
 /** Images of one split, every example `channels * rows * cols` floats (CHW), labels in [0, classes). */
 export interface ImageSet {
@@ -70,24 +70,7 @@ export function subsetImages(set: ImageSet, indices: ArrayLike<number>): ImageSe
   return out;
 }
 
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/**
- * A seed for a sub-stream (epoch e of seed s), mixed so that nearby (s, e) pairs give unrelated
- * streams; `seed + epoch` would make seed 1 epoch 0 replay seed 0 epoch 1.
- */
-export function deriveSeed(seed: number, ...parts: number[]): number {
-  let h = fmix32((Math.floor(seed) | 0) ^ 0x3c6ef372);
-  for (const p of parts) h = fmix32(h ^ Math.imul((Math.floor(p) | 0) + 1, 0x9e3779b1));
-  return h;
-}
+export { deriveSeed } from '../tensor/rng.js';
 
 export interface SplitOptions {
   valFraction: number;

@@ -7,8 +7,9 @@ import type { Schema } from '../config/schema.js';
 import { validate } from '../config/schema.js';
 import { SOFTMOE_CLASSIFIER_SCHEMA, SoftMoEClassifier, type SoftMoEClassifierConfig } from './softmoe-classifier.js';
 import { VIT_MOE_SCHEMA, VitMoE, type VitMoEConfig } from './vit-moe.js';
+import { MMOE_SCHEMA, MMoE, type MMoEConfig } from './mmoe.js';
 
-export type TaskKind = 'image-classification' | 'language-model';
+export type TaskKind = 'image-classification' | 'multitask-classification' | 'language-model';
 
 /** What the image-classification task needs from a model. */
 export interface ImageClassifier extends Module {
@@ -74,4 +75,12 @@ registerModel({
   task: 'image-classification',
   schema: VIT_MOE_SCHEMA,
   build: (c, seed) => new VitMoE(c as unknown as VitMoEConfig, seed),
+});
+
+registerModel({
+  name: 'mmoe',
+  doc: 'Multi-gate Mixture-of-Experts (Ma et al. 2018): shared dense experts, one softmax gate and one tower per task (Fashion-MNIST: 10 classes and 4 coarse groups)',
+  task: 'multitask-classification',
+  schema: MMOE_SCHEMA,
+  build: (c, seed) => new MMoE(c as unknown as MMoEConfig, seed),
 });

@@ -2,6 +2,7 @@
 
 import type { Tensor } from '../tensor/tensor.js';
 import type { DType } from '../tensor/dtype.js';
+import { deriveSeed } from '../tensor/rng.js';
 
 export abstract class Module {
   training = true;
@@ -72,7 +73,7 @@ export abstract class Module {
   reseedAll(seed: number): void {
     this.namedModules().forEach(([, m], i) => {
       const r = (m as unknown as { reseed?: (s: number) => void }).reseed;
-      if (typeof r === 'function') r.call(m, (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(i + 1, 0xc2b2ae35)) | 0);
+      if (typeof r === 'function') r.call(m, deriveSeed(seed, i));
     });
   }
 

@@ -97,6 +97,26 @@ function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
 
+/** 32-bit finaliser (murmur3 fmix32): every input bit affects every output bit. */
+export function mix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * A seed for a sub-stream (epoch e of seed s, step t, module i), mixed so that nearby tuples give
+ * unrelated streams; `seed + epoch` would make seed 1 epoch 0 replay seed 0 epoch 1.
+ */
+export function deriveSeed(seed: number, ...parts: number[]): number {
+  let h = mix32((Math.floor(seed) | 0) ^ 0x3c6ef372);
+  for (const p of parts) h = mix32(h ^ Math.imul((Math.floor(p) | 0) + 1, 0x9e3779b1));
+  return h;
+}
+
 let globalRng = new Rng(0);
 
 /** Seeds the generator used by creation helpers and dropout when no generator is passed. */

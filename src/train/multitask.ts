@@ -46,6 +46,8 @@ export function fashionMnistTasks(labels: Int32Array): TaskLabels[] {
 /** What the task needs from a model: one logits tensor per task, in task order; gates if it has them (MMoE). */
 export interface MultiTaskModel extends Module {
   forward(x: Tensor): { logits: Tensor[]; gates?: Tensor[] };
+  /** The heads the model was built with; when present they must match the data's tasks by name and class count. */
+  readonly tasks?: readonly { name: string; classes: number }[];
 }
 
 export interface MultiTaskOptions {
@@ -92,6 +94,11 @@ export class MultiTaskClassificationTask implements TrainTask {
     this.taskNames = Object.freeze(this.train.tasks.map((t) => t.name));
     const T = this.taskNames.length;
     if (T === 0) throw new Error('MultiTaskClassificationTask: no tasks');
+    const heads = model.tasks;
+    const describe = (ts: readonly { name: string; classes: number }[]) => ts.map((t) => `${t.name} (${t.classes})`).join(', ');
+    if (heads && (heads.length !== T || heads.some((h, i) => h.name !== this.train.tasks[i]!.name || h.classes !== this.train.tasks[i]!.classes))) {
+      throw new Error(`MultiTaskClassificationTask: the model's tasks [${describe(heads)}] do not match the data's tasks [${describe(this.train.tasks)}]`);
+    }
     this.weights = Object.freeze(opts.weights ? [...opts.weights] : new Array<number>(T).fill(1));
     if (this.weights.length !== T || this.weights.some((w) => !(Number.isFinite(w) && w >= 0))) {
       throw new Error(`MultiTaskClassificationTask: weights must be ${T} non-negative numbers (tasks ${this.taskNames.join(', ')}), got [${this.weights.join(', ')}]`);

@@ -3,14 +3,15 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataConfig, OptimConfig, RunConfig } from '../config/run.js';
-import { buildModel, type ImageClassifier } from '../models/registry.js';
+import { buildModel, type ImageClassifier, type TaskKind } from '../models/registry.js';
+import { MultiTaskClassificationTask, type MultiTaskModel } from './multitask.js';
 import { loadFashionMnist, loadMnistDigits, loadMnistIdx, FASHION_MNIST_STATS, MNIST_STATS } from '../data/mnist.js';
 import { loadCifar10, loadCifar100, CIFAR10_STATS } from '../data/cifar.js';
 import { splitIndices, subsetImages, type ImageSet } from '../data/batches.js';
 import { Adam, AdamW, SGD, type Optimizer } from './optim.js';
 import { constant, warmupCosine, warmupLinear, type Schedule } from './schedule.js';
 import { loadCheckpoint, loadModelWeights } from './checkpoint.js';
-import { train, type TrainResult, type TrainerState } from './trainer.js';
+import { train, type TrainResult, type TrainerState, type TrainTask } from './trainer.js';
 import { ImageClassificationTask, type ImageSplits } from './tasks.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Progress } from './progress.js';
@@ -83,8 +84,19 @@ export interface RunResult extends TrainResult {
   parameters: number;
 }
 
+/** The training task a model's kind calls for, over the configured data. */
+export function makeTask(config: RunConfig, model: Module, kind: TaskKind): { task: TrainTask & { batchesPerEpoch: number }; data: ImageSplits } {
+  if (kind === 'language-model') throw new Error(`model ${config.model.type}: language models train with their own data section (not supported by this run yet)`);
+  const data = loadImageData(config.data, config.train.seed);
+  if (kind === 'multitask-classification') {
+    if (config.data.dataset !== 'fashion-mnist') throw new Error(`config.data.dataset: the multi-task model ${config.model.type} has tasks defined for fashion-mnist only, got ${config.data.dataset}`);
+    return { task: new MultiTaskClassificationTask(model as MultiTaskModel, data, { batchSize: config.train.batchSize, seed: config.train.seed }), data };
+  }
+  return { task: new ImageClassificationTask(model as ImageClassifier, data, config.train.batchSize, config.train.seed), data };
+}
+
 /** Builds the model of a config and, when given a checkpoint, loads its weights. */
-export function buildRunModel(config: RunConfig): { model: Module; task: 'image-classification' | 'language-model' } {
+export function buildRunModel(config: RunConfig): { model: Module; task: TaskKind } {
   const { model, spec } = buildModel(config.model, config.train.seed);
   return { model, task: spec.task };
 }
@@ -96,9 +108,7 @@ export function runTraining(configIn: RunConfig, opts: RunOptions): RunResult {
   let resumeState: TrainerState | undefined;
   const ckpt = opts.resume ? loadCheckpoint(resolveCheckpointDir(opts.resume)) : null;
   const { model, task: kind } = buildRunModel(config);
-  if (kind !== 'image-classification') throw new Error(`model ${config.model.type}: task ${kind} is not supported by moe train yet`);
-  const data = loadImageData(config.data, config.train.seed);
-  const task = new ImageClassificationTask(model as ImageClassifier, data, config.train.batchSize, config.train.seed);
+  const { task, data } = makeTask(config, model, kind);
   const optimizer = makeOptimizer(model, config.optim);
   const totalSteps = config.train.epochs * task.batchesPerEpoch;
   const schedule = makeSchedule(config.optim, totalSteps);

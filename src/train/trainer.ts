@@ -12,6 +12,7 @@ import { clipGradNorm } from './optim.js';
 import type { Schedule } from './schedule.js';
 import { saveCheckpoint } from './checkpoint.js';
 import { Progress } from './progress.js';
+import { deriveSeed } from '../tensor/rng.js';
 
 /** One training batch as the task defines it (images and labels, token windows, ...). */
 export interface TaskBatch {
@@ -77,13 +78,6 @@ export interface TrainResult {
   seconds: number;
 }
 
-/** A seed for step `step` of run `seed`, for Module.reseedAll. */
-export function stepSeed(seed: number, step: number): number {
-  let h = Math.imul(seed ^ 0x5bd1e995, 0x27d4eb2d) ^ step;
-  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b);
-  return (h ^ (h >>> 13)) | 0;
-}
-
 export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   const state: TrainerState = { ...(opts.resume ?? { step: 0, epoch: 0, batchInEpoch: 0 }) };
   const total = opts.epochs * task.batchesPerEpoch;
@@ -116,7 +110,7 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
       }
       const lr = opts.schedule(state.step);
       opts.optimizer.lr = lr;
-      task.model.reseedAll(stepSeed(opts.seed, state.step));
+      task.model.reseedAll(deriveSeed(opts.seed, state.step));
       const out = task.step(batch);
       const lossValue = out.loss.item();
       if (!Number.isFinite(lossValue)) {

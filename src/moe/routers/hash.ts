@@ -6,16 +6,8 @@ import { Module } from '../../nn/module.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { Router, RouteOptions, Routing } from './types.js';
 import { checkInt, checkTokens } from '../util.js';
+import { mix32 } from '../../tensor/rng.js';
 
-/** 32-bit finaliser (murmur3 fmix32): every input bit affects every output bit. */
-function mix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 export interface HashRouterOptions {
   /** Experts per token (default 1). */

@@ -1,9 +1,11 @@
 // Matrix products: matmul (batched, transposes, accumulate), the grouped expert GEMM and its weight
 // gradient, all through one sgemm() that is OpenBLAS's cblas_sgemm when the build found it.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "common.h"
+#include "simd_math.h"
 #include "kernels.h"
 #include "sgemm.h"
 #include "threadpool.h"
@@ -48,6 +50,33 @@ void checkBlasInt(const Args& args, std::initializer_list<i64> xs) {
 
 void zero(float* p, i64 n) { std::memset(p, 0, sizeof(float) * static_cast<size_t>(n)); }
 
+// Products this small lose more to a BLAS call's set-up (packing, thread hand-off) than they
+// spend computing: attention's per-head T x T products, routers' [T, E] logits.
+constexpr i64 kSmallGemmWork = 32 * 32 * 32;
+
+/** c (+)= op(A) op(B) for one small matrix: i-p-j order keeps B's rows contiguous and vectorisable. */
+MOE_CLONES void smallGemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, const float* b, bool accumulate, float* c) {
+  if (!accumulate) std::memset(c, 0, sizeof(float) * static_cast<size_t>(m * n));
+  for (i64 i = 0; i < m; i++) {
+    float* crow = c + i * n;
+    if (!transB) {
+      for (i64 p = 0; p < k; p++) {
+        const float av = transA ? a[p * m + i] : a[i * k + p];
+        const float* brow = b + p * n;
+        for (i64 j = 0; j < n; j++) crow[j] += av * brow[j];
+      }
+    } else {
+      for (i64 j = 0; j < n; j++) {
+        const float* brow = b + j * k;
+        float s = 0.0f;
+        if (transA) for (i64 p = 0; p < k; p++) s += a[p * m + i] * brow[p];
+        else for (i64 p = 0; p < k; p++) s += a[i * k + p] * brow[p];
+        crow[j] += s;
+      }
+    }
+  }
+}
+
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Args args(info, "matmul", 12);
   Buf<float> a = args.f32(0, "a"), b = args.f32(1, "b"), out = args.f32(2, "out");
@@ -68,6 +97,18 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (batch > 1 && aBatched && !bBatched && !transA) {
     checkBlasInt(args, {batch * m, n, k});
     sgemm(false, transB, batch * m, n, k, a.data, k, b.data, ldb, accumulate, out.data, n);
+    return info.Env().Undefined();
+  }
+  if (m * n * k <= kSmallGemmWork) {
+    // many small products: our own loop, the batch split across the pool
+    const float* ad = a.data;
+    const float* bd = b.data;
+    float* od = out.data;
+    parallelFor(batch, std::max<i64>(1, 65536 / (m * n * k)), [=](i64 lo, i64 hi) {
+      for (i64 i = lo; i < hi; i++) {
+        smallGemm(transA, transB, m, n, k, ad + (aBatched ? i * mk : 0), bd + (bBatched ? i * kn : 0), accumulate, od + i * mn);
+      }
+    });
     return info.Env().Undefined();
   }
   checkBlasInt(args, {m, n, k});
