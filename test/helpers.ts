@@ -87,3 +87,29 @@ export function checkGradients(fn: (xs: Tensor[]) => Tensor, inputs: Tensor[], d
     }
   }
 }
+
+/**
+ * Checks the gradients that one backward of loss() left in each tensor's .grad against central
+ * finite differences of loss() (float64 tensors), at about `samples` evenly spaced entries per
+ * tensor. A tensor without .grad is one the loss does not use: its differences must be 0.
+ */
+export function checkAccumulatedGradients(tensors: ReadonlyArray<readonly [string, Tensor]>, loss: () => Tensor,
+  opts: { samples?: number; rtol?: number; atol?: number; label?: string } = {}): void {
+  const h = 1e-6;
+  const rtol = opts.rtol ?? 1e-5;
+  const atol = opts.atol ?? 1e-6;
+  const label = opts.label ? `${opts.label} ` : '';
+  for (const [name, p] of tensors) {
+    for (let j = 0; j < p.size; j += Math.max(1, Math.floor(p.size / (opts.samples ?? 8)))) {
+      const orig = p.data[j]!;
+      p.data[j] = orig + h;
+      const fp = noGrad(loss).item();
+      p.data[j] = orig - h;
+      const fm = noGrad(loss).item();
+      p.data[j] = orig;
+      const fd = (fp - fm) / (2 * h);
+      const an = p.grad ? p.grad.data[j]! : 0;
+      if (!(Math.abs(an - fd) <= atol + rtol * Math.abs(fd))) assert.fail(`${label}${name}[${j}]: analytic ${an}, finite difference ${fd}`);
+    }
+  }
+}
