@@ -46,17 +46,17 @@ test('run config: defaults are filled; unknown keys and wrong types name the key
   assert.throws(() => applySets({}, ['model.numExperts=3']), /set model.type first/);
 });
 
-test('resuming from a checkpoint gives the same losses as an uninterrupted run', { skip: skipData }, () => {
+test('resuming from a checkpoint gives the same losses as an uninterrupted run', { skip: skipData }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'moe-resume-'));
   try {
     const config = tinyConfig();
     const straight: number[] = [];
-    runTraining(config, { out: join(dir, 'a'), progress: null, onStep: (v) => straight.push(v['loss']!) });
+    await runTraining(config, { out: join(dir, 'a'), progress: null, onStep: (v) => straight.push(v['loss']!) });
     const split: number[] = [];
     // 384 examples, 25% held out: 288 = 5 batches of 64 per epoch; stop after the first epoch, whose checkpoint is the resume point
-    runTraining(config, { out: join(dir, "b"), progress: null, maxSteps: 5, onStep: (v) => split.push(v['loss']!) });
+    await runTraining(config, { out: join(dir, "b"), progress: null, maxSteps: 5, onStep: (v) => split.push(v['loss']!) });
     assert.equal(split.length, 5);
-    runTraining(config, { out: join(dir, 'b'), resume: join(dir, 'b'), progress: null, onStep: (v) => split.push(v['loss']!) });
+    await runTraining(config, { out: join(dir, 'b'), resume: join(dir, 'b'), progress: null, onStep: (v) => split.push(v['loss']!) });
     assert.equal(straight.length, 15);
     assert.deepEqual(split, straight);
     const lines = readFileSync(join(dir, 'a', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -68,14 +68,14 @@ test('resuming from a checkpoint gives the same losses as an uninterrupted run',
   }
 });
 
-test('the same config and seed give the same losses', { skip: skipData }, () => {
+test('the same config and seed give the same losses', { skip: skipData }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'moe-repro-'));
   try {
     const config = validateRun({ ...tinyConfig(), train: { epochs: 1, batchSize: 64, seed: 5, evalEvery: 0 } });
     const a: number[] = [];
     const b: number[] = [];
-    runTraining(config, { out: join(dir, 'a'), progress: null, onStep: (v) => a.push(v['loss']!) });
-    runTraining(config, { out: join(dir, 'b'), progress: null, onStep: (v) => b.push(v['loss']!) });
+    await runTraining(config, { out: join(dir, 'a'), progress: null, onStep: (v) => a.push(v['loss']!) });
+    await runTraining(config, { out: join(dir, 'b'), progress: null, onStep: (v) => b.push(v['loss']!) });
     assert.deepEqual(a, b);
     assert.ok(a[a.length - 1]! < a[0]!, 'the loss goes down');
   } finally {
@@ -104,6 +104,34 @@ test('moe train / eval / inspect from the command line', { skip: skipData }, () 
     assert.match(bad.stderr, /--set optim.lr=x: expected a number/);
     const missing = spawnSync(process.execPath, [main, 'train', '--config', join(dir, 'nope.json')], { encoding: 'utf8' });
     assert.match(missing.stderr, /config .*nope.json: cannot read \(ENOENT\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a byte-level language model trains on UDHR text, samples and plots from the command line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moe-lm-'));
+  const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const cfg = fileURLToPath(new URL('../../configs/udhr-lm-moe.json', import.meta.url));
+  try {
+    const out = join(dir, 'lm');
+    const small = ['--set', 'model.dModel=16', '--set', 'model.layers=1', '--set', 'model.heads=2', '--set', 'model.dFF=16', '--set', 'data.maxLanguages=2',
+      '--set', 'data.seqLen=16', '--set', 'data.stepsPerEpoch=3', '--set', 'data.evalWindows=4', '--set', 'train.epochs=2', '--set', 'optim.warmupSteps=1'];
+    const r = spawnSync(process.execPath, [main, 'train', '--config', cfg, ...small, '--out', out], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /test loss [\d.]+, bitsPerByte [\d.]+/);
+    const g = spawnSync(process.execPath, [main, 'generate', '--checkpoint', out, '--prompt', 'All human', '--tokens', '20', '--seed', '1'], { encoding: 'utf8' });
+    assert.equal(g.status, 0, g.stderr);
+    assert.ok(g.stdout.startsWith('All human'));
+    const g2 = spawnSync(process.execPath, [main, 'generate', '--checkpoint', out, '--prompt', 'All human', '--tokens', '20', '--seed', '1'], { encoding: 'utf8' });
+    assert.equal(g2.stdout, g.stdout, 'the same seed samples the same bytes');
+    const p = spawnSync(process.execPath, [main, 'plot', out, '--metric', 'loss', '--split', 'val', '--out', join(dir, 'curve')], { encoding: 'utf8' });
+    assert.equal(p.status, 0, p.stderr);
+    assert.ok(existsSync(join(dir, 'curve.png')) && existsSync(join(dir, 'curve.svg')));
+    const bad = spawnSync(process.execPath, [main, 'generate', '--checkpoint', out, '--temperature', '-1'], { encoding: 'utf8' });
+    assert.match(bad.stderr, /--temperature -1: expected a number >= 0/);
+    const wrong = spawnSync(process.execPath, [main, 'train', '--config', cfg, '--set', 'data.dataset=fashion-mnist'], { encoding: 'utf8' });
+    assert.match(wrong.stderr, /config.data.dataset: 'fashion-mnist' does not fit model byte-lm \(language-model\); use udhr, text or jsonl/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -7,7 +7,7 @@ import { nativeInfo } from '../backends/native/index.js';
 import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
-import { trainCommand, evalCommand, inspectCommand, trainHelp } from './train-commands.js';
+import { trainCommand, evalCommand, inspectCommand, trainHelp, generateCommand, plotCommand, GENERATE_HELP, PLOT_HELP } from './train-commands.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
@@ -17,6 +17,8 @@ Commands:
   train --config FILE [--set k=v] [--resume DIR] [--out DIR]   train a model; ends with the test accuracy
   eval --checkpoint DIR [--split test|val]      evaluate a checkpoint
   inspect DIR                                   parameters (total, active) and per-expert statistics
+  generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
+  plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
@@ -87,8 +89,8 @@ function backendsOption(flags: Map<string, string[]>): string[] | undefined {
   return b;
 }
 
-function main(argv: string[]): number {
-  const args = parseArgs(argv, new Set(['json', 'help', 'version']));
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y']));
 
   const [cmd, sub] = args.positional;
   const help = args.flags.has('help');
@@ -136,6 +138,12 @@ function main(argv: string[]): number {
     case 'inspect':
       if (help) { console.log('moe inspect DIR [--examples N] [--json]: total and active parameters, parameters per module, per-expert statistics on N test examples'); return 0; }
       return inspectCommand(args);
+    case 'generate':
+      if (help) { console.log(GENERATE_HELP); return 0; }
+      return generateCommand(args);
+    case 'plot':
+      if (help) { console.log(PLOT_HELP); return 0; }
+      return plotCommand(args);
     case 'info': {
       if (help) { console.log('moe info: backends, BLAS and threads in use'); return 0; }
       const info = nativeInfo();
@@ -150,9 +158,9 @@ function main(argv: string[]): number {
   }
 }
 
-export function run(argv: string[]): number {
+export async function run(argv: string[]): Promise<number> {
   try {
-    return main(argv);
+    return await main(argv);
   } catch (e) {
     process.stderr.write(`moe: ${(e as Error).message}\n`);
     return 2;

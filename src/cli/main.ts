@@ -19,11 +19,11 @@ if (process.platform === 'linux' && env['GLIBC_TUNABLES'] === undefined && env['
   if (r.error) {
     process.stderr.write(`moe: could not re-execute node (${r.error.message}); running without malloc tunables\n`);
     const { run } = await import('./cli.js');
-    process.exitCode = run(process.argv.slice(2));
+    process.exitCode = await run(process.argv.slice(2));
   } else {
     process.exitCode = r.status ?? (r.signal ? 128 : 1);
   }
 } else {
   const { run } = await import('./cli.js');
-  process.exitCode = run(process.argv.slice(2));
+  process.exitCode = await run(process.argv.slice(2));
 }

@@ -1,7 +1,12 @@
 // `moe train`, `moe eval` and `moe inspect`.
 
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { rejectUnknown, type ParsedArgs } from './args.js';
+import { generate, type ByteLM } from '../models/lm.js';
+import { encodeBytes } from '../data/text.js';
+import { lineChart, writePlot } from '../report/plot.js';
 import { loadRunConfig, describeRunConfig, validateRun, applySets } from '../config/run.js';
 import { modelNames, modelSpec } from '../models/registry.js';
 import { describe } from '../config/schema.js';
@@ -40,7 +45,7 @@ function formatMetrics(r: Record<string, number>): string {
   return Object.entries(r).map(([k, v]) => `${k} ${k.endsWith('accuracy') ? `${(100 * v).toFixed(2)}%` : v.toFixed(4)}`).join(', ');
 }
 
-export function trainCommand(args: ParsedArgs): number {
+export async function trainCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, ['config', 'set', 'resume', 'out', 'help'], 'train');
   const sets = args.flags.get('set') ?? [];
   const resume = args.flags.get('resume')?.[0];
@@ -56,13 +61,13 @@ export function trainCommand(args: ParsedArgs): number {
   }
   const out = args.flags.get('out')?.[0] ?? resume ?? join('runs', config.name);
   const log = (l: string) => process.stderr.write(`${l}\n`);
-  const r = runTraining(config, { out, ...(resume ? { resume } : {}), log });
+  const r = await runTraining(config, { out, ...(resume ? { resume } : {}), log });
   const test = r.test ? formatMetrics(r.test) : 'n/a';
   console.log(`${config.name}: ${r.state.step} steps in ${r.seconds.toFixed(1)} s; test ${test}; checkpoint in ${out}`);
   return 0;
 }
 
-export function evalCommand(args: ParsedArgs): number {
+export async function evalCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, ['checkpoint', 'split', 'help', 'json'], 'eval');
   const dir = args.flags.get('checkpoint')?.[0];
   if (!dir) throw new Error('eval: --checkpoint DIR is required');
@@ -72,7 +77,7 @@ export function evalCommand(args: ParsedArgs): number {
   loadModelWeights(model, ckpt.model);
   const split = (args.flags.get('split')?.[0] ?? 'test') as 'test' | 'val';
   if (split !== 'test' && split !== 'val') throw new Error(`eval: --split must be test or val, got ${split}`);
-  const { task } = makeTask(config, model, kind);
+  const { task } = await makeTask(config, model, kind);
   const r = task.evaluate(split);
   if (!r) throw new Error(`eval: the run has no ${split} split (data.valFraction is 0)`);
   if (args.flags.has('json')) console.log(JSON.stringify({ split, ...r }));
@@ -80,7 +85,7 @@ export function evalCommand(args: ParsedArgs): number {
   return 0;
 }
 
-export function inspectCommand(args: ParsedArgs): number {
+export async function inspectCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, ['help', 'json', 'examples'], 'inspect');
   const dir = args.positional[1];
   if (!dir) throw new Error('inspect: give a checkpoint directory (moe inspect DIR)');
@@ -123,5 +128,90 @@ export function inspectCommand(args: ParsedArgs): number {
   }
   if (args.flags.has('json')) console.log(JSON.stringify({ lines }));
   else console.log(lines.join('\n'));
+  return 0;
+}
+
+export const GENERATE_HELP = `moe generate --checkpoint DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+
+Samples bytes from a trained byte-level language model (model type byte-lm): the prompt's UTF-8
+bytes, then N new bytes (default 200), each drawn from softmax(logits / T) restricted to the K most
+likely bytes (T = 0: greedy). The same seed gives the same text.`;
+
+export async function generateCommand(args: ParsedArgs): Promise<number> {
+  rejectUnknown(args, ['checkpoint', 'prompt', 'tokens', 'temperature', 'top-k', 'seed', 'help'], 'generate');
+  const dir = args.flags.get('checkpoint')?.[0];
+  if (!dir) throw new Error('generate: --checkpoint DIR is required');
+  const ckpt = loadCheckpoint(resolveCheckpointDir(dir));
+  const config = validateRun(ckpt.config);
+  const { model, task } = buildRunModel(config);
+  if (task !== 'language-model') throw new Error(`generate: the checkpoint holds a ${config.model.type} (${task}), not a language model`);
+  loadModelWeights(model, ckpt.model);
+  const num = (key: string, def: number, check: (v: number) => boolean, what: string): number => {
+    const raw = args.flags.get(key)?.[0];
+    if (raw === undefined) return def;
+    const v = Number(raw);
+    if (!check(v)) throw new Error(`generate: --${key} ${raw}: expected ${what}`);
+    return v;
+  };
+  const tokens = num('tokens', 200, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
+  const temperature = num('temperature', 0.8, (v) => v >= 0 && Number.isFinite(v), 'a number >= 0');
+  const topK = num('top-k', 40, (v) => Number.isInteger(v) && v >= 1 && v <= 256, 'an integer in [1, 256]');
+  const seed = num('seed', 0, Number.isInteger, 'an integer');
+  const prompt = encodeBytes(args.flags.get('prompt')?.[0] ?? '');
+  const out = generate(model as ByteLM, prompt, { maxNewTokens: tokens, temperature, topK, seed });
+  // sampled bytes may end inside a character: decode leniently for display
+  process.stdout.write(`${new TextDecoder('utf-8', { fatal: false }).decode(out)}\n`);
+  return 0;
+}
+
+export const PLOT_HELP = `moe plot RUN_DIR... --out FILE [--metric loss] [--split val|test|train] [--title TEXT] [--log-y]
+
+Draws one curve per run from each run's metrics.jsonl: the metric of evaluation records of the
+split against the step (train: the per-step training values). Writes FILE.svg and FILE.png.`;
+
+export async function plotCommand(args: ParsedArgs): Promise<number> {
+  rejectUnknown(args, ['out', 'metric', 'split', 'title', 'log-y', 'help'], 'plot');
+  const runs = args.positional.slice(1);
+  if (runs.length === 0) throw new Error('plot: give one or more run directories');
+  const out = args.flags.get('out')?.[0];
+  if (!out) throw new Error('plot: --out FILE is required (without extension)');
+  const metric = args.flags.get('metric')?.[0] ?? 'loss';
+  const split = args.flags.get('split')?.[0] ?? 'val';
+  if (!['val', 'test', 'train'].includes(split)) throw new Error(`plot: --split must be val, test or train, got ${split}`);
+  const rows: Array<Record<string, unknown>> = [];
+  for (const dir of runs) {
+    const file = join(dir, 'metrics.jsonl');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      throw new Error(`plot: ${file}: cannot read (is ${dir} a run directory?)`);
+    }
+    const name = basename(dir.replace(/\/+$/, ''));
+    let n = 0;
+    text.split('\n').forEach((line, i) => {
+      if (!line.trim()) return;
+      let rec: Record<string, unknown>;
+      try {
+        rec = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        throw new Error(`plot: ${file}:${i + 1}: not valid JSON`);
+      }
+      const wanted = split === 'train' ? rec['type'] === 'step' : rec['type'] === 'eval' && rec['split'] === split;
+      if (wanted && typeof rec[metric] === 'number') {
+        rows.push({ step: rec['step'], value: rec[metric], run: name });
+        n++;
+      }
+    });
+    if (n === 0) throw new Error(`plot: ${file} has no ${split} records with a number '${metric}'`);
+  }
+  const spec = lineChart({
+    title: args.flags.get('title')?.[0] ?? `${split} ${metric}`,
+    x: { field: 'step', title: 'training step' },
+    y: { field: 'value', title: `${split} ${metric}`, ...(args.flags.has('log-y') ? { scale: 'log' as const } : {}) },
+    series: 'run', data: rows,
+  });
+  const written = await writePlot(out, spec);
+  console.log(`wrote ${written.svg} and ${written.png}`);
   return 0;
 }

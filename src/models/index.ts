@@ -4,3 +4,4 @@ export * from './registry.js';
 export * from './softmoe-classifier.js';
 export * from './vit-moe.js';
 export * from './mmoe.js';
+export * from './lm.js';

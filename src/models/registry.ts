@@ -8,6 +8,7 @@ import { validate } from '../config/schema.js';
 import { SOFTMOE_CLASSIFIER_SCHEMA, SoftMoEClassifier, type SoftMoEClassifierConfig } from './softmoe-classifier.js';
 import { VIT_MOE_SCHEMA, VitMoE, type VitMoEConfig } from './vit-moe.js';
 import { MMOE_SCHEMA, MMoE, type MMoEConfig } from './mmoe.js';
+import { LM_SCHEMA, ByteLM, type LMConfig } from './lm.js';
 
 export type TaskKind = 'image-classification' | 'multitask-classification' | 'language-model';
 
@@ -83,4 +84,12 @@ registerModel({
   task: 'multitask-classification',
   schema: MMOE_SCHEMA,
   build: (c, seed) => new MMoE(c as unknown as MMoEConfig, seed),
+});
+
+registerModel({
+  name: 'byte-lm',
+  doc: 'byte-level decoder-only Transformer (causal attention, RMSNorm, RoPE or learned positions) with MoE feed-forwards in every or every other block; ffn: dense gives the counterpart with equal active parameters',
+  task: 'language-model',
+  schema: LM_SCHEMA,
+  build: (c, seed) => new ByteLM(c as Partial<LMConfig>, seed),
 });

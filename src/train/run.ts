@@ -13,6 +13,10 @@ import { constant, warmupCosine, warmupLinear, type Schedule } from './schedule.
 import { loadCheckpoint, loadModelWeights } from './checkpoint.js';
 import { train, type TrainResult, type TrainerState, type TrainTask } from './trainer.js';
 import { ImageClassificationTask, type ImageSplits } from './tasks.js';
+import { LanguageModelTask, type ByteSplits } from './lm-task.js';
+import type { ByteLM } from '../models/lm.js';
+import { loadUdhrCorpus } from '../data/udhr-corpus.js';
+import { byteSplits, encodeBytes, loadJsonl, loadTextFile } from '../data/text.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Progress } from './progress.js';
 import type { Module } from '../nn/module.js';
@@ -32,6 +36,8 @@ export function loadImageData(d: DataConfig, seed: number): ImageSplits {
       if (!d.path) throw new Error(`config.data.path: required for dataset ${d.dataset} (the directory of the binary batches)`);
       splits = d.dataset === 'cifar10' ? loadCifar10(d.path, d.normalize ? { normalize: CIFAR10_STATS } : {}) : loadCifar100(d.path);
       break;
+    default:
+      throw new Error(`config.data.dataset: '${d.dataset}' is text, not images`);
   }
   let trainSet = splits.train;
   if (d.limitTrain !== null && d.limitTrain < trainSet.n) trainSet = subsetImages(trainSet, Int32Array.from({ length: d.limitTrain }, (_, i) => i));
@@ -84,15 +90,47 @@ export interface RunResult extends TrainResult {
   parameters: number;
 }
 
+const TEXT_DATASETS = ['udhr', 'text', 'jsonl'];
+
+/** Byte splits of the configured text data: UDHR split per language, a file split in one piece. */
+export async function loadByteData(d: DataConfig): Promise<ByteSplits> {
+  if (d.dataset === 'udhr') {
+    if (d.languages !== null && !(Array.isArray(d.languages) && d.languages.every((l) => typeof l === 'string'))) {
+      throw new Error(`config.data.languages: expected a list of language codes or null, got ${JSON.stringify(d.languages)}`);
+    }
+    const c = await loadUdhrCorpus({
+      ...(d.languages ? { languages: d.languages } : {}), ...(d.maxLanguages ? { maxLanguages: d.maxLanguages } : {}),
+      valFraction: d.valFraction, testFraction: d.testFraction,
+    });
+    return { train: c.train, val: c.val.length > 0 ? c.val : null, test: c.test.length > 0 ? c.test : null };
+  }
+  if (!d.path) throw new Error(`config.data.path: required for dataset ${d.dataset} (the file to read)`);
+  const text = d.dataset === 'text' ? loadTextFile(d.path) : loadJsonl(d.path).join('\n');
+  const s = byteSplits(encodeBytes(text), { valFraction: d.valFraction, testFraction: d.testFraction });
+  return { train: s.train, val: s.val.length > 0 ? s.val : null, test: s.test.length > 0 ? s.test : null };
+}
+
 /** The training task a model's kind calls for, over the configured data. */
-export function makeTask(config: RunConfig, model: Module, kind: TaskKind): { task: TrainTask & { batchesPerEpoch: number }; data: ImageSplits } {
-  if (kind === 'language-model') throw new Error(`model ${config.model.type}: language models train with their own data section (not supported by this run yet)`);
+export async function makeTask(config: RunConfig, model: Module, kind: TaskKind): Promise<{ task: TrainTask & { batchesPerEpoch: number }; summary: string }> {
+  const isText = TEXT_DATASETS.includes(config.data.dataset);
+  if ((kind === 'language-model') !== isText) {
+    throw new Error(`config.data.dataset: '${config.data.dataset}' does not fit model ${config.model.type} (${kind}); ${kind === 'language-model' ? 'use udhr, text or jsonl' : 'use an image dataset'}`);
+  }
+  if (kind === 'language-model') {
+    const bytes = await loadByteData(config.data);
+    const task = new LanguageModelTask(model as ByteLM, bytes, {
+      batchSize: config.train.batchSize, seqLen: config.data.seqLen, stepsPerEpoch: config.data.stepsPerEpoch, seed: config.train.seed,
+      evalWindows: config.data.evalWindows,
+    });
+    return { task, summary: `${bytes.train.length} training bytes, ${bytes.val?.length ?? 0} validation, ${bytes.test?.length ?? 0} test` };
+  }
   const data = loadImageData(config.data, config.train.seed);
+  const summary = `${data.train.n} training examples${data.val ? `, ${data.val.n} validation` : ''}, ${data.test.n} test`;
   if (kind === 'multitask-classification') {
     if (config.data.dataset !== 'fashion-mnist') throw new Error(`config.data.dataset: the multi-task model ${config.model.type} has tasks defined for fashion-mnist only, got ${config.data.dataset}`);
-    return { task: new MultiTaskClassificationTask(model as MultiTaskModel, data, { batchSize: config.train.batchSize, seed: config.train.seed }), data };
+    return { task: new MultiTaskClassificationTask(model as MultiTaskModel, data, { batchSize: config.train.batchSize, seed: config.train.seed }), summary };
   }
-  return { task: new ImageClassificationTask(model as ImageClassifier, data, config.train.batchSize, config.train.seed), data };
+  return { task: new ImageClassificationTask(model as ImageClassifier, data, config.train.batchSize, config.train.seed), summary };
 }
 
 /** Builds the model of a config and, when given a checkpoint, loads its weights. */
@@ -101,14 +139,14 @@ export function buildRunModel(config: RunConfig): { model: Module; task: TaskKin
   return { model, task: spec.task };
 }
 
-export function runTraining(configIn: RunConfig, opts: RunOptions): RunResult {
+export async function runTraining(configIn: RunConfig, opts: RunOptions): Promise<RunResult> {
   const log = opts.log ?? (() => {});
   // on resume the caller passes the checkpoint's config (with any --set overrides applied)
   const config = configIn;
   let resumeState: TrainerState | undefined;
   const ckpt = opts.resume ? loadCheckpoint(resolveCheckpointDir(opts.resume)) : null;
   const { model, task: kind } = buildRunModel(config);
-  const { task, data } = makeTask(config, model, kind);
+  const { task, summary } = await makeTask(config, model, kind);
   const optimizer = makeOptimizer(model, config.optim);
   const totalSteps = config.train.epochs * task.batchesPerEpoch;
   const schedule = makeSchedule(config.optim, totalSteps);
@@ -121,7 +159,7 @@ export function runTraining(configIn: RunConfig, opts: RunOptions): RunResult {
   mkdirSync(opts.out, { recursive: true });
   writeFileAtomic(join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   const parameters = model.numParameters();
-  log(`${config.name}: ${config.model.type}, ${parameters} parameters; ${data.train.n} training examples${data.val ? `, ${data.val.n} validation` : ''}, ${data.test.n} test; ${config.train.epochs} epochs of ${task.batchesPerEpoch} steps`);
+  log(`${config.name}: ${config.model.type}, ${parameters} parameters; ${summary}; ${config.train.epochs} epochs of ${task.batchesPerEpoch} steps`);
   const progress = opts.progress === undefined ? new Progress(totalSteps, { label: 'train' }) : opts.progress;
   const result = train(task, {
     epochs: config.train.epochs, optimizer, schedule, clipNorm: config.optim.clipNorm, seed: config.train.seed,
