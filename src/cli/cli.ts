@@ -7,6 +7,7 @@ import { nativeInfo } from '../backends/native/index.js';
 import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
+import { experimentCommand, EXPERIMENT_HELP } from './experiment-commands.js';
 import { trainCommand, evalCommand, inspectCommand, trainHelp, generateCommand, plotCommand, GENERATE_HELP, PLOT_HELP } from './train-commands.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
@@ -19,6 +20,7 @@ Commands:
   inspect DIR                                   parameters (total, active) and per-expert statistics
   generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
   plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
+  experiment implicit-bias|l2-norm|inference-cost [--quick]   the Soft MoE paper's studies (docs/results/)
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
@@ -90,7 +92,7 @@ function backendsOption(flags: Map<string, string[]>): string[] | undefined {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y']));
+  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels']));
 
   const [cmd, sub] = args.positional;
   const help = args.flags.has('help');
@@ -138,6 +140,9 @@ async function main(argv: string[]): Promise<number> {
     case 'inspect':
       if (help) { console.log('moe inspect DIR [--examples N] [--json]: total and active parameters, parameters per module, per-expert statistics on N test examples'); return 0; }
       return inspectCommand(args);
+    case 'experiment':
+      if (help) { console.log(EXPERIMENT_HELP); return 0; }
+      return experimentCommand(args);
     case 'generate':
       if (help) { console.log(GENERATE_HELP); return 0; }
       return generateCommand(args);
