@@ -125,6 +125,10 @@ test('a byte-level language model trains on UDHR text, samples and plots from th
     assert.ok(g.stdout.startsWith('All human'));
     const g2 = spawnSync(process.execPath, [main, 'generate', '--checkpoint', out, '--prompt', 'All human', '--tokens', '20', '--seed', '1'], { encoding: 'utf8' });
     assert.equal(g2.stdout, g.stdout, 'the same seed samples the same bytes');
+    const i = spawnSync(process.execPath, [main, 'inspect', out], { encoding: 'utf8' });
+    assert.equal(i.status, 0, i.stderr);
+    assert.match(i.stdout, /active parameters per token: \d+/);
+    assert.match(i.stdout, /blocks\.0\.moe: tokens per expert [\d ]+; mean prob/);
     const p = spawnSync(process.execPath, [main, 'plot', out, '--metric', 'loss', '--split', 'val', '--out', join(dir, 'curve')], { encoding: 'utf8' });
     assert.equal(p.status, 0, p.stderr);
     assert.ok(existsSync(join(dir, 'curve.png')) && existsSync(join(dir, 'curve.svg')));
