@@ -108,6 +108,20 @@ MOE_INLINE float vtanh(float x) {
   return ax < 0.625f ? small : (ax == ax ? big : x);
 }
 
+/** The exponent correction of Numerical Recipes' erfcc: erfc(z) = t exp(-z^2 + q(t)), t = 1/(1 + z/2). */
+MOE_INLINE float erfcPoly(float t) {
+  float q = 0.17087277f;
+  q = q * t - 0.82215223f;
+  q = q * t + 1.48851587f;
+  q = q * t - 1.13520398f;
+  q = q * t + 0.27886807f;
+  q = q * t - 0.18628806f;
+  q = q * t + 0.09678418f;
+  q = q * t + 0.37409196f;
+  q = q * t + 1.00002368f;
+  return q * t - 1.26551223f;
+}
+
 /**
  * For the exact gelu: E = erfc(|x| / sqrt 2) (Numerical Recipes' erfcc, relative error < 1.2e-7)
  * and phi = exp(-x^2 / 2). x^2 is split so the large exponent carries no rounding error.
@@ -120,16 +134,7 @@ MOE_INLINE void verfcHalf(float x, float* erfcOut, float* phiOut) {
   float a = -0.5f * (xh * xh);      // exact
   float b = -0.5f * ((ax + xh) * xl);  // the small rest of -x^2/2
   float t = 1.0f / (1.0f + 0.5f * 0.70710678118654752f * ax);
-  float q = 0.17087277f;
-  q = q * t - 0.82215223f;
-  q = q * t + 1.48851587f;
-  q = q * t - 1.13520398f;
-  q = q * t + 0.27886807f;
-  q = q * t - 0.18628806f;
-  q = q * t + 0.09678418f;
-  q = q * t + 0.37409196f;
-  q = q * t + 1.00002368f;
-  q = q * t - 1.26551223f;
+  float q = erfcPoly(t);
   float ea = vexp(a);
   *erfcOut = t * ea * vexp(b + q);
   *phiOut = ea * vexp(b);
@@ -144,16 +149,7 @@ MOE_INLINE float verfcHalfGelu(float x, float* phiOut) {
   float ax = std::fabs(x);
   ax = ax > 20.0f ? 20.0f : ax;  // NaN stays NaN
   float t = 1.0f / (1.0f + 0.5f * 0.70710678118654752f * ax);
-  float q = 0.17087277f;
-  q = q * t - 0.82215223f;
-  q = q * t + 1.48851587f;
-  q = q * t - 1.13520398f;
-  q = q * t + 0.27886807f;
-  q = q * t - 0.18628806f;
-  q = q * t + 0.09678418f;
-  q = q * t + 0.37409196f;
-  q = q * t + 1.00002368f;
-  q = q * t - 1.26551223f;
+  float q = erfcPoly(t);
   float a = -0.5f * (ax * ax);
   if (phiOut) {
     float phi = vexp(a);
