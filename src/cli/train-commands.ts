@@ -16,7 +16,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { BatchIterator } from '../data/batches.js';
 import { SoftMoEClassifier } from '../models/softmoe-classifier.js';
 import { combineSums } from '../moe/select.js';
-import { MoELayer } from '../moe/layer.js';
+import { MoELayer, activeParameterCount } from '../moe/layer.js';
 import type { RouterMetrics } from '../moe/metrics.js';
 import type { TaskBatch } from '../train/trainer.js';
 
@@ -94,7 +94,7 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
   if (!dir) throw new Error('inspect: give a checkpoint directory (moe inspect DIR)');
   const ckpt = loadCheckpoint(resolveCheckpointDir(dir));
   const config = validateRun(ckpt.config);
-  const { model } = buildRunModel(config);
+  const { model, task: kind } = buildRunModel(config);
   loadModelWeights(model, ckpt.model);
   const lines: string[] = [`${config.name}: model ${config.model.type}`, `total parameters: ${model.numParameters()}`];
   const byModule = new Map<string, number>();
@@ -106,7 +106,7 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
   const moeLayers = model.namedModules().filter((e): e is [string, MoELayer] => e[1] instanceof MoELayer);
   if (moeLayers.length > 0) {
     const k = (config.model['k'] as number | undefined) ?? 2;
-    const active = model.numParameters() - moeLayers.reduce((s, [, m]) => s + m.numParameters() - m.activeParameters(k), 0);
+    const active = activeParameterCount(model, k);
     lines.push(`active parameters per token: ${active} (router, ${k} of each layer's ${moeLayers[0]![1].config.numExperts} experts, everything else)`);
     // one batch (the first of epoch 0) through the model in eval mode, recording every MoE layer's router metrics
     const seen = new Map<string, RouterMetrics>();
@@ -115,7 +115,6 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
       layer.forward = (x, o) => { const out = forward(x, o); seen.set(name, out.metrics); return out; };
     }
     model.eval();
-    const { task: kind } = buildRunModel(config);
     const { task } = await makeTask(config, model, kind);
     const batch = (task.batches(0) as Iterable<TaskBatch>)[Symbol.iterator]().next().value as TaskBatch;
     noGrad(() => task.step(batch));

@@ -9,7 +9,7 @@ import { Linear } from '../nn/linear.js';
 import { LayerNorm, RMSNorm } from '../nn/norm.js';
 import { normal } from '../nn/init.js';
 import { TransformerBlock, type FeedForwardConfig } from '../nn/transformer.js';
-import { MoELayer } from '../moe/layer.js';
+import { MoELayer, activeParameterCount } from '../moe/layer.js';
 import type { RouterConfig } from '../moe/routers/index.js';
 import type { RouterMetrics } from '../moe/metrics.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -203,10 +203,7 @@ export class ByteLM extends Module {
 
   /** Parameters one token uses: everything except the experts it is not routed to (router + k experts per MoE block; embeddings and head counted). */
   activeParameters(): number {
-    const k = nominalK(this.config);
-    let inactive = 0;
-    for (const m of this.moeLayers()) inactive += m.numParameters() - m.activeParameters(k);
-    return this.totalParameters() - inactive;
+    return activeParameterCount(this, nominalK(this.config));
   }
 
   /** Router parameters over all MoE blocks: what a MoE model has active beyond its dense counterpart. */

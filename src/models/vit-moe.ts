@@ -14,6 +14,7 @@ import type { Schema } from '../config/schema.js';
 import type { RouterConfig } from '../moe/routers/index.js';
 import type { Activation } from '../moe/experts/bank.js';
 import type { RouterMetrics } from '../moe/metrics.js';
+import { activeParameterCount } from '../moe/layer.js';
 
 export interface VitMoEConfig {
   imageSize: number;
@@ -140,11 +141,6 @@ export class VitMoE extends Module {
 
   /** Parameters one token uses: everything but the experts it is not routed to. */
   activeParameters(): number {
-    let total = this.numParameters();
-    for (const b of this.blocks) {
-      const moe = (b as unknown as { moe?: import('../moe/layer.js').MoELayer }).moe;
-      if (moe) total -= moe.numParameters() - moe.activeParameters(this.config.k);
-    }
-    return total;
+    return activeParameterCount(this, this.config.k);
   }
 }

@@ -70,6 +70,13 @@ export interface MoEOutput {
   plan: DispatchPlan;
 }
 
+/** Parameters a token uses in a model: all, less the experts it is not routed to in every MoE layer. */
+export function activeParameterCount(model: Module, k: number): number {
+  let inactive = 0;
+  for (const [, m] of model.namedModules()) if (m instanceof MoELayer) inactive += m.numParameters() - m.activeParameters(k);
+  return model.numParameters() - inactive;
+}
+
 export class MoELayer extends Module {
   readonly router: Router;
   readonly experts: ExpertBank;
@@ -121,7 +128,7 @@ export class MoELayer extends Module {
     const routing = this.router.route(x2, opts.tokenIds ? { tokenIds: opts.tokenIds } : {});
     const cf = this.training ? this.config.capacityFactor : this.config.evalCapacityFactor;
     // routers that fix their own capacity (expert choice) dispatch dropless
-    const capacity = cf === null || routing.stats['selfCapacity'] !== undefined ? null : expertCapacity(cf, routing.token.length, routing.experts);
+    const capacity = cf === null || routing.capacity !== undefined ? null : expertCapacity(cf, routing.token.length, routing.experts);
     const plan = planDispatch(routing.token, routing.expert, routing.gates.data, routing.experts, capacity, this.config.dropPolicy);
     const xp = permute(x2, plan);
     const yp = this.experts.forward(xp, plan.groupSizes, this.config.bias ? plan.expertOfRow : undefined);

@@ -5,7 +5,6 @@
 
 import type { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/rng.js';
-import { noGrad } from '../tensor/autograd.js';
 import { div, gatherRows, matmul, reshape, scatterAddRows, transpose } from '../ops/index.js';
 import type { SoftMoELayer } from './soft.js';
 import { checkInt } from './util.js';
@@ -93,5 +92,5 @@ export function forwardSelected(layer: SoftMoELayer, x: Tensor, k: number, opts:
   }
   const contrib = matmul(reshape(cCols, [R, m, 1]), reshape(out, [R, 1, d])); // [R, m, d]
   const y = scatterAddRows(reshape(contrib, [R, m * d]), inputIdx, B);
-  return { y: reshape(y, x.shape), selected: noGrad(() => selected) };
+  return { y: reshape(y, x.shape), selected };
 }

@@ -10,7 +10,7 @@ import { Rng } from '../tensor/rng.js';
 import { noGrad } from '../tensor/autograd.js';
 import { normal } from '../nn/init.js';
 import { add, div, matmul, mul, reshape, softmax, sqrt, square, sum, transpose } from '../ops/index.js';
-import { ExpertBank, type Activation } from './experts/bank.js';
+import { ExpertBank, expertOfRows, type Activation } from './experts/bank.js';
 import { checkKeys, checkType } from './config.js';
 import { checkInt } from './util.js';
 
@@ -116,7 +116,8 @@ export class SoftMoELayer extends Module {
     const d = this.dModel;
     // expert-major rows: [n, B, p, d], each expert one contiguous group of B*p rows
     const rows = reshape(transpose(reshape(slots, [B, n, p, d]), [1, 0, 2, 3]), [n * B * p, d]);
-    const out = this.experts.forward(rows, new Int32Array(n).fill(B * p), this.experts.b1 ? expertRows(n, B * p) : undefined);
+    const sizes = new Int32Array(n).fill(B * p);
+    const out = this.experts.forward(rows, sizes, this.experts.b1 ? expertOfRows(sizes) : undefined);
     return reshape(transpose(reshape(out, [n, B, p, d]), [1, 0, 2, 3]), [B, n * p, d]);
   }
 
@@ -126,12 +127,6 @@ export class SoftMoELayer extends Module {
     const y = matmul(combine, this.runExperts(slots)); // [B, m, d]
     return { y: reshape(y, x.shape), dispatch, combine, metrics: noGrad(() => softMetrics(dispatch, combine, this.numExperts, this.slotsPerExpert)) };
   }
-}
-
-export function expertRows(n: number, rowsEach: number): Int32Array {
-  const out = new Int32Array(n * rowsEach);
-  for (let e = 0; e < n; e++) out.fill(e, e * rowsEach, (e + 1) * rowsEach);
-  return out;
 }
 
 export function softMetrics(D: Tensor, C: Tensor, n: number, p: number): SoftMoEMetrics {

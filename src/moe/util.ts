@@ -28,10 +28,10 @@ export function flatPositions(token: Int32Array, expert: Int32Array, numExperts:
   return out;
 }
 
-/** [0,0..,1,1..] : each token index repeated k times. */
-export function repeatTokens(T: number, k: number): Int32Array {
-  const out = new Int32Array(T * k);
-  for (let t = 0; t < T; t++) out.fill(t, t * k, t * k + k);
+/** [0,..0, 1,..1, ...]: each index below n repeated k times (tokens of a top-k choice, experts of expert choice). */
+export function repeatEach(n: number, k: number): Int32Array {
+  const out = new Int32Array(n * k);
+  for (let i = 0; i < n; i++) out.fill(i, i * k, i * k + k);
   return out;
 }
 

@@ -1,13 +1,15 @@
 // Dense two-layer feed-forward block, the dense baseline of an MoE layer's experts.
 
+import { ACTIVATIONS, type Activation } from '../moe/experts/bank.js';
 import { Module } from './module.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/rng.js';
 import { Linear } from './linear.js';
 import { gelu, geluTanh, mul, relu, silu } from '../ops/index.js';
 
-export const MLP_ACTIVATIONS = ['gelu', 'geluTanh', 'relu', 'silu', 'swiglu'] as const;
-export type MLPActivation = (typeof MLP_ACTIVATIONS)[number];
+/** The expert bank's activations: a dense MLP is the counterpart of one expert. */
+export const MLP_ACTIVATIONS = ACTIVATIONS;
+export type MLPActivation = Activation;
 
 export interface MLPOptions {
   /** 'gelu' (default, exact), 'geluTanh', 'relu', 'silu', or 'swiglu' (w2(silu(w1 x) * w3 x)); the MoE expert bank's set. */

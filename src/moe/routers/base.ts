@@ -7,7 +7,7 @@ import { Tensor } from '../../tensor/tensor.js';
 import { Rng } from '../../tensor/rng.js';
 import { matmul, mul, reshape } from '../../ops/index.js';
 import { uniform } from '../../nn/init.js';
-import { checkInt, checkRange, checkTokens } from '../util.js';
+import { checkInt, checkRange, checkTokens, repeatEach } from '../util.js';
 
 export interface LinearRouterOptions {
   /** Multiplicative jitter eps: in training, x is scaled elementwise by U(1 - eps, 1 + eps) (Switch). 0 = off. */
@@ -54,7 +54,5 @@ export abstract class LinearRouter extends Module {
 /** Flattens [T, k] gates and indices into token-major assignments. */
 export function flattenSelection(gates: Tensor, indices: Tensor): { token: Int32Array; expert: Int32Array; gates: Tensor } {
   const [T, k] = gates.shape as [number, number];
-  const token = new Int32Array(T * k);
-  for (let t = 0; t < T; t++) token.fill(t, t * k, (t + 1) * k);
-  return { token, expert: Int32Array.from(indices.data as Int32Array), gates: reshape(gates, [T * k]) };
+  return { token: repeatEach(T, k), expert: Int32Array.from(indices.data as Int32Array), gates: reshape(gates, [T * k]) };
 }

@@ -6,7 +6,7 @@ import { softmax, topk, transpose } from '../../ops/index.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { LinearRouter, type LinearRouterOptions } from './base.js';
 import type { Router, Routing } from './types.js';
-import { checkRange, flatPositions, takeFlat } from '../util.js';
+import { checkRange, flatPositions, repeatEach, takeFlat } from '../util.js';
 
 export interface ExpertChoiceRouterOptions extends LinearRouterOptions {
   /** Capacity factor c: on average c experts per token (default 2). */
@@ -31,8 +31,7 @@ export class ExpertChoiceRouter extends LinearRouter implements Router {
     const C = Math.min(T, Math.ceil((T * this.capacityFactor) / E));
     const sel = topk(transpose(probs), C); // per expert: [E, C]
     const token = Int32Array.from(sel.indices.data as Int32Array);
-    const expert = new Int32Array(E * C);
-    for (let e = 0; e < E; e++) expert.fill(e, e * C, (e + 1) * C);
+    const expert = repeatEach(E, C);
     const gates = takeFlat(probs, flatPositions(token, expert, E));
     const perToken = new Int32Array(T);
     for (const t of token) perToken[t]!++;
@@ -40,7 +39,7 @@ export class ExpertChoiceRouter extends LinearRouter implements Router {
     for (const n of perToken) coverage[n]!++;
     while (coverage.length > 1 && coverage[coverage.length - 1] === 0) coverage.pop();
     return {
-      tokens: T, experts: E, token, expert, gates, k: T > 0 ? (E * C) / T : 0, logits, probs, aux: {},
+      tokens: T, experts: E, token, expert, gates, k: T > 0 ? (E * C) / T : 0, logits, probs, aux: {}, capacity: C,
       stats: { selfCapacity: C, tokensWithNExperts: coverage },
     };
   }

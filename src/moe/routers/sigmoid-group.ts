@@ -9,7 +9,7 @@ import { div, mul, reshape, sigmoid, sum } from '../../ops/index.js';
 import { noGrad } from '../../tensor/autograd.js';
 import { LinearRouter, type LinearRouterOptions } from './base.js';
 import type { Router, Routing } from './types.js';
-import { checkInt, checkRange, flatPositions, takeFlat } from '../util.js';
+import { checkInt, checkRange, flatPositions, repeatEach, takeFlat } from '../util.js';
 
 export interface SigmoidGroupRouterOptions extends LinearRouterOptions {
   /** Experts per token (default 2). */
@@ -93,8 +93,7 @@ export class SigmoidGroupRouter extends LinearRouter implements Router {
     const E = this.numExperts;
     const k = this.k;
     const expert = this.select(s.data as Float32Array, T);
-    const token = new Int32Array(T * k);
-    for (let t = 0; t < T; t++) token.fill(t, t * k, (t + 1) * k);
+    const token = repeatEach(T, k);
     let g = reshape(takeFlat(s, flatPositions(token, expert, E)), [T, k]);
     if (this.normalize) g = div(g, sum(g, -1, true));
     if (this.routedScaling !== 1) g = mul(g, this.routedScaling);

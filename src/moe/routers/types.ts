@@ -24,6 +24,11 @@ export interface Routing {
   probs: Tensor | null;
   /** Router-specific auxiliary losses (unweighted), e.g. noisy gating's importance and load. */
   aux: Record<string, Tensor>;
+  /**
+   * Set by routers that give each expert a fixed number of tokens themselves (expert choice):
+   * the layer then applies no capacity of its own and dispatches dropless.
+   */
+  capacity?: number;
   /** Router-specific statistics for metrics (plain numbers). */
   stats: Record<string, number | number[]>;
 }
