@@ -13,6 +13,10 @@ import { parseArgs } from '../src/cli/args.js';
 import { SoftMoEClassifier } from '../src/models/softmoe-classifier.js';
 import { Rng, Tensor, noGrad } from '../src/index.js';
 import { assertClose } from './helpers.js';
+import { readSafetensorsFile } from '../src/io/safetensors.js';
+import { loadModelWeights } from '../src/train/checkpoint.js';
+import { loadMnistDigits } from '../src/data/mnist.js';
+import { accuracyOf } from '../src/train/tasks.js';
 
 let dir: string;
 before(() => { dir = mkdtempSync(join(tmpdir(), 'moe-experiments-')); });
@@ -47,8 +51,9 @@ test('implicit-bias: results.json has the issue records, results.md the table an
   assert.equal(json.models.length, 2);
   for (const m of json.models) assert.ok(m.trainSeconds > 0 && m.steps === 2, `model n=${m.n} has its training time and steps`);
   for (const r of json.records) {
-    assert.deepEqual(Object.keys(r).sort(), ['accuracy', 'accuracyStd', 'k', 'method', 'n', 'seeds']);
-    assert.ok(['algorithm1', 'random', 'all'].includes(r.method));
+    assert.deepEqual(Object.keys(r).sort(), ['accuracy', 'accuracyStd', 'k', 'method', 'n', 'seeds', ...(r.method === 'all' ? [] : ['keptShare'])].sort());
+    assert.ok(['algorithm1', 'algorithm1-renormalized', 'random', 'all'].includes(r.method));
+    if (r.keptShare !== undefined) assert.ok(r.keptShare > 0 && r.keptShare <= 1 + 1e-9, `keptShare ${r.keptShare}`);
     assert.ok(r.accuracy >= 0 && r.accuracy <= 1 && r.accuracyStd >= 0);
     assert.equal(r.seeds, r.method === 'random' ? 2 : 1);
   }
@@ -56,11 +61,31 @@ test('implicit-bias: results.json has the issue records, results.md the table an
     const ks = (method: string) => json.records.filter((r) => r.n === n && r.method === method).map((r) => r.k);
     assert.deepEqual(ks('algorithm1'), [...kGrid(n), n]);
     assert.deepEqual(ks('random'), kGrid(n));
+    assert.deepEqual(ks('algorithm1-renormalized'), kGrid(n));
     assert.deepEqual(ks('all'), [n]);
+    // the top-k by Csum hold at least k/n of C, more than a random subset can on average
+    for (const k of kGrid(n)) {
+      const share = (method: string) => json.records.find((r) => r.n === n && r.k === k && r.method === method)!.keptShare!;
+      assert.ok(share('algorithm1') >= k / n - 1e-9, `n=${n} k=${k}: Algorithm 1 keeps ${share('algorithm1')} of C`);
+      assert.ok(share('algorithm1') >= share('random') - 1e-9);
+    }
     // Algorithm 1 keeping every expert is the full layer
     const all = json.records.find((r) => r.n === n && r.method === 'all')!;
     const alg = json.records.find((r) => r.n === n && r.k === n && r.method === 'algorithm1')!;
     assert.equal(alg.accuracy, all.accuracy);
+    assert.ok(Math.abs(alg.keptShare! - 1) < 1e-6);
+    // the trained weights are saved, and loading them reproduces the full model's accuracy inputs
+    const file = readSafetensorsFile(join(out, 'models', `n${n}.safetensors`));
+    const cfg = JSON.parse(file.metadata['config']!) as { numExperts: number };
+    assert.equal(cfg.numExperts, n);
+    const fresh = new SoftMoEClassifier(cfg as ConstructorParameters<typeof SoftMoEClassifier>[0], 123);
+    loadModelWeights(fresh, file.tensors);
+    // the saved weights are the evaluated ones: they reproduce the all-experts accuracy on the same 200 test digits
+    const test200 = loadMnistDigits().test;
+    const x = new Tensor(test200.images.slice(0, 200 * 784), [200, 784]);
+    const y = new Tensor(Float32Array.from(test200.labels.subarray(0, 200)), [200]);
+    fresh.eval();
+    assert.equal(accuracyOf(noGrad(() => fresh.forward(x).logits), y), all.accuracy);
   }
   const md = readFileSync(join(out, 'results.md'), 'utf8');
   assert.match(md, /moe experiment implicit-bias --dataset mnist \(test\)/);

@@ -241,6 +241,19 @@ test('Algorithm 1 keeps the experts with the largest Csum and equals the masked 
   for (let b = 0; b < 3; b++) for (let i = 0; i < k; i++) mask.data[b * 6 + sel.selected[b * k + i]!] = 1;
   const want = noGrad(() => ops.matmul(ops.mul(combine, mask), outs));
   assertClose(sel.y, want, 1e-4, 1e-5, 'selected output');
+  // keptShare: the kept experts' Csum over all n, per input
+  for (let b = 0; b < 3; b++) {
+    let kept = 0;
+    let total = 0;
+    for (let j = 0; j < 6; j++) total += cs[b * 6 + j]!;
+    for (let i = 0; i < k; i++) kept += cs[b * 6 + sel.selected[b * k + i]!]!;
+    assert.ok(Math.abs(sel.keptShare[b]! - kept / total) < 1e-12);
+  }
+  // renormalised: each token's row of the masked C divided by its sum
+  const masked = noGrad(() => ops.mul(combine, mask));
+  const rowSums = ops.sum(masked, -1, true);
+  const wantRen = noGrad(() => ops.matmul(ops.div(masked, rowSums), outs));
+  assertClose(noGrad(() => moe.forwardSelected(layer, x, k, { renormalize: true })).y, wantRen, 1e-4, 1e-5, 'renormalised output');
 });
 
 test('Soft MoE config errors name the field', () => {

@@ -1,6 +1,8 @@
 // Experiment 1 of Chung et al. (2024): train the Soft MoE patch classifier at fixed total width for
 // many expert counts n, then measure test accuracy with only k experts per input, chosen by
-// Algorithm 1 (top-k by Csum) or at random, against all n experts.
+// Algorithm 1 (top-k by Csum) or at random, against all n experts. Beyond the paper: Algorithm 1
+// with C renormalised over the kept experts, the share of C each selection keeps, and the trained
+// weights of every n (<out>/models/n<N>.safetensors) for analyses that should not need retraining.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,6 +19,7 @@ import { train } from '../train/trainer.js';
 import { ImageClassificationTask, accuracyOf } from '../train/tasks.js';
 import { Progress } from '../train/progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { writeSafetensorsFile } from '../io/safetensors.js';
 import { lineChart, writePlot } from '../report/plot.js';
 import { markdownTable } from '../report/table.js';
 import {
@@ -26,7 +29,8 @@ import {
 const NAME = 'implicit-bias';
 
 export type ImageDataset = 'mnist' | 'fashion-mnist';
-export type SelectionMethod = 'algorithm1' | 'random' | 'all';
+/** 'algorithm1-renormalized' is Algorithm 1 with C rescaled to sum to 1 over the kept slots (not in the paper). */
+export type SelectionMethod = 'algorithm1' | 'algorithm1-renormalized' | 'random' | 'all';
 
 /** One measured accuracy, in the issue's format. */
 export interface AccuracyRecord {
@@ -39,6 +43,12 @@ export interface AccuracyRecord {
   accuracyStd: number;
   /** Random subsets drawn (1 for the deterministic methods). */
   seeds: number;
+  /**
+   * Mean over test inputs of the share of the combine weight C (summed over tokens and slots) held
+   * by the kept experts; random subsets keep k/n of it on average. Absent in results from before
+   * it was measured.
+   */
+  keptShare?: number;
 }
 
 /** One trained model: what the resumable partial file keeps per n. */
@@ -98,6 +108,8 @@ export interface ImplicitBiasConfig {
   limitTest: number | null;
   normalizePixels: boolean;
   model: Omit<SoftMoEClassifierConfig, 'numExperts'>;
+  /** What each model's evaluation records: 2 adds keptShare and Algorithm 1 renormalised (results of 1 cannot be resumed into 2). */
+  measurements: 2;
 }
 
 export interface ImplicitBiasResult {
@@ -150,6 +162,7 @@ export function resolveImplicitBiasOptions(opts: ImplicitBiasOptions): { config:
     normalizePixels: opts.normalizePixels ?? false,
     // the paper's MNIST setup: four 14x14 patches, one slot per expert, normalised routing
     model: { hidden: null, patch: 14, slotsPerExpert: 1, normalize: true, imageSize: 28, classes: 10 },
+    measurements: 2,
   };
   if (typeof config.normalizePixels !== 'boolean') throw new ExperimentOptionError(NAME, 'normalizePixels', `must be true or false, got ${JSON.stringify(config.normalizePixels)}`);
   const out = opts.out ?? join('runs', 'experiments', `${NAME}-${dataset}${quick ? '-quick' : ''}`);
@@ -181,25 +194,29 @@ function loadData(c: ImplicitBiasConfig): { train: ImageSet; test: ImageSet; not
   return { train, test, note };
 }
 
-/** Test accuracy of `logitsOf` over pre-cut batches, in eval mode without gradients. */
-function accuracyOver(batches: readonly { x: Tensor; y: Tensor }[], logitsOf: (x: Tensor) => Tensor): number {
+/** Test accuracy (and the mean kept share of C, where reported) over pre-cut batches, without gradients. */
+function accuracyOver(batches: readonly { x: Tensor; y: Tensor }[], logitsOf: (x: Tensor) => Tensor | { logits: Tensor; keptShare: Float64Array }): { accuracy: number; keptShare: number } {
   let correct = 0;
   let total = 0;
+  let share = 0;
   noGrad(() => {
     for (const b of batches) {
       const n = b.y.size;
-      correct += accuracyOf(logitsOf(b.x), b.y) * n;
+      const out = logitsOf(b.x);
+      const logits = 'keptShare' in out ? out.logits : out;
+      if ('keptShare' in out) for (const v of out.keptShare) share += v;
+      correct += accuracyOf(logits, b.y) * n;
       total += n;
     }
   });
-  return correct / Math.max(total, 1);
+  return { accuracy: correct / Math.max(total, 1), keptShare: share / Math.max(total, 1) };
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 
 /** Trains the model for one n and measures every (k, method). */
 function runOne(n: number, c: ImplicitBiasConfig, data: { train: ImageSet; test: ImageSet }, evalBatchSize: number,
-  showProgress: boolean, log: (l: string) => void): ModelResult {
+  showProgress: boolean, log: (l: string) => void, modelPath: string | null): ModelResult {
   const model = new Classifier({ numExperts: n, ...c.model }, c.seed);
   const task = new ImageClassificationTask(model, { train: data.train, val: null, test: data.test }, c.batchSize, c.seed, evalBatchSize);
   const total = c.epochs * task.batchesPerEpoch;
@@ -209,26 +226,37 @@ function runOne(n: number, c: ImplicitBiasConfig, data: { train: ImageSet; test:
     seed: c.seed, metricsFile: null, checkpointDir: null, config: c, evalEvery: 0, progress,
   });
   const allAcc = tr.test!['accuracy']!;
+  if (modelPath) {
+    writeSafetensorsFile(modelPath, model.stateDict(), {
+      format: 'moe-ts softmoe-classifier', config: JSON.stringify({ numExperts: n, ...c.model }), experiment: JSON.stringify(c),
+    });
+  }
   const t0 = performance.now();
   model.eval();
   const batches = [...new BatchIterator(data.test, { batchSize: evalBatchSize, shuffle: false }).epoch(0)].map(({ x, y }) => ({ x, y }));
   const records: AccuracyRecord[] = [];
   log(`n=${n}: trained ${tr.state.step} steps in ${formatSeconds(tr.seconds)}; all ${n} experts: test accuracy ${pct(allAcc)}`);
   for (const k of kGrid(n)) {
-    const alg = accuracyOver(batches, (x) => model.forwardSelected(x, k));
-    records.push({ n, k, method: 'algorithm1', accuracy: alg, accuracyStd: 0, seeds: 1 });
+    const alg = accuracyOver(batches, (x) => model.selectWithStats(x, k));
+    records.push({ n, k, method: 'algorithm1', accuracy: alg.accuracy, accuracyStd: 0, seeds: 1, keptShare: alg.keptShare });
+    const ren = accuracyOver(batches, (x) => model.forwardSelected(x, k, { renormalize: true }));
+    records.push({ n, k, method: 'algorithm1-renormalized', accuracy: ren.accuracy, accuracyStd: 0, seeds: 1, keptShare: alg.keptShare });
     const accs: number[] = [];
+    const shares: number[] = [];
     for (let s = 0; s < c.randomSeeds; s++) {
       const rng = new Rng(deriveSeed(c.seed, n, k, s));
-      accs.push(accuracyOver(batches, (x) => model.forwardSelected(x, k, { random: rng })));
+      const r = accuracyOver(batches, (x) => model.selectWithStats(x, k, { random: rng }));
+      accs.push(r.accuracy);
+      shares.push(r.keptShare);
     }
     const { mean, std } = meanStd(accs);
-    records.push({ n, k, method: 'random', accuracy: mean, accuracyStd: std, seeds: c.randomSeeds });
-    log(`n=${n} k=${k} (k/n ${(k / n).toFixed(3)}): algorithm1 ${pct(alg)}, random ${pct(mean)} ± ${(100 * std).toFixed(2)} (${c.randomSeeds} seeds)`);
+    records.push({ n, k, method: 'random', accuracy: mean, accuracyStd: std, seeds: c.randomSeeds, keptShare: meanStd(shares).mean });
+    log(`n=${n} k=${k} (k/n ${(k / n).toFixed(3)}): algorithm1 ${pct(alg.accuracy)} (keeps ${pct(alg.keptShare)} of C; renormalised ${pct(ren.accuracy)}), `
+      + `random ${pct(mean)} ± ${(100 * std).toFixed(2)} (${c.randomSeeds} seeds)`);
   }
   // Algorithm 1 keeping every expert is the full layer computed another way: a check in the records
-  const algAll = accuracyOver(batches, (x) => model.forwardSelected(x, n));
-  records.push({ n, k: n, method: 'algorithm1', accuracy: algAll, accuracyStd: 0, seeds: 1 });
+  const algAll = accuracyOver(batches, (x) => model.selectWithStats(x, n));
+  records.push({ n, k: n, method: 'algorithm1', accuracy: algAll.accuracy, accuracyStd: 0, seeds: 1, keptShare: algAll.keptShare });
   records.push({ n, k: n, method: 'all', accuracy: allAcc, accuracyStd: 0, seeds: 1 });
   return {
     n, hidden: model.hidden, parameters: model.numParameters(), steps: tr.state.step, trainSeconds: tr.seconds,
@@ -241,7 +269,7 @@ export async function runImplicitBias(opts: ImplicitBiasOptions = {}): Promise<I
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const showProgress = opts.progress ?? true;
   const t0 = performance.now();
-  mkdirSync(out, { recursive: true });
+  mkdirSync(join(out, 'models'), { recursive: true });
   const partial = new PartialResults<ModelResult>(join(out, 'results.partial.json'), config as unknown as Record<string, unknown>, NAME);
   const data = loadData(config);
   log(`${NAME} on ${config.dataset}: ${data.train.n} training / ${data.test.n} test examples; n = ${ns.join(', ')}; ${config.epochs} epochs, batch ${config.batchSize}, Adam lr ${config.lr}; ${config.randomSeeds} random seeds; out ${out}`);
@@ -250,7 +278,7 @@ export async function runImplicitBias(opts: ImplicitBiasOptions = {}): Promise<I
       log(`n=${n}: already in ${partial.path}, skipped`);
       continue;
     }
-    partial.add(runOne(n, config, data, evalBatchSize, showProgress, log));
+    partial.add(runOne(n, config, data, evalBatchSize, showProgress, log, join(out, 'models', `n${n}.safetensors`)));
   }
   const units = ns.map((n) => partial.units.find((u) => u.n === n)!);
   const result: ImplicitBiasResult = {
@@ -294,7 +322,9 @@ export function implicitBiasMarkdown(r: ImplicitBiasResult, command?: string): s
   lines.push(`Data: ${r.data.note}.`, '');
   lines.push(`Model: Soft MoE patch classifier (4 tokens of 14x14 pixels, one slot per expert, experts Linear-ReLU-Linear without biases, hidden h = floor(784/n)), ${c.epochs} epochs of Adam (lr ${c.lr}, batch ${c.batchSize}), seed ${c.seed}. `
     + `Algorithm 1 keeps, per input, the k experts with the largest Csum (the combine weights C summed over tokens and the expert's slots) and combines with the unchanged C; `
-    + `"random" keeps k experts drawn uniformly per input, mean ± sample standard deviation over ${c.randomSeeds} seeds. Each n is one training run (one seed), so differences between n include training noise of unknown size.`, '');
+    + `"random" keeps k experts drawn uniformly per input, mean ± sample standard deviation over ${c.randomSeeds} seeds. Each n is one training run (one seed), so differences between n include training noise of unknown size. `
+    + `Not in the paper: "renorm." is Algorithm 1 with C divided, per token, by the weight of the kept slots (so the kept experts' outputs are averaged, not shrunk), and "C kept" is the mean share of the combine weight the Algorithm 1 subset holds (a random subset holds k/n on average). `
+    + `The trained weights are in models/n<N>.safetensors of the run directory.`, '');
   const sum = (f: (m: Omit<ModelResult, 'records'>) => number) => r.models.reduce((a, m) => a + f(m), 0);
   lines.push(`Time on this machine: ${formatSeconds(sum((m) => m.trainSeconds))} training and ${formatSeconds(sum((m) => m.evalSeconds))} evaluating (sums over the models below; a resumed run adds up the parts).`, '');
   lines.push('## Models', '');
@@ -307,12 +337,13 @@ export function implicitBiasMarkdown(r: ImplicitBiasResult, command?: string): s
     const all = r.records.find((x) => x.n === m.n && x.method === 'all')!.accuracy;
     for (const rec of r.records.filter((x) => x.n === m.n && x.method === 'algorithm1')) {
       const rnd = r.records.find((x) => x.n === m.n && x.k === rec.k && x.method === 'random');
+      const ren = r.records.find((x) => x.n === m.n && x.k === rec.k && x.method === 'algorithm1-renormalized');
       rows.push([m.n, rec.k, (rec.k / m.n).toFixed(3), pct(rec.accuracy), rnd ? `${pct(rnd.accuracy)} ± ${(100 * rnd.accuracyStd).toFixed(2)}` : '(= all)',
-        rnd ? `${(100 * (rec.accuracy - rnd.accuracy)).toFixed(2)}` : '', pct(all)]);
+        rnd ? `${(100 * (rec.accuracy - rnd.accuracy)).toFixed(2)}` : '', ren ? pct(ren.accuracy) : '', rec.keptShare !== undefined ? pct(rec.keptShare) : '', pct(all)]);
     }
   }
-  lines.push(markdownTable(['n', 'k', 'k/n', 'Algorithm 1', 'random (mean ± std)', 'Alg. 1 − random (points)', 'all experts'], rows,
-    { align: ['r', 'r', 'r', 'r', 'r', 'r', 'r'] }));
+  lines.push(markdownTable(['n', 'k', 'k/n', 'Algorithm 1', 'random (mean ± std)', 'Alg. 1 − random (points)', 'Alg. 1 renorm.', 'C kept by Alg. 1', 'all experts'], rows,
+    { align: ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'] }));
   lines.push('', 'Rows with k = n run Algorithm 1 keeping every expert, a check that it equals the full layer.', '');
   lines.push('![accuracy against k/n](accuracy-vs-k.png)', '');
   return `${lines.join('\n')}\n`;

@@ -82,9 +82,14 @@ export class SoftMoEClassifier extends Module {
 
   /** Logits with only k experts per input (Algorithm 1, or a random subset with opts.random). */
   forwardSelected(images: Tensor, k: number, opts: SelectOptions = {}): Tensor {
+    return this.selectWithStats(images, k, opts).logits;
+  }
+
+  /** forwardSelected, plus the kept experts and the share of C they hold per input. */
+  selectWithStats(images: Tensor, k: number, opts: SelectOptions = {}): { logits: Tensor; selected: Int32Array; keptShare: Float64Array } {
     const tokens = this.patchify(images);
     const B = tokens.shape[0]!;
-    const y = forwardSelected(this.moe, tokens, k, opts).y;
-    return this.decoder.forward(reshape(y, [B, this.tokens * this.tokenDim]));
+    const { y, selected, keptShare } = forwardSelected(this.moe, tokens, k, opts);
+    return { logits: this.decoder.forward(reshape(y, [B, this.tokens * this.tokenDim])), selected, keptShare };
   }
 }

@@ -20,6 +20,8 @@ export interface SelectOutput {
   y: Tensor;
   /** Kept experts per input [B, k]. */
   selected: Int32Array;
+  /** Per input, the share of the combine weight C (summed over tokens and slots) that the kept experts hold [B]. */
+  keptShare: Float64Array;
 }
 
 /** Csum [B, n]: per input, the total combine weight of each expert. */
@@ -52,14 +54,23 @@ export function forwardSelected(layer: SoftMoELayer, x: Tensor, k: number, opts:
 
   // choose k experts per input
   const selected = new Int32Array(B * k);
+  const cs = combineSums(combine, n, p);
   if (opts.random) {
     for (let b = 0; b < B; b++) selected.set(opts.random.permutation(n).subarray(0, k), b * k);
   } else {
-    const cs = combineSums(combine, n, p);
     for (let b = 0; b < B; b++) {
       const order = [...Array(n).keys()].sort((i, j) => cs[b * n + j]! - cs[b * n + i]! || i - j);
       selected.set(order.slice(0, k), b * k);
     }
+  }
+
+  const keptShare = new Float64Array(B);
+  for (let b = 0; b < B; b++) {
+    let kept = 0;
+    let total = 0;
+    for (let j = 0; j < n; j++) total += cs[b * n + j]!;
+    for (let i = 0; i < k; i++) kept += cs[b * n + selected[b * k + i]!]!;
+    keptShare[b] = total > 0 ? kept / total : 0;
   }
 
   // kept (input, expert) pairs, grouped by expert; each brings its p slots as rows
@@ -92,5 +103,5 @@ export function forwardSelected(layer: SoftMoELayer, x: Tensor, k: number, opts:
   }
   const contrib = matmul(reshape(cCols, [R, m, 1]), reshape(out, [R, 1, d])); // [R, m, d]
   const y = scatterAddRows(reshape(contrib, [R, m * d]), inputIdx, B);
-  return { y: reshape(y, x.shape), selected };
+  return { y: reshape(y, x.shape), selected, keptShare };
 }
