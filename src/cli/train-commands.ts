@@ -17,7 +17,6 @@ import { BatchIterator } from '../data/batches.js';
 import { SoftMoEClassifier } from '../models/softmoe-classifier.js';
 import { combineSums } from '../moe/select.js';
 import { MoELayer, activeParameterCount } from '../moe/layer.js';
-import type { RouterMetrics } from '../moe/metrics.js';
 import type { TaskBatch } from '../train/trainer.js';
 
 export const TRAIN_HELP = `moe train --config FILE [--set section.key=value ...] [--resume DIR] [--out DIR]
@@ -108,17 +107,14 @@ export async function inspectCommand(args: ParsedArgs): Promise<number> {
     const k = (config.model['k'] as number | undefined) ?? 2;
     const active = activeParameterCount(model, k);
     lines.push(`active parameters per token: ${active} (router, ${k} of each layer's ${moeLayers[0]![1].config.numExperts} experts, everything else)`);
-    // one batch (the first of epoch 0) through the model in eval mode, recording every MoE layer's router metrics
-    const seen = new Map<string, RouterMetrics>();
-    for (const [name, layer] of moeLayers) {
-      const forward = layer.forward.bind(layer);
-      layer.forward = (x, o) => { const out = forward(x, o); seen.set(name, out.metrics); return out; };
-    }
+    // one batch (the first of epoch 0) through the model in eval mode; every MoE layer keeps its router metrics
     model.eval();
     const { task } = await makeTask(config, model, kind);
     const batch = (task.batches(0) as Iterable<TaskBatch>)[Symbol.iterator]().next().value as TaskBatch;
     noGrad(() => task.step(batch));
-    for (const [name, m] of seen) {
+    for (const [name, layer] of moeLayers) {
+      const m = layer.lastMetrics;
+      if (m === null) continue;
       lines.push(`${name}: tokens per expert ${m.tokensPerExpert.join(' ')}; mean prob ${m.meanProb.map((p) => p.toFixed(3)).join(' ')}`);
       lines.push(`  router entropy ${m.entropy.toFixed(3)} (of the mean ${m.entropyOfMean.toFixed(3)}, max ${m.maxEntropy.toFixed(3)}), load CV ${m.loadCV.toFixed(3)}, max/mean ${m.maxOverMean.toFixed(2)}, dropped ${(100 * m.dropFraction).toFixed(1)}%, dead experts ${m.deadExperts.length ? m.deadExperts.join(' ') : 'none'}`);
     }

@@ -114,6 +114,12 @@ export class MoELayer extends Module {
     this.shared = sharedExperts > 0 ? this.module('shared', new ExpertBank(1, config.dModel, sharedExperts * config.dFF, { ...bankOpts, seed: seed + 2 })) : null;
   }
 
+  /**
+   * The router metrics of the latest forward (null before the first): how a caller reads routing
+   * statistics of layers deep inside a model, e.g. `moe inspect` after one batch.
+   */
+  lastMetrics: RouterMetrics | null = null;
+
   /** Parameters a token uses: router, k experts, shared experts. */
   activeParameters(k: number): number {
     return this.router.numParameters() + k * this.experts.paramsPerExpert() + (this.shared?.numParameters() ?? 0);
@@ -150,6 +156,7 @@ export class MoELayer extends Module {
       if (coef !== 0) auxLoss = add(auxLoss, mul(l, coef));
     }
     const metrics = noGrad(() => routerMetrics(routing, plan));
+    this.lastMetrics = metrics;
     return { y: reshape(y, x.shape), auxLoss, losses, metrics, routing, plan };
   }
 }
