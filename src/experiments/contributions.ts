@@ -17,11 +17,10 @@ import { matmul, reshape, slice } from '../ops/index.js';
 import { combineSums } from '../moe/select.js';
 import { readSafetensorsFile } from '../io/safetensors.js';
 import { loadModelWeights } from '../train/checkpoint.js';
-import { subsetImages, type ImageSet } from '../data/batches.js';
-import { loadFashionMnist, loadMnistDigits, FASHION_MNIST_STATS, MNIST_STATS } from '../data/mnist.js';
+import type { ImageSet } from '../data/batches.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { markdownTable } from '../report/table.js';
-import type { AccuracyRecord, ImplicitBiasConfig } from './implicit-bias.js';
+import { loadData, type AccuracyRecord, type ImplicitBiasConfig } from './implicit-bias.js';
 
 /** Per-model statistics of the per-expert logit terms, means over the inputs measured. */
 export interface ContributionStats {
@@ -196,12 +195,7 @@ export function runContributions(opts: ContributionsOptions): ContributionsResul
   const saved = JSON.parse(readFileSync(source, 'utf8')) as { config: ImplicitBiasConfig; records?: AccuracyRecord[]; units?: { records: AccuracyRecord[] }[] };
   const c = saved.config;
   const records = saved.records ?? (saved.units ?? []).flatMap((u) => u.records);
-  const splits = c.dataset === 'mnist'
-    ? loadMnistDigits(c.normalizePixels ? { normalize: MNIST_STATS } : {})
-    : loadFashionMnist(c.normalizePixels ? { normalize: FASHION_MNIST_STATS } : {});
-  let test = splits.test;
-  const limit = opts.limitTest ?? c.limitTest;
-  if (limit !== null && limit !== undefined && limit < test.n) test = subsetImages(test, Int32Array.from({ length: limit }, (_, i) => i));
+  const { test } = loadData({ ...c, limitTest: opts.limitTest ?? c.limitTest });
   const models: ContributionsResult['models'] = [];
   for (const { n, path } of savedModels(opts.run)) {
     const stats = contributionStats(loadSavedClassifier(path), test);

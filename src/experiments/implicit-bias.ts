@@ -177,7 +177,8 @@ class Classifier extends SoftMoEClassifier implements ImageClassifier {
   }
 }
 
-function loadData(c: ImplicitBiasConfig): { train: ImageSet; test: ImageSet; note: string } {
+/** The run's training and test sets, as its config (dataset, pixel normalisation, limits) defines them. */
+export function loadData(c: ImplicitBiasConfig): { train: ImageSet; test: ImageSet; note: string } {
   let splits;
   let note: string;
   if (c.dataset === 'mnist') {
@@ -194,17 +195,16 @@ function loadData(c: ImplicitBiasConfig): { train: ImageSet; test: ImageSet; not
   return { train, test, note };
 }
 
-/** Test accuracy (and the mean kept share of C, where reported) over pre-cut batches, without gradients. */
-function accuracyOver(batches: readonly { x: Tensor; y: Tensor }[], logitsOf: (x: Tensor) => Tensor | { logits: Tensor; keptShare: Float64Array }): { accuracy: number; keptShare: number } {
+/** Test accuracy and the mean kept share of C of a selection over pre-cut batches, without gradients. */
+function accuracyOver(batches: readonly { x: Tensor; y: Tensor }[], select: (x: Tensor) => { logits: Tensor; keptShare: Float64Array }): { accuracy: number; keptShare: number } {
   let correct = 0;
   let total = 0;
   let share = 0;
   noGrad(() => {
     for (const b of batches) {
       const n = b.y.size;
-      const out = logitsOf(b.x);
-      const logits = 'keptShare' in out ? out.logits : out;
-      if ('keptShare' in out) for (const v of out.keptShare) share += v;
+      const { logits, keptShare } = select(b.x);
+      for (const v of keptShare) share += v;
       correct += accuracyOf(logits, b.y) * n;
       total += n;
     }
@@ -239,8 +239,8 @@ function runOne(n: number, c: ImplicitBiasConfig, data: { train: ImageSet; test:
   for (const k of kGrid(n)) {
     const alg = accuracyOver(batches, (x) => model.selectWithStats(x, k));
     records.push({ n, k, method: 'algorithm1', accuracy: alg.accuracy, accuracyStd: 0, seeds: 1, keptShare: alg.keptShare });
-    const ren = accuracyOver(batches, (x) => model.forwardSelected(x, k, { renormalize: true }));
-    records.push({ n, k, method: 'algorithm1-renormalized', accuracy: ren.accuracy, accuracyStd: 0, seeds: 1, keptShare: alg.keptShare });
+    const ren = accuracyOver(batches, (x) => model.selectWithStats(x, k, { renormalize: true }));
+    records.push({ n, k, method: 'algorithm1-renormalized', accuracy: ren.accuracy, accuracyStd: 0, seeds: 1, keptShare: ren.keptShare });
     const accs: number[] = [];
     const shares: number[] = [];
     for (let s = 0; s < c.randomSeeds; s++) {

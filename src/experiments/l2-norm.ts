@@ -118,7 +118,6 @@ export function resolveL2NormOptions(opts: L2NormOptions): { config: L2NormConfi
   }
   const oneExpertSlots = opts.oneExpertSlots ?? [Math.max(...ns)];
   if (!Array.isArray(oneExpertSlots)) throw new ExperimentOptionError(NAME, 'oneExpertSlots', `must be a list of slot counts, got ${JSON.stringify(oneExpertSlots)}`);
-  if (oneExpertSlots.length > 0) checkIntList(NAME, 'oneExpertSlots', oneExpertSlots, 2);
   const config: L2NormConfig = {
     seed: checkPositiveInt(NAME, 'seed', opts.seed ?? 0, 0),
     tokens: checkPositiveInt(NAME, 'tokens', opts.tokens ?? 4, 2),
@@ -131,7 +130,7 @@ export function resolveL2NormOptions(opts: L2NormOptions): { config: L2NormConfi
     batchSize: checkPositiveInt(NAME, 'batchSize', opts.batchSize ?? 128),
     lr: checkPositiveNumber(NAME, 'lr', opts.lr ?? 3e-3),
     evalEvery: checkPositiveInt(NAME, 'evalEvery', opts.evalEvery ?? Math.max(1, Math.round(steps / 40))),
-    oneExpertSlots: [...oneExpertSlots].sort((a, b) => a - b),
+    oneExpertSlots: oneExpertSlots.length > 0 ? checkIntList(NAME, 'oneExpertSlots', oneExpertSlots, 2) : [],
     denseReference: opts.denseReference ?? true,
     quick,
   };
@@ -313,7 +312,7 @@ function modelLabel(r: { model: 'softmoe' | 'mlp'; n: number | null; slots: numb
 }
 
 const sameModel = (a: { model: string; n: number | null; slots: number | null }, b: { model: string; n: number | null; slots: number | null }) =>
-  a.model === b.model && a.n === b.n && (a.slots ?? 1) === (b.slots ?? 1);
+  a.model === b.model && a.n === b.n && a.slots === b.slots;
 
 export function l2NormMarkdown(r: L2NormResult, command?: string): string {
   const c = r.config;
