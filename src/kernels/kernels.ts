@@ -6,6 +6,7 @@
 // F: float32 (every backend) or float64 (js only). I: int32 indices.
 
 import type { FloatArray } from '../tensor/dtype.js';
+import type { QuantType } from '../tensor/quant-blocks.js';
 
 type F = FloatArray;
 type I = Int32Array;
@@ -97,6 +98,16 @@ export interface KernelImpls {
   crossEntropy(logits: F, targets: I, losses: F, probs: F, rows: number, c: number, smoothing: number): void;
   /** dlogits[r] = dloss[r] * (probs[r] - target distribution[r]). */
   crossEntropyBackward(probs: F, targets: I, dloss: F, dlogits: F, rows: number, c: number, smoothing: number): void;
+
+  /**
+   * Quantised product, inference only: out[T, n] = x[T, k] @ W^T, W [n, k] held as ggml blocks of
+   * `type` (each row k/32 blocks; k a multiple of 32). Like llama.cpp, each row of x is first
+   * quantised to Q8_0, so every block dot is an exact integer sum times the two block scales.
+   */
+  quantMatmul(x: F, w: Uint8Array, out: F, t: number, n: number, k: number, type: QuantType): void;
+
+  /** Expert variant (ggml's mul_mat_id): x's rows in consecutive groups of groupSizes; group g uses W[g] of W [G, n, k]. */
+  quantGroupedMatmul(x: F, w: Uint8Array, groupSizes: I, out: F, n: number, k: number, type: QuantType): void;
 }
 
 export type KernelName = keyof KernelImpls;
@@ -105,7 +116,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'matmul', 'groupedMatmul', 'groupedMatmulWeightGrad', 'binary', 'unary', 'unaryBackward', 'softmax',
   'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
   'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
-  'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward',
+  'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward', 'quantMatmul', 'quantGroupedMatmul',
 ];
 
 export interface Backend {

@@ -8,6 +8,7 @@ import { reduce, scatterArg, softmax, softmaxBackward, topk, topkBackward } from
 import { gatherRows, scatterAddRows } from './rows.js';
 import { layerNorm, layerNormBackward, rmsNorm, rmsNormBackward } from './norm.js';
 import { crossEntropy, crossEntropyBackward } from './loss.js';
+import { quantGroupedMatmul, quantMatmul } from './quant.js';
 
 export const jsBackend: Backend = {
   name: 'js',
@@ -16,7 +17,7 @@ export const jsBackend: Backend = {
   kernels: {
     matmul, groupedMatmul, groupedMatmulWeightGrad, binary, unary, unaryBackward, softmax, softmaxBackward,
     reduce, sumToShape, broadcastTo, scatterArg, topk, topkBackward, gatherRows, scatterAddRows, copyStrided,
-    layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, crossEntropy, crossEntropyBackward,
+    layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, crossEntropy, crossEntropyBackward, quantMatmul, quantGroupedMatmul,
   },
 };
 

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { Backend, BinaryOp, KernelImpls, ReduceOp, UnaryOp } from '../../kernels/kernels.js';
 import { registerLazyBackend, setLoadError } from '../../kernels/registry.js';
 import type { FloatArray } from '../../tensor/dtype.js';
+import { QUANT_CODE } from '../../tensor/quant-blocks.js';
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -44,6 +45,10 @@ interface Addon {
   crossEntropyBackward(probs: F32, targets: I32, dloss: F32, dlogits: F32, rows: number, c: number, smoothing: number): void;
   info(): { blas: 'openblas' | 'fallback'; threads: number; blasThreads: number; blasConfig: string; simd: string };
   measurePeakGflops(seconds: number, threads: number): number;
+  quantMatmul(x: F32, w: Uint8Array, out: F32, t: number, n: number, k: number, type: number): void;
+  quantGroupedMatmul(x: F32, w: Uint8Array, groupSizes: I32, out: F32, n: number, k: number, type: number): void;
+  /** Which block-dot code the CPU got: 'avx512vnni', 'avx2' or 'scalar' (MOE_QUANT_SIMD forces one). */
+  quantSimd(): string;
 }
 
 // Op codes shared with the C++ enums (elementwise.cc, reduce.cc); Records so a new op is a type error here.
@@ -153,6 +158,9 @@ function makeKernels(n: Addon): KernelImpls {
     crossEntropyBackward: (probs, targets, dloss, dlogits, rows, c, smoothing) =>
       n.crossEntropyBackward(f32('crossEntropyBackward', probs), targets, f32('crossEntropyBackward', dloss),
         f32('crossEntropyBackward', dlogits), rows, c, smoothing),
+    quantMatmul: (x, w, out, t, nn, k, type) => n.quantMatmul(f32('quantMatmul', x), w, f32('quantMatmul', out), t, nn, k, QUANT_CODE[type]),
+    quantGroupedMatmul: (x, w, groupSizes, out, nn, k, type) =>
+      n.quantGroupedMatmul(f32('quantGroupedMatmul', x), w, groupSizes, f32('quantGroupedMatmul', out), nn, k, QUANT_CODE[type]),
   };
 }
 
@@ -196,6 +204,12 @@ export function measurePeakGflops(seconds: number, threads: number): number {
 export function nativeFallbackGemm(): Addon['fallbackGemm'] | null {
   const n = loadAddon();
   return n ? n.fallbackGemm.bind(n) : null;
+}
+
+/** The block-dot variant the quantised kernels run ('avx512vnni', 'avx2', 'scalar'), or null without the addon. */
+export function nativeQuantSimd(): string | null {
+  const n = loadAddon();
+  return n ? n.quantSimd() : null;
 }
 
 /** Why the addon did not load ('' when it did or was not tried). */

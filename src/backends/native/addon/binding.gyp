@@ -18,7 +18,8 @@
         "rows.cc",
         "norm.cc",
         "loss.cc",
-        "peak.cc"
+        "peak.cc",
+        "quant.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"
