@@ -32,6 +32,8 @@ Options:
 
 Environment:
   MOE_BACKEND=js|native   force a backend (default: native when built, else js)
+  MOE_NATIVE_THREADS=N    threads of the native backend, its own pool and OpenBLAS alike
+                          (an integer from 1 to 1024; default: every core, at most 64)
 `;
 
 const BENCH_HELP: Record<string, string> = {
@@ -150,12 +152,25 @@ async function main(argv: string[]): Promise<number> {
       if (help) { console.log(PLOT_HELP); return 0; }
       return plotCommand(args);
     case 'info': {
-      if (help) { console.log('moe info: backends, BLAS and threads in use'); return 0; }
+      if (help) { console.log('moe info [--json]: the backend in use, and the native backend\'s threads (its pool and OpenBLAS, as in force), BLAS build and vector ISA; MOE_NATIVE_THREADS sets the threads'); return 0; }
+      rejectUnknown(args, ['json', 'help'], 'info');
       const info = nativeInfo();
-      console.log(`backend in use: ${getBackend().name} (${getBackend().info})`);
+      const backend = getBackend();
+      if (args.flags.has('json')) {
+        console.log(JSON.stringify({ backend: backend.name, available: availableBackends(), native: info ?? { error: backendLoadError('native') ?? 'not loaded' } }));
+        return 0;
+      }
+      console.log(`backend in use: ${backend.name} (${backend.info})`);
       console.log(`available: ${availableBackends().join(', ')}`);
-      if (info) console.log(`native: BLAS ${info.blas}, ${info.threads} threads`);
-      else console.log(`native: not loaded (${backendLoadError('native') ?? 'unknown reason'})`);
+      if (info) {
+        const from = info.threadsFrom === 'cores' ? 'the core count; MOE_NATIVE_THREADS unset' : `MOE_NATIVE_THREADS=${process.env['MOE_NATIVE_THREADS']}`;
+        console.log(`native pool threads: ${info.threads} (${from})`);
+        console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads)` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
+        console.log(`BLAS: ${info.blasConfig}`);
+        console.log(`vector ISA: ${info.simd}`);
+      } else {
+        console.log(`native: not loaded (${backendLoadError('native') ?? 'unknown reason'})`);
+      }
       return 0;
     }
     default:

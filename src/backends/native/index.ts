@@ -44,6 +44,8 @@ interface Addon {
   crossEntropy(logits: F32, targets: I32, losses: F32, probs: F32, rows: number, c: number, smoothing: number): void;
   crossEntropyBackward(probs: F32, targets: I32, dloss: F32, dlogits: F32, rows: number, c: number, smoothing: number): void;
   info(): { blas: 'openblas' | 'fallback'; threads: number; blasThreads: number; blasConfig: string; simd: string };
+  /** Sizes the thread pool and OpenBLAS (openblas_set_num_threads) to n threads. */
+  setThreads(n: number): void;
   measurePeakGflops(seconds: number, threads: number): number;
   quantMatmul(x: F32, w: Uint8Array, out: F32, t: number, n: number, k: number, type: number): void;
   quantGroupedMatmul(x: F32, w: Uint8Array, groupSizes: I32, out: F32, n: number, k: number, type: number): void;
@@ -75,11 +77,32 @@ function packageRoot(from: string): string | null {
   }
 }
 
+/** The largest MOE_NATIVE_THREADS accepted: beyond it a value is almost surely a typo. */
+export const MAX_NATIVE_THREADS = 1024;
+
+/**
+ * MOE_NATIVE_THREADS as a thread count, or null when it is unset or empty (then the pool uses the
+ * core count, at most 64, and OpenBLAS its own default). Anything else than an integer in
+ * [1, MAX_NATIVE_THREADS] is an error naming the variable: a silently ignored setting would leave
+ * the machine oversubscribed while the user believes it is not.
+ */
+export function nativeThreadsSetting(raw: string | undefined = process.env['MOE_NATIVE_THREADS']): number | null {
+  if (raw === undefined || raw.trim() === '') return null;
+  const v = raw.trim();
+  const n = /^\+?\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_NATIVE_THREADS) {
+    throw new Error(`MOE_NATIVE_THREADS must be a whole number of threads from 1 to ${MAX_NATIVE_THREADS}, got '${raw}' (unset it to use every core)`);
+  }
+  return n;
+}
+
 let addon: Addon | null | undefined;
 let addonError = '';
 
 function loadAddon(): Addon | null {
   if (addon !== undefined) return addon;
+  // Before anything is loaded, so that a bad value is refused every time it is asked for.
+  const threads = nativeThreadsSetting();
   addon = null;
   const here = dirname(fileURLToPath(import.meta.url));
   const root = packageRoot(here);
@@ -90,8 +113,14 @@ function loadAddon(): Addon | null {
   } else if (!existsSync(path)) {
     addonError = `the addon is not built (${path} is missing; run npm run build:native)`;
   } else {
+    // OpenBLAS starts its threads when the library is loaded (with the addon), reading
+    // OPENBLAS_NUM_THREADS then; setting it first means it never starts more than asked.
+    if (threads !== null) process.env['OPENBLAS_NUM_THREADS'] = String(threads);
     try {
-      addon = createRequire(import.meta.url)(path) as Addon;
+      const a = createRequire(import.meta.url)(path) as Addon;
+      if (typeof a.setThreads !== 'function') throw new Error('it predates MOE_NATIVE_THREADS support (no setThreads); run npm run build:native');
+      if (threads !== null) a.setThreads(threads);
+      addon = a;
     } catch (e) {
       addonError = `loading ${path} failed: ${e instanceof Error ? e.message : String(e)}`;
     }
@@ -165,7 +194,15 @@ function makeKernels(n: Addon): KernelImpls {
 }
 
 function load(): Backend | null {
-  const n = loadAddon();
+  let n: Addon | null;
+  try {
+    n = loadAddon();
+  } catch (e) {
+    // The registry drops a loader once called; keep this one so every later use is refused too
+    // instead of falling back to the js backend unnoticed.
+    registerLazyBackend('native', load);
+    throw e;
+  }
   if (!n) {
     setLoadError('native', addonError);
     return null;
@@ -182,12 +219,29 @@ function load(): Backend | null {
 
 registerLazyBackend('native', load);
 
-/** How the addon was built, or null when it is not available. */
-export function nativeInfo(): { blas: 'openblas' | 'fallback'; threads: number } | null {
+export interface NativeInfo {
+  blas: 'openblas' | 'fallback';
+  /** Threads of moe-ts's own pool, the calling thread included. */
+  threads: number;
+  /** Where `threads` comes from. */
+  threadsFrom: 'MOE_NATIVE_THREADS' | 'cores';
+  /** openblas_get_num_threads() (the pool's count on the portable GEMM). */
+  blasThreads: number;
+  /** openblas_get_config() (a description of the portable GEMM without OpenBLAS). */
+  blasConfig: string;
+  /** The widest vector instruction set the addon's loops run with on this CPU. */
+  simd: string;
+}
+
+/** How the addon was built and the threads in force, or null when it is not available. */
+export function nativeInfo(): NativeInfo | null {
   const n = loadAddon();
   if (!n) return null;
   const i = n.info();
-  return { blas: i.blas, threads: i.threads };
+  return {
+    blas: i.blas, threads: i.threads, threadsFrom: nativeThreadsSetting() === null ? 'cores' : 'MOE_NATIVE_THREADS',
+    blasThreads: i.blasThreads, blasConfig: i.blasConfig.trim(), simd: i.simd,
+  };
 }
 
 /**

@@ -16,6 +16,7 @@ extern "C" {
 void cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
                  float beta, float* c, int ldc);
 int openblas_get_num_threads(void);
+void openblas_set_num_threads(int);
 char* openblas_get_config(void);
 }
 static constexpr int CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112;
@@ -214,6 +215,19 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setThreads(n): the pool and OpenBLAS both run n threads (the binding passes MOE_NATIVE_THREADS,
+// validated; OpenBLAS caps it at its build's MAX_THREADS, which info() then reports).
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Args args(info, "setThreads", 1);
+  i64 n = args.integer(0, "threads");
+  if (n < 1 || n > 1024) args.fail("threads must be in [1, 1024], got " + std::to_string(n));
+  setPoolThreads(static_cast<int>(n));
+#ifdef MOE_HAVE_OPENBLAS
+  openblas_set_num_threads(static_cast<int>(n));
+#endif
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerGemm(Napi::Env env, Napi::Object exports) {
@@ -222,6 +236,7 @@ void registerGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("groupedMatmulWeightGrad", Napi::Function::New(env, GroupedMatmulWeightGrad, "groupedMatmulWeightGrad"));
   exports.Set("fallbackGemm", Napi::Function::New(env, FallbackGemm, "fallbackGemm"));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
 }
 
 }  // namespace moe

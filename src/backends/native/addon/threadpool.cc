@@ -4,7 +4,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -101,24 +100,36 @@ class Pool {
   int parts_ = 1;
 };
 
+// The environment is read (and validated) by the TypeScript binding, which calls setPoolThreads:
+// one parser, one error message.
 int defaultThreads() {
-  if (const char* e = std::getenv("MOE_NATIVE_THREADS")) {
-    int v = std::atoi(e);
-    if (v >= 1 && v <= 256) return v;
-  }
   unsigned hc = std::thread::hardware_concurrency();
   return hc == 0 ? 1 : static_cast<int>(hc > 64 ? 64 : hc);
 }
 
+// Leaked on purpose: joining threads from a static destructor at process exit can deadlock.
+std::atomic<Pool*> current{nullptr};
+std::mutex configure;
+
 Pool& pool() {
-  // Leaked on purpose: joining threads from a static destructor at process exit can deadlock.
-  static Pool* p = new Pool(defaultThreads());
-  return *p;
+  if (Pool* p = current.load(std::memory_order_acquire)) return *p;
+  std::lock_guard<std::mutex> lk(configure);
+  if (!current.load(std::memory_order_relaxed)) current.store(new Pool(defaultThreads()), std::memory_order_release);
+  return *current.load(std::memory_order_relaxed);
 }
 
 }  // namespace
 
 int poolThreads() { return pool().threads(); }
+
+void setPoolThreads(int threads) {
+  std::lock_guard<std::mutex> lk(configure);
+  Pool* old = current.load(std::memory_order_relaxed);
+  if (old && old->threads() == threads) return;
+  // The new pool is published before the old one is joined, so current never points at a destroyed pool.
+  current.store(new Pool(threads), std::memory_order_release);
+  delete old;
+}
 
 void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx) { pool().run(n, minChunk, fn, ctx); }
 

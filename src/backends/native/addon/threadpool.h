@@ -8,8 +8,15 @@ namespace moe {
 
 using ChunkFn = void (*)(void* ctx, int64_t begin, int64_t end);
 
-/** Threads the pool uses, the caller included (MOE_NATIVE_THREADS overrides the core count). */
+/** Threads the pool uses, the caller included: the core count (at most 64) unless setPoolThreads chose. */
 int poolThreads();
+
+/**
+ * Sets the pool's thread count (>= 1, the caller included), replacing a pool of another size.
+ * The binding calls it once, before any kernel, with the validated MOE_NATIVE_THREADS; it must not
+ * run while a kernel is in flight on another JS thread.
+ */
+void setPoolThreads(int threads);
 
 /** Runs fn over [0, n) split into chunks no smaller than minChunk; serial when n is small. */
 void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx);
