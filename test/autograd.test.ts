@@ -24,7 +24,7 @@ test('backward with an explicit output gradient', () => {
   const x = ops.tensor([[1, 2], [3, 4]], undefined, { requiresGrad: true });
   const y = ops.mul(x, 2);
   y.backward(ops.tensor([[1, 0], [0, 1]]));
-  assert.deepEqual(x.grad!.toList(), [2, 0, 0, 2]);
+  assert.deepEqual(x.grad!.toList(), [[2, 0], [0, 2]]);
 });
 
 test('backward without a gradient needs a single-element tensor', () => {

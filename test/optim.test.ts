@@ -217,11 +217,11 @@ test('clipGradNorm: hand-computed norm, scaling above maxNorm only, non-finite n
   };
   reset();
   assert.equal(clipGradNorm([a, b, c], 100), 13);
-  assert.deepEqual([...a.grad!.toList(), ...b.grad!.toList()], [3, 4, 12]);
+  assert.deepEqual([...a.grad!.toFlatList(), ...b.grad!.toFlatList()], [3, 4, 12]);
   reset();
   assert.equal(clipGradNorm([a, b, c], 6.5), 13);
   const k = 6.5 / (13 + 1e-6);
-  assert.deepEqual([...a.grad!.toList(), ...b.grad!.toList()], [3 * k, 4 * k, 12 * k].map(Math.fround));
+  assert.deepEqual([...a.grad!.toFlatList(), ...b.grad!.toFlatList()], [3 * k, 4 * k, 12 * k].map(Math.fround));
 
   for (const bad of [NaN, Infinity]) {
     a.grad = ops.tensor([bad, 1]);

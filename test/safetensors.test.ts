@@ -172,7 +172,7 @@ test('PyTorch reads what moe-ts writes (skipped without /usr/bin/python3 and tor
     const file = join(dir, 'moe.safetensors');
     writeSafetensorsFile(file, tensors, { format: 'pt' });
     const expect: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(tensors)) expect[k] = { dtype: { float32: 'F32', float64: 'F64', int32: 'I32' }[v.dtype], shape: v.shape, data: v.toList().map(encodeValue) };
+    for (const [k, v] of Object.entries(tensors)) expect[k] = { dtype: { float32: 'F32', float64: 'F64', int32: 'I32' }[v.dtype], shape: v.shape, data: v.toFlatList().map(encodeValue) };
     writeFileSync(join(dir, 'expect.json'), JSON.stringify({ tensors: expect }));
     const script = fileURLToPath(new URL('../../reference/safetensors_ref.py', import.meta.url));
     const r = spawnSync('/usr/bin/python3', [script, 'read', file, '--expect', join(dir, 'expect.json')], { encoding: 'utf8', timeout: 60_000 });

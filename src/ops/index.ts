@@ -12,6 +12,7 @@ export * from './reduce.js';
 export * from './shape.js';
 export * from './rows.js';
 export * from './topk.js';
+export * from './argmax.js';
 export * from './norm.js';
 export * from './loss.js';
 export * from './dropout.js';

@@ -3,6 +3,10 @@
 import { allocArray, dtypeOf, type DType, type TypedArray } from './dtype.js';
 import { assertValidShape, shapeSize, shapeStr, type Shape } from './shape.js';
 import { backward as runBackward, type GradNode } from './autograd.js';
+import { formatValues, type FormatOptions } from './format.js';
+
+// Node's util.inspect (console.log, the REPL) calls this; a registered symbol, so no node:util import (browsers).
+const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 
 export type NestedArray = number | NestedArray[];
 
@@ -95,8 +99,8 @@ export class Tensor {
     return this.data[0]!;
   }
 
-  /** Nested JavaScript arrays (a number for rank 0), for inspection and tests. */
-  toArray(): NestedArray {
+  /** Nested JavaScript arrays (a number for rank 0), as PyTorch's `tolist()`. */
+  toList(): NestedArray {
     const d = this.data;
     const shape = this.shape;
     if (shape.length === 0) return d[0]!;
@@ -114,12 +118,26 @@ export class Tensor {
     return build(0, 0);
   }
 
-  /** Flat copy as a plain array. */
-  toList(): number[] {
+  /** The same nested arrays as toList() (tfjs's name). */
+  toArray(): NestedArray {
+    return this.toList();
+  }
+
+  /** Every element in row-major order as one flat plain array (a copy). */
+  toFlatList(): number[] {
     return Array.from(this.data);
   }
 
-  toString(): string {
-    return `Tensor(${shapeStr(this.shape)}, ${this.dtype}${this.requiresGrad ? ', requiresGrad' : ''})`;
+  /**
+   * Values in PyTorch's layout (`tensor([[ 0.5000, -1.0000], ...])`, first and last 3 entries of
+   * each dimension past 1000 elements), then the shape, dtype and, when set, requiresGrad.
+   */
+  toString(options?: FormatOptions): string {
+    const grad = this.requiresGrad ? ', requiresGrad=true' : '';
+    return `${formatValues(this.data, this.shape, this.dtype, options).slice(0, -1)}, shape=${shapeStr(this.shape)}, dtype=${this.dtype}${grad})`;
+  }
+
+  [INSPECT](): string {
+    return this.toString();
   }
 }
