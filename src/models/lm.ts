@@ -1,5 +1,5 @@
 // Byte-level decoder-only language model (vocabulary 256) whose feed-forwards are MoE layers or
-// dense MLPs, with a typed config, active/total parameter counts and seeded sampling.
+// dense MLPs, with a typed config, active/total parameter counts and seeded sampling (KV-cached: lm-kv.ts).
 //
 // B = batch, T = time, d = channels (dModel), V = 256 bytes.
 
@@ -19,6 +19,7 @@ import { add, dropout, matmul, narrow } from '../ops/index.js';
 import { deriveSeed } from '../data/batches.js';
 import { BYTE_VOCAB_SIZE } from '../data/text.js';
 import { validate, type Schema } from '../config/schema.js';
+import { forwardCached, newByteLMCache } from './lm-kv.js';
 
 export interface LMConfig {
   dModel: number;
@@ -232,12 +233,15 @@ export interface GenerateOptions {
   topK?: number;
   /** Seed of the sampling generator (default 0); the same seed gives the same bytes. */
   seed?: number;
+  /** Decode with the KV cache while the text fits in maxSeqLen (default true); false re-runs the window per byte. */
+  useCache?: boolean;
 }
 
 /**
- * The prompt followed by maxNewTokens sampled bytes. Each step re-runs the model on the last
- * maxSeqLen bytes (no KV cache: at byte scale the full forward is cheap), in eval mode without
- * recording gradients; the model's mode is restored afterwards.
+ * The prompt followed by maxNewTokens sampled bytes, in eval mode without recording gradients
+ * (the model's mode is restored afterwards). While the text fits in maxSeqLen, the prompt is run
+ * once and each new byte attends to cached keys and values (lm-kv.ts); past maxSeqLen each step
+ * re-runs the model on the last maxSeqLen bytes (learned positions cannot slide), as without a cache.
  */
 export function generate(model: ByteLM, prompt: Uint8Array, opts: GenerateOptions): Uint8Array {
   const n = opts.maxNewTokens;
@@ -250,12 +254,21 @@ export function generate(model: ByteLM, prompt: Uint8Array, opts: GenerateOption
   const rng = new Rng(opts.seed ?? 0);
   const out = new Uint8Array(prompt.length + n);
   out.set(prompt);
+  const maxLen = model.config.maxSeqLen;
+  const cache = (opts.useCache ?? true) && n > 0 && prompt.length <= maxLen ? newByteLMCache(model, maxLen) : null;
   const wasTraining = model.training;
   model.eval();
   try {
     noGrad(() => {
       for (let len = prompt.length; len < out.length; len++) {
-        const start = Math.max(0, len - model.config.maxSeqLen);
+        if (cache && len <= maxLen) {
+          // the cache holds bytes 0 .. cache.length - 1: feed the rest (the prompt once, then one byte)
+          const ids = Int32Array.from(out.subarray(cache.length, len));
+          const logits = forwardCached(model, ids, cache).data; // [T, 256]
+          out[len] = sampleByte(logits, (ids.length - 1) * BYTE_VOCAB_SIZE, temperature, topK, rng);
+          continue;
+        }
+        const start = Math.max(0, len - maxLen);
         const T = len - start;
         const ids = new Tensor(Int32Array.from(out.subarray(start, len)), [1, T]);
         const logits = model.forward(ids).logits.data; // [1, T, 256]; only the last row is used

@@ -1,0 +1,124 @@
+// Incremental (KV-cached) forward of the byte-level LM: each new byte attends to the stored keys
+// and values of the earlier ones instead of re-running the whole window.
+//
+// H = heads, hd = head size, P = positions already cached, T = new tokens, L = P + T.
+
+import type { ByteLM } from './lm.js';
+import { MoELayer } from '../moe/layer.js';
+import type { MultiHeadAttention } from '../nn/attention.js';
+import { Tensor } from '../tensor/tensor.js';
+import { noGrad } from '../tensor/autograd.js';
+import { add, matmul, mul, narrow, reshape, softmax, transpose } from '../ops/index.js';
+import { BYTE_VOCAB_SIZE } from '../data/text.js';
+
+// the same additive mask value as MultiHeadAttention, so masked weights underflow to exactly 0
+const MASKED = -1e9;
+
+/** Keys (after rotary) and values of past positions, per block [H, maxLen, hd], allocated once. */
+export class ByteLMCache {
+  readonly keys: Float32Array[];
+  readonly values: Float32Array[];
+  private len = 0;
+
+  constructor(readonly layers: number, readonly heads: number, readonly headDim: number, readonly maxLen: number) {
+    for (const [k, v] of Object.entries({ layers, heads, headDim, maxLen })) {
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`ByteLMCache: ${k} must be a positive integer, got ${v}`);
+    }
+    const n = heads * maxLen * headDim;
+    this.keys = Array.from({ length: layers }, () => new Float32Array(n));
+    this.values = Array.from({ length: layers }, () => new Float32Array(n));
+  }
+
+  /** Positions filled (the position of the next token). */
+  get length(): number {
+    return this.len;
+  }
+
+  reset(): void {
+    this.len = 0;
+  }
+
+  /** @internal forwardCached moves it after every block stored the new rows. */
+  advance(T: number): void {
+    this.len += T;
+  }
+}
+
+export function newByteLMCache(model: ByteLM, maxLen = model.config.maxSeqLen): ByteLMCache {
+  const c = model.config;
+  if (maxLen > c.maxSeqLen) throw new Error(`ByteLM cache: maxLen ${maxLen} exceeds the model's maxSeqLen = ${c.maxSeqLen}`);
+  return new ByteLMCache(c.layers, c.heads, c.dModel / c.heads, maxLen);
+}
+
+/**
+ * Logits [T, 256] of the bytes ids, which follow the cache.length bytes already in the cache (eval
+ * semantics: no dropout; no gradients). Equals the last T rows of model.forward on the whole
+ * sequence, as long as it fits in maxSeqLen.
+ */
+export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache): Tensor {
+  const c = model.config;
+  const T = ids.length;
+  const P = cache.length;
+  if (T === 0) throw new Error('ByteLM.forwardCached: no tokens given');
+  if (cache.layers !== c.layers || cache.heads !== c.heads || cache.headDim !== c.dModel / c.heads) {
+    throw new Error(`ByteLM.forwardCached: the cache is for ${cache.layers} layers x ${cache.heads} heads x ${cache.headDim}, the model has ${c.layers} x ${c.heads} x ${c.dModel / c.heads}`);
+  }
+  if (P + T > cache.maxLen) throw new Error(`ByteLM.forwardCached: ${P} cached + ${T} new positions exceed the cache's maxLen = ${cache.maxLen}`);
+  for (let i = 0; i < T; i++) {
+    const b = ids[i]!;
+    if (!(b >= 0 && b < BYTE_VOCAB_SIZE)) throw new Error(`ByteLM.forwardCached: id ${b} at ${i} is not a byte (0..255)`);
+  }
+  return noGrad(() => {
+    let x = model.tokenEmbedding.forward(new Tensor(ids, [1, T])); // [1, T, d]
+    if (model.positionEmbedding) x = add(x, narrow(model.positionEmbedding, 0, P, T));
+    model.blocks.forEach((block, l) => {
+      x = add(x, cachedAttention(block.attn, block.norm1.forward(x), cache, l, P, T));
+      const h = block.norm2.forward(x);
+      const f = block.ffn instanceof MoELayer ? block.ffn.forward(h, { tokenIds: ids }).y : block.ffn.forward(h);
+      x = add(x, f);
+    });
+    cache.advance(T);
+    const h = model.finalNorm.forward(x);
+    const logits = model.head ? model.head.forward(h) : matmul(h, model.tokenEmbedding.weight, { transB: true });
+    return reshape(logits, [T, BYTE_VOCAB_SIZE]);
+  });
+}
+
+/** Causal self-attention of T new rows h [1, T, d] over the cached P rows and themselves. */
+function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache, layer: number, P: number, T: number): Tensor {
+  const { d, heads: H, headDim: hd } = attn;
+  const L = P + T;
+  const split = transpose(reshape(attn.qkv.forward(h), [T, 3, H, hd]), [1, 2, 0, 3]); // [3, H, T, hd]
+  const part = (i: number): Tensor => reshape(narrow(split, 0, i, 1), [H, T, hd]);
+  let q = part(0);
+  let k = part(1);
+  const v = part(2);
+  if (attn.rotary) {
+    q = attn.rotary.forward(q, P);
+    k = attn.rotary.forward(k, P);
+  }
+  // store the new rows, then read all L rows back as [H, L, hd]
+  const K = cache.keys[layer]!;
+  const V = cache.values[layer]!;
+  const kd = k.data as Float32Array;
+  const vd = v.data as Float32Array;
+  const rowsK = new Float32Array(H * L * hd);
+  const rowsV = new Float32Array(H * L * hd);
+  const stride = cache.maxLen * hd;
+  for (let hh = 0; hh < H; hh++) {
+    K.set(kd.subarray(hh * T * hd, (hh + 1) * T * hd), hh * stride + P * hd);
+    V.set(vd.subarray(hh * T * hd, (hh + 1) * T * hd), hh * stride + P * hd);
+    rowsK.set(K.subarray(hh * stride, hh * stride + L * hd), hh * L * hd);
+    rowsV.set(V.subarray(hh * stride, hh * stride + L * hd), hh * L * hd);
+  }
+  let scores = mul(matmul(q, new Tensor(rowsK, [H, L, hd]), { transB: true }), 1 / Math.sqrt(hd)); // [H, T, L]
+  if (T > 1) {
+    // new token t sits at position P + t and sees keys j <= P + t
+    const m = new Float32Array(T * L);
+    for (let t = 0; t < T; t++) for (let j = P + t + 1; j < L; j++) m[t * L + j] = MASKED;
+    scores = add(scores, new Tensor(m, [T, L]));
+  }
+  const heads = matmul(softmax(scores, -1), new Tensor(rowsV, [H, L, hd])); // [H, T, hd]
+  const merged = reshape(transpose(heads, [1, 0, 2]), [1, T, d]);
+  return attn.proj.forward(merged);
+}
