@@ -8,6 +8,7 @@ import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
 import { experimentCommand, EXPERIMENT_HELP } from './experiment-commands.js';
+import { createCommand, CREATE_HELP } from './create-command.js';
 import { trainCommand, evalCommand, inspectCommand, trainHelp, generateCommand, plotCommand, GENERATE_HELP, PLOT_HELP } from './train-commands.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
@@ -18,6 +19,7 @@ Commands:
   train --config FILE [--set k=v] [--resume DIR] [--out DIR]   train a model; ends with the test accuracy
   eval --checkpoint DIR [--split test|val]      evaluate a checkpoint
   inspect DIR                                   parameters (total, active) and per-expert statistics
+  create --arch A --preset tiny|small|1b --out DIR [--seed S]   random-init MoE decoder as an HF directory
   generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
   plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
   experiment implicit-bias|l2-norm|inference-cost [--quick]   the Soft MoE paper's studies (docs/results/)
@@ -148,6 +150,9 @@ async function main(argv: string[]): Promise<number> {
     case 'generate':
       if (help) { console.log(GENERATE_HELP); return 0; }
       return generateCommand(args);
+    case 'create':
+      if (help) { console.log(CREATE_HELP); return 0; }
+      return createCommand(args);
     case 'plot':
       if (help) { console.log(PLOT_HELP); return 0; }
       return plotCommand(args);

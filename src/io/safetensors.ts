@@ -396,3 +396,40 @@ function readAt(fd: number, position: number, length: number, path: string): Uin
   }
   return buf;
 }
+
+// --- one tensor at a time (large model files) ---------------------------------------------------
+
+/** Where one tensor lies in a safetensors file: absolute byte range [begin, end). */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * Reads and validates only the header of an open file, so that tensors can then be read one at a
+ * time by offset (model files far larger than the heap). Offsets in the result are absolute.
+ */
+export function readSafetensorsHeader(fd: number, path: string): { entries: SafetensorsEntry[]; metadata: Record<string, string>; fileSize: number } {
+  try {
+    const size = fstatSync(fd).size;
+    const n = headerLength(readAt(fd, 0, Math.min(8, size), path), size, path);
+    const dataStart = 8 + n;
+    const { entries, metadata } = parseHeader(readAt(fd, 8, n, path), size - dataStart, path);
+    return {
+      entries: entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape, begin: dataStart + e.begin, end: dataStart + e.end })),
+      metadata, fileSize: size,
+    };
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw e;
+    throw new SafetensorsError(path, undefined, `cannot read: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Decodes one tensor's stored bytes (as readSafetensorsHeader located them); F16/BF16 widen to float32. */
+export function decodeSafetensorsEntry(entry: SafetensorsEntry, bytes: Uint8Array, path: string): Tensor {
+  const numel = shapeSize(entry.shape);
+  return decode({ ...entry, numel, begin: 0, end: bytes.byteLength }, bytes, path);
+}

@@ -1,0 +1,57 @@
+// f32 values to the stored bytes of F32, F16 or BF16 (little-endian, round to nearest even).
+
+export type WriteDType = 'F32' | 'F16' | 'BF16';
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** bfloat16 bits of x: the top half of its float32 bits, rounded to nearest even; NaN stays NaN. */
+export function floatToBF16(x: number): number {
+  f32[0] = x;
+  const b = u32[0]!;
+  if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x40) & 0xffff; // quiet NaN, sign kept
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** IEEE binary16 bits of x (after rounding x to float32), ties to even, overflow to infinity. */
+export function floatToF16(x: number): number {
+  f32[0] = x;
+  const b = u32[0]!;
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  const mant = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
+  const e = exp - 112; // 127 -> 15
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    const s = 126 - exp; // shift that makes one unit 2^-24
+    if (s > 24) return sign;
+    const m = mant | 0x800000;
+    let h = m >>> s;
+    const rem = m & ((1 << s) - 1);
+    const half = 1 << (s - 1);
+    if (rem > half || (rem === half && (h & 1) === 1)) h++;
+    return sign | h;
+  }
+  let h = sign | (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) === 1)) h++;
+  return h;
+}
+
+/** The bytes a safetensors file stores for data in dtype. F32 on a little-endian host is a view, not a copy. */
+export function encodeFloats(data: Float32Array, dtype: WriteDType): Uint8Array {
+  if (dtype === 'F32') {
+    if (LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const out = new Uint8Array(data.length * 4);
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i < data.length; i++) dv.setFloat32(i * 4, data[i]!, true);
+    return out;
+  }
+  const out = new Uint8Array(data.length * 2);
+  const dv = new DataView(out.buffer);
+  const conv = dtype === 'F16' ? floatToF16 : floatToBF16;
+  for (let i = 0; i < data.length; i++) dv.setUint16(i * 2, conv(data[i]!), true);
+  return out;
+}

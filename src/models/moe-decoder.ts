@@ -1,0 +1,297 @@
+// Decoder-only MoE transformer (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE): one class, a typed config, KV-cached inference.
+//
+// T = new tokens, P = positions already in the cache, L = P + T, d = hidden size, H = query
+// heads, G = key/value heads, g = H / G, hd = head size, E = experts, k = experts per token.
+
+import { Module } from '../nn/module.js';
+import { RMSNorm } from '../nn/norm.js';
+import { applyRotary } from '../nn/rope.js';
+import { KVCache } from '../nn/kv-cache.js';
+import { Tensor } from '../tensor/tensor.js';
+import { noGrad } from '../tensor/autograd.js';
+import { add, embedding, groupedMatmul, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
+import { TopKRouter } from '../moe/routers/topk.js';
+import { SigmoidGroupRouter } from '../moe/routers/sigmoid-group.js';
+import type { Router } from '../moe/routers/types.js';
+import { planDispatch } from '../moe/permute/bins.js';
+import { permute, unpermute } from '../moe/permute/permute.js';
+import type { HFConfig } from '../formats/hf/config.js';
+import { isSparseLayer, validateMoEDecoderConfig, type MoEDecoderConfig } from './moe-decoder-config.js';
+
+export * from './moe-decoder-config.js';
+
+/**
+ * Every dense weight product of the model: x [..., in] times w stored [out, in] (HF layout), plus
+ * an optional bias. The one place a quantised weight type plugs in.
+ */
+export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
+  const y = matmul(x, w, { transB: true });
+  return b ? add(y, b) : y;
+}
+
+/**
+ * Every expert product: rows grouped by expert (groupSizes [E]) times w stacked [E, in, out]. The
+ * grouped GEMM skips experts with no rows, so a decode step reads only the chosen experts' weights.
+ */
+export function expertLinear(x: Tensor, w: Tensor, groupSizes: Int32Array): Tensor {
+  return groupedMatmul(x, w, groupSizes);
+}
+
+/** Called per MoE layer with the experts each token chose ([T, k] row-major) and their gate weights. */
+export type RoutingHook = (layer: number, expertIndices: Int32Array, expertWeights: Float32Array) => void;
+
+// Finite rather than -Infinity: exp underflows to exactly 0 either way, and a row can never be all -Infinity.
+const MASKED = -1e9;
+
+const zeros = (shape: number[]): Tensor => Tensor.empty(shape);
+
+/** SwiGLU MLP with HF-layout weights: down(silu(gate x) * up x). Dense layers and Qwen2's shared expert. */
+export class DenseMLP extends Module {
+  readonly gate: Tensor; // [h, d]
+  readonly up: Tensor; // [h, d]
+  readonly down: Tensor; // [d, h]
+  constructor(d: number, h: number) {
+    super();
+    this.gate = this.param('gate', zeros([h, d]));
+    this.up = this.param('up', zeros([h, d]));
+    this.down = this.param('down', zeros([d, h]));
+  }
+  forward(x: Tensor): Tensor {
+    return linear(mul(silu(linear(x, this.gate)), linear(x, this.up)), this.down);
+  }
+}
+
+/** Routed SwiGLU experts with stacked weights, plus Qwen2's optional gated shared expert. */
+export class SparseMoeBlock extends Module {
+  readonly router: Router & Module & { weight: Tensor };
+  readonly w1: Tensor; // [E, d, h] gate (SiLU) branch
+  readonly w3: Tensor; // [E, d, h] linear branch
+  readonly w2: Tensor; // [E, h, d] output
+  readonly shared: DenseMLP | null;
+  readonly sharedGate: Tensor | null; // [1, d]
+  readonly numExperts: number;
+
+  constructor(c: MoEDecoderConfig) {
+    super();
+    const { hiddenSize: d, moeIntermediateSize: h, numExperts: E, topK: k } = c;
+    this.numExperts = E;
+    const r = c.router;
+    this.router = this.module('router', r.type === 'softmax'
+      ? new TopKRouter(d, E, { k, order: 'softmax-topk', normalize: r.normTopkProb })
+      : new SigmoidGroupRouter(d, E, { k, groups: r.groups, topkGroups: r.topkGroups, routedScaling: r.routedScaling, normalize: r.normTopkProb, biasRate: 0 }));
+    this.w1 = this.param('w1', zeros([E, d, h]));
+    this.w3 = this.param('w3', zeros([E, d, h]));
+    this.w2 = this.param('w2', zeros([E, h, d]));
+    this.shared = c.sharedExpertIntermediateSize > 0 ? this.module('shared', new DenseMLP(d, c.sharedExpertIntermediateSize)) : null;
+    this.sharedGate = c.sharedExpertGate ? this.param('sharedGate', zeros([1, d])) : null;
+  }
+
+  /** x [T, d] -> [T, d]; hook gets the routing. */
+  forward(x: Tensor, hook?: (expert: Int32Array, gates: Float32Array) => void): Tensor {
+    const T = x.shape[0]!;
+    const routing = this.router.route(x);
+    if (hook) hook(Int32Array.from(routing.expert), Float32Array.from(routing.gates.data));
+    const plan = planDispatch(routing.token, routing.expert, routing.gates.data, this.numExperts, null);
+    const xp = permute(x, plan); // [T*k, d] in expert order
+    const hid = mul(silu(expertLinear(xp, this.w1, plan.groupSizes)), expertLinear(xp, this.w3, plan.groupSizes));
+    let y = unpermute(expertLinear(hid, this.w2, plan.groupSizes), routing.gates, plan, T);
+    if (this.shared) {
+      let s = this.shared.forward(x);
+      if (this.sharedGate) s = mul(sigmoid(linear(x, this.sharedGate)), s); // [T, 1] broadcast over d
+      y = add(y, s);
+    }
+    return y;
+  }
+}
+
+/** Causal self-attention with GQA, optional qkv bias and QK-norm, rotary positions, KV cache. */
+export class DecoderAttention extends Module {
+  readonly q: Tensor; // [H*hd, d]
+  readonly k: Tensor; // [G*hd, d]
+  readonly v: Tensor; // [G*hd, d]
+  readonly o: Tensor; // [d, H*hd]
+  readonly qBias: Tensor | null;
+  readonly kBias: Tensor | null;
+  readonly vBias: Tensor | null;
+  readonly qNorm: RMSNorm | null;
+  readonly kNorm: RMSNorm | null;
+
+  constructor(private readonly c: MoEDecoderConfig) {
+    super();
+    const { hiddenSize: d, numHeads: H, numKVHeads: G, headDim: hd } = c;
+    this.q = this.param('q', zeros([H * hd, d]));
+    this.k = this.param('k', zeros([G * hd, d]));
+    this.v = this.param('v', zeros([G * hd, d]));
+    this.o = this.param('o', zeros([d, H * hd]));
+    this.qBias = c.qkvBias ? this.param('qBias', zeros([H * hd])) : null;
+    this.kBias = c.qkvBias ? this.param('kBias', zeros([G * hd])) : null;
+    this.vBias = c.qkvBias ? this.param('vBias', zeros([G * hd])) : null;
+    const normWidth = (n: number): number => (c.qkNorm === 'head' ? hd : n * hd);
+    this.qNorm = c.qkNorm === 'none' ? null : this.module('qNorm', new RMSNorm(normWidth(H), { eps: c.rmsNormEps }));
+    this.kNorm = c.qkNorm === 'none' ? null : this.module('kNorm', new RMSNorm(normWidth(G), { eps: c.rmsNormEps }));
+  }
+
+  /** x [T, d], rotary tables [T, 1, hd], additive mask [T, L] or null -> [T, d]. */
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
+    const { numHeads: H, numKVHeads: G, headDim: hd } = this.c;
+    const T = x.shape[0]!;
+    const g = H / G;
+    let q = linear(x, this.q, this.qBias); // [T, H*hd]
+    let k = linear(x, this.k, this.kBias); // [T, G*hd]
+    const v = linear(x, this.v, this.vBias); // [T, G*hd]
+    if (this.c.qkNorm === 'full') {
+      q = this.qNorm!.forward(q);
+      k = this.kNorm!.forward(k);
+    }
+    q = reshape(q, [T, H, hd]);
+    k = reshape(k, [T, G, hd]);
+    if (this.c.qkNorm === 'head') {
+      q = this.qNorm!.forward(q);
+      k = this.kNorm!.forward(k);
+    }
+    q = applyRotary(q, cos, sin);
+    k = applyRotary(k, cos, sin);
+    let keys: Tensor; // [L, G, hd]
+    let values: Tensor; // [L, G, hd]
+    if (cache) {
+      cache.write(layer, k.data, v.data, T);
+      const L = cache.length + T;
+      keys = new Tensor(cache.keys(layer).subarray(0, L * G * hd), [L, G, hd]);
+      values = new Tensor(cache.values(layer).subarray(0, L * G * hd), [L, G, hd]);
+    } else {
+      keys = k;
+      values = reshape(v, [T, G, hd]);
+    }
+    const L = keys.shape[0]!;
+    // Query head h uses key head floor(h / g): heads grouped per key head as [G, g*T, hd].
+    const qg = reshape(transpose(q, [1, 0, 2]), [G, g * T, hd]);
+    const kt = transpose(keys, [1, 0, 2]); // [G, L, hd]
+    const vt = transpose(values, [1, 0, 2]); // [G, L, hd]
+    let scores = mul(matmul(qg, kt, { transB: true }), 1 / Math.sqrt(hd)); // [G, g*T, L]
+    if (mask) scores = add(reshape(scores, [G, g, T, L]), mask);
+    const att = reshape(softmax(scores, -1), [G, g * T, L]);
+    const heads = reshape(matmul(att, vt), [H, T, hd]);
+    return linear(reshape(transpose(heads, [1, 0, 2]), [T, H * hd]), this.o);
+  }
+}
+
+export class DecoderLayer extends Module {
+  readonly inputNorm: RMSNorm;
+  readonly attn: DecoderAttention;
+  readonly postAttnNorm: RMSNorm;
+  readonly moe: SparseMoeBlock | null;
+  readonly mlp: DenseMLP | null;
+
+  constructor(c: MoEDecoderConfig, readonly index: number) {
+    super();
+    this.inputNorm = this.module('inputNorm', new RMSNorm(c.hiddenSize, { eps: c.rmsNormEps }));
+    this.attn = this.module('attn', new DecoderAttention(c));
+    this.postAttnNorm = this.module('postAttnNorm', new RMSNorm(c.hiddenSize, { eps: c.rmsNormEps }));
+    const sparse = isSparseLayer(c, index);
+    this.moe = sparse ? this.module('moe', new SparseMoeBlock(c)) : null;
+    this.mlp = sparse ? null : this.module('mlp', new DenseMLP(c.hiddenSize, c.denseIntermediateSize));
+  }
+
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, hook: RoutingHook | undefined): Tensor {
+    const h = add(x, this.attn.forward(this.inputNorm.forward(x), cos, sin, mask, cache, this.index));
+    const n = this.postAttnNorm.forward(h);
+    const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
+    return add(h, f);
+  }
+}
+
+/**
+ * The model. Parameters start at zero: fill them from a checkpoint (fromHF in moe-decoder-hf.ts)
+ * or with initWeights. forward() with a cache runs under noGrad; without one it records the graph
+ * as usual (training through it is possible, but no training recipe exists for it yet).
+ */
+export class MoEDecoder extends Module {
+  readonly config: Readonly<MoEDecoderConfig>;
+  readonly embed: Tensor; // [V, d]
+  readonly layers: DecoderLayer[];
+  readonly norm: RMSNorm;
+  readonly lmHead: Tensor | null; // [V, d]; null when tied to embed
+  /** Sees every MoE layer's routing of every forward. */
+  onRouting: RoutingHook | undefined;
+  /** The config.json this model was read from, written back unchanged by toHF. */
+  hfConfig: HFConfig | null = null;
+
+  constructor(config: MoEDecoderConfig) {
+    super();
+    validateMoEDecoderConfig(config);
+    this.config = Object.freeze({ ...config, denseLayers: [...config.denseLayers] });
+    const { vocabSize: V, hiddenSize: d } = config;
+    this.embed = this.param('embed', zeros([V, d]));
+    this.layers = Array.from({ length: config.numLayers }, (_, l) => this.module(`layers.${l}`, new DecoderLayer(this.config, l)));
+    this.norm = this.module('norm', new RMSNorm(d, { eps: config.rmsNormEps }));
+    this.lmHead = config.tieWordEmbeddings ? null : this.param('lmHead', zeros([V, d]));
+  }
+
+  /** A cache sized for this model (default capacity: maxPositionEmbeddings). */
+  newCache(maxLen = this.config.maxPositionEmbeddings): KVCache {
+    const c = this.config;
+    return new KVCache({ numLayers: c.numLayers, maxLen, numKVHeads: c.numKVHeads, headDim: c.headDim });
+  }
+
+  /** Logits [T, V] of the new tokens ids; with a cache, positions continue from cache.length and the cache grows by T. */
+  forward(ids: Int32Array, cache: KVCache | null = null): Tensor {
+    if (!(ids instanceof Int32Array)) throw new Error('MoEDecoder.forward: ids must be an Int32Array');
+    if (cache) {
+      const c = this.config;
+      if (cache.numLayers !== c.numLayers || cache.numKVHeads !== c.numKVHeads || cache.headDim !== c.headDim) {
+        throw new Error(`MoEDecoder.forward: cache is for ${cache.numLayers} layers x ${cache.numKVHeads} kv heads x ${cache.headDim}, the model has ${c.numLayers} x ${c.numKVHeads} x ${c.headDim}`);
+      }
+      cache.checkRoom(ids.length);
+      return noGrad(() => this.run(ids, cache));
+    }
+    return this.run(ids, null);
+  }
+
+  private run(ids: Int32Array, cache: KVCache | null): Tensor {
+    const T = ids.length;
+    const c = this.config;
+    if (T === 0) return Tensor.empty([0, c.vocabSize]);
+    const P = cache ? cache.length : 0;
+    const [cos, sin] = rotaryTables(c, P, T);
+    const mask = attentionMask(T, P, c.slidingWindow);
+    let x = embedding(this.embed, new Tensor(ids, [T])); // [T, d]
+    for (const layer of this.layers) x = layer.forward(x, cos, sin, mask, cache, this.onRouting);
+    if (cache) cache.advance(T);
+    return linear(this.norm.forward(x), this.lmHead ?? this.embed);
+  }
+}
+
+/** cos and sin [T, 1, hd] for positions P .. P + T - 1 (rotate-half layout, angles in float64). */
+export function rotaryTables(c: Pick<MoEDecoderConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>, P: number, T: number): [Tensor, Tensor] {
+  const hd = c.headDim;
+  const h = hd / 2;
+  const scale = c.ropeScaling ? 1 / c.ropeScaling.factor : 1;
+  const cos = new Float32Array(T * hd);
+  const sin = new Float32Array(T * hd);
+  for (let j = 0; j < h; j++) {
+    const invFreq = Math.pow(c.ropeTheta, (-2 * j) / hd);
+    for (let t = 0; t < T; t++) {
+      const a = (P + t) * scale * invFreq;
+      cos[t * hd + j] = cos[t * hd + j + h] = Math.cos(a);
+      sin[t * hd + j] = sin[t * hd + j + h] = Math.sin(a);
+    }
+  }
+  return [new Tensor(cos, [T, 1, hd]), new Tensor(sin, [T, 1, hd])];
+}
+
+/** Additive mask [T, P + T]: query t (position P + t) sees keys j <= P + t within the window; null when nothing is masked. */
+export function attentionMask(T: number, P: number, window: number | null): Tensor | null {
+  const L = P + T;
+  const data = new Float32Array(T * L);
+  let any = false;
+  for (let t = 0; t < T; t++) {
+    const i = P + t;
+    for (let j = 0; j < L; j++) {
+      if (j > i || (window !== null && i - j >= window)) {
+        data[t * L + j] = MASKED;
+        any = true;
+      }
+    }
+  }
+  return any ? new Tensor(data, [T, L]) : null;
+}

@@ -1,0 +1,99 @@
+// Key/value cache for autoregressive decoding: per layer K and V buffers [maxLen, nKV, headDim], allocated once.
+
+export interface KVCacheOptions {
+  numLayers: number;
+  /** Positions the cache holds (prompt + generated tokens). */
+  maxLen: number;
+  /** Key/value heads per layer (grouped-query attention: fewer than the query heads). */
+  numKVHeads: number;
+  headDim: number;
+}
+
+/**
+ * Preallocated from a fixed capacity (no growth per token). A forward writes the new tokens' K and V
+ * of every layer at rows length .. length + T - 1, then calls advance(T): positions continue from
+ * `length`. Keys are stored after rotary embedding, as attention consumes them.
+ */
+export class KVCache {
+  readonly numLayers: number;
+  readonly maxLen: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  private readonly ks: Float32Array[];
+  private readonly vs: Float32Array[];
+  private len = 0;
+
+  constructor(opts: KVCacheOptions) {
+    for (const k of ['numLayers', 'maxLen', 'numKVHeads', 'headDim'] as const) {
+      const v = opts[k];
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`KVCache: ${k} must be a positive integer, got ${v}`);
+    }
+    this.numLayers = opts.numLayers;
+    this.maxLen = opts.maxLen;
+    this.numKVHeads = opts.numKVHeads;
+    this.headDim = opts.headDim;
+    const n = this.maxLen * this.numKVHeads * this.headDim;
+    this.ks = Array.from({ length: this.numLayers }, () => new Float32Array(n));
+    this.vs = Array.from({ length: this.numLayers }, () => new Float32Array(n));
+  }
+
+  /** Positions filled so far (the position of the next token). */
+  get length(): number {
+    return this.len;
+  }
+
+  /** Room left, in positions. */
+  get remaining(): number {
+    return this.maxLen - this.len;
+  }
+
+  /** Forgets every position (buffers are kept). */
+  reset(): void {
+    this.len = 0;
+  }
+
+  /** Bytes held by the K and V buffers. */
+  bytes(): number {
+    return 2 * this.numLayers * this.maxLen * this.numKVHeads * this.headDim * 4;
+  }
+
+  /** Layer's whole K buffer [maxLen, nKV, hd] (rows >= length hold stale values). */
+  keys(layer: number): Float32Array {
+    return this.ks[this.checkLayer(layer)]!;
+  }
+
+  values(layer: number): Float32Array {
+    return this.vs[this.checkLayer(layer)]!;
+  }
+
+  /** Throws unless T more positions fit; call before writing. */
+  checkRoom(T: number): void {
+    if (!Number.isInteger(T) || T < 0) throw new Error(`KVCache: token count must be a non-negative integer, got ${T}`);
+    if (this.len + T > this.maxLen) {
+      throw new Error(`KVCache: full: ${this.len} positions held, ${T} more do not fit in maxLen = ${this.maxLen} (reset it or create a larger cache)`);
+    }
+  }
+
+  /** Stores T new tokens' k and v ([T, nKV, hd] each, row-major) of one layer at rows length .. length + T - 1. */
+  write(layer: number, k: ArrayLike<number>, v: ArrayLike<number>, T: number): void {
+    this.checkRoom(T);
+    const row = this.numKVHeads * this.headDim;
+    if (k.length !== T * row || v.length !== T * row) {
+      throw new Error(`KVCache: layer ${layer}: k and v must hold T * nKV * headDim = ${T} * ${this.numKVHeads} * ${this.headDim} values, got ${k.length} and ${v.length}`);
+    }
+    const at = this.len * row;
+    this.keys(layer).set(k, at);
+    this.values(layer).set(v, at);
+  }
+
+  /** Marks T written positions as filled (after every layer wrote them). */
+  advance(T: number): void {
+    this.checkRoom(T);
+    this.len += T;
+  }
+
+  private checkLayer(layer: number): number {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) throw new Error(`KVCache: layer ${layer} out of range [0, ${this.numLayers})`);
+    return layer;
+  }
+}
