@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { Rng, Tensor } from '../src/index.js';
 import { ByteLM, generate as generateBytes, type LMConfig } from '../src/models/lm.js';
 import { forwardCached, newByteLMCache } from '../src/models/lm-kv.js';
+import { generate, type GenerationModel, type RoutingEvent, type RoutingHook } from '../src/infer/generate.js';
 import { assertClose } from './helpers.js';
 
 const BYTE_CONFIGS: Array<[string, Partial<LMConfig>]> = [
@@ -62,4 +63,119 @@ test('byte LM cache: bad input is a clear error', () => {
   assert.throws(() => newByteLMCache(model, 1000), /exceeds the model's maxSeqLen/);
   const other = new ByteLM({ ...BYTE_CONFIGS[0]![1], layers: 3 }, 1);
   assert.throws(() => forwardCached(other, Int32Array.of(1), cache), /cache is for 2 layers/);
+});
+
+// ---- the generic loop on a fake decoder -----------------------------------------------------
+
+/** Keeps the ids it was fed; the next id is a hash of everything so far (so a wrong cache shows). */
+class FakeCache {
+  readonly ids: number[] = [];
+  constructor(readonly maxLen: number) {}
+  get length(): number { return this.ids.length; }
+}
+
+function nextOf(history: readonly number[], V: number): number {
+  let h = 17;
+  for (const id of history) h = (h * 31 + id + 1) % 1000003;
+  return h % V;
+}
+
+class FakeDecoder implements GenerationModel<FakeCache> {
+  readonly calls: number[] = [];
+  onRouting: RoutingHook | undefined;
+  constructor(readonly config: { vocabSize: number; maxPositionEmbeddings: number }, readonly k = 2, readonly layers = 2) {}
+  newCache(maxLen: number): FakeCache { return new FakeCache(maxLen); }
+  forward(ids: Int32Array, cache: FakeCache): Tensor {
+    const V = this.config.vocabSize;
+    if (cache.length + ids.length > cache.maxLen) throw new Error('fake: cache full');
+    this.calls.push(ids.length);
+    const T = ids.length;
+    const logits = new Float32Array(T * V);
+    for (let t = 0; t < T; t++) {
+      cache.ids.push(ids[t]!);
+      logits[t * V + nextOf(cache.ids, V)] = 10; // a clear arg-max, the rest 0
+    }
+    for (let l = 0; l < this.layers; l++) {
+      const e = Int32Array.from({ length: T * this.k }, (_, i) => (ids[Math.floor(i / this.k)]! + i + l) % 4);
+      this.onRouting?.(l, e, new Float32Array(T * this.k).fill(1 / this.k));
+    }
+    return new Tensor(logits, [T, V]);
+  }
+}
+
+function reference(prompt: number[], n: number, V: number, eos: number[] = []): number[] {
+  const h = [...prompt];
+  const out: number[] = [];
+  while (out.length < n) {
+    const id = nextOf(h, V);
+    out.push(id);
+    h.push(id);
+    if (eos.includes(id)) break;
+  }
+  return out;
+}
+
+test('generate: one prefill forward, then one token per forward; greedy ids follow the model', () => {
+  const model = new FakeDecoder({ vocabSize: 50, maxPositionEmbeddings: 64 });
+  const seen: Array<[number, number]> = [];
+  const r = generate(model, [3, 4, 5], { maxNewTokens: 10 }, (id, i) => seen.push([id, i]));
+  assert.deepEqual([...r.ids], reference([3, 4, 5], 10, 50));
+  assert.deepEqual(model.calls, [3, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+  assert.deepEqual(seen, [...r.ids].map((id, i) => [id, i]));
+  assert.equal(r.stopReason, 'max-tokens');
+  assert.deepEqual([...r.promptIds], [3, 4, 5]);
+  assert.ok(r.prefillTokensPerSec > 0 && r.decodeTokensPerSec! > 0);
+  // one new token: no decode step to time
+  const one = generate(new FakeDecoder({ vocabSize: 50, maxPositionEmbeddings: 64 }), [1], { maxNewTokens: 1 });
+  assert.equal(one.ids.length, 1);
+  assert.equal(one.decodeTokensPerSec, null);
+  assert.equal(generate(model, [1], { maxNewTokens: 0 }).ids.length, 0);
+});
+
+test('generate: stops at an EOS id (kept), seeded sampling is reproducible', () => {
+  const V = 50;
+  const free = reference([7], 30, V);
+  const eos = free[4]!;
+  const firstEos = free.indexOf(eos);
+  const r = generate(new FakeDecoder({ vocabSize: V, maxPositionEmbeddings: 64 }), [7], { maxNewTokens: 30, eosIds: [eos, 49] });
+  assert.equal(r.stopReason, 'eos');
+  assert.deepEqual([...r.ids], free.slice(0, firstEos + 1));
+  const sample = (seed: number) => [...generate(new FakeDecoder({ vocabSize: V, maxPositionEmbeddings: 64 }), [7], { maxNewTokens: 20, sampler: { temperature: 5, seed } }).ids];
+  assert.deepEqual(sample(1), sample(1));
+  assert.notDeepEqual(sample(1), sample(2));
+});
+
+test('generate: empty prompt starts from BOS or is refused; long prompts are refused or cut; the context ends generation', () => {
+  const cfg = { vocabSize: 50, maxPositionEmbeddings: 16 };
+  const r = generate(new FakeDecoder(cfg), [], { maxNewTokens: 3, bosId: 1 });
+  assert.deepEqual([...r.promptIds], [1]);
+  assert.deepEqual([...r.ids], reference([1], 3, 50));
+  assert.throws(() => generate(new FakeDecoder(cfg), [], { maxNewTokens: 3 }), /prompt is empty and the tokenizer has no BOS/);
+  const long = Array.from({ length: 20 }, (_, i) => i);
+  assert.throws(() => generate(new FakeDecoder(cfg), long, { maxNewTokens: 3 }), /prompt has 20 tokens, more than the context of 16/);
+  const warnings: string[] = [];
+  const cut = generate(new FakeDecoder(cfg), long, { maxNewTokens: 4, truncate: 'left', onWarning: (m) => warnings.push(m) });
+  assert.deepEqual([...cut.promptIds], long.slice(8));
+  assert.deepEqual([...cut.ids], reference(long.slice(8), 4, 50));
+  assert.match(warnings[0]!, /cut to its last 12/);
+  // 14 prompt tokens in a context of 16: positions for 2 more fed tokens, so 3 new ones
+  const ctx = generate(new FakeDecoder(cfg), long.slice(0, 14), { maxNewTokens: 10, onWarning: (m) => warnings.push(m) });
+  assert.equal(ctx.stopReason, 'context');
+  assert.equal(ctx.ids.length, 3);
+  assert.match(warnings[1]!, /leaves room for 3 new tokens, not 10/);
+  assert.throws(() => generate(new FakeDecoder(cfg), [60], { maxNewTokens: 1 }), /prompt id 60 at position 0 is outside the vocabulary \[0, 50\)/);
+  assert.throws(() => generate(new FakeDecoder(cfg), [1], { maxNewTokens: 1, eosIds: [50] }), /eos id 50/);
+  assert.throws(() => generate(new FakeDecoder(cfg), [1], { maxNewTokens: -1 }), /maxNewTokens/);
+  assert.throws(() => generate(new FakeDecoder(cfg), [1], { maxNewTokens: 1, maxContext: 17 }), /exceeds the model's maxPositionEmbeddings = 16/);
+});
+
+test('generate: routing events carry the positions of each forward; the model hook is restored', () => {
+  const model = new FakeDecoder({ vocabSize: 50, maxPositionEmbeddings: 64 });
+  const before: RoutingHook = () => {};
+  model.onRouting = before;
+  const events: RoutingEvent[] = [];
+  const r = generate(model, [3, 4, 5], { maxNewTokens: 3, onRouting: (e) => events.push(e) });
+  assert.equal(model.onRouting, before);
+  assert.deepEqual(events.map((e) => [e.start, e.layer, e.expertIndices.length]), [[0, 0, 6], [0, 1, 6], [3, 0, 2], [3, 1, 2], [4, 0, 2], [4, 1, 2]]);
+  assert.equal(events[2]!.expertIndices[0], (r.ids[0]! + 0 + 0) % 4);
 });
