@@ -24,3 +24,4 @@ export * as train from './train/index.js';
 export * as report from './report/index.js';
 export * as config from './config/index.js';
 export * as models from './models/index.js';
+export { loadModel, type LoadedModel, type ClassifierHead, type ImageGeometry, type PreprocessOptions } from './models/load.js';

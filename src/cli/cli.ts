@@ -8,6 +8,7 @@ import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
 import { experimentCommand, EXPERIMENT_HELP } from './experiment-commands.js';
+import { predictCommand, PREDICT_HELP } from './predict-command.js';
 import { createCommand, CREATE_HELP } from './create-command.js';
 import { trainCommand, evalCommand, inspectCommand, trainHelp, generateCommand, plotCommand, GENERATE_HELP, PLOT_HELP } from './train-commands.js';
 
@@ -22,6 +23,7 @@ Commands:
   create --arch A --preset tiny|small|1b --out DIR [--seed S]   random-init MoE decoder as an HF directory
   generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
   plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
+  predict --checkpoint DIR --input FILE [--top N] [--json]   top classes of images (IDX, PNG, JSON)
   experiment implicit-bias|l2-norm|inference-cost [--quick]   the Soft MoE paper's studies (docs/results/)
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
@@ -156,6 +158,9 @@ async function main(argv: string[]): Promise<number> {
     case 'plot':
       if (help) { console.log(PLOT_HELP); return 0; }
       return plotCommand(args);
+    case 'predict':
+      if (help) { console.log(PREDICT_HELP); return 0; }
+      return predictCommand(args);
     case 'info': {
       if (help) { console.log('moe info [--json]: the backend in use, and the native backend\'s threads (its pool and OpenBLAS, as in force), BLAS build and vector ISA; MOE_NATIVE_THREADS sets the threads'); return 0; }
       rejectUnknown(args, ['json', 'help'], 'info');

@@ -209,9 +209,10 @@ function readJson(path: string, name: string, dir: string): unknown {
 
 /**
  * Reads a checkpoint directory's parts; weights come back as tensors for loadModelWeights. Never
- * writes: a committed but unfinished save is read through its journal.
+ * writes: a committed but unfinished save is read through its journal. `{ optimizer: false }` skips
+ * the optimizer state (inference: it need not be there, and it is twice the model's size).
  */
-export function loadCheckpoint(dir: string): LoadedCheckpoint {
+export function loadCheckpoint(dir: string, opts: { optimizer?: boolean } = {}): LoadedCheckpoint {
   const target = resolve(dir);
   if (!existsSync(target)) throw new Error(`loadCheckpoint ${target}: checkpoint directory does not exist`);
   if (!statSync(target).isDirectory()) throw new Error(`loadCheckpoint ${target}: not a directory`);
@@ -240,7 +241,7 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
     return r;
   };
   const model = readTensors(CHECKPOINT_FILES.model);
-  const optimizerState = files.includes(CHECKPOINT_FILES.optimizer) ? readTensors(CHECKPOINT_FILES.optimizer).tensors : null;
+  const optimizerState = opts.optimizer !== false && files.includes(CHECKPOINT_FILES.optimizer) ? readTensors(CHECKPOINT_FILES.optimizer).tensors : null;
   return {
     dir: target,
     model: model.tensors,

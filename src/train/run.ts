@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import type { DataConfig, OptimConfig, RunConfig } from '../config/run.js';
 import { buildModel, type ImageClassifier, type TaskKind } from '../models/registry.js';
 import { MultiTaskClassificationTask, type MultiTaskModel } from './multitask.js';
-import { loadFashionMnist, loadMnistDigits, loadMnistIdx, FASHION_MNIST_STATS, MNIST_STATS } from '../data/mnist.js';
-import { loadCifar10, loadCifar100, CIFAR10_STATS } from '../data/cifar.js';
+import { loadFashionMnist, loadMnistDigits, loadMnistIdx } from '../data/mnist.js';
+import { loadCifar10, loadCifar100 } from '../data/cifar.js';
+import { imageNormalization, isImageDataset } from '../data/image-datasets.js';
 import { splitIndices, subsetImages, type ImageSet } from '../data/batches.js';
 import { Adam, AdamW, SGD, type Optimizer } from './optim.js';
 import { constant, warmupCosine, warmupLinear, type Schedule } from './schedule.js';
@@ -24,20 +25,22 @@ import type { Module } from '../nn/module.js';
 /** Loads the configured image dataset with its seeded validation split. */
 export function loadImageData(d: DataConfig, seed: number): ImageSplits {
   let splits: { train: ImageSet; test: ImageSet };
+  if (!isImageDataset(d.dataset)) throw new Error(`config.data.dataset: '${d.dataset}' is text, not images`);
+  // the statistics come from the table that loadModel reads too, so a checkpoint is preprocessed as it was trained
+  const norm = imageNormalization(d);
+  const normalize = norm ? { normalize: norm } : {};
   switch (d.dataset) {
-    case 'fashion-mnist': splits = loadFashionMnist({ ...(d.path ? { dir: d.path } : {}), ...(d.normalize ? { normalize: FASHION_MNIST_STATS } : {}) }); break;
-    case 'mnist': splits = loadMnistDigits(d.normalize ? { normalize: MNIST_STATS } : {}); break;
+    case 'fashion-mnist': splits = loadFashionMnist({ ...(d.path ? { dir: d.path } : {}), ...normalize }); break;
+    case 'mnist': splits = loadMnistDigits(normalize); break;
     case 'mnist-idx':
       if (!d.path) throw new Error('config.data.path: required for dataset mnist-idx (the directory holding train-images-idx3-ubyte[.gz] etc.)');
-      splits = loadMnistIdx(d.path, d.normalize ? { normalize: MNIST_STATS } : {});
+      splits = loadMnistIdx(d.path, normalize);
       break;
     case 'cifar10':
     case 'cifar100':
       if (!d.path) throw new Error(`config.data.path: required for dataset ${d.dataset} (the directory of the binary batches)`);
-      splits = d.dataset === 'cifar10' ? loadCifar10(d.path, d.normalize ? { normalize: CIFAR10_STATS } : {}) : loadCifar100(d.path);
+      splits = d.dataset === 'cifar10' ? loadCifar10(d.path, normalize) : loadCifar100(d.path, normalize);
       break;
-    default:
-      throw new Error(`config.data.dataset: '${d.dataset}' is text, not images`);
   }
   let trainSet = splits.train;
   if (d.limitTrain !== null && d.limitTrain < trainSet.n) trainSet = subsetImages(trainSet, Int32Array.from({ length: d.limitTrain }, (_, i) => i));
