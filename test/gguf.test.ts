@@ -12,6 +12,10 @@ import { GGML, GGUFFile, readGGUFAsHF, writeGGUF, writeGGUFFile, type GGUFWriteD
 import { byteLevelTokenizerConfig, byteLevelTokenizerJson } from '../src/formats/hf/byte-tokenizer.js';
 import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { dequantizeArray, quantizeArray } from '../src/tensor/quant-blocks.js';
+import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
+import { loadLM } from '../src/models/load-lm.js';
+import { run } from '../src/cli/cli.js';
+import { noGrad } from '../src/index.js';
 
 type Family = 'mixtral' | 'qwen2_moe' | 'qwen3_moe' | 'olmoe';
 const FAMILIES: Family[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe'];
@@ -289,4 +293,60 @@ test('crafted headers: each problem is named (magic, version, truncation, tensor
   const b4 = Buffer.from(orig); b4.writeBigUInt64LE(2n ** 40n, 16);
   await expectError(b4, /KV metadata count .* exceeds/);
   await expectError(orig.subarray(0, 10), /too short/);
+});
+
+test('moe convert: HF -> GGUF -> HF gives the same logits bit for bit (F32) for every family; q8_0 stays close; bad options refused', { timeout: 120_000 }, async () => {
+  const ids = Int32Array.from([72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100]);
+  const logits = async (p: string): Promise<Float32Array> => {
+    const m = await loadLM(p);
+    return noGrad(() => m.model.forward(ids, null)).data as Float32Array;
+  };
+  const quiet = async (argv: string[]): Promise<number> => {
+    const log = console.log;
+    console.log = () => undefined;
+    try {
+      return await run(argv);
+    } finally {
+      console.log = log;
+    }
+  };
+  for (const family of FAMILIES) {
+    const hf = join(dir, `cv-${family}`);
+    createRandomHFDir({ family, preset: 'tiny', out: hf, seed: 3 });
+    const g = join(dir, `cv-${family}.gguf`);
+    const back = join(dir, `cv-${family}-back`);
+    assert.equal(await quiet(['convert', hf, g, '--format', 'gguf']), 0);
+    assert.equal(await quiet(['convert', g, back, '--format', 'hf']), 0);
+    const ref = await logits(hf);
+    assert.deepEqual(bits(await logits(g)), bits(ref), `${family}: GGUF logits`);
+    assert.deepEqual(bits(await logits(back)), bits(ref), `${family}: HF -> GGUF -> HF logits`);
+    if (family === 'olmoe') {
+      const q = join(dir, 'cv-olmoe-q8.gguf');
+      assert.equal(await quiet(['convert', g, q, '--format', 'gguf', '--dtype', 'q8_0']), 0);
+      const lq = await logits(q);
+      let maxRef = 0;
+      let maxDiff = 0;
+      for (let i = 0; i < ref.length; i++) {
+        maxRef = Math.max(maxRef, Math.abs(ref[i]!));
+        maxDiff = Math.max(maxDiff, Math.abs(lq[i]! - ref[i]!));
+      }
+      assert.ok(maxDiff > 0 && maxDiff < 0.5 * maxRef, `q8_0 logits move, but not far (max |d| ${maxDiff}, max |logit| ${maxRef})`);
+    }
+  }
+  const hf = join(dir, 'cv-olmoe');
+  const err = async (argv: string[], re: RegExp): Promise<void> => {
+    const write = process.stderr.write.bind(process.stderr);
+    let text = '';
+    process.stderr.write = ((s: string) => { text += s; return true; }) as typeof process.stderr.write;
+    try {
+      assert.equal(await run(argv), 2);
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.match(text, re);
+  };
+  await err(['convert', hf, join(dir, 'x'), '--format', 'hf', '--dtype', 'q8_0'], /--dtype q8_0 needs --format gguf/);
+  await err(['convert', hf, join(dir, 'x.gguf'), '--format', 'onnx'], /--format must be hf or gguf/);
+  await err(['convert', join(dir, 'nothing'), join(dir, 'x.gguf'), '--format', 'gguf'], /does not exist/);
+  await err(['convert', hf, join(dir, 'x.gguf'), '--format', 'gguf', '--dtype', 'q5_k'], /--dtype 'q5_k' is not one of/);
 });

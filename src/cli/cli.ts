@@ -10,6 +10,7 @@ import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
 import { experimentCommand, EXPERIMENT_HELP } from './experiment-commands.js';
 import { predictCommand, PREDICT_HELP } from './predict-command.js';
 import { createCommand, CREATE_HELP } from './create-command.js';
+import { convertCommand, CONVERT_HELP } from './convert-command.js';
 import { trainCommand, evalCommand, inspectCommand, trainHelp, generateCommand, plotCommand, GENERATE_HELP, PLOT_HELP } from './train-commands.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
@@ -21,6 +22,7 @@ Commands:
   eval --checkpoint DIR [--split test|val]      evaluate a checkpoint
   inspect DIR                                   parameters (total, active) and per-expert statistics
   create --arch A --preset tiny|small|1b --out DIR [--seed S]   random-init MoE decoder as an HF directory
+  convert SRC DST --format hf|gguf [--dtype f32|f16|bf16|q8_0|q4_0]   HF directory / .gguf to HF or GGUF
   generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
   plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
   predict --checkpoint DIR --input FILE [--top N] [--json]   top classes of images (IDX, PNG, JSON)
@@ -155,6 +157,9 @@ async function main(argv: string[]): Promise<number> {
     case 'create':
       if (help) { console.log(CREATE_HELP); return 0; }
       return createCommand(args);
+    case 'convert':
+      if (help) { console.log(CONVERT_HELP); return 0; }
+      return convertCommand(args);
     case 'plot':
       if (help) { console.log(PLOT_HELP); return 0; }
       return plotCommand(args);

@@ -67,6 +67,9 @@ export function configToMetadata(config: HFConfig): Array<[string, GGUFMetaEntry
     [`${a}.expert_count`, u32(experts)],
     [`${a}.expert_used_count`, u32(need(config, 'num_experts_per_tok', family === 'mixtral' ? 2 : family === 'olmoe' ? 8 : undefined))],
   );
+  // Mixtral's sliding window: llama.cpp reads this key for some architectures but not for 'llama',
+  // so llama.cpp attends to the whole context where moe-ts honours the window.
+  if (family === 'mixtral' && typeof config['sliding_window'] === 'number') out.push([`${a}.attention.sliding_window`, u32(config['sliding_window'])]);
   if (family !== 'mixtral') {
     const norm = config['norm_topk_prob'];
     out.push([`${a}.expert_weights_norm`, bool(typeof norm === 'boolean' ? norm : DEFAULT_NORM_TOPK[family])]);
@@ -149,6 +152,8 @@ export function metadataToConfig(m: MetaReader, family: HFModelType, tensorNames
     cfg['mlp_only_layers'] = dense;
   }
   cfg['num_experts_per_tok'] = used;
+  const window = opt(`${a}.attention.sliding_window`);
+  if (family === 'mixtral' && window !== undefined) cfg['sliding_window'] = window;
   if (family !== 'mixtral') cfg['norm_topk_prob'] = m.has(`${a}.expert_weights_norm`) ? m.bool(`${a}.expert_weights_norm`) : DEFAULT_NORM_TOPK[family];
   if (m.has(`${a}.rope.scaling.type`)) {
     const t = m.str(`${a}.rope.scaling.type`);

@@ -1,0 +1,83 @@
+// `moe convert`: an HF directory or a .gguf file to an HF directory or a GGUF file, tensor by tensor.
+
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import type { ParsedArgs } from './args.js';
+import { rejectUnknown } from './args.js';
+import { openHFDir, writeHFDir, type HFConfig } from '../formats/hf/index.js';
+import type { TensorSource } from '../formats/tensor-source.js';
+import { GGUF_WRITE_DTYPES, readGGUFAsHF, writeGGUF, type EncodedTensor, type GGUFTensorSource, type GGUFWriteDType } from '../formats/gguf/index.js';
+
+export const CONVERT_HELP = `moe convert SRC DST --format hf|gguf [--dtype ${GGUF_WRITE_DTYPES.join('|')}] [--json]
+
+Converts a MoE decoder (mixtral, qwen2_moe, qwen3_moe, olmoe) between formats, one tensor at a time:
+  SRC   an HF directory (config.json, safetensors) or a .gguf file
+  DST   a directory (--format hf; created if missing) or a file (--format gguf; replaced atomically)
+  --dtype  stored type of the weight matrices (default f32). hf: f32, f16, bf16. gguf: also q8_0 and
+           q4_0 (ggml's blocks of 32; norms, biases and routers stay F32 as in llama.cpp's converter).
+           GGUF tensors already stored in the chosen type are copied as they are (no requantisation).
+GGUF uses llama.cpp's names, stacked experts and tokenizer metadata (byte-level BPE tokenizers).`;
+
+interface Opened {
+  config: HFConfig;
+  source: TensorSource;
+  tokenizerJson: object | null;
+  tokenizerConfig: object | null;
+  warnings: string[];
+}
+
+async function openSource(src: string): Promise<Opened> {
+  if (!existsSync(src)) throw new Error(`convert: ${src} does not exist (expected an HF directory or a .gguf file)`);
+  if (statSync(src).isDirectory()) return { ...openHFDir(src), warnings: [] };
+  if (src.toLowerCase().endsWith('.gguf')) return readGGUFAsHF(src);
+  throw new Error(`convert: ${src} is neither a directory nor a .gguf file`);
+}
+
+export async function convertCommand(args: ParsedArgs): Promise<number> {
+  rejectUnknown(args, ['format', 'dtype', 'json'], 'convert');
+  const [, src, dst, extra] = args.positional;
+  if (!src || !dst || extra !== undefined) throw new Error('convert: expected SRC and DST (moe convert SRC DST --format hf|gguf)');
+  const format = args.flags.get('format')?.[0];
+  if (format !== 'hf' && format !== 'gguf') throw new Error(`convert: --format must be hf or gguf, got ${JSON.stringify(format ?? null)}`);
+  const dtype = (args.flags.get('dtype')?.[0] ?? 'f32') as GGUFWriteDType;
+  if (!GGUF_WRITE_DTYPES.includes(dtype)) throw new Error(`convert: --dtype '${dtype}' is not one of ${GGUF_WRITE_DTYPES.join(', ')}`);
+  if (format === 'hf' && (dtype === 'q8_0' || dtype === 'q4_0')) throw new Error(`convert: --dtype ${dtype} needs --format gguf (HF safetensors store f32, f16 or bf16 here)`);
+
+  const t0 = performance.now();
+  const opened = await openSource(src);
+  const { config, source } = opened;
+  try {
+    const raw = 'readRaw' in source ? (source as GGUFTensorSource) : null;
+    const want = dtype.toUpperCase();
+    // One tensor at a time; stored GGUF blocks of the wanted type go through untouched.
+    function* tensors(): Generator<[string, Float32Array | EncodedTensor, number[]]> {
+      for (const name of source.names()) {
+        const info = source.info(name);
+        if (raw && format === 'gguf' && info.dtype === want) yield [name, raw.readRaw(name), info.shape];
+        else yield [name, source.read(name), info.shape];
+      }
+    }
+    let result: { tensorCount: number; bytes: number };
+    if (format === 'gguf') {
+      result = writeGGUF(dst, { config, tensors: tensors(), dtype, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig });
+    } else {
+      if (!existsSync(dst)) mkdirSync(dst, { recursive: true });
+      const floats = function* (): Generator<[string, Float32Array, number[]]> {
+        for (const name of source.names()) yield [name, source.read(name), source.info(name).shape];
+      };
+      const r = writeHFDir(dst, {
+        config, tensors: floats(), dtype: dtype.toUpperCase() as 'F32' | 'F16' | 'BF16', tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig,
+      });
+      result = { tensorCount: r.tensorCount, bytes: r.totalBytes };
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    for (const w of opened.warnings) console.error(`convert: warning: ${w}`);
+    if (args.flags.has('json')) {
+      console.log(JSON.stringify({ src, dst, format, dtype, modelType: config.model_type, tensors: result.tensorCount, bytes: result.bytes, seconds, warnings: opened.warnings }));
+    } else {
+      console.log(`${config.model_type}: ${result.tensorCount} tensors, ${(result.bytes / 1e6).toFixed(1)} MB (${format}, ${dtype}) in ${seconds.toFixed(1)} s -> ${dst}`);
+    }
+    return 0;
+  } finally {
+    source.close();
+  }
+}
