@@ -180,7 +180,8 @@ async function main(argv: string[]): Promise<number> {
       if (info) {
         const from = info.threadsFrom === 'cores' ? 'the core count; MOE_NATIVE_THREADS unset' : `MOE_NATIVE_THREADS=${process.env['MOE_NATIVE_THREADS']}`;
         console.log(`native pool threads: ${info.threads} (${from})`);
-        console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads)` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
+        const capped = info.threadsFrom === 'MOE_NATIVE_THREADS' && info.blasThreads < info.threads ? `; fewer than asked: this OpenBLAS build caps threads (${/MAX_THREADS=\d+/.exec(info.blasConfig)?.[0] ?? 'MAX_THREADS'})` : '';
+        console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads${capped})` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
         console.log(`BLAS: ${info.blasConfig}`);
         console.log(`vector ISA: ${info.simd}`);
       } else {
