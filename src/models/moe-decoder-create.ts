@@ -57,9 +57,10 @@ export function parameterCount(c: MoEDecoderConfig): number {
 
 /**
  * Random tensors in HF layout, generated one at a time from (seed, tensor index), so the same seed
- * gives the same values whatever is read first. Matrices [out, in] ~ N(0, 1/in) (activations keep
- * their scale, router logits and final logits come out O(1)); norm weights 1 + N(0, 0.1^2) and
- * biases N(0, 0.1^2), so a weight that is not applied changes the output.
+ * gives the same values whatever is read first. Matrices [out, in] uniform with variance 1/in
+ * (activations keep their scale, router logits and final logits come out O(1)); norm weights
+ * 1 + u and biases u with u of standard deviation 0.1, so a weight that is not applied changes the
+ * output. Uniform rather than normal: a twelfth of the generator's time (the 1b preset is 1e9 draws).
  */
 export function* randomHFTensors(c: MoEDecoderConfig, seed: number): Generator<[string, Float32Array, number[]]> {
   let i = 0;
@@ -67,8 +68,10 @@ export function* randomHFTensors(c: MoEDecoderConfig, seed: number): Generator<[
     const n = slot.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     const rng = new Rng(deriveSeed(seed, i++));
-    if (slot.kind === 'matrix') rng.fillNormal(data, 0, 1 / Math.sqrt(slot.shape[slot.shape.length - 1]!));
-    else rng.fillNormal(data, slot.kind === 'norm' ? 1 : 0, 0.1);
+    // U(c - b, c + b) has standard deviation b / sqrt(3)
+    const b = slot.kind === 'matrix' ? Math.sqrt(3 / slot.shape[slot.shape.length - 1]!) : 0.1 * Math.sqrt(3);
+    const c = slot.kind === 'norm' ? 1 : 0;
+    rng.fillUniform(data, c - b, c + b);
     yield [slot.name, data, slot.shape];
   }
 }

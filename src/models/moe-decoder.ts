@@ -201,9 +201,10 @@ export class DecoderLayer extends Module {
 }
 
 /**
- * The model. Parameters start at zero: fill them from a checkpoint (fromHF in moe-decoder-hf.ts)
- * or with initWeights. forward() with a cache runs under noGrad; without one it records the graph
- * as usual (training through it is possible, but no training recipe exists for it yet).
+ * The model. Parameters start at zero: fill them from a checkpoint (fromHF in moe-decoder-hf.ts,
+ * or randomHFTensors in moe-decoder-create.ts through fromHF). forward() with a cache runs under
+ * noGrad; without one it records the graph as usual (gradients reach every parameter, but no
+ * training recipe exists for this model yet).
  */
 export class MoEDecoder extends Module {
   readonly config: Readonly<MoEDecoderConfig>;
