@@ -13,6 +13,10 @@ import { loadModel, ops } from '../src/index.js';
 import { validateRun } from '../src/config/run.js';
 import { loadImageData, runTraining } from '../src/train/run.js';
 import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { buildModel } from '../src/models/registry.js';
+import { readImageFile } from '../src/data/image-files.js';
+import { bytesToImages } from '../src/data/batches.js';
+import { CIFAR10_CLASSES, CIFAR10_STATS } from '../src/data/cifar.js';
 import { readIdx, encodeIdx } from '../src/data/idx.js';
 import { FASHION_MNIST_CLASSES, FASHION_MNIST_STATS } from '../src/data/mnist.js';
 import { run as cli } from '../src/cli/cli.js';
@@ -234,4 +238,50 @@ test('moe predict end to end in a child process (the launcher, pngjs at run time
   const m = loadModel(runDir);
   const best = ops.argmax(m.logits(m.preprocess(one))[0]!, 1).toList() as number[];
   assert.match(r.stdout, new RegExp(`^image 0: ${FASHION_MNIST_CLASSES[best[0]!]!.replace('/', '\\/')} \\d+\\.\\d\\d%, .+, .+\\n$`));
+});
+
+test('readImageFile: RGB PNG planes and luma for 1 channel; CHW JSON and IDX for 3 channels', () => {
+  const d = mkdtempSync(join(tmpdir(), 'moe-imgfile-'));
+  try {
+    const png = new PNG({ width: 2, height: 1 });
+    png.data.set([10, 20, 30, 255, 200, 100, 0, 128]);
+    const file = join(d, 'rgb.png');
+    writeFileSync(file, PNG.sync.write(png));
+    const rgb = readImageFile(file, { channels: 3, height: 1, width: 2 });
+    assert.deepEqual(Array.from(rgb.pixels), [10, 200, 20, 100, 30, 0], 'CHW planes: R R G G B B; alpha ignored');
+    const gray = readImageFile(file, { channels: 1, height: 1, width: 2 });
+    assert.deepEqual(Array.from(gray.pixels), [0.299 * 10 + 0.587 * 20 + 0.114 * 30, 0.299 * 200 + 0.587 * 100]);
+    const chw = Array.from({ length: 3 }, (_, c) => [[c, c + 10]]);
+    writeFileSync(join(d, 'c.json'), JSON.stringify([chw, chw]));
+    const j = readImageFile(join(d, 'c.json'), { channels: 3, height: 1, width: 2 });
+    assert.equal(j.n, 2);
+    assert.deepEqual(Array.from(j.pixels).slice(0, 6), [0, 10, 1, 11, 2, 12]);
+    writeFileSync(join(d, 'c.idx'), encodeIdx({ shape: [1, 3, 1, 2], data: Uint8Array.from([0, 10, 1, 11, 2, 12]) }));
+    assert.deepEqual(Array.from(readImageFile(join(d, 'c.idx'), { channels: 3, height: 1, width: 2 }).pixels), [0, 10, 1, 11, 2, 12]);
+    assert.throws(() => readImageFile(join(d, 'c.idx'), { channels: 1, height: 1, width: 2 }), /holds 1x2 \(3 channels\) images but the model takes 1x2 \(1 channel\)/);
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('loadModel of a 3-channel CIFAR-10 model: per-channel statistics, exactly as bytesToImages applies them', () => {
+  const d = mkdtempSync(join(tmpdir(), 'moe-cifar-'));
+  try {
+    const cfg = validateRun({
+      name: 'cifar-tiny',
+      model: { type: 'vit-moe', imageSize: 32, channels: 3, patch: 8, dModel: 16, layers: 1, heads: 2, numExperts: 2, dFF: 8, classes: 10 },
+      data: { dataset: 'cifar10', path: '/nonexistent', normalize: true },
+    });
+    saveCheckpoint(d, { model: buildModel(cfg.model, 0).model, config: cfg });
+    const m = loadModel(d);
+    assert.deepEqual(m.input, { channels: 3, height: 32, width: 32 });
+    assert.deepEqual(m.normalize, CIFAR10_STATS);
+    assert.deepEqual(m.classes, CIFAR10_CLASSES);
+    const px = Uint8Array.from({ length: 2 * 3 * 1024 }, (_, i) => (i * 37) % 256);
+    assert.deepEqual(Array.from(m.preprocess(px).data), Array.from(bytesToImages(px, 3, 1024, CIFAR10_STATS)));
+    assert.equal(m.logits(m.preprocess(px))[0]!.shape.join('x'), '2x10');
+    assert.throws(() => m.preprocess(new Uint8Array(100)), /100 values are not a whole number of 3x32x32 images \(3072 values each\)/);
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });
