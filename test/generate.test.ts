@@ -8,7 +8,18 @@ import { Rng, Tensor } from '../src/index.js';
 import { ByteLM, generate as generateBytes, type LMConfig } from '../src/models/lm.js';
 import { forwardCached, newByteLMCache } from '../src/models/lm-kv.js';
 import { generate, type GenerationModel, type RoutingEvent, type RoutingHook } from '../src/infer/generate.js';
+import { argmax } from '../src/infer/sampler.js';
+import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
+import { loadLM } from '../src/models/load-lm.js';
+import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
+import type { KVCache } from '../src/nn/kv-cache.js';
+import { activeBytesPerToken } from '../bench/decode.js';
 import { assertClose } from './helpers.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const BYTE_CONFIGS: Array<[string, Partial<LMConfig>]> = [
   ['rope + rms + top-2 moe', { dModel: 16, layers: 2, heads: 2, maxSeqLen: 24, numExperts: 4, k: 2, dFF: 12 }],
@@ -178,4 +189,106 @@ test('generate: routing events carry the positions of each forward; the model ho
   assert.equal(model.onRouting, before);
   assert.deepEqual(events.map((e) => [e.start, e.layer, e.expertIndices.length]), [[0, 0, 6], [0, 1, 6], [3, 0, 2], [3, 1, 2], [4, 0, 2], [4, 1, 2]]);
   assert.equal(events[2]!.expertIndices[0], (r.ids[0]! + 0 + 0) % 4);
+});
+
+// ---- end to end on the tiny preset (moe create), through the library and the CLI -------------
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('tiny OLMoE and Qwen2-MoE: cached greedy generation equals arg-max of the full forward; routing per MoE layer; CLI agrees', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moe-gen-'));
+  try {
+    for (const family of ['olmoe', 'qwen2_moe'] as const) {
+      const dir = join(root, family);
+      createRandomHFDir({ family, preset: 'tiny', out: dir, seed: 1 });
+      const lm = await loadLM(dir);
+      const tok = loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig);
+      const prompt = [...tok.encode('Héllo 🤖')];
+      const events: RoutingEvent[] = [];
+      const r = generate<KVCache>(lm.model, prompt, { maxNewTokens: 6, onRouting: (e) => events.push(e) });
+      assert.equal(r.ids.length, 6);
+      // reference: no cache, the whole sequence each step
+      const seq = [...prompt];
+      const V = lm.model.config.vocabSize;
+      for (let i = 0; i < 6; i++) {
+        const logits = lm.model.forward(Int32Array.from(seq), null).data as Float32Array;
+        const next = argmax(logits, (seq.length - 1) * V, V);
+        assert.equal(r.ids[i], next, `${family}: token ${i}`);
+        seq.push(next);
+      }
+      const moeLayers = lm.model.layers.filter((l) => l.moe).length;
+      assert.ok(moeLayers > 0);
+      assert.equal(events.length, 6 * moeLayers); // prefill + 5 decode forwards
+      assert.deepEqual([...new Set(events.map((e) => e.start))], [0, prompt.length, prompt.length + 1, prompt.length + 2, prompt.length + 3, prompt.length + 4]);
+      assert.equal(events[0]!.expertIndices.length, prompt.length * lm.model.config.topK);
+      // the CLI prints the same ids and their text
+      const out = cli(['generate', '--model', dir, '--prompt', 'Héllo 🤖', '--max-new-tokens', '6', '--json']);
+      assert.equal(out.status, 0, out.stderr);
+      const j = JSON.parse(out.stdout) as { ids: number[]; text: string; prefillTokensPerSec: number; decodeTokensPerSec: number };
+      assert.deepEqual(j.ids, [...r.ids]);
+      assert.equal(j.text, tok.decode(r.ids, { skipSpecialTokens: true }));
+      assert.ok(j.prefillTokensPerSec > 0 && j.decodeTokensPerSec > 0);
+    }
+    const dir = join(root, 'olmoe');
+    const ids = cli(['generate', '--model', dir, '--prompt-ids', '72,105', '--max-new-tokens', '3', '--temperature', '0.9', '--top-p', '0.9', '--seed', '4', '--json', '--show-routing']);
+    assert.equal(ids.status, 0, ids.stderr);
+    const j = JSON.parse(ids.stdout) as { ids: number[]; routing: Array<{ position: number; layers: Array<{ experts: number[] }> }> };
+    assert.equal(j.ids.length, 3);
+    assert.deepEqual(j.routing.map((r) => r.position), [0, 1, 2, 3]);
+    const seeded = (seed: string) => (JSON.parse(cli(['generate', '--model', dir, '--prompt-ids', '72,105', '--max-new-tokens', '8', '--temperature', '2', '--seed', seed, '--json']).stdout) as { ids: number[] }).ids;
+    assert.deepEqual(seeded('4'), seeded('4'));
+    assert.notDeepEqual(seeded('4'), seeded('5'));
+    // an empty --prompt-ids starts from the tokenizer's BOS
+    const empty = cli(['generate', '--model', dir, '--prompt-ids', '', '--max-new-tokens', '2', '--json', '--show-routing']);
+    assert.equal(empty.status, 0, empty.stderr);
+    assert.deepEqual((JSON.parse(empty.stdout) as { routing: Array<{ position: number }> }).routing.map((r) => r.position), [0, 1]);
+    // streamed text mode: the text on stdout, timing on stderr
+    const text = cli(['generate', '--model', dir, '--prompt', 'abc', '--max-new-tokens', '4']);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stderr, /prefill 3 tokens at [\d.]+ tokens\/s; decode 3 tokens at [\d.]+ tokens\/s; stop: max-tokens/);
+    // bad input
+    const bad = (args: string[], re: RegExp) => {
+      const r = cli(['generate', ...args]);
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stdout}`);
+      assert.match(r.stderr, re);
+    };
+    bad(['--prompt', 'x'], /--model DIR\|FILE.gguf is required/);
+    bad(['--model', dir], /exactly one of --prompt TEXT and --prompt-ids/);
+    bad(['--model', dir, '--prompt', 'x', '--prompt-ids', '1'], /exactly one of/);
+    bad(['--model', dir, '--prompt-ids', '1,x'], /item 1 'x' is not a non-negative integer/);
+    bad(['--model', dir, '--prompt-ids', '1', '--chat'], /--chat needs --prompt TEXT/);
+    bad(['--model', dir, '--prompt-ids', '9999'], /prompt id 9999 at position 0 is outside the vocabulary/);
+    bad(['--model', dir, '--prompt', 'x', '--top-p', '0'], /--top-p 0: expected a number in \(0, 1\]/);
+    bad(['--model', dir, '--prompt', 'xyz', '--max-context', '2'], /prompt has 3 tokens, more than the context of 2/);
+    bad(['--model', join(root, 'nope'), '--prompt', 'x'], /no such file or directory/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('bench decode: active bytes per token = all weights less the unused experts and the embedding matrix but one row', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moe-bytes-'));
+  try {
+    for (const family of ['olmoe', 'mixtral'] as const) {
+      createRandomHFDir({ family, preset: 'tiny', out: join(root, family) });
+      const m = (await loadLM(join(root, family))).model;
+      const c = m.config;
+      const b = activeBytesPerToken(m);
+      const all = m.numParameters() * 4;
+      const moeLayers = m.layers.filter((l) => l.moe).length;
+      const expertBytes = moeLayers * 3 * c.numExperts * c.hiddenSize * c.moeIntermediateSize * 4;
+      const embed = c.vocabSize * c.hiddenSize * 4;
+      const expected = all - (expertBytes * (c.numExperts - c.topK)) / c.numExperts - (c.tieWordEmbeddings ? 0 : embed - c.hiddenSize * 4);
+      assert.equal(b.allWeights, all);
+      assert.ok(Math.abs(b.total - expected) < 1e-6, `${family}: ${b.total} vs ${expected}`);
+      assert.equal(b.lmHead, embed);
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

@@ -11,7 +11,8 @@ import { experimentCommand, EXPERIMENT_HELP } from './experiment-commands.js';
 import { predictCommand, PREDICT_HELP } from './predict-command.js';
 import { createCommand, CREATE_HELP } from './create-command.js';
 import { convertCommand, CONVERT_HELP } from './convert-command.js';
-import { trainCommand, evalCommand, inspectCommand, trainHelp, generateCommand, plotCommand, GENERATE_HELP, PLOT_HELP } from './train-commands.js';
+import { trainCommand, evalCommand, inspectCommand, trainHelp, plotCommand, PLOT_HELP } from './train-commands.js';
+import { generateCommand, benchDecodeCommand, GENERATE_HELP, BENCH_DECODE_HELP } from './generate-command.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
@@ -23,6 +24,7 @@ Commands:
   inspect DIR                                   parameters (total, active) and per-expert statistics
   create --arch A --preset tiny|small|1b --out DIR [--seed S]   random-init MoE decoder as an HF directory
   convert SRC DST --format hf|gguf [--dtype f32|f16|bf16|q8_0|q4_0]   HF directory / .gguf to HF or GGUF
+  generate --model DIR|FILE.gguf --prompt TEXT   stream a MoE LM's continuation (KV cache; --json, --show-routing)
   generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
   plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
   predict --checkpoint DIR --input FILE [--top N] [--json]   top classes of images (IDX, PNG, JSON)
@@ -30,6 +32,7 @@ Commands:
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
+  bench decode --model M [--json]               batch-1 prefill/decode tokens/s of a MoE LM vs the bandwidth floor
   info                                          backends, BLAS and threads in use
 
 Options:
@@ -54,6 +57,7 @@ warm-up run. The js backend runs every size by default (about a minute); --js-si
 
 GB/s of add, broadcast add, mul, exp, gelu, sum, softmax and layer norm on 4M float32 values,
 against a plain memory copy measured in the same run.`,
+  decode: BENCH_DECODE_HELP,
   'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128]
 
 The MoE layer at d=512, d_ff=2048, top-2 softmax, GELU experts, float32, T=4096 tokens: forward and
@@ -100,7 +104,7 @@ function backendsOption(flags: Map<string, string[]>): string[] | undefined {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels']));
+  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels', 'chat', 'show-routing']));
 
   const [cmd, sub] = args.positional;
   const help = args.flags.has('help');
@@ -113,6 +117,7 @@ async function main(argv: string[]): Promise<number> {
         throw new Error(`bench: unknown benchmark '${sub ?? ''}' (available: ${Object.keys(BENCH_HELP).join(', ')})`);
       }
       if (help) { console.log(BENCH_HELP[sub]); return 0; }
+      if (sub === 'decode') return benchDecodeCommand(args);
       const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'] };
       rejectUnknown(args, known[sub]!, `bench ${sub}`);
       warnSlowPath();

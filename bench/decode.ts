@@ -1,0 +1,140 @@
+// `moe bench decode`: batch-1 prefill and decode tokens/s of a MoE decoder, next to the floor set
+// by memory bandwidth (measured in the same run) and the bytes one decoded token must read.
+
+import { Rng, Tensor, ops } from '../src/index.js';
+import type { MoEDecoder } from '../src/models/moe-decoder.js';
+import type { KVCache } from '../src/nn/kv-cache.js';
+import { generate } from '../src/infer/generate.js';
+import { measure } from './timing.js';
+
+export interface ActiveBytes {
+  /** What one decode step must read: non-expert weights + k experts per MoE layer + embedding row + lm_head. */
+  total: number;
+  /** All weights, for comparison. */
+  allWeights: number;
+  experts: number;
+  nonExpert: number;
+  embeddingRow: number;
+  lmHead: number;
+}
+
+/**
+ * Bytes of weights one decoded token reads (as stored now: float32 unless the weights were swapped
+ * for quantised ones). The KV cache read is not included (it grows with the context; reported apart).
+ */
+export function activeBytesPerToken(model: MoEDecoder): ActiveBytes {
+  const c = model.config;
+  const bytesOf = (t: Tensor): number => t.data.byteLength;
+  const expertTensors = new Set<Tensor>();
+  for (const layer of model.layers) if (layer.moe) for (const w of [layer.moe.w1, layer.moe.w2, layer.moe.w3]) expertTensors.add(w);
+  let experts = 0;
+  let nonExpert = 0;
+  let all = 0;
+  for (const [, p] of model.namedParameters()) {
+    all += bytesOf(p);
+    if (p === model.embed || p === model.lmHead) continue;
+    // every expert's weights take the same bytes, and a token uses k of E of them
+    if (expertTensors.has(p)) experts += (bytesOf(p) * c.topK) / c.numExperts;
+    else nonExpert += bytesOf(p);
+  }
+  const lmHead = bytesOf(model.lmHead ?? model.embed);
+  // tied: the head reads the whole embedding matrix, which holds the row
+  const embeddingRow = model.lmHead ? bytesOf(model.embed) / c.vocabSize : 0;
+  return { total: experts + nonExpert + embeddingRow + lmHead, allWeights: all, experts, nonExpert, embeddingRow, lmHead };
+}
+
+export interface Bandwidth {
+  /** Read-only streaming (the backend's sum over a buffer far larger than the caches), GB/s. */
+  readGBs: number;
+  /** TypedArray copy, bytes read + written, GB/s. */
+  copyGBs: number;
+  bufferBytes: number;
+}
+
+/** Memory bandwidth now, on this machine: the best of a large read (the decode pattern) and a large copy. */
+export function measureBandwidth(bufferBytes = 512 * 1024 * 1024): Bandwidth {
+  const n = Math.floor(bufferBytes / 4);
+  const a = Tensor.empty([n]);
+  new Rng(0).fillUniform(a.data as Float32Array, -1, 1);
+  const read = measure(() => { ops.sum(a); }, { budgetMs: 1500, minRuns: 3, maxRuns: 10 });
+  const dst = new Float32Array(n);
+  const src = a.data as Float32Array;
+  const copy = measure(() => dst.set(src), { budgetMs: 1500, minRuns: 3, maxRuns: 10 });
+  return { readGBs: (4 * n) / (read.medianMs * 1e6), copyGBs: (8 * n) / (copy.medianMs * 1e6), bufferBytes: 4 * n };
+}
+
+export interface DecodeBenchOptions {
+  promptTokens?: number;
+  newTokens?: number;
+  seed?: number;
+  log?: (line: string) => void;
+}
+
+export interface DecodeBenchReport {
+  prefillTokensPerSec: number;
+  decodeTokensPerSec: number;
+  floorTokensPerSec: number;
+  bandwidthGBs: number;
+  activeBytesPerToken: number;
+  details: {
+    promptTokens: number;
+    newTokens: number;
+    readGBs: number;
+    copyGBs: number;
+    bytes: ActiveBytes;
+    /** KV cache bytes read per decoded token at the mean context of the run. */
+    kvBytesPerTokenMean: number;
+    /** decodeTokensPerSec / floorTokensPerSec. */
+    fractionOfFloor: number;
+    threads: string;
+  };
+}
+
+export function benchDecode(model: MoEDecoder, opts: DecodeBenchOptions = {}): DecodeBenchReport {
+  const log = opts.log ?? (() => {});
+  const c = model.config;
+  const P = opts.promptTokens ?? 64;
+  const N = opts.newTokens ?? 32;
+  if (!(Number.isInteger(P) && P >= 1)) throw new Error(`bench decode: --prompt-tokens must be a positive integer, got ${P}`);
+  if (!(Number.isInteger(N) && N >= 2)) throw new Error(`bench decode: --new-tokens must be an integer >= 2 (one prefill token plus decode steps), got ${N}`);
+  if (P + N > c.maxPositionEmbeddings) throw new Error(`bench decode: ${P} prompt + ${N} new tokens exceed the model's context of ${c.maxPositionEmbeddings}`);
+  const rng = new Rng(opts.seed ?? 0);
+  const prompt = Int32Array.from({ length: P }, () => rng.int(c.vocabSize));
+  const bytes = activeBytesPerToken(model);
+  log(`active bytes per decoded token: ${(bytes.total / 1e6).toFixed(2)} MB (experts ${(bytes.experts / 1e6).toFixed(2)}, other ${(bytes.nonExpert / 1e6).toFixed(2)}, lm_head ${(bytes.lmHead / 1e6).toFixed(2)}) of ${(bytes.allWeights / 1e6).toFixed(1)} MB of weights`);
+  // warm-up: first-call costs (kernel setup, page faults on the weights) out of the timed run
+  generate<KVCache>(model, prompt.subarray(0, Math.min(P, 8)), { maxNewTokens: 2 });
+  // greedy; no EOS, so every run decodes exactly N tokens
+  const run = generate<KVCache>(model, prompt, { maxNewTokens: N });
+  const prefill = run.prefillTokensPerSec;
+  const decode = run.decodeTokensPerSec ?? 0;
+  log(`prefill ${P} tokens: ${prefill.toFixed(1)} tokens/s; decode ${N - 1} steps: ${decode.toFixed(2)} tokens/s`);
+  const bw = measureBandwidth();
+  const bandwidthGBs = Math.max(bw.readGBs, bw.copyGBs);
+  log(`memory bandwidth: read ${bw.readGBs.toFixed(1)} GB/s, copy ${bw.copyGBs.toFixed(1)} GB/s (${(bw.bufferBytes / 2 ** 20).toFixed(0)} MiB buffers)`);
+  const floor = (bandwidthGBs * 1e9) / bytes.total;
+  const kvPerPos = 2 * c.numLayers * c.numKVHeads * c.headDim * 4;
+  return {
+    prefillTokensPerSec: prefill,
+    decodeTokensPerSec: decode,
+    floorTokensPerSec: floor,
+    bandwidthGBs,
+    activeBytesPerToken: bytes.total,
+    details: {
+      promptTokens: P, newTokens: N, readGBs: bw.readGBs, copyGBs: bw.copyGBs, bytes,
+      kvBytesPerTokenMean: kvPerPos * (P + N / 2),
+      fractionOfFloor: decode / floor,
+      threads: process.env['MOE_NATIVE_THREADS'] ?? 'default',
+    },
+  };
+}
+
+export function formatDecodeReport(r: DecodeBenchReport): string {
+  const d = r.details;
+  return [
+    `prefill (${d.promptTokens} tokens, batch 1): ${r.prefillTokensPerSec.toFixed(1)} tokens/s`,
+    `decode (${d.newTokens - 1} steps, batch 1):   ${r.decodeTokensPerSec.toFixed(2)} tokens/s`,
+    `floor: ${r.floorTokensPerSec.toFixed(1)} tokens/s = ${r.bandwidthGBs.toFixed(1)} GB/s / ${(r.activeBytesPerToken / 1e6).toFixed(2)} MB per token`,
+    `decode is ${(100 * d.fractionOfFloor).toFixed(1)}% of the floor (KV cache adds ~${(d.kvBytesPerTokenMean / 1e6).toFixed(2)} MB per token at the mean context, not in the floor)`,
+  ].join('\n');
+}

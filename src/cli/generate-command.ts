@@ -1,0 +1,189 @@
+// `moe generate` (an HF directory or GGUF file, or a byte-level LM checkpoint) and `moe bench decode`.
+
+import { rejectUnknown, type ParsedArgs } from './args.js';
+import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP } from './train-commands.js';
+import { loadLM } from '../models/load-lm.js';
+import type { KVCache } from '../nn/kv-cache.js';
+import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js';
+import { generate, type RoutingEvent } from '../infer/generate.js';
+import { benchDecode, formatDecodeReport } from '../../bench/decode.js';
+
+export const GENERATE_HELP = `moe generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
+             [--temperature T] [--top-k K] [--top-p P] [--seed S] [--max-context N] [--chat] [--json] [--show-routing]
+
+Loads an HF MoE model directory (config.json, safetensors, tokenizer.json) or a GGUF file and
+streams the continuation of the prompt to stdout as it is generated: the prompt is run in one
+forward (prefill), then one KV-cached forward per new token, until an end-of-sequence token or N
+new tokens (default 128). Timing (prefill and decode tokens/s) goes to stderr.
+  --prompt TEXT       encoded with the model's tokenizer.json
+  --prompt-ids LIST   token ids, comma separated (no tokenizer needed); an empty prompt starts from BOS
+  --chat              wrap the prompt as one user message in the tokenizer's chat template
+  --temperature T     0 (default) = greedy; otherwise sample from softmax(logits / T)
+  --top-k K --top-p P keep the K most likely tokens, then the smallest set of mass >= P
+  --seed S            the same seed gives the same tokens (default 0)
+  --max-context N     KV cache positions (default: the model's max_position_embeddings); a longer
+                      prompt is refused
+  --show-routing      each token's experts (and gate weights) in every MoE layer, on stderr
+  --json              print one JSON object: {"ids", "text", "prefillTokensPerSec", "decodeTokensPerSec"}
+                      (with --show-routing also "routing": per position, per MoE layer, the experts)
+
+The byte-level LM of moe train keeps its own form:
+${BYTE_LM_HELP}`;
+
+const OPTIONS = ['model', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
+
+function numberFlag(args: ParsedArgs, key: string, check: (v: number) => boolean, what: string): number | undefined {
+  const raw = args.flags.get(key)?.[0];
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (raw.trim() === '' || !check(v)) throw new Error(`generate: --${key} ${raw}: expected ${what}`);
+  return v;
+}
+
+export function parsePromptIds(raw: string): number[] {
+  if (raw.trim() === '') return [];
+  return raw.split(',').map((s, i) => {
+    const v = Number(s.trim());
+    if (s.trim() === '' || !Number.isInteger(v) || v < 0) throw new Error(`generate: --prompt-ids: item ${i} '${s}' is not a non-negative integer`);
+    return v;
+  });
+}
+
+export async function generateCommand(args: ParsedArgs): Promise<number> {
+  if (args.flags.has('checkpoint')) return byteLMGenerateCommand(args);
+  rejectUnknown(args, OPTIONS, 'generate');
+  const path = args.flags.get('model')?.[0];
+  if (!path) throw new Error('generate: --model DIR|FILE.gguf is required (or --checkpoint DIR for a byte-level LM from moe train)');
+  const promptText = args.flags.get('prompt')?.[0];
+  const promptIdsRaw = args.flags.get('prompt-ids')?.[0];
+  if ((promptText === undefined) === (promptIdsRaw === undefined)) throw new Error('generate: give exactly one of --prompt TEXT and --prompt-ids 1,2,3');
+  const maxNewTokens = numberFlag(args, 'max-new-tokens', (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer') ?? 128;
+  const temperature = numberFlag(args, 'temperature', (v) => Number.isFinite(v) && v >= 0, 'a number >= 0') ?? 0;
+  const topK = numberFlag(args, 'top-k', (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer (0 = off)') ?? 0;
+  const topP = numberFlag(args, 'top-p', (v) => v > 0 && v <= 1, 'a number in (0, 1]') ?? 1;
+  const seed = numberFlag(args, 'seed', Number.isInteger, 'an integer') ?? 0;
+  const maxContext = numberFlag(args, 'max-context', (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
+  const json = args.flags.has('json');
+  const chat = args.flags.has('chat');
+  const showRouting = args.flags.has('show-routing');
+
+  const t0 = performance.now();
+  const lm = await loadLM(path);
+  for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
+  const tok: LoadedTokenizer | null = lm.tokenizerJson ? loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {}) : null;
+  const loadMs = performance.now() - t0;
+  const V = lm.model.config.vocabSize;
+
+  let promptIds: number[];
+  if (promptIdsRaw !== undefined) {
+    if (chat) throw new Error('generate: --chat needs --prompt TEXT (the template is text)');
+    promptIds = parsePromptIds(promptIdsRaw);
+  } else {
+    if (!tok) throw new Error(`generate: ${path} has no tokenizer.json, so --prompt TEXT cannot be encoded; give --prompt-ids`);
+    if (chat) {
+      if (!tok.hasChatTemplate) throw new Error(`generate: --chat: ${path} has no chat_template in tokenizer_config.json`);
+      promptIds = [...tok.encode(tok.applyChatTemplate([{ role: 'user', content: promptText! }], { addGenerationPrompt: true }))];
+    } else {
+      promptIds = [...tok.encode(promptText!, { addSpecialTokens: true })];
+    }
+  }
+  if (tok && tok.vocabSize > V) process.stderr.write(`moe: the tokenizer has ${tok.vocabSize} ids, the model's vocabulary ${V}\n`);
+
+  const stream = tok?.streamDecoder({ skipSpecialTokens: true }) ?? null;
+  const routing = new Map<number, Array<{ layer: number; experts: number[]; weights: number[] }>>();
+  const onRouting = (e: RoutingEvent): void => {
+    const k = lm.model.config.topK;
+    const T = e.expertIndices.length / k;
+    for (let t = 0; t < T; t++) {
+      const list = routing.get(e.start + t) ?? [];
+      list.push({ layer: e.layer, experts: [...e.expertIndices.subarray(t * k, (t + 1) * k)], weights: [...e.expertWeights.subarray(t * k, (t + 1) * k)] });
+      routing.set(e.start + t, list);
+    }
+  };
+  const result = generate<KVCache>(lm.model, promptIds, {
+    maxNewTokens,
+    sampler: { temperature, topK, topP, seed },
+    eosIds: tok?.eosIds.filter((id) => id < V) ?? [],
+    bosId: tok?.bosId ?? null,
+    ...(maxContext !== undefined ? { maxContext } : {}),
+    onWarning: (m) => process.stderr.write(`moe: ${m}\n`),
+    ...(showRouting ? { onRouting } : {}),
+  }, (id, i) => {
+    if (!json) process.stdout.write(stream ? stream.push(id) : `${i ? ' ' : ''}${id}`);
+  });
+
+  const text = tok ? tok.decode(result.ids, { skipSpecialTokens: true }) : '';
+  if (json) {
+    const out: Record<string, unknown> = {
+      ids: [...result.ids],
+      text,
+      prefillTokensPerSec: result.prefillTokensPerSec,
+      decodeTokensPerSec: result.decodeTokensPerSec,
+    };
+    if (showRouting) {
+      const ordered = [...routing.keys()].sort((a, b) => a - b);
+      out['routing'] = ordered.map((pos) => ({ position: pos, layers: routing.get(pos)! }));
+    }
+    console.log(JSON.stringify(out));
+    return 0;
+  }
+  if (stream) process.stdout.write(stream.flush());
+  process.stdout.write('\n');
+  if (showRouting) {
+    // per position: the token fed there and the experts it went to (the last new token is never fed)
+    const all = [...result.promptIds, ...result.ids];
+    const shown = (id: number): string => (tok ? JSON.stringify(tok.decode([id])) : String(id));
+    for (const pos of [...routing.keys()].sort((a, b) => a - b)) {
+      const parts = routing.get(pos)!.map((l) => `L${l.layer} ${l.experts.map((e, i) => `${e}:${l.weights[i]!.toFixed(2)}`).join(' ')}`);
+      process.stderr.write(`[${pos}] ${shown(all[pos]!)}  ${parts.join(' | ')}\n`);
+    }
+  }
+  const dec = result.decodeTokensPerSec;
+  process.stderr.write(
+    `moe: loaded in ${(loadMs / 1000).toFixed(2)} s; prefill ${result.promptIds.length} tokens at ${result.prefillTokensPerSec.toFixed(1)} tokens/s; ` +
+    `decode ${Math.max(result.ids.length - 1, 0)} tokens at ${dec === null ? 'n/a' : dec.toFixed(1)} tokens/s; stop: ${result.stopReason}\n`,
+  );
+  return 0;
+}
+
+export const BENCH_DECODE_HELP = `moe bench decode --model DIR|FILE.gguf [--json] [--prompt-tokens 64] [--new-tokens 32] [--seed S]
+
+Batch-1 prefill and decode tokens/s of a MoE decoder (random prompt ids, greedy, KV cache), and in
+the same run the memory bandwidth (a 512 MiB read and copy) and the weight bytes one decoded token
+reads (non-expert weights + k experts per MoE layer + the embedding row + lm_head). The floor,
+bandwidth / active bytes, is the decode speed a memory-bound implementation cannot beat.
+--json prints {"prefillTokensPerSec", "decodeTokensPerSec", "floorTokensPerSec", "bandwidthGBs",
+"activeBytesPerToken"}.`;
+
+export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
+  rejectUnknown(args, ['model', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
+  const path = args.flags.get('model')?.[0];
+  if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
+  const int = (key: string, min: number): number | undefined => {
+    const raw = args.flags.get(key)?.[0];
+    if (raw === undefined) return undefined;
+    const v = Number(raw);
+    if (!Number.isInteger(v) || v < min) throw new Error(`bench decode: --${key} ${raw}: expected an integer >= ${min}`);
+    return v;
+  };
+  const promptTokens = int('prompt-tokens', 1);
+  const newTokens = int('new-tokens', 2);
+  const seed = int('seed', 0);
+  const log = (l: string): void => { process.stderr.write(`${l}\n`); };
+  const t0 = performance.now();
+  const lm = await loadLM(path);
+  log(`loaded ${path} (${lm.model.config.family}) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  const report = benchDecode(lm.model, {
+    ...(promptTokens !== undefined ? { promptTokens } : {}),
+    ...(newTokens !== undefined ? { newTokens } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+    log,
+  });
+  if (args.flags.has('json')) {
+    const { prefillTokensPerSec, decodeTokensPerSec, floorTokensPerSec, bandwidthGBs, activeBytesPerToken } = report;
+    console.log(JSON.stringify({ prefillTokensPerSec, decodeTokensPerSec, floorTokensPerSec, bandwidthGBs, activeBytesPerToken }));
+  } else {
+    console.log(formatDecodeReport(report));
+  }
+  return 0;
+}
