@@ -130,6 +130,51 @@ describe('KV cache', () => {
   });
 });
 
+describe('edge cases of routing', () => {
+  test('one expert (E = 1, k = 1) equals a dense SwiGLU layer with the same weights', () => {
+    const base = presetConfig('qwen3_moe', 'tiny');
+    const moeCfg: MoEDecoderConfig = { ...base, numExperts: 1, topK: 1, denseLayers: [], denseIntermediateSize: 0 };
+    const denseCfg: MoEDecoderConfig = { ...moeCfg, denseLayers: [0, 1, 2, 3], denseIntermediateSize: base.moeIntermediateSize };
+    const a = memoryModel(moeCfg);
+    const b = new MoEDecoder(denseCfg);
+    const pa = new Map(a.namedParameters());
+    for (const [name, p] of b.namedParameters()) if (pa.has(name)) p.data.set(pa.get(name)!.data);
+    const d = base.hiddenSize;
+    const h = base.moeIntermediateSize;
+    for (const [l, layer] of b.layers.entries()) {
+      const moe = a.layers[l]!.moe!;
+      const mlp = layer.mlp!;
+      // stacked [1, in, out] -> HF [out, in]
+      for (let i = 0; i < d; i++) {
+        for (let j = 0; j < h; j++) {
+          mlp.gate.data[j * d + i] = moe.w1.data[i * h + j]!;
+          mlp.up.data[j * d + i] = moe.w3.data[i * h + j]!;
+          mlp.down.data[i * h + j] = moe.w2.data[j * d + i]!;
+        }
+      }
+    }
+    const ids = Int32Array.from([3, 1, 4, 1, 5, 9]);
+    assert.ok(maxDiff(noGrad(() => a.forward(ids)).data, noGrad(() => b.forward(ids)).data) < 1e-5);
+  });
+
+  test('every expert chosen (k = E): gates sum to 1 and cached decoding matches', () => {
+    const c: MoEDecoderConfig = { ...presetConfig('mixtral', 'tiny'), numExperts: 4, topK: 4 };
+    const model = memoryModel(c);
+    const sums: number[] = [];
+    model.onRouting = (_l, idx, w) => {
+      assert.equal(idx.length % 4, 0);
+      for (let t = 0; t < w.length / 4; t++) sums.push(w[4 * t]! + w[4 * t + 1]! + w[4 * t + 2]! + w[4 * t + 3]!);
+    };
+    const ids = Int32Array.from([7, 8, 9, 10, 11]);
+    const full = noGrad(() => model.forward(ids)).data;
+    assert.ok(sums.every((s) => Math.abs(s - 1) < 1e-6));
+    const cache = model.newCache(8);
+    model.forward(ids.subarray(0, 2), cache);
+    model.forward(ids.subarray(2, 4), cache);
+    assert.ok(maxDiff(model.forward(ids.subarray(4), cache).data, full.subarray(4 * c.vocabSize)) < 2e-5);
+  });
+});
+
 describe('decode reads only the chosen experts', () => {
   for (const fam of ['mixtral', 'olmoe'] as const) {
     test(`${fam}: poisoning every expert a token did not choose (NaN) leaves its logits unchanged`, () => {

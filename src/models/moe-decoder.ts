@@ -228,8 +228,11 @@ export class MoEDecoder extends Module {
     this.lmHead = config.tieWordEmbeddings ? null : this.param('lmHead', zeros([V, d]));
   }
 
-  /** A cache sized for this model (default capacity: maxPositionEmbeddings). */
-  newCache(maxLen = this.config.maxPositionEmbeddings): KVCache {
+  /**
+   * A cache sized for this model. Default capacity: maxPositionEmbeddings up to 4096 positions
+   * (real configs say 32768 and more, gigabytes of cache that a short generation never uses).
+   */
+  newCache(maxLen = Math.min(this.config.maxPositionEmbeddings, 4096)): KVCache {
     const c = this.config;
     return new KVCache({ numLayers: c.numLayers, maxLen, numKVHeads: c.numKVHeads, headDim: c.headDim });
   }
