@@ -350,3 +350,45 @@ test('moe convert: HF -> GGUF -> HF gives the same logits bit for bit (F32) for 
   await err(['convert', join(dir, 'nothing'), join(dir, 'x.gguf'), '--format', 'gguf'], /does not exist/);
   await err(['convert', hf, join(dir, 'x.gguf'), '--format', 'gguf', '--dtype', 'q5_k'], /--dtype 'q5_k' is not one of/);
 });
+
+/** Rewrites a GGUF with the same metadata, each tensor replaced by what `map` makes of it (name, type, row-major shape, bytes). */
+async function rewrite(src: string, dst: string, map: (t: { name: string; type: number; shape: number[]; data: Uint8Array }) => Array<{ name: string; type: number; shape: number[]; data: Uint8Array }>): Promise<void> {
+  const f = await GGUFFile.open(src);
+  try {
+    const tensors = [...f.tensors.values()].flatMap((t) => map({ name: t.name, type: t.type, shape: t.shape, data: f.readBytes(t) }));
+    writeGGUFFile(dst, [...f.metadata.entries()], tensors);
+  } finally {
+    f.close();
+  }
+}
+
+test('files as llama.cpp also writes them: Mixtral with one tensor per expert, Qwen2 shared-expert gate as [hidden]', async () => {
+  const m = tinyModel('mixtral', 9);
+  const stacked = join(dir, 'mix-stacked.gguf');
+  writeGGUF(stacked, { config: m.config, tensors: m.tensors });
+  const split = join(dir, 'mix-split.gguf');
+  await rewrite(stacked, split, (t) => {
+    const e = /^(blk\.\d+)\.ffn_(gate|up|down)_exps\.weight$/.exec(t.name);
+    if (!e) return [t];
+    const per = t.data.length / t.shape[0]!;
+    return Array.from({ length: t.shape[0]! }, (_, x) => ({ name: `${e[1]}.ffn_${e[2]}.${x}.weight`, type: t.type, shape: t.shape.slice(1), data: t.data.subarray(x * per, (x + 1) * per) }));
+  });
+  const r = await readGGUFAsHF(split);
+  try {
+    for (const [name, data] of m.tensors) assert.deepEqual(bits(r.source.read(name)), bits(data), name);
+  } finally {
+    r.source.close();
+  }
+  const q = tinyModel('qwen2_moe', 10);
+  const a = join(dir, 'qwen2-shexp.gguf');
+  writeGGUF(a, { config: q.config, tensors: q.tensors });
+  const b = join(dir, 'qwen2-shexp-1d.gguf');
+  await rewrite(a, b, (t) => [/ffn_gate_inp_shexp/.test(t.name) ? { ...t, shape: [H] } : t]);
+  const rq = await readGGUFAsHF(b);
+  try {
+    assert.deepEqual(rq.source.info('model.layers.1.mlp.shared_expert_gate.weight').shape, [1, H]);
+    assert.deepEqual(bits(rq.source.read('model.layers.1.mlp.shared_expert_gate.weight')), bits(q.tensors.find(([n]) => n === 'model.layers.1.mlp.shared_expert_gate.weight')![1]));
+  } finally {
+    rq.source.close();
+  }
+});

@@ -220,13 +220,13 @@ export function ggufToHF(family: HFModelType, gguf: string): { name: (expert: nu
   if (!m) return null;
   const [, l, rest] = m as unknown as [string, string, string];
   for (const [h, g] of layerPairs(family)) if (g === rest) return { name: () => `model.layers.${l}.${h}`, stacked: false };
+  const moe = family === 'mixtral' ? 'block_sparse_moe' : 'mlp';
+  const w = (p: ExpertProj): string => (family === 'mixtral' ? MIXTRAL_W[p] : `${p}_proj`);
   const e = /^ffn_(gate|up|down)_exps\.weight$/.exec(rest);
-  if (e) {
-    const p = e[1] as ExpertProj;
-    const moe = family === 'mixtral' ? 'block_sparse_moe' : 'mlp';
-    const w = family === 'mixtral' ? MIXTRAL_W[p] : `${p}_proj`;
-    return { name: (x) => `model.layers.${l}.${moe}.experts.${x}.${w}.weight`, stacked: true };
-  }
+  if (e) return { name: (x) => `model.layers.${l}.${moe}.experts.${x}.${w(e[1] as ExpertProj)}.weight`, stacked: true };
+  // Older llama.cpp Mixtral files keep one tensor per expert: blk.N.ffn_gate.E.weight.
+  const old = family === 'mixtral' ? /^ffn_(gate|up|down)\.(\d+)\.weight$/.exec(rest) : null;
+  if (old) return { name: () => `model.layers.${l}.${moe}.experts.${old[2]}.${w(old[1] as ExpertProj)}.weight`, stacked: false };
   return null;
 }
 

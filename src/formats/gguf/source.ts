@@ -66,7 +66,9 @@ export class GGUFTensorSource implements TensorSource {
         const [e, out, inn] = t.shape as [number, number, number];
         for (let x = 0; x < e; x++) this.entries.set(map.name(x), { tensor: t, expert: x, shape: [out, inn], permuteHeads: 0 });
       } else {
-        this.entries.set(map.name(0), { tensor: t, expert: null, shape: t.shape.slice(), permuteHeads });
+        // llama.cpp may store Qwen2's shared-expert gate as [hidden]; HF's is [1, hidden].
+        const shape = /\.ffn_gate_inp_shexp\.weight$/.test(t.name) && t.shape.length === 1 ? [1, t.shape[0]!] : t.shape.slice();
+        this.entries.set(map.name(0), { tensor: t, expert: null, shape, permuteHeads });
       }
     }
   }
