@@ -105,7 +105,7 @@ test('preprocess reapplies the training preprocessing bit for bit (normalised an
   }
 });
 
-test('loadModel works without optimizer.safetensors and refuses NaN weights by name', { skip }, () => {
+test('loadModel works without optimizer.safetensors; a missing or empty directory is named', { skip }, () => {
   const shared = join(dir, 'shared');
   cpSync(runDir, shared, { recursive: true });
   unlinkSync(join(shared, 'checkpoint', 'optimizer.safetensors'));
@@ -113,11 +113,6 @@ test('loadModel works without optimizer.safetensors and refuses NaN weights by n
   const ref = loadModel(runDir);
   assert.deepEqual(m.logits(m.preprocess(images))[0]!.toFlatList(), ref.logits(ref.preprocess(images))[0]!.toFlatList());
 
-  const bad = join(dir, 'nan');
-  const w = ref.model.namedParameters()[0]!;
-  w[1].data[3] = NaN;
-  saveCheckpoint(bad, { model: ref.model, config: ref.config });
-  assert.throws(() => loadModel(bad), new RegExp(`'${w[0].replace(/\./g, '\\.')}'.*NaN`), 'the error names the tensor');
   assert.throws(() => loadModel(join(dir, 'missing')), /loadModel: .*missing does not exist/);
   assert.throws(() => loadModel(dir), /holds no checkpoint/);
 });
