@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { availableBackends, Rng, Tensor, withBackend } from '../src/index.js';
 import {
-  BLOCK_BYTES, QuantWeight, dequantize, dequantizeArray, floatToHalf, halfToFloat, quantGroupedMatmul, quantMatmul, quantize,
+  BLOCK_BYTES, QuantWeight, dequantize, quantWeightFromRaw, stackQuantWeights, dequantizeArray, floatToHalf, halfToFloat, quantGroupedMatmul, quantMatmul, quantize,
   quantizeArray, type QuantType,
 } from '../src/infer/quant/index.js';
 import { nativeQuantSimd } from '../src/backends/native/index.js';
@@ -266,4 +266,18 @@ test('every native block-dot variant this CPU has matches the js reference bit f
     assert.ok(out.exact, `${out.simd} (asked ${simd}) differs from js on exact data`);
     if (out.simd === 'scalar') assert.equal(out.scalarBitExactOnRandom, true, 'the scalar path follows the js order exactly');
   }
+});
+
+test('stacked experts from per-expert raw blocks: stack + grouped product equals per-expert products', () => {
+  const rng = new Rng(21);
+  const ws = [0, 1, 2].map(() => quantize(rand(rng, 8 * 64, 0.1), [8, 64], 'q4_0'));
+  const raw = ws.map((w) => quantWeightFromRaw({ dtype: 'Q4_0', shape: [...w.shape], data: w.data }));
+  const st = stackQuantWeights(raw);
+  assert.deepEqual([...st.shape], [3, 8, 64]);
+  const x = new Tensor(rand(rng, 4 * 64), [4, 64]);
+  const y = quantGroupedMatmul(x, st, Int32Array.from([1, 0, 3]));
+  assert.deepEqual([...y.data.subarray(0, 8)], [...quantMatmul(new Tensor((x.data as Float32Array).slice(0, 64), [1, 64]), ws[0]!).data]);
+  assert.deepEqual([...y.data.subarray(8)], [...quantMatmul(new Tensor((x.data as Float32Array).slice(64), [3, 64]), ws[2]!).data]);
+  assert.throws(() => quantWeightFromRaw({ dtype: 'F16', shape: [8, 64], data: new Uint8Array(1024) }), /F16 is not a block format/);
+  assert.throws(() => stackQuantWeights([ws[0]!, quantize(new Float32Array(64), [2, 32], 'q4_0')]), /weight 1 is q4_0 \[2, 32\]/);
 });

@@ -47,3 +47,24 @@ export function quantize(values: Float32Array, shape: readonly number[], type: Q
 export function dequantize(w: QuantWeight): Float32Array {
   return dequantizeArray(w.type, w.data, w.size);
 }
+
+/** A QuantWeight from stored blocks, e.g. a GGUF source's readRaw(name) ({ dtype: 'Q8_0' | 'Q4_0', shape, data }). */
+export function quantWeightFromRaw(raw: { dtype: string; shape: readonly number[]; data: Uint8Array }): QuantWeight {
+  const type = raw.dtype.toLowerCase();
+  if (type !== 'q8_0' && type !== 'q4_0') throw new Error(`quantWeightFromRaw: stored type ${raw.dtype} is not a block format (Q8_0, Q4_0)`);
+  return new QuantWeight(type, raw.shape.slice(), raw.data);
+}
+
+/** Stacks same-shaped [out, in] weights of one type into [E, out, in] (the expert layout of quantGroupedMatmul). */
+export function stackQuantWeights(ws: readonly QuantWeight[]): QuantWeight {
+  if (ws.length === 0) throw new Error('stackQuantWeights: no weights');
+  const first = ws[0]!;
+  for (const [i, w] of ws.entries()) {
+    if (w.type !== first.type || w.shape.length !== first.shape.length || w.shape.some((d, j) => d !== first.shape[j])) {
+      throw new Error(`stackQuantWeights: weight ${i} is ${w.type} ${shapeStr(w.shape)}, weight 0 is ${first.type} ${shapeStr(first.shape)}`);
+    }
+  }
+  const data = new Uint8Array(first.bytes * ws.length);
+  ws.forEach((w, i) => data.set(w.data, i * first.bytes));
+  return new QuantWeight(first.type, [ws.length, ...first.shape], data);
+}
