@@ -12,6 +12,7 @@ import { floatToBF16, floatToF16 } from '../src/formats/hf/encode.js';
 import { createRandomHFDir, parameterCount, presetConfig } from '../src/models/moe-decoder-create.js';
 import { fromHF, toHF } from '../src/models/moe-decoder-hf.js';
 import { loadLM } from '../src/models/load-lm.js';
+import { writeGGUF } from '../src/formats/gguf/index.js';
 import { run } from '../src/cli/cli.js';
 import type { MoEFamily } from '../src/models/moe-decoder.js';
 
@@ -251,6 +252,24 @@ describe('bad files name the file and the tensor', () => {
     bad({ num_key_value_heads: 3 }, /numKVHeads = 3 must divide numHeads = 4/);
     bad({ vocab_size: undefined }, /required field vocab_size is missing/);
   });
+
+  for (const fam of FAMILIES) {
+    test(`loadLM reads a ${fam} .gguf (F32) to the same logits as the HF directory it was written from`, async () => {
+      const a = sub(`gguf-src-${fam}`);
+      createRandomHFDir({ family: fam, preset: 'tiny', out: a, seed: 9 });
+      const hf = await loadLM(a);
+      const g = sub(`tiny-${fam}.gguf`);
+      writeGGUF(g, { ...toHF(hf.model), dtype: 'f32', tokenizerJson: hf.tokenizerJson, tokenizerConfig: hf.tokenizerConfig });
+      const gg = await loadLM(g);
+      assert.equal(gg.source, 'gguf');
+      const ids = Int32Array.from([256, 40, 41, 42, 43, 44, 45, 46]);
+      const x = noGrad(() => hf.model.forward(ids)).data;
+      const y = noGrad(() => gg.model.forward(ids)).data;
+      let m = 0;
+      for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
+      assert.ok(m < 1e-5, `GGUF vs HF logits differ by ${m}`);
+    });
+  }
 
   test('loadLM: missing path, a file that is not .gguf', async () => {
     await assert.rejects(loadLM(sub('nothing-here')), /no such file or directory/);

@@ -2,6 +2,7 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { openHFDir } from '../formats/hf/index.js';
+import { readGGUFAsHF } from '../formats/gguf/index.js';
 import type { HFConfig } from '../formats/hf/config.js';
 import type { TensorSource } from '../formats/tensor-source.js';
 import { fromHF } from './moe-decoder-hf.js';
@@ -25,27 +26,12 @@ interface Opened {
   warnings?: string[];
 }
 
-// Resolved at run time, so this file compiles and works (for directories) whether or not the GGUF
-// reader is present in the tree.
-const GGUF_MODULE = '../formats/gguf/index.js';
-
-async function openGGUF(path: string): Promise<Opened> {
-  let mod: { readGGUFAsHF?: (p: string) => Promise<Opened> };
-  try {
-    mod = (await import(GGUF_MODULE)) as typeof mod;
-  } catch (e) {
-    throw new Error(`${path}: GGUF loading not available yet (${(e as Error).message})`);
-  }
-  if (typeof mod.readGGUFAsHF !== 'function') throw new Error(`${path}: GGUF loading not available yet`);
-  return mod.readGGUFAsHF(path);
-}
-
 /** A directory -> HF reader; a .gguf file -> GGUF reader (HF names and layouts). Weights are read one tensor at a time. */
 export async function loadLM(pathOrDir: string): Promise<LoadedLM> {
   if (!existsSync(pathOrDir)) throw new Error(`${pathOrDir}: no such file or directory (expected an HF model directory or a .gguf file)`);
   const isDir = statSync(pathOrDir).isDirectory();
   if (!isDir && !pathOrDir.toLowerCase().endsWith('.gguf')) throw new Error(`${pathOrDir}: not a directory and not a .gguf file`);
-  const opened: Opened = isDir ? openHFDir(pathOrDir) : await openGGUF(pathOrDir);
+  const opened: Opened = isDir ? openHFDir(pathOrDir) : await readGGUFAsHF(pathOrDir);
   try {
     const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`);
     return { model, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig, source: isDir ? 'hf' : 'gguf', warnings: opened.warnings ?? [] };
