@@ -19,7 +19,8 @@ const HELP = `moe: Mixture-of-Experts in TypeScript
 Usage: moe <command> [options]
 
 Commands:
-  train --config FILE [--set k=v] [--resume DIR] [--out DIR]   train a model; ends with the test accuracy
+  train --config FILE [--set k=v] [--out DIR] [--force]   train a model; ends with the test accuracy
+  train --resume RUN [--set k=v] [--out NEW_DIR]   continue a run from its checkpoint
   eval --checkpoint DIR [--split test|val]      evaluate a checkpoint
   inspect DIR                                   parameters (total, active) and per-expert statistics
   create --arch A --preset tiny|small|1b --out DIR [--seed S]   random-init MoE decoder as an HF directory
@@ -104,7 +105,7 @@ function backendsOption(flags: Map<string, string[]>): string[] | undefined {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels', 'chat', 'show-routing']));
+  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels', 'force', 'chat', 'show-routing']));
 
   const [cmd, sub] = args.positional;
   const help = args.flags.has('help');

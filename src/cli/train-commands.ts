@@ -1,16 +1,17 @@
 // `moe train`, `moe eval` and `moe inspect`.
 
-import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { generate, type ByteLM } from '../models/lm.js';
 import { encodeBytes } from '../data/text.js';
 import { lineChart, writePlot } from '../report/plot.js';
+import { fsErrorMessage } from '../io/atomic.js';
 import { loadRunConfig, describeRunConfig, validateRun, applySets } from '../config/run.js';
 import { modelNames, modelSpec } from '../models/registry.js';
 import { describe } from '../config/schema.js';
 import { buildRunModel, loadImageData, makeTask, resolveCheckpointDir, runTraining } from '../train/run.js';
+import { resolveResume } from '../train/rundir.js';
 import { loadCheckpoint, loadModelWeights } from '../train/checkpoint.js';
 import { noGrad } from '../tensor/autograd.js';
 import { BatchIterator } from '../data/batches.js';
@@ -19,14 +20,20 @@ import { combineSums } from '../moe/select.js';
 import { MoELayer, activeParameterCount } from '../moe/layer.js';
 import type { TaskBatch } from '../train/trainer.js';
 
-export const TRAIN_HELP = `moe train --config FILE [--set section.key=value ...] [--resume DIR] [--out DIR]
+export const TRAIN_HELP = `moe train --config FILE [--set section.key=value ...] [--out DIR] [--force]
+moe train --resume RUN [--set section.key=value ...] [--out NEW_DIR]
 
 Trains a model from a JSON config (see configs/). Unknown keys and wrong types are errors that
 name the key. --set overrides one value (repeatable), e.g. --set optim.lr=3e-4 --set
-model.numExperts=32. --resume DIR continues a run from its checkpoint (same config, same
-losses as an uninterrupted run); --out DIR chooses the output directory (default runs/<name>),
-which receives config.json, metrics.jsonl (one JSON object per step and per evaluation) and the
-checkpoint (model.safetensors, optimizer.safetensors, state.json) after every epoch.
+model.numExperts=32. --out DIR chooses the run directory (default runs/<name>), which receives
+config.json, metrics.jsonl (one JSON object per step and per evaluation) and the checkpoint
+(model.safetensors, optimizer.safetensors, state.json) after every epoch. A new run refuses a
+non-empty directory; --force replaces the run there. One process at a time writes a run
+directory (a lock file, .moe.lock, names it).
+--resume RUN continues a run from its checkpoint with its saved config (same losses as an
+uninterrupted run; --set may change values, e.g. train.epochs; a warmup schedule keeps its
+original length); its metrics.jsonl is first cut back to the checkpoint. With --out NEW_DIR the
+run continues in NEW_DIR and RUN is left as it was.
 A progress bar shows steps, ETA, loss, accuracy and router statistics on a terminal; plain lines
 otherwise. Ends with the test accuracy.
 
@@ -47,23 +54,59 @@ function formatMetrics(r: Record<string, number>): string {
   return Object.entries(r).map(([k, v]) => `${k} ${k.endsWith('accuracy') ? `${(100 * v).toFixed(2)}%` : v.toFixed(4)}`).join(', ');
 }
 
+/** Dotted keys whose values differ between two configs (for a refusal that says what would change). */
+function differingKeys(a: unknown, b: unknown, prefix = ''): string[] {
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (isObj(a) && isObj(b)) {
+    return [...new Set([...Object.keys(a), ...Object.keys(b)])].flatMap((k) => differingKeys(a[k], b[k], `${prefix}${k}.`));
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix.slice(0, -1)];
+}
+
 export async function trainCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['config', 'set', 'resume', 'out', 'help'], 'train');
+  rejectUnknown(args, ['config', 'set', 'resume', 'out', 'force', 'help'], 'train');
   const sets = args.flags.get('set') ?? [];
   const resume = args.flags.get('resume')?.[0];
   const configPath = args.flags.get('config')?.[0];
+  const outFlag = args.flags.get('out')?.[0];
+  const force = args.flags.has('force');
   if (!configPath && !resume) throw new Error('train: --config FILE is required (or --resume DIR)');
   let config;
+  let out: string;
   if (resume) {
-    const raw = loadCheckpoint(resolveCheckpointDir(resume)).config as Record<string, unknown>;
+    const where = resolveResume(resume);
+    const saved = loadCheckpoint(where.checkpointDir).config as Record<string, unknown>;
+    const raw = structuredClone(saved);
     applySets(raw, sets);
     config = validateRun(raw);
+    if (configPath) {
+      // a resumed run keeps the configuration it was started with; a --config that says the same is harmless
+      const given = loadRunConfig(configPath, sets);
+      const diff = differingKeys(given, config);
+      if (diff.length > 0) {
+        throw new Error(`train: --config ${configPath} differs from the configuration of the run being resumed (${join(where.checkpointDir, 'config.json')}) in ${diff.slice(0, 8).join(', ')}${diff.length > 8 ? ', ...' : ''}. `
+          + 'A resumed run keeps its configuration: drop --config and change values with --set (e.g. --set train.epochs=20), '
+          + `or start a new run with --config ${configPath} --out NEW_DIR`);
+      }
+    }
+    if (outFlag === undefined && where.runDir === null) {
+      throw new Error(`train: --resume ${resume} is a checkpoint directory outside a run directory; give --out DIR for the continued run`);
+    }
+    out = outFlag ?? where.runDir!;
+    if (force && resolve(out) === resolve(where.runDir ?? where.checkpointDir)) {
+      throw new Error('train: --force starts a new run over an old one and --resume continues it: give one of them');
+    }
   } else {
     config = loadRunConfig(configPath!, sets);
+    out = outFlag ?? join('runs', config.name);
   }
-  const out = args.flags.get('out')?.[0] ?? resume ?? join('runs', config.name);
   const log = (l: string) => process.stderr.write(`${l}\n`);
-  const r = await runTraining(config, { out, ...(resume ? { resume } : {}), log });
+  const r = await runTraining(config, { out, ...(resume ? { resume } : {}), ...(force ? { force } : {}), log });
+  if (r.nothingToDo) {
+    console.log(`${config.name}: ${resume} has already finished its ${config.train.epochs} epochs (step ${r.state.step}); nothing to do. `
+      + `To train longer: moe train --resume ${resume} --set train.epochs=${Math.max(config.train.epochs, r.state.epoch) + 1} (or more)`);
+    return 0;
+  }
   const test = r.test ? formatMetrics(r.test) : 'n/a';
   console.log(`${config.name}: ${r.state.step} steps in ${r.seconds.toFixed(1)} s; test ${test}; checkpoint in ${out}`);
   return 0;
@@ -188,12 +231,28 @@ export const PLOT_HELP = `moe plot RUN_DIR... --out FILE [--metric loss] [--spli
 Draws one curve per run from each run's metrics.jsonl: the metric of evaluation records of the
 split against the step (train: the per-step training values). Writes FILE.svg and FILE.png.`;
 
+/**
+ * The base name (without extension) plot writes to, checked before any rendering: its folder must
+ * exist, and it must not itself be a folder. A trailing .svg or .png is dropped (both are written).
+ */
+function plotOutBase(out: string): string {
+  const base = out.replace(/\.(svg|png)$/i, '');
+  if (out.endsWith('/') || (existsSync(base) && statSync(base).isDirectory())) {
+    throw new Error(`plot: --out ${out} is a directory; give a file name without extension, e.g. --out ${join(out, 'loss')}`);
+  }
+  const dir = dirname(base);
+  if (!existsSync(dir)) throw new Error(`plot: --out ${out}: the directory ${dir} does not exist (create it first)`);
+  if (!statSync(dir).isDirectory()) throw new Error(`plot: --out ${out}: ${dir} is a file, not a directory`);
+  return base;
+}
+
 export async function plotCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, ['out', 'metric', 'split', 'title', 'log-y', 'help'], 'plot');
   const runs = args.positional.slice(1);
   if (runs.length === 0) throw new Error('plot: give one or more run directories');
   const out = args.flags.get('out')?.[0];
   if (!out) throw new Error('plot: --out FILE is required (without extension)');
+  const outBase = plotOutBase(out);
   const metric = args.flags.get('metric')?.[0] ?? 'loss';
   const split = args.flags.get('split')?.[0] ?? 'val';
   if (!['val', 'test', 'train'].includes(split)) throw new Error(`plot: --split must be val, test or train, got ${split}`);
@@ -230,7 +289,14 @@ export async function plotCommand(args: ParsedArgs): Promise<number> {
     y: { field: 'value', title: `${split} ${metric}`, ...(args.flags.has('log-y') ? { scale: 'log' as const } : {}) },
     series: 'run', data: rows,
   });
-  const written = await writePlot(out, spec);
+  let written: { svg: string; png: string };
+  try {
+    written = await writePlot(outBase, spec);
+  } catch (e) {
+    // writePlot stages temp files; an errno from them would name a file the user never asked for
+    if (typeof (e as NodeJS.ErrnoException).code !== 'string') throw e;
+    throw new Error(fsErrorMessage('plot: cannot write', `${outBase}.svg`, e), { cause: e });
+  }
   console.log(`wrote ${written.svg} and ${written.png}`);
   return 0;
 }

@@ -1,7 +1,7 @@
 // A training run from a RunConfig: data, model, optimizer, schedule, resume, output directory.
 
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, rmdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { DataConfig, OptimConfig, RunConfig } from '../config/run.js';
 import { buildModel, type ImageClassifier, type TaskKind } from '../models/registry.js';
 import { MultiTaskClassificationTask, type MultiTaskModel } from './multitask.js';
@@ -11,7 +11,8 @@ import { imageNormalization, isImageDataset } from '../data/image-datasets.js';
 import { splitIndices, subsetImages, type ImageSet } from '../data/batches.js';
 import { Adam, AdamW, SGD, type Optimizer } from './optim.js';
 import { constant, warmupCosine, warmupLinear, type Schedule } from './schedule.js';
-import { loadCheckpoint, loadModelWeights } from './checkpoint.js';
+import { loadCheckpoint, loadModelWeights, saveCheckpoint } from './checkpoint.js';
+import { copyMetricsLog, hasTestRecord, openRunDir, repairMetricsLog, resolveResume } from './rundir.js';
 import { train, type TrainResult, type TrainerState, type TrainTask } from './trainer.js';
 import { ImageClassificationTask, type ImageSplits } from './tasks.js';
 import { LanguageModelTask, type ByteSplits } from './lm-task.js';
@@ -77,10 +78,16 @@ export function resolveCheckpointDir(dir: string): string {
 }
 
 export interface RunOptions {
-  /** Output directory: config.json, metrics.jsonl and the checkpoint files. */
+  /** Output directory: config.json, metrics.jsonl and the checkpoint files. Locked while training (see rundir.ts). */
   out: string;
-  /** A checkpoint directory to continue from. */
+  /**
+   * A run directory to continue (or its checkpoint/ directory, or a checkpoint directory on its own).
+   * When it is `out`, the run continues in place; otherwise `out` must be a new (empty) directory:
+   * the checkpoint and the log up to it are copied there and the original is left as it was.
+   */
   resume?: string;
+  /** A new run into a non-empty `out` removes the previous run's files instead of being refused. */
+  force?: boolean;
   progress?: Progress | null;
   maxSteps?: number;
   onStep?: (v: Record<string, number>) => void;
@@ -91,6 +98,8 @@ export interface RunResult extends TrainResult {
   config: RunConfig;
   out: string;
   parameters: number;
+  /** The checkpoint had already finished every epoch: nothing was trained or written. */
+  nothingToDo: boolean;
 }
 
 const TEXT_DATASETS = ['udhr', 'text', 'jsonl'];
@@ -142,33 +151,79 @@ export function buildRunModel(config: RunConfig): { model: Module; task: TaskKin
   return { model, task: spec.task };
 }
 
+/** The schedule length of a checkpoint that predates TrainerState.scheduleSteps: its saved config's epochs. */
+function savedScheduleSteps(config: unknown, batchesPerEpoch: number): number | undefined {
+  const epochs = (config as { train?: { epochs?: unknown } } | null)?.train?.epochs;
+  return typeof epochs === 'number' ? epochs * batchesPerEpoch : undefined;
+}
+
 export async function runTraining(configIn: RunConfig, opts: RunOptions): Promise<RunResult> {
   const log = opts.log ?? (() => {});
   // on resume the caller passes the checkpoint's config (with any --set overrides applied)
   const config = configIn;
-  let resumeState: TrainerState | undefined;
-  const ckpt = opts.resume ? loadCheckpoint(resolveCheckpointDir(opts.resume)) : null;
+  const resume = opts.resume !== undefined ? resolveResume(opts.resume) : null;
+  const inPlace = resume !== null && resume.runDir !== null && resolve(resume.runDir) === resolve(opts.out);
   const { model, task: kind } = buildRunModel(config);
   const { task, summary } = await makeTask(config, model, kind);
   const optimizer = makeOptimizer(model, config.optim);
   const totalSteps = config.train.epochs * task.batchesPerEpoch;
-  const schedule = makeSchedule(config.optim, totalSteps);
-  if (ckpt) {
-    loadModelWeights(model, ckpt.model);
-    if (ckpt.optimizerState) optimizer.loadState(Object.fromEntries(ckpt.optimizerState));
-    resumeState = ckpt.trainerState as TrainerState;
-    log(`resuming ${opts.resume} at step ${resumeState.step} (epoch ${resumeState.epoch + 1}, batch ${resumeState.batchInEpoch})`);
+  const metricsFile = join(opts.out, 'metrics.jsonl');
+  const outExisted = existsSync(opts.out);
+  const lock = openRunDir(opts.out, { fresh: !inPlace, ...(opts.force ? { force: true } : {}), log });
+  try {
+    let resumeState: TrainerState | undefined;
+    let scheduleSteps = totalSteps;
+    if (resume) {
+      // read under the lock, so that no other writer can replace the checkpoint before this run's first save
+      const ckpt = loadCheckpoint(resume.checkpointDir);
+      loadModelWeights(model, ckpt.model);
+      if (ckpt.optimizerState) optimizer.loadState(Object.fromEntries(ckpt.optimizerState));
+      resumeState = ckpt.trainerState as TrainerState;
+      const step = resumeState.step;
+      scheduleSteps = resumeState.scheduleSteps ?? savedScheduleSteps(ckpt.config, task.batchesPerEpoch) ?? totalSteps;
+      if (resumeState.epoch >= config.train.epochs) {
+        // A finished run: its last checkpoint is followed by the test evaluation, and nothing else.
+        const runLog = inPlace ? metricsFile : resume.runDir !== null ? join(resume.runDir, 'metrics.jsonl') : null;
+        if (!inPlace || (runLog !== null && hasTestRecord(runLog, step))) {
+          lock.release();
+          if (!outExisted) rmEmptyDir(opts.out);
+          return { state: resumeState, last: {}, test: null, seconds: 0, config, out: opts.out, parameters: model.numParameters(), nothingToDo: true };
+        }
+        log(`${opts.resume}: training had finished at step ${step}; evaluating the test split, which the stopped run had not logged`);
+      }
+      if (inPlace) {
+        const repaired = repairMetricsLog(metricsFile, step);
+        if (repaired !== null) log(`resume: ${repaired}`);
+      } else {
+        if (resume.runDir !== null) copyMetricsLog(join(resume.runDir, 'metrics.jsonl'), metricsFile, step);
+        saveCheckpoint(join(opts.out, 'checkpoint'), {
+          model, config, optimizerState: optimizer.state(), trainerState: { ...resumeState, scheduleSteps },
+        });
+        log(`continuing ${opts.resume} in ${opts.out}: copied its checkpoint (step ${step})${resume.runDir !== null ? ' and its metrics up to that step' : ''}; ${opts.resume} is left as it was`);
+      }
+      log(`resuming ${opts.resume} at step ${step} (epoch ${resumeState.epoch + 1}, batch ${resumeState.batchInEpoch})`);
+      if (scheduleSteps !== totalSteps && config.optim.schedule !== 'constant') {
+        log(`train.epochs is now ${config.train.epochs} (${totalSteps} steps); the ${config.optim.schedule} schedule keeps the ${scheduleSteps} steps it started with`
+          + `${totalSteps > scheduleSteps ? `, so the learning rate stays at optim.minLr (${config.optim.minLr}) after step ${scheduleSteps}` : ''}`);
+      }
+    }
+    const schedule = makeSchedule(config.optim, scheduleSteps);
+    writeFileAtomic(join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    const parameters = model.numParameters();
+    log(`${config.name}: ${config.model.type}, ${parameters} parameters; ${summary}; ${config.train.epochs} epochs of ${task.batchesPerEpoch} steps`);
+    const progress = opts.progress === undefined ? new Progress(totalSteps, { label: 'train' }) : opts.progress;
+    const result = train(task, {
+      epochs: config.train.epochs, optimizer, schedule, clipNorm: config.optim.clipNorm, seed: config.train.seed,
+      metricsFile, checkpointDir: join(opts.out, 'checkpoint'), config, evalEvery: config.train.evalEvery, scheduleSteps,
+      ...(resumeState ? { resume: resumeState } : {}), ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
+      progress, ...(opts.onStep ? { onStep: opts.onStep } : {}),
+    });
+    return { ...result, config, out: opts.out, parameters, nothingToDo: false };
+  } finally {
+    lock.release();
   }
-  mkdirSync(opts.out, { recursive: true });
-  writeFileAtomic(join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-  const parameters = model.numParameters();
-  log(`${config.name}: ${config.model.type}, ${parameters} parameters; ${summary}; ${config.train.epochs} epochs of ${task.batchesPerEpoch} steps`);
-  const progress = opts.progress === undefined ? new Progress(totalSteps, { label: 'train' }) : opts.progress;
-  const result = train(task, {
-    epochs: config.train.epochs, optimizer, schedule, clipNorm: config.optim.clipNorm, seed: config.train.seed,
-    metricsFile: join(opts.out, 'metrics.jsonl'), checkpointDir: join(opts.out, 'checkpoint'), config, evalEvery: config.train.evalEvery,
-    ...(resumeState ? { resume: resumeState } : {}), ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
-    progress, ...(opts.onStep ? { onStep: opts.onStep } : {}),
-  });
-  return { ...result, config, out: opts.out, parameters };
+}
+
+function rmEmptyDir(dir: string): void {
+  try { rmdirSync(dir); } catch { /* not empty, or gone: leave it */ }
 }

@@ -4,6 +4,7 @@
 // uninterrupted run (batch order and every random stream derive from the seed and the step).
 
 import { appendFileSync, mkdirSync } from 'node:fs';
+import { fsErrorMessage } from '../io/atomic.js';
 import { dirname } from 'node:path';
 import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -44,6 +45,8 @@ export interface TrainerState {
   epoch: number;
   /** Batches of that epoch already consumed. */
   batchInEpoch: number;
+  /** The total steps the learning-rate schedule was built for when the run started; a resume with more epochs keeps it (absent in older checkpoints). */
+  scheduleSteps?: number;
 }
 
 export interface TrainerOptions {
@@ -63,6 +66,8 @@ export interface TrainerOptions {
   evalEvery: number;
   /** Continue from this state (with weights and optimizer already loaded). */
   resume?: TrainerState;
+  /** Stored in the trainer state of every checkpoint (see TrainerState.scheduleSteps). */
+  scheduleSteps?: number;
   /** Stop after this many optimizer steps in this call (for tests of resuming); undefined: run to the end. */
   maxSteps?: number;
   progress?: Progress | null;
@@ -79,7 +84,7 @@ export interface TrainResult {
 }
 
 export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
-  const state: TrainerState = { ...(opts.resume ?? { step: 0, epoch: 0, batchInEpoch: 0 }) };
+  const state: TrainerState = { ...(opts.resume ?? { step: 0, epoch: 0, batchInEpoch: 0 }), ...(opts.scheduleSteps !== undefined ? { scheduleSteps: opts.scheduleSteps } : {}) };
   const total = opts.epochs * task.batchesPerEpoch;
   const progress = opts.progress === undefined ? new Progress(total, { label: 'train' }) : opts.progress;
   const params = task.model.parameters();
@@ -87,7 +92,12 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   const t0 = performance.now();
   const log = (obj: Record<string, unknown>): void => {
     if (!opts.metricsFile) return;
-    appendFileSync(opts.metricsFile, `${JSON.stringify(obj)}\n`);
+    try {
+      appendFileSync(opts.metricsFile, `${JSON.stringify(obj)}\n`);
+    } catch (e) {
+      // the bare error ('ENOSPC: no space left on device, write') names no file
+      throw new Error(fsErrorMessage('cannot append to the metrics log', opts.metricsFile, e), { cause: e });
+    }
   };
   if (opts.metricsFile) mkdirSync(dirname(opts.metricsFile), { recursive: true });
   let last: Record<string, number> = {};
