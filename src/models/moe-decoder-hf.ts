@@ -74,21 +74,31 @@ export function hfTensorLayout(c: MoEDecoderConfig): HFTensorSlot[] {
 
 const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** HF [out, in] -> slice e of a stacked [E, in, out] tensor. */
-function putExpert(dst: Float32Array, e: number, src: Float32Array, rows: number, cols: number): void {
-  const base = e * rows * cols;
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) dst[base + c * rows + r] = src[r * cols + c]!;
+const TILE = 32;
+
+/** dst[dOff + c * rows + r] = src[sOff + r * cols + c]: a rows x cols transpose in cache-sized tiles (a plain loop strides through memory on every write). */
+function transposeInto(src: Float32Array, sOff: number, dst: Float32Array, dOff: number, rows: number, cols: number): void {
+  for (let r0 = 0; r0 < rows; r0 += TILE) {
+    const r1 = Math.min(r0 + TILE, rows);
+    for (let c0 = 0; c0 < cols; c0 += TILE) {
+      const c1 = Math.min(c0 + TILE, cols);
+      for (let r = r0; r < r1; r++) {
+        const s = sOff + r * cols;
+        for (let c = c0; c < c1; c++) dst[dOff + c * rows + r] = src[s + c]!;
+      }
+    }
   }
 }
 
-/** Slice e of a stacked [E, in, out] tensor -> HF [out, in]. */
+/** HF [out, in] (rows x cols) -> slice e of a stacked [E, in, out] tensor. */
+function putExpert(dst: Float32Array, e: number, src: Float32Array, rows: number, cols: number): void {
+  transposeInto(src, 0, dst, e * rows * cols, rows, cols);
+}
+
+/** Slice e of a stacked [E, in, out] tensor -> HF [out, in] (rows x cols). */
 function takeExpert(src: Float32Array, e: number, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
-  const base = e * rows * cols;
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[r * cols + c] = src[base + c * rows + r]!;
-  }
+  transposeInto(src, e * rows * cols, out, 0, cols, rows);
   return out;
 }
 
