@@ -184,6 +184,18 @@ __attribute__((target("avx2,fma"))) float dotAvx2(const uint8_t* w, const BlockQ
   return hsum(_mm256_add_ps(acc0, acc1));
 }
 
+// Four weight rows against one activation row: each activation block is loaded once for four
+// rows, and four independent accumulator chains and memory streams keep the core busy.
+template <int T>
+__attribute__((target("avx2,fma"))) void dot4Avx2(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const float* dx, i64 nb, float* out) {
+  const float* half = halfTable().v;
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (i64 b = 0; b < nb; b++) {
+    for (int r = 0; r < 4; r++) acc[r] = blockAvx2<T>(w + r * rowBytes, x, dx, b, half, acc[r]);
+  }
+  for (int r = 0; r < 4; r++) out[r] = hsum(acc[r]);
+}
+
 // VNNI: vpdpbusd sums four u8 x s8 products straight into int32 lanes (no int16 stage).
 #define MOE_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 template <int T>
@@ -208,21 +220,34 @@ MOE_VNNI_TARGET float dotVnni(const uint8_t* w, const BlockQ8* x, const float* d
   if (b < nb) acc0 = blockVnni<T>(w, x, dx, b, half, acc0);
   return hsum(_mm256_add_ps(acc0, acc1));
 }
+template <int T>
+MOE_VNNI_TARGET void dot4Vnni(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const float* dx, i64 nb, float* out) {
+  const float* half = halfTable().v;
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (i64 b = 0; b < nb; b++) {
+    for (int r = 0; r < 4; r++) acc[r] = blockVnni<T>(w + r * rowBytes, x, dx, b, half, acc[r]);
+  }
+  for (int r = 0; r < 4; r++) out[r] = hsum(acc[r]);
+}
 #endif
+
+// Four outputs at once: rows w, w + rowBytes, ... against one activation row.
+using Dot4Fn = void (*)(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const float* dx, i64 nb, float* out);
 
 struct Simd {
   const char* name;
   DotFn dot[2];
+  Dot4Fn dot4[2];  // null: one row at a time
 };
 
 Simd pickSimd() {
-  Simd scalar{"scalar", {dotScalar<kQ8_0>, dotScalar<kQ4_0>}};
+  Simd scalar{"scalar", {dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {nullptr, nullptr}};
 #ifdef MOE_QUANT_X86
   __builtin_cpu_init();
   const bool vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  Simd a2{"avx2", {dotAvx2<kQ8_0>, dotAvx2<kQ4_0>}};
-  Simd v{"avx512vnni", {dotVnni<kQ8_0>, dotVnni<kQ4_0>}};
+  Simd a2{"avx2", {dotAvx2<kQ8_0>, dotAvx2<kQ4_0>}, {dot4Avx2<kQ8_0>, dot4Avx2<kQ4_0>}};
+  Simd v{"avx512vnni", {dotVnni<kQ8_0>, dotVnni<kQ4_0>}, {dot4Vnni<kQ8_0>, dot4Vnni<kQ4_0>}};
   const char* force = std::getenv("MOE_QUANT_SIMD");
   if (force && *force) {
     std::string f(force);
@@ -272,7 +297,7 @@ struct Job {
 };
 
 // Rows of W in tiles of 8, every activation row against a tile while it is hot in cache.
-void runRows(const Job& j, DotFn dot, i64 lo, i64 hi) {
+void runRows(const Job& j, DotFn dot, Dot4Fn dot4, i64 lo, i64 hi) {
   constexpr i64 kTile = 8;
   for (i64 o0 = lo; o0 < hi; o0 += kTile) {
     const i64 o1 = std::min(hi, o0 + kTile);
@@ -280,7 +305,9 @@ void runRows(const Job& j, DotFn dot, i64 lo, i64 hi) {
       const BlockQ8* xr = j.xq + r * j.nb;
       const float* dr = j.xd + r * j.nb;
       float* orow = j.out + r * j.n;
-      for (i64 o = o0; o < o1; o++) orow[o] = dot(j.w + o * j.rowBytes, xr, dr, j.nb);
+      i64 o = o0;
+      if (dot4) for (; o + 4 <= o1; o += 4) dot4(j.w + o * j.rowBytes, j.rowBytes, xr, dr, j.nb, orow + o);
+      for (; o < o1; o++) orow[o] = dot(j.w + o * j.rowBytes, xr, dr, j.nb);
     }
   }
 }
@@ -319,7 +346,8 @@ Napi::Value QuantMatmul(const Napi::CallbackInfo& info) {
   quantizeActivations(args, x.data, t, k, xq, xd);
   Job job{xq.data(), xd.data(), w.data, out.data, t, n, nb, rowBytes};
   DotFn dot = simd().dot[type];
-  parallelFor(n, std::max<i64>(1, 32768 / std::max<i64>(t * k, 1)), [&](i64 lo, i64 hi) { runRows(job, dot, lo, hi); });
+  Dot4Fn dot4 = simd().dot4[type];
+  parallelFor(n, std::max<i64>(1, 32768 / std::max<i64>(t * k, 1)), [&](i64 lo, i64 hi) { runRows(job, dot, dot4, lo, hi); });
   return info.Env().Undefined();
 }
 
@@ -356,12 +384,13 @@ Napi::Value QuantGroupedMatmul(const Napi::CallbackInfo& info) {
     row += rows;
   }
   DotFn dot = simd().dot[type];
+  Dot4Fn dot4 = simd().dot4[type];
   const i64 total = static_cast<i64>(jobs.size()) * n;
   parallelFor(total, std::max<i64>(1, 32768 / std::max<i64>(k * std::max<i64>(1, t / static_cast<i64>(jobs.size())), 1)),
               [&](i64 lo, i64 hi) {
                 while (lo < hi) {
                   const i64 ji = lo / n, o = lo % n, end = std::min(hi, (ji + 1) * n);
-                  runRows(jobs[static_cast<size_t>(ji)], dot, o, o + (end - lo));
+                  runRows(jobs[static_cast<size_t>(ji)], dot, dot4, o, o + (end - lo));
                   lo = end;
                 }
               });
