@@ -243,6 +243,14 @@ test('tiny OLMoE and Qwen2-MoE: cached greedy generation equals arg-max of the f
     const seeded = (seed: string) => (JSON.parse(cli(['generate', '--model', dir, '--prompt-ids', '72,105', '--max-new-tokens', '8', '--temperature', '2', '--seed', seed, '--json']).stdout) as { ids: number[] }).ids;
     assert.deepEqual(seeded('4'), seeded('4'));
     assert.notDeepEqual(seeded('4'), seeded('5'));
+    // the same model as a GGUF file (moe convert) generates the same ids, with the tokenizer from its metadata
+    const gguf = join(root, 'tiny.gguf');
+    const conv = cli(['convert', dir, gguf, '--format', 'gguf']);
+    assert.equal(conv.status, 0, conv.stderr);
+    const fromDir = cli(['generate', '--model', dir, '--prompt', 'Hi', '--max-new-tokens', '5', '--json']);
+    const fromGGUF = cli(['generate', '--model', gguf, '--prompt', 'Hi', '--max-new-tokens', '5', '--json']);
+    assert.equal(fromGGUF.status, 0, fromGGUF.stderr);
+    assert.deepEqual((JSON.parse(fromGGUF.stdout) as { ids: number[] }).ids, (JSON.parse(fromDir.stdout) as { ids: number[] }).ids);
     // an empty --prompt-ids starts from the tokenizer's BOS
     const empty = cli(['generate', '--model', dir, '--prompt-ids', '', '--max-new-tokens', '2', '--json', '--show-routing']);
     assert.equal(empty.status, 0, empty.stderr);
