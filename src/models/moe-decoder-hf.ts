@@ -74,19 +74,15 @@ export function hfTensorLayout(c: MoEDecoderConfig): HFTensorSlot[] {
 
 const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
-const TILE = 32;
-
-/** dst[dOff + c * rows + r] = src[sOff + r * cols + c]: a rows x cols transpose in cache-sized tiles (a plain loop strides through memory on every write). */
+/**
+ * dst[dOff + c * rows + r] = src[sOff + r * cols + c]: a rows x cols transpose. Sequential reads
+ * and strided writes: measured faster in V8 than 32x32 tiles or 8-wide unrolling (6 vs 11 and
+ * 8-10 ms per 512 x 1024 expert).
+ */
 function transposeInto(src: Float32Array, sOff: number, dst: Float32Array, dOff: number, rows: number, cols: number): void {
-  for (let r0 = 0; r0 < rows; r0 += TILE) {
-    const r1 = Math.min(r0 + TILE, rows);
-    for (let c0 = 0; c0 < cols; c0 += TILE) {
-      const c1 = Math.min(c0 + TILE, cols);
-      for (let r = r0; r < r1; r++) {
-        const s = sOff + r * cols;
-        for (let c = c0; c < c1; c++) dst[dOff + c * rows + r] = src[s + c]!;
-      }
-    }
+  for (let r = 0; r < rows; r++) {
+    const s = sOff + r * cols;
+    for (let c = 0; c < cols; c++) dst[dOff + c * rows + r] = src[s + c]!;
   }
 }
 
