@@ -3,11 +3,18 @@
 export interface ParsedArgs {
   positional: string[];
   flags: Map<string, string[]>;
+  /**
+   * Options given without the value they take (`--out` at the end, or before another option).
+   * Not an error at parse time: only the command knows its options, and an unknown option must be
+   * reported as unknown, not as one that lacks a value (rejectUnknown reports both, unknown first).
+   */
+  valueless: string[];
 }
 
 export function parseArgs(argv: readonly string[], booleanFlags: ReadonlySet<string>): ParsedArgs {
   const positional: string[] = [];
   const flags = new Map<string, string[]>();
+  const valueless: string[] = [];
   const put = (k: string, v: string) => flags.set(k, [...(flags.get(k) ?? []), v]);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -18,7 +25,7 @@ export function parseArgs(argv: readonly string[], booleanFlags: ReadonlySet<str
       const key = a.slice(2);
       if (booleanFlags.has(key)) { put(key, 'true'); continue; }
       const next = argv[i + 1];
-      if (next === undefined || next.startsWith('--')) throw new Error(`option --${key} needs a value`);
+      if (next === undefined || next.startsWith('--')) { valueless.push(key); continue; }
       put(key, next);
       i++;
     } else if (a === '-h') {
@@ -27,12 +34,14 @@ export function parseArgs(argv: readonly string[], booleanFlags: ReadonlySet<str
       positional.push(a);
     }
   }
-  return { positional, flags };
+  return { positional, flags, valueless };
 }
 
-/** Throws if an option outside `known` was given, naming it. */
+/** Throws if an option outside `known` was given, naming it; then if a known option lacks its value. */
 export function rejectUnknown(args: ParsedArgs, known: readonly string[], command: string): void {
-  for (const k of args.flags.keys()) {
+  for (const k of [...args.flags.keys(), ...args.valueless]) {
     if (!known.includes(k)) throw new Error(`${command}: unknown option --${k} (known: ${known.map((x) => `--${x}`).join(', ')})`);
   }
+  const k = args.valueless[0];
+  if (k !== undefined) throw new Error(`${command}: option --${k} needs a value (--${k} VALUE or --${k}=VALUE)`);
 }

@@ -75,7 +75,7 @@ export const OPTIM_SCHEMA: Schema = {
   beta1: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'Adam beta1' },
   beta2: { type: 'number', default: 0.999, min: 0, max: 1, doc: 'Adam beta2' },
   eps: { type: 'number', default: 1e-8, min: 0, doc: 'Adam epsilon' },
-  clipNorm: { type: 'number', default: null, nullable: true, min: 0, doc: 'clip the global gradient norm (null: off)' },
+  clipNorm: { type: 'number', default: null, nullable: true, min: 0, doc: 'clip the global gradient norm to this (null or 0: off, as in PyTorch Lightning and HF Trainer)' },
   schedule: { type: 'string', default: 'constant', oneOf: ['constant', 'warmup-cosine', 'warmup-linear'], doc: 'learning-rate schedule' },
   warmupSteps: { type: 'integer', default: 0, min: 0, doc: 'linear warm-up steps (warmup schedules)' },
   minLr: { type: 'number', default: 0, min: 0, doc: 'final learning rate (warmup schedules)' },
@@ -133,13 +133,44 @@ export function validateRun(raw: unknown): RunConfig {
   const spec = modelSpec((model as { type: string }).type);
   const { type, ...opts } = model as { type: string } & Record<string, unknown>;
   const modelOpts = validate<Record<string, unknown>>(spec.schema, opts, `config.model (${type})`);
-  return {
+  const config: RunConfig = {
     name,
     model: { type, ...modelOpts },
     data: validate<DataConfig>(DATA_SCHEMA, r['data'], 'config.data'),
     optim: validate<OptimConfig>(OPTIM_SCHEMA, r['optim'], 'config.optim'),
     train: validate<TrainConfig>(TRAIN_SCHEMA, r['train'], 'config.train'),
   };
+  checkModelFitsData(config);
+  return config;
+}
+
+/** The images and classes of the datasets whose shape is fixed (mnist-idx reads whatever files it is given). */
+export const DATASET_SHAPES: Readonly<Record<string, { imageSize: number; channels: number; classes: number }>> = {
+  'fashion-mnist': { imageSize: 28, channels: 1, classes: 10 },
+  mnist: { imageSize: 28, channels: 1, classes: 10 },
+  cifar10: { imageSize: 32, channels: 3, classes: 10 },
+  cifar100: { imageSize: 32, channels: 3, classes: 100 },
+};
+
+/**
+ * Refuses a model whose input or output does not fit the dataset, before any data is loaded or
+ * weights allocated (else the first batch fails deep in a reshape or in the loss). Reads the image
+ * models' common keys: imageSize, channels (absent: 1), classes, inputDim (flattened pixels).
+ */
+export function checkModelFitsData(config: RunConfig): void {
+  const d = DATASET_SHAPES[config.data.dataset];
+  if (!d) return;
+  const m = config.model;
+  const misfit = (key: string, value: unknown, has: string, want: number): Error => new Error(
+    `config.model.${key} = ${JSON.stringify(value)} (${m.type}) does not fit config.data.dataset = '${config.data.dataset}' (${has}): set model.${key} to ${want} or choose another dataset`);
+  if (typeof m['imageSize'] === 'number' && m['imageSize'] !== d.imageSize) throw misfit('imageSize', m['imageSize'], `${d.imageSize}x${d.imageSize} images`, d.imageSize);
+  if (typeof m['channels'] === 'number' && m['channels'] !== d.channels) throw misfit('channels', m['channels'], `${d.channels} channel${d.channels > 1 ? 's' : ''}`, d.channels);
+  if (typeof m['imageSize'] === 'number' && !('channels' in m) && d.channels !== 1) {
+    throw new Error(`config.data.dataset = '${config.data.dataset}' has ${d.channels} channels, but model ${m.type} takes one-channel images only (it has no model.channels)`);
+  }
+  if (typeof m['classes'] === 'number' && m['classes'] !== d.classes) throw misfit('classes', m['classes'], `${d.classes} classes`, d.classes);
+  const pixels = d.imageSize * d.imageSize * d.channels;
+  if (typeof m['inputDim'] === 'number' && m['inputDim'] !== pixels) throw misfit('inputDim', m['inputDim'], `${pixels} features per image, ${d.imageSize}x${d.imageSize}x${d.channels}`, pixels);
 }
 
 export function readJsonFile(path: string, what: string): unknown {

@@ -27,8 +27,22 @@ function typeOk(f: Field, v: unknown): boolean {
     case 'integer': return typeof v === 'number' && Number.isInteger(v);
     case 'string': return typeof v === 'string';
     case 'boolean': return typeof v === 'boolean';
-    case 'json': return true;
+    // a JSON field whose default is an object (a router config) or a list (task heads) takes the same
+    // kind of value, so that "router": "topk" is refused here, naming the field, and not deeper down
+    case 'json': return jsonKind(f.default) === undefined || jsonKind(v) === jsonKind(f.default);
   }
+}
+
+function jsonKind(v: unknown): 'object' | 'list' | undefined {
+  if (Array.isArray(v)) return 'list';
+  return typeof v === 'object' && v !== null ? 'object' : undefined;
+}
+
+/** What a field takes, for errors: 'integer', 'number or null', 'a JSON object like {"type":"topk"}'. */
+function expected(f: Field): string {
+  const kind = f.type === 'json' ? jsonKind(f.default) : undefined;
+  const what = kind === 'object' ? `a JSON object like ${JSON.stringify(f.default)}` : kind === 'list' ? `a JSON list like ${JSON.stringify(f.default)}` : f.type;
+  return f.nullable ? `${what} or null` : what;
 }
 
 /** Validates obj against schema (path names the section in errors) and returns it with defaults filled. */
@@ -43,7 +57,7 @@ export function validate<T>(schema: Schema, obj: unknown, path: string): T {
   for (const [k, f] of Object.entries(schema)) {
     const v = k in given ? given[k] : f.default;
     if (v === undefined) throw new Error(`${path}.${k}: required (${f.doc})`);
-    if (!typeOk(f, v)) throw new Error(`${path}.${k}: expected ${f.nullable ? `${f.type} or null` : f.type}, got ${JSON.stringify(v)}`);
+    if (!typeOk(f, v)) throw new Error(`${path}.${k}: expected ${expected(f)}, got ${JSON.stringify(v)}`);
     if (typeof v === 'number') {
       if (f.min !== undefined && v < f.min) throw new Error(`${path}.${k}: ${v} is below the minimum ${f.min}`);
       if (f.max !== undefined && v > f.max) throw new Error(`${path}.${k}: ${v} is above the maximum ${f.max}`);
