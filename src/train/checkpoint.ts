@@ -241,6 +241,17 @@ export function loadCheckpoint(dir: string, opts: { optimizer?: boolean } = {}):
     return r;
   };
   const model = readTensors(CHECKPOINT_FILES.model);
+  // NaN weights would evaluate to chance accuracy and exit 0: refuse them, naming the tensor
+  for (const [name, t] of model.tensors) {
+    if (t.dtype === 'int32') continue;
+    const d = t.data;
+    let bad = 0;
+    let first = -1;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i]!)) { bad++; if (first < 0) first = i; }
+    if (bad > 0) {
+      throw new Error(`loadCheckpoint ${target}: ${CHECKPOINT_FILES.model}: tensor '${name}' ${shapeStr(t.shape)} holds ${bad} non-finite value(s) (${d[first]} at flat index ${first}); these weights are unusable (was it saved from a diverged run?)`);
+    }
+  }
   const optimizerState = opts.optimizer !== false && files.includes(CHECKPOINT_FILES.optimizer) ? readTensors(CHECKPOINT_FILES.optimizer).tensors : null;
   return {
     dir: target,

@@ -5,3 +5,4 @@ export * from './schedule.js';
 export * from './checkpoint.js';
 export * from './progress.js';
 export * from './trainer.js';
+export * from './divergence.js';

@@ -3,9 +3,9 @@
 // atomic checkpoints each epoch; resumable so that the losses after --resume equal those of an
 // uninterrupted run (batch order and every random stream derive from the seed and the step).
 
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { fsErrorMessage } from '../io/atomic.js';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Optimizer } from './optim.js';
@@ -14,6 +14,7 @@ import type { Schedule } from './schedule.js';
 import { saveCheckpoint } from './checkpoint.js';
 import { Progress } from './progress.js';
 import { deriveSeed } from '../tensor/rng.js';
+import { DEFAULT_DIVERGENCE_LIMITS, DivergenceGuard, globalGradNorm, type DivergenceLimits } from './divergence.js';
 
 /** One training batch as the task defines it (images and labels, token windows, ...). */
 export interface TaskBatch {
@@ -73,6 +74,10 @@ export interface TrainerOptions {
   progress?: Progress | null;
   /** Called for every step's logged values (tests collect losses here). */
   onStep?: (values: Record<string, number>) => void;
+  /** Loss-explosion limits (see divergence.ts; default warn at 100x, stop at 10^4x the first loss); null: stop on non-finite values only. */
+  divergence?: DivergenceLimits | null;
+  /** Where warnings go (default: the progress display, else stderr). */
+  warn?: (line: string) => void;
 }
 
 export interface TrainResult {
@@ -102,11 +107,22 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   if (opts.metricsFile) mkdirSync(dirname(opts.metricsFile), { recursive: true });
   let last: Record<string, number> = {};
   let stepsThisCall = 0;
+  const guard = new DivergenceGuard({
+    model: task.model,
+    limits: opts.divergence === undefined ? DEFAULT_DIVERGENCE_LIMITS : opts.divergence,
+    checkpointDir: opts.checkpointDir,
+    // a resumed run's checkpoint is only claimed when it is really in this run's checkpoint directory
+    savedStep: opts.resume && opts.checkpointDir && existsSync(join(opts.checkpointDir, 'state.json')) ? opts.resume.step : null,
+    warn: opts.warn ?? ((l) => (progress ? progress.log(l) : process.stderr.write(`${l}\n`))),
+  });
+  // clipNorm 0 means off, as in PyTorch Lightning and HF Trainer (clipping to 0 would zero every gradient)
+  const clipNorm = opts.clipNorm !== null && opts.clipNorm > 0 ? opts.clipNorm : null;
   const checkpoint = (): void => {
     if (!opts.checkpointDir) return;
     saveCheckpoint(opts.checkpointDir, {
       model: task.model, config: opts.config, optimizerState: opts.optimizer.state(), trainerState: { ...state },
     });
+    guard.saved(state.step);
   };
 
   task.model.train();
@@ -121,13 +137,13 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
       const lr = opts.schedule(state.step);
       opts.optimizer.lr = lr;
       task.model.reseedAll(deriveSeed(opts.seed, state.step));
-      const out = task.step(batch);
+      const stepNo = state.step + 1; // as metrics.jsonl counts
+      const out = guard.run(stepNo, lr, () => task.step(batch));
       const lossValue = out.loss.item();
-      if (!Number.isFinite(lossValue)) {
-        throw new Error(`training diverged: loss is ${lossValue} at step ${state.step} (epoch ${state.epoch}); the last checkpoint${opts.checkpointDir ? ` in ${opts.checkpointDir}` : ''} holds the weights before it. Lower the learning rate or set optim.clipNorm.`);
-      }
-      out.loss.backward();
-      const gradNorm = opts.clipNorm !== null ? clipGradNorm(params, opts.clipNorm) : NaN;
+      guard.checkLoss(stepNo, lr, lossValue);
+      guard.run(stepNo, lr, () => out.loss.backward());
+      const gradNorm = clipNorm !== null ? clipGradNorm(params, clipNorm) : NaN;
+      guard.checkGradients(stepNo, lr, clipNorm !== null ? gradNorm : globalGradNorm(params));
       opts.optimizer.step();
       opts.optimizer.zeroGrad();
       state.step++;
