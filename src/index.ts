@@ -25,3 +25,8 @@ export * as report from './report/index.js';
 export * as config from './config/index.js';
 export * as models from './models/index.js';
 export { loadModel, type LoadedModel, type ClassifierHead, type ImageGeometry, type PreprocessOptions } from './models/load.js';
+export { MoEDecoder, type MoEDecoderConfig, type MoEFamily, type RoutingHook } from './models/moe-decoder.js';
+export { fromHF, toHF } from './models/moe-decoder-hf.js';
+export { loadLM, type LoadedLM } from './models/load-lm.js';
+export { KVCache, type KVCacheOptions } from './nn/kv-cache.js';
+export * as hf from './formats/hf/index.js';
