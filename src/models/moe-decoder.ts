@@ -151,28 +151,43 @@ export class DecoderAttention extends Module {
     }
     q = applyRotary(q, cos, sin);
     k = applyRotary(k, cos, sin);
-    let keys: Tensor; // [L, G, hd]
-    let values: Tensor; // [L, G, hd]
+    let heads: Tensor; // [H, T, hd]
     if (cache) {
       cache.write(layer, k.data, v.data, T);
-      const L = cache.length + T;
-      keys = new Tensor(cache.keys(layer).subarray(0, L * G * hd), [L, G, hd]);
-      values = new Tensor(cache.values(layer).subarray(0, L * G * hd), [L, G, hd]);
+      heads = cachedAttention(q, cache, layer, cache.length + T, mask, g);
     } else {
-      keys = k;
-      values = reshape(v, [T, G, hd]);
+      // Query head h uses key head floor(h / g): heads grouped per key head as [G, g*T, hd].
+      const qg = reshape(transpose(q, [1, 0, 2]), [G, g * T, hd]);
+      const kt = transpose(k, [1, 0, 2]); // [G, T, hd]
+      const vt = transpose(reshape(v, [T, G, hd]), [1, 0, 2]); // [G, T, hd]
+      let scores = mul(matmul(qg, kt, { transB: true }), 1 / Math.sqrt(hd)); // [G, g*T, T]
+      if (mask) scores = add(reshape(scores, [G, g, T, T]), mask);
+      const att = reshape(softmax(scores, -1), [G, g * T, T]);
+      heads = reshape(matmul(att, vt), [H, T, hd]);
     }
-    const L = keys.shape[0]!;
-    // Query head h uses key head floor(h / g): heads grouped per key head as [G, g*T, hd].
-    const qg = reshape(transpose(q, [1, 0, 2]), [G, g * T, hd]);
-    const kt = transpose(keys, [1, 0, 2]); // [G, L, hd]
-    const vt = transpose(values, [1, 0, 2]); // [G, L, hd]
-    let scores = mul(matmul(qg, kt, { transB: true }), 1 / Math.sqrt(hd)); // [G, g*T, L]
-    if (mask) scores = add(reshape(scores, [G, g, T, L]), mask);
-    const att = reshape(softmax(scores, -1), [G, g * T, L]);
-    const heads = reshape(matmul(att, vt), [H, T, hd]);
     return linear(reshape(transpose(heads, [1, 0, 2]), [T, H * hd]), this.o);
   }
+}
+
+/**
+ * Attention of q [T, H, hd] over the cache's first L positions, one key head at a time on views of
+ * the head-major cache (no copy of past keys or values). Inference only (called under noGrad).
+ */
+function cachedAttention(q: Tensor, cache: KVCache, layer: number, L: number, mask: Tensor | null, g: number): Tensor {
+  const [T, H, hd] = q.shape as [number, number, number];
+  const G = H / g;
+  const qg = transpose(q, [1, 0, 2]).data as Float32Array; // [H, T, hd] = [G, g*T, hd]
+  const out = new Float32Array(H * T * hd);
+  const rows = g * T;
+  for (let h = 0; h < G; h++) {
+    const qh = new Tensor(qg.subarray(h * rows * hd, (h + 1) * rows * hd), [rows, hd]);
+    const kh = new Tensor(cache.headKeys(layer, h, L), [L, hd]);
+    const vh = new Tensor(cache.headValues(layer, h, L), [L, hd]);
+    let s = mul(matmul(qh, kh, { transB: true }), 1 / Math.sqrt(hd)); // [g*T, L]
+    if (mask) s = reshape(add(reshape(s, [g, T, L]), mask), [rows, L]);
+    out.set(matmul(softmax(s, -1), vh).data, h * rows * hd); // [g*T, hd]
+  }
+  return new Tensor(out, [H, T, hd]);
 }
 
 export class DecoderLayer extends Module {
