@@ -289,9 +289,18 @@ test('crafted headers: each problem is named (magic, version, truncation, tensor
   await expectError(orig.subarray(0, orig.length - 100), /tensor "output_norm\.weight": data .* runs past the end of the file/);
   await expectError(orig.subarray(0, 300), /truncated|past the end|header/);
   const b3 = Buffer.from(orig); b3.writeBigUInt64LE(2n ** 40n, 8);
-  await expectError(b3, /Tensor count 1099511627776 exceeds/);
+  await expectError(b3, /tensor_count 1099511627776 cannot fit in a file of \d+ bytes/);
   const b4 = Buffer.from(orig); b4.writeBigUInt64LE(2n ** 40n, 16);
-  await expectError(b4, /KV metadata count .* exceeds/);
+  await expectError(b4, /kv_count 1099511627776 cannot fit/);
+  // Millions of tensors claimed by a 64-byte file: refused before any entry is built.
+  const tiny = Buffer.alloc(64);
+  tiny.write('GGUF', 0, 'latin1');
+  tiny.writeUInt32LE(3, 4);
+  tiny.writeBigUInt64LE(9_999_999n, 8);
+  await expectError(tiny, /tensor_count 9999999 cannot fit in a file of 64 bytes/);
+  // A count that fits the file but not the library's limit still gets the library's message.
+  const b5 = Buffer.from(orig); b5.writeBigUInt64LE(BigInt(Math.floor(orig.length / 30)), 16);
+  await expectError(b5, /header|metadata|truncated|past the end/);
   await expectError(orig.subarray(0, 10), /too short/);
 });
 
