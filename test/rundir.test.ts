@@ -244,6 +244,12 @@ test('resume edge cases: --config, RUN/checkpoint, a finished run, --out elsewhe
     assert.doesNotMatch(r.out, /steps in/);
     assert.deepEqual(snapshot(), finished);
 
+    // more epochs past a schedule that ends at a rate of 0 would not learn: refused with the reason, nothing written
+    r = moe(['train', '--resume', run, '--set', 'train.epochs=3', '--set', 'optim.minLr=0']);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /schedule of this run was built for 6 steps and ends at optim.minLr = 0, so the steps after 6 would not learn/);
+    assert.deepEqual(snapshot(), finished);
+
     // --out elsewhere: the run continues there; the original stays as it was
     const fork = join(dir, 'fork');
     r = moe(['train', '--resume', run, '--out', fork, '--set', 'train.epochs=3']);
@@ -344,7 +350,8 @@ test('a full disk names the file: config.json, metrics.jsonl, the checkpoint\'s 
       } finally {
         restore();
       }
-      const strays = readdirSync(out, { recursive: true }).map(String).filter((f) => f.includes('.tmp-'));
+      // (a run that failed before writing anything removes the directory it created)
+      const strays = existsSync(out) ? readdirSync(out, { recursive: true }).map(String).filter((f) => f.includes('.tmp-')) : [];
       assert.deepEqual(strays, [], 'no temp file is left behind');
       assert.ok(!existsSync(join(out, '.moe.lock')), 'a failed run releases its lock');
     }
@@ -366,4 +373,41 @@ test('cutMetricsLog keeps complete records up to the checkpoint, the later copy 
   assert.deepEqual({ after: cut.after, torn: cut.torn, duplicates: cut.duplicates }, { after: 2, torn: 1, duplicates: 2 });
   assert.equal(cutMetricsLog('', 3).text, '');
   assert.equal(cutMetricsLog(`${line({ type: 'step', step: 1 })}\n`, 0).kept, 0, 'a checkpoint at step 0 keeps no step');
+});
+
+test('the run lock: held once, stale when its pid is gone or reused, refused for another host or an unreadable file', async () => {
+  const { acquireRunLock, LOCK_NAME } = await import('../src/train/rundir.js');
+  const dir = mkdtempSync(join(tmpdir(), 'moe-lock-'));
+  const lockFile = join(dir, LOCK_NAME);
+  const messages: string[] = [];
+  const log = (l: string) => messages.push(l);
+  try {
+    const held = acquireRunLock(dir, log);
+    assert.throws(() => acquireRunLock(dir, log), new RegExp(`is in use by process ${process.pid} on `));
+    held.release();
+    assert.ok(!existsSync(lockFile), 'release removes the lock');
+
+    const me = JSON.parse((() => { const l = acquireRunLock(dir); const t = readFileSync(lockFile, 'utf8'); l.release(); return t; })()) as Rec;
+    const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const stale = (over: Rec) => writeFileSync(lockFile, JSON.stringify({ ...me, ...over }));
+    for (const [what, over] of [['a dead pid', { pid: gone }], ['a pid reused by another process', { procStart: '1' }]] as const) {
+      if (what !== 'a dead pid' && me['procStart'] === undefined) continue; // no /proc here
+      stale(over);
+      messages.length = 0;
+      acquireRunLock(dir, log).release();
+      assert.match(messages.join('\n'), /taking over the lock of process \d+ .*no longer running/, what);
+    }
+    stale({ host: 'elsewhere.example' });
+    assert.throws(() => acquireRunLock(dir, log), /locked by process \d+ on elsewhere\.example.*cannot be checked from .*delete .*\.moe\.lock/);
+    writeFileSync(lockFile, 'not json');
+    assert.throws(() => acquireRunLock(dir, log), /not a moe lock record/);
+    // a lock that is not ours is never removed by our release
+    rmSync(lockFile);
+    const mine = acquireRunLock(dir, log);
+    stale({ pid: 1 });
+    mine.release();
+    assert.ok(existsSync(lockFile));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -181,6 +181,11 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
       resumeState = ckpt.trainerState as TrainerState;
       const step = resumeState.step;
       scheduleSteps = resumeState.scheduleSteps ?? savedScheduleSteps(ckpt.config, task.batchesPerEpoch) ?? totalSteps;
+      if (totalSteps > scheduleSteps && config.optim.schedule !== 'constant' && config.optim.minLr === 0) {
+        throw new Error(`train.epochs ${config.train.epochs}: the ${config.optim.schedule} schedule of this run was built for ${scheduleSteps} steps and ends at optim.minLr = 0, `
+          + `so the steps after ${scheduleSteps} would not learn (a resumed run keeps its schedule, so that its losses match an uninterrupted run). `
+          + 'Give those steps a rate, e.g. --set optim.minLr=1e-4 (the schedule then decays to it and stays there), or start a new run with more epochs');
+      }
       if (resumeState.epoch >= config.train.epochs) {
         // A finished run: its last checkpoint is followed by the test evaluation, and nothing else.
         const runLog = inPlace ? metricsFile : resume.runDir !== null ? join(resume.runDir, 'metrics.jsonl') : null;
@@ -190,6 +195,10 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
           return { state: resumeState, last: {}, test: null, seconds: 0, config, out: opts.out, parameters: model.numParameters(), nothingToDo: true };
         }
         log(`${opts.resume}: training had finished at step ${step}; evaluating the test split, which the stopped run had not logged`);
+      }
+      if (scheduleSteps !== totalSteps && config.optim.schedule !== 'constant') {
+        log(`train.epochs is now ${config.train.epochs} (${totalSteps} steps); the ${config.optim.schedule} schedule keeps the ${scheduleSteps} steps it started with`
+          + `${totalSteps > scheduleSteps ? `, so the learning rate stays at optim.minLr (${config.optim.minLr}) after step ${scheduleSteps}` : ''}`);
       }
       if (inPlace) {
         const repaired = repairMetricsLog(metricsFile, step);
@@ -202,10 +211,6 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
         log(`continuing ${opts.resume} in ${opts.out}: copied its checkpoint (step ${step})${resume.runDir !== null ? ' and its metrics up to that step' : ''}; ${opts.resume} is left as it was`);
       }
       log(`resuming ${opts.resume} at step ${step} (epoch ${resumeState.epoch + 1}, batch ${resumeState.batchInEpoch})`);
-      if (scheduleSteps !== totalSteps && config.optim.schedule !== 'constant') {
-        log(`train.epochs is now ${config.train.epochs} (${totalSteps} steps); the ${config.optim.schedule} schedule keeps the ${scheduleSteps} steps it started with`
-          + `${totalSteps > scheduleSteps ? `, so the learning rate stays at optim.minLr (${config.optim.minLr}) after step ${scheduleSteps}` : ''}`);
-      }
     }
     const schedule = makeSchedule(config.optim, scheduleSteps);
     writeFileAtomic(join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
@@ -219,6 +224,11 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
       progress, ...(opts.onStep ? { onStep: opts.onStep } : {}),
     });
     return { ...result, config, out: opts.out, parameters, nothingToDo: false };
+  } catch (e) {
+    lock.release();
+    // a run refused before it wrote anything leaves no empty directory behind
+    if (!outExisted) rmEmptyDir(opts.out);
+    throw e;
   } finally {
     lock.release();
   }
