@@ -200,7 +200,10 @@ describe('decode reads only the chosen experts', () => {
 test('training is possible: the graph reaches every parameter with finite gradients', () => {
   const model = memoryModel(presetConfig('qwen2_moe', 'tiny'));
   const ids = Int32Array.from([256, 5, 6, 7, 8, 9]);
-  const loss = crossEntropy(model.forward(ids.subarray(0, 5)), ids.subarray(1));
+  const logits = model.forward(ids.subarray(0, 5));
+  // the recorded path (ops) and the inference path (fused rotary loop) agree
+  assert.ok(maxDiff(logits.data, noGrad(() => model.forward(ids.subarray(0, 5))).data) < 1e-6);
+  const loss = crossEntropy(logits, ids.subarray(1));
   loss.backward();
   for (const [name, p] of model.namedParameters()) {
     assert.ok(p.grad, `${name} has no gradient`);

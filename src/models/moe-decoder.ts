@@ -8,7 +8,7 @@ import { RMSNorm } from '../nn/norm.js';
 import { applyRotary } from '../nn/rope.js';
 import { KVCache } from '../nn/kv-cache.js';
 import { Tensor } from '../tensor/tensor.js';
-import { noGrad } from '../tensor/autograd.js';
+import { isGradEnabled, noGrad } from '../tensor/autograd.js';
 import { add, embedding, groupedMatmul, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
 import { TopKRouter } from '../moe/routers/topk.js';
 import { SigmoidGroupRouter } from '../moe/routers/sigmoid-group.js';
@@ -149,8 +149,8 @@ export class DecoderAttention extends Module {
       q = this.qNorm!.forward(q);
       k = this.kNorm!.forward(k);
     }
-    q = applyRotary(q, cos, sin);
-    k = applyRotary(k, cos, sin);
+    q = rotary(q, cos, sin);
+    k = rotary(k, cos, sin);
     let heads: Tensor; // [H, T, hd]
     if (cache) {
       cache.write(layer, k.data, v.data, T);
@@ -167,6 +167,35 @@ export class DecoderAttention extends Module {
     }
     return linear(reshape(transpose(heads, [1, 0, 2]), [T, H * hd]), this.o);
   }
+}
+
+/**
+ * Rotary embedding of x [T, heads, hd] by tables [T, 1, hd]. Without gradients, one loop instead of
+ * the seven ops of applyRotary (the decode step's largest share of small ops), with the same
+ * float32 roundings: x1 c - x2 s and x2 c + x1 s, each product and sum rounded.
+ */
+function rotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  if (isGradEnabled() || x.dtype !== 'float32') return applyRotary(x, cos, sin);
+  const [T, H, hd] = x.shape as [number, number, number];
+  const h = hd / 2;
+  const xd = x.data as Float32Array;
+  const c = cos.data as Float32Array;
+  const s = sin.data as Float32Array;
+  const out = new Float32Array(x.size);
+  const f = Math.fround;
+  for (let t = 0; t < T; t++) {
+    const cb = t * hd;
+    for (let head = 0; head < H; head++) {
+      const b = (t * H + head) * hd;
+      for (let i = 0; i < h; i++) {
+        const x1 = xd[b + i]!;
+        const x2 = xd[b + i + h]!;
+        out[b + i] = f(f(x1 * c[cb + i]!) + f(-x2 * s[cb + i]!));
+        out[b + i + h] = f(f(x2 * c[cb + i + h]!) + f(x1 * s[cb + i + h]!));
+      }
+    }
+  }
+  return new Tensor(out, x.shape);
 }
 
 /**
