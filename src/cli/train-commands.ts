@@ -98,7 +98,17 @@ export async function trainCommand(args: ParsedArgs): Promise<number> {
     out = outFlag ?? join('runs', config.name);
   }
   const log = (l: string) => process.stderr.write(`${l}\n`);
-  const r = await runTraining(config, { out, ...(resume ? { resume } : {}), ...(force ? { force } : {}), log });
+  let r: Awaited<ReturnType<typeof runTraining>>;
+  try {
+    r = await runTraining(config, { out, ...(resume ? { resume } : {}), ...(force ? { force } : {}), log });
+  } catch (e) {
+    // the library's mismatch message advises library callers ({ strict: false }); here the cause is a --set on resume
+    if (!resume || !/^loadModelWeights: /.test((e as Error).message)) throw e;
+    const why = (e as Error).message.replace(/^loadModelWeights: /, '').replace(/; pass \{ strict: false \}.*$/, '');
+    const modelSets = sets.filter((s) => s.startsWith('model.'));
+    throw new Error(`train: the checkpoint of ${resume} does not fit the model ${modelSets.length > 0 ? `after --set ${modelSets.join(' --set ')}` : 'its config.json describes'} (${why}). `
+      + 'A resumed run keeps the shape of its model: drop those --set options, or start a new run with --config and --out', { cause: e });
+  }
   if (r.nothingToDo) {
     console.log(`${config.name}: ${resume} has already finished its ${config.train.epochs} epochs (step ${r.state.step}); nothing to do. `
       + `To train longer: moe train --resume ${resume} --set train.epochs=${Math.max(config.train.epochs, r.state.epoch) + 1} (or more)`);
