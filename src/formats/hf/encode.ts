@@ -1,6 +1,11 @@
 // f32 values to the stored bytes of F32, F16 or BF16 (little-endian, round to nearest even).
 
+import { floatToHalf } from '../../tensor/half.js';
+
 export type WriteDType = 'F32' | 'F16' | 'BF16';
+
+/** IEEE binary16 bits of x, ties to even (the one f16 encoder of the project, shared with the quantised blocks). */
+export const floatToF16 = floatToHalf;
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -12,32 +17,6 @@ export function floatToBF16(x: number): number {
   const b = u32[0]!;
   if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x40) & 0xffff; // quiet NaN, sign kept
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** IEEE binary16 bits of x (after rounding x to float32), ties to even, overflow to infinity. */
-export function floatToF16(x: number): number {
-  f32[0] = x;
-  const b = u32[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  const mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 112; // 127 -> 15
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    const s = 126 - exp; // shift that makes one unit 2^-24
-    if (s > 24) return sign;
-    const m = mant | 0x800000;
-    let h = m >>> s;
-    const rem = m & ((1 << s) - 1);
-    const half = 1 << (s - 1);
-    if (rem > half || (rem === half && (h & 1) === 1)) h++;
-    return sign | h;
-  }
-  let h = sign | (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) === 1)) h++;
-  return h;
 }
 
 /** The bytes a safetensors file stores for data in dtype. F32 on a little-endian host is a view, not a copy. */
