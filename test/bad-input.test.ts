@@ -308,6 +308,18 @@ test('inspect --examples N is honoured for routed models; 0 and non-numbers are 
   }
 }));
 
+test('a resume whose --set changes the model says so, without library advice ({ strict: false })', { skip: skipData }, () => withTmp((dir) => {
+  const config = validateRun({
+    name: 'r', model: { type: 'vit-moe', dModel: 8, heads: 2, layers: 1, numExperts: 4, dFF: 8, patch: 7 }, data: { dataset: 'fashion-mnist', limitTrain: 64 },
+    train: { epochs: 2, batchSize: 64 },
+  });
+  writeCheckpoint(join(dir, 'run', 'checkpoint'), config);
+  const r = moe('train', '--resume', join(dir, 'run'), '--set', 'model.ffn=dense');
+  assert.equal(r.code, 2);
+  assert.match(r.err, /train: the checkpoint of .*run does not fit the model after --set model.ffn=dense \(tensor names do not match .*\)\. A resumed run keeps the shape of its model/);
+  assert.doesNotMatch(r.err, /strict/);
+}));
+
 test('generate works without --prompt and says when it cuts a prompt longer than the context', () => withTmp((dir) => {
   const config = validateRun({
     model: { type: 'byte-lm', dModel: 8, heads: 2, layers: 1, numExperts: 2, dFF: 8, maxSeqLen: 16 }, data: { dataset: 'udhr' },
