@@ -30,3 +30,7 @@ export { fromHF, toHF } from './models/moe-decoder-hf.js';
 export { loadLM, type LoadedLM } from './models/load-lm.js';
 export { KVCache, type KVCacheOptions } from './nn/kv-cache.js';
 export * as hf from './formats/hf/index.js';
+export { loadTokenizer, type LoadedTokenizer, type ChatMessage, type StreamDecoder } from './formats/hf/tokenizer.js';
+export { byteLevelTokenizerJson, byteLevelTokenizerConfig } from './formats/hf/byte-tokenizer.js';
+export { Sampler, type SamplerOptions } from './infer/sampler.js';
+export { generate, type GenerateOptions, type GenerateResult, type GenerationModel, type RoutingEvent } from './infer/generate.js';
