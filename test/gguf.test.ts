@@ -6,11 +6,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { GGUFValueType } from '@huggingface/gguf';
 import { Rng } from '../src/index.js';
 import { GGML, GGUFFile, readGGUFAsHF, writeGGUF, writeGGUFFile, type GGUFWriteDType } from '../src/formats/gguf/index.js';
 import { byteLevelTokenizerConfig, byteLevelTokenizerJson } from '../src/formats/hf/byte-tokenizer.js';
 import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
+import { encodeFloats } from '../src/formats/hf/encode.js';
 import { dequantizeArray, quantizeArray } from '../src/tensor/quant-blocks.js';
 import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
 import { loadLM } from '../src/models/load-lm.js';
@@ -399,5 +401,46 @@ test('files as llama.cpp also writes them: Mixtral with one tensor per expert, Q
     assert.deepEqual(bits(rq.source.read('model.layers.1.mlp.shared_expert_gate.weight')), bits(q.tensors.find(([n]) => n === 'model.layers.1.mlp.shared_expert_gate.weight')![1]));
   } finally {
     rq.source.close();
+  }
+});
+
+test('a file written by llama.cpp\'s gguf-py: metadata of every type, and our quantisers reproduce its Q8_0/Q4_0/F16/BF16 bytes', async () => {
+  // reference/gguf_fixture.py: float32 rows that hit ggml's rounding corners, encoded by gguf-py's reference quantisers.
+  const path = fileURLToPath(new URL('../../test/fixtures/gguf/gguf-py.gguf', import.meta.url));
+  const f = await GGUFFile.open(path);
+  try {
+    assert.equal(f.str('general.architecture'), 'olmoe');
+    assert.equal(f.num('test.u8'), 200);
+    assert.equal(f.num('test.i8'), -100);
+    assert.equal(f.num('test.u16'), 60000);
+    assert.equal(f.num('test.i16'), -30000);
+    assert.equal(f.num('test.u32'), 4000000000);
+    assert.equal(f.num('test.i32'), -2000000000);
+    assert.equal(f.num('test.f32'), Math.fround(0.1));
+    assert.equal(f.num('test.u64'), 2 ** 40 + 1);
+    assert.equal(f.num('test.i64'), -(2 ** 40) - 1);
+    assert.equal(f.num('test.f64'), 0.1);
+    assert.equal(f.bool('test.bool'), true);
+    assert.equal(f.str('test.string'), 'Tous les êtres humains 🌍');
+    assert.deepEqual(f.array('test.strings', 'string'), ['a', 'b c', '']);
+    assert.deepEqual(f.array('test.ints', 'number'), [1, -2, 3]);
+    const xt = f.tensor('x');
+    assert.deepEqual(xt.shape, [10, 256]);
+    const x = new Float32Array(f.readBytes(xt).slice().buffer);
+    const stored = (name: string): Uint8Array => f.readBytes(f.tensor(name));
+    assert.deepEqual(quantizeArray('q8_0', x), stored('x.q8_0'), 'Q8_0 bytes');
+    assert.deepEqual(quantizeArray('q4_0', x), stored('x.q4_0'), 'Q4_0 bytes');
+    assert.deepEqual(encodeFloats(x, 'F16'), stored('x.f16'), 'F16 bytes');
+    assert.deepEqual(encodeFloats(x, 'BF16'), stored('x.bf16'), 'BF16 bytes');
+    // Our writer, given the same entries and tensors, lays the file out byte for byte as gguf-py
+    // (which also pads after the last tensor).
+    const ours = join(dir, 'rewritten.gguf');
+    writeGGUFFile(ours, [...f.metadata.entries()], [...f.tensors.values()].map((t) => ({ name: t.name, type: t.type, shape: t.shape, data: f.readBytes(t) })));
+    const a = readFileSync(ours);
+    const b = readFileSync(path);
+    assert.ok(b.subarray(0, a.length).equals(a), 'same bytes');
+    assert.ok(b.length - a.length < 32 && b.subarray(a.length).every((v) => v === 0), 'gguf-py only adds trailing padding');
+  } finally {
+    f.close();
   }
 });
