@@ -1,0 +1,75 @@
+// `moe serve`: an OpenAI-compatible HTTP server for a MoE LM (continuous batching; see docs/serving.md).
+
+import { basename } from 'node:path';
+import { rejectUnknown, type ParsedArgs } from './args.js';
+import { loadLM } from '../models/load-lm.js';
+import { loadTokenizer } from '../formats/hf/tokenizer.js';
+import { ModelServer } from '../serve/http.js';
+
+export const SERVE_HELP = `moe serve --model DIR|FILE.gguf [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-queue 64]
+          [--ctx N] [--prefill-chunk 64] [--timeout SECONDS] [--grace SECONDS] [--name NAME]
+
+Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/completions
+(streaming with "stream": true), GET /v1/models, /health and /metrics (Prometheus).
+  --max-batch N      sequences decoded together; N KV caches of --ctx positions are allocated
+                     at start, so memory does not grow with load (default 8)
+  --max-queue N      requests waiting for a free slot; beyond, 429 with Retry-After (default 64)
+  --ctx N            positions per sequence, prompt + new tokens (default: the model's
+                     max_position_embeddings, at most 4096)
+  --prefill-chunk N  prompt tokens prefilled per step, so a long prompt does not stall the
+                     others' decoding (default 64)
+  --timeout S        a request still running after S seconds ends with a 504 (default 600)
+  --grace S          on SIGTERM/SIGINT: refuse new requests, let running ones finish for S
+                     seconds, end the rest, exit 0 (default 10)
+  --name NAME        the model id clients name (default: the model's file or directory name)
+The URL is printed on stdout once the server listens (--port 0 picks a free port).`;
+
+const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'help'];
+
+function intFlag(args: ParsedArgs, key: string, min: number): number | undefined {
+  const raw = args.flags.get(key)?.[0];
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isInteger(v) || v < min) throw new Error(`serve: --${key} ${raw}: expected an integer >= ${min}`);
+  return v;
+}
+
+export async function serveCommand(args: ParsedArgs): Promise<number> {
+  rejectUnknown(args, OPTIONS, 'serve');
+  const path = args.flags.get('model')?.[0];
+  if (!path) throw new Error('serve: --model DIR|FILE.gguf is required');
+  const port = intFlag(args, 'port', 0) ?? 8000;
+  if (port > 65535) throw new Error(`serve: --port ${port}: expected 0..65535`);
+  const host = args.flags.get('host')?.[0] ?? '127.0.0.1';
+  const maxBatch = intFlag(args, 'max-batch', 1) ?? 8;
+  const maxQueue = intFlag(args, 'max-queue', 0) ?? 64;
+  const ctx = intFlag(args, 'ctx', 2);
+  const prefillChunk = intFlag(args, 'prefill-chunk', 1);
+  const timeoutS = intFlag(args, 'timeout', 1) ?? 600;
+  const graceS = intFlag(args, 'grace', 0) ?? 10;
+
+  const lm = await loadLM(path);
+  for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
+  if (!lm.tokenizerJson) throw new Error(`serve: ${path} has no tokenizer.json; the server needs one to turn text into ids`);
+  const tokenizer = loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {});
+  const modelName = args.flags.get('name')?.[0] ?? basename(path.replace(/\/+$/, ''));
+  const server = new ModelServer({
+    model: lm.model, tokenizer, modelName, maxBatch, maxQueue, requestTimeoutMs: timeoutS * 1000,
+    ...(ctx !== undefined ? { contextLength: ctx } : {}), ...(prefillChunk !== undefined ? { prefillChunk } : {}),
+  });
+  const url = await server.listen(port, host);
+  console.log(`moe serve: ${modelName} on ${url} (max batch ${maxBatch}, queue ${maxQueue}, context ${server.contextLength})`);
+
+  // resolves when a signal has shut the server down
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`moe serve: ${sig}: no new requests; finishing in-flight ones (up to ${graceS} s)\n`);
+      server.shutdown(graceS * 1000).then(() => resolve(0), (e: Error) => { process.stderr.write(`moe serve: shutdown: ${e.message}\n`); resolve(1); });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
