@@ -13,6 +13,7 @@ import { createCommand, CREATE_HELP } from './create-command.js';
 import { convertCommand, CONVERT_HELP } from './convert-command.js';
 import { trainCommand, evalCommand, inspectCommand, trainHelp, plotCommand, PLOT_HELP } from './train-commands.js';
 import { generateCommand, benchDecodeCommand, GENERATE_HELP, BENCH_DECODE_HELP } from './generate-command.js';
+import { serveCommand, SERVE_HELP } from './serve-command.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
@@ -27,6 +28,7 @@ Commands:
   convert SRC DST --format hf|gguf [--dtype f32|f16|bf16|q8_0|q4_0]   HF directory / .gguf to HF or GGUF
   generate --model DIR|FILE.gguf --prompt TEXT   stream a MoE LM's continuation (KV cache; --json, --show-routing)
   generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
+  serve --model DIR|FILE.gguf [--port P] [--max-batch N]   OpenAI-compatible HTTP server (continuous batching)
   plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
   predict --checkpoint DIR --input FILE [--top N] [--json]   top classes of images (IDX, PNG, JSON)
   experiment implicit-bias|l2-norm|inference-cost [--quick]   the Soft MoE paper's studies (docs/results/)
@@ -160,6 +162,9 @@ async function main(argv: string[]): Promise<number> {
     case 'generate':
       if (help) { console.log(GENERATE_HELP); return 0; }
       return generateCommand(args);
+    case 'serve':
+      if (help) { console.log(SERVE_HELP); return 0; }
+      return serveCommand(args);
     case 'create':
       if (help) { console.log(CREATE_HELP); return 0; }
       return createCommand(args);
