@@ -115,7 +115,8 @@ export async function trainCommand(args: ParsedArgs): Promise<number> {
     return 0;
   }
   const test = r.test ? formatMetrics(r.test) : 'n/a';
-  console.log(`${config.name}: ${r.state.step} steps in ${r.seconds.toFixed(1)} s; test ${test}; checkpoint in ${out}`);
+  const steps = r.stepsRun === r.state.step ? `${r.state.step} steps` : `${r.stepsRun} steps (to step ${r.state.step})`;
+  console.log(`${config.name}: ${steps} in ${r.seconds.toFixed(1)} s; test ${test}; checkpoint in ${out}`);
   return 0;
 }
 

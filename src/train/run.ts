@@ -100,6 +100,8 @@ export interface RunResult extends TrainResult {
   parameters: number;
   /** The checkpoint had already finished every epoch: nothing was trained or written. */
   nothingToDo: boolean;
+  /** Optimizer steps taken by this call (state.step counts from the start of the run). */
+  stepsRun: number;
 }
 
 const TEXT_DATASETS = ['udhr', 'text', 'jsonl'];
@@ -192,9 +194,9 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
         if (!inPlace || (runLog !== null && hasTestRecord(runLog, step))) {
           lock.release();
           if (!outExisted) rmEmptyDir(opts.out);
-          return { state: resumeState, last: {}, test: null, seconds: 0, config, out: opts.out, parameters: model.numParameters(), nothingToDo: true };
+          return { state: resumeState, last: {}, test: null, seconds: 0, config, out: opts.out, parameters: model.numParameters(), nothingToDo: true, stepsRun: 0 };
         }
-        log(`${opts.resume}: training had finished at step ${step}; evaluating the test split, which the stopped run had not logged`);
+        log(`${opts.resume}: its checkpoint (step ${step}, epoch ${resumeState.epoch}) already reaches train.epochs = ${config.train.epochs}; evaluating the test split, which the run had not logged`);
       }
       if (scheduleSteps !== totalSteps && config.optim.schedule !== 'constant') {
         log(`train.epochs is now ${config.train.epochs} (${totalSteps} steps); the ${config.optim.schedule} schedule keeps the ${scheduleSteps} steps it started with`
@@ -223,7 +225,7 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
       ...(resumeState ? { resume: resumeState } : {}), ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
       progress, ...(opts.onStep ? { onStep: opts.onStep } : {}),
     });
-    return { ...result, config, out: opts.out, parameters, nothingToDo: false };
+    return { ...result, config, out: opts.out, parameters, nothingToDo: false, stepsRun: result.state.step - (resumeState?.step ?? 0) };
   } catch (e) {
     lock.release();
     // a run refused before it wrote anything leaves no empty directory behind
