@@ -1,7 +1,7 @@
 // `moe generate` (an HF directory or GGUF file, or a byte-level LM checkpoint) and `moe bench decode`.
 
 import { rejectUnknown, type ParsedArgs } from './args.js';
-import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP } from './train-commands.js';
+import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP } from './model-commands.js';
 import { loadLM } from '../models/load-lm.js';
 import type { KVCache } from '../nn/kv-cache.js';
 import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js';
