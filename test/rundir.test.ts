@@ -101,8 +101,10 @@ const lastStep = (file: string): number => {
 const checkpointState = (run: string): { step: number; epoch: number; scheduleSteps?: number } =>
   (JSON.parse(readFileSync(join(run, 'checkpoint', 'state.json'), 'utf8')) as { trainerState: { step: number; epoch: number } }).trainerState;
 const range = (a: number, b: number): number[] => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+// the process tests find what moe started through /proc and kill process groups
+const skipNotLinux = process.platform !== 'linux' && 'reads /proc (Linux only)';
 
-test('killing moe (SIGINT, SIGTERM, SIGHUP, SIGKILL) ends the training: no process is left writing the run', async () => {
+test('killing moe (SIGINT, SIGTERM, SIGHUP, SIGKILL) ends the training: no process is left writing the run', { skip: skipNotLinux }, async () => {
   const { dir, cfg } = setup({ epochs: 100000 });
   try {
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGKILL'] as const) {
@@ -129,7 +131,7 @@ test('killing moe (SIGINT, SIGTERM, SIGHUP, SIGKILL) ends the training: no proce
   }
 });
 
-test('one writer per run directory: a second moe train is refused naming the holder; a killed holder\'s lock is taken over', async () => {
+test('one writer per run directory: a second moe train is refused naming the holder; a killed holder\'s lock is taken over', { skip: skipNotLinux }, async () => {
   const { dir, cfg } = setup({ epochs: 100000 });
   const run = join(dir, 'run');
   const p = start(['train', '--config', cfg, '--out', run]);
@@ -188,7 +190,7 @@ test('a new run never overwrites an old one: --out DIR and the default runs/<nam
   }
 });
 
-test('resume after kill -9 cuts metrics.jsonl back to the checkpoint: no torn line, no step twice, the same losses', async () => {
+test('resume after kill -9 cuts metrics.jsonl back to the checkpoint: no torn line, no step twice, the same losses', { skip: skipNotLinux }, async () => {
   const { dir, cfg } = setup({ epochs: 100000 });
   const run = join(dir, 'run');
   const metrics = join(run, 'metrics.jsonl');
