@@ -107,3 +107,18 @@ test('loadTokenizer: bad files are clear errors', () => {
   assert.throws(() => loadTokenizer(byteLevelTokenizerJson(), { eos_token: '<|nope|>' }), /eos_token "<\|nope\|>" is not in the tokenizer's vocabulary/);
   assert.throws(() => tok.streamDecoder().push(-1), /non-negative integer/);
 });
+
+test('stream decoder on a SentencePiece-style (Metaspace) vocabulary keeps the spaces between pieces', () => {
+  const sp = loadTokenizer({
+    version: '1.0', added_tokens: [{ id: 4, content: '</s>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
+    normalizer: null, pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+    post_processor: null, decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+    model: { type: 'WordLevel', vocab: { '▁Hello': 0, '▁world': 1, '!': 2, '<unk>': 3, '</s>': 4 }, unk_token: '<unk>' },
+  }, { eos_token: '</s>' });
+  assert.deepEqual(sp.eosIds, [4]);
+  const ids = [0, 1, 2, 1, 4];
+  const sd = sp.streamDecoder({ skipSpecialTokens: true });
+  const pieces = ids.map((id) => sd.push(id));
+  assert.deepEqual(pieces, ['Hello', ' world', '!', ' world', '']);
+  assert.equal(pieces.join('') + sd.flush(), sp.decode(ids, { skipSpecialTokens: true }));
+});
