@@ -153,8 +153,7 @@ export class DecoderAttention extends Module {
     k = rotary(k, cos, sin);
     let heads: Tensor; // [H, T, hd]
     if (cache) {
-      cache.write(layer, k.data, v.data, T);
-      heads = cachedAttention(q, cache, layer, cache.length + T, mask, g);
+      return this.attendSegments(q, k, v, [{ start: 0, T, cache, mask }], layer);
     } else {
       // Query head h uses key head floor(h / g): heads grouped per key head as [G, g*T, hd].
       const qg = reshape(transpose(q, [1, 0, 2]), [G, g * T, hd]);
@@ -167,6 +166,57 @@ export class DecoderAttention extends Module {
     }
     return linear(reshape(transpose(heads, [1, 0, 2]), [T, H * hd]), this.o);
   }
+
+  /**
+   * Rows of x [N, d] belonging to several sequences (segments of consecutive rows, each with its
+   * own cache, positions and mask; rotary tables [N, 1, hd] per row): the projections run over
+   * all N rows at once, attention per segment over its own cache. Inference only (under noGrad).
+   */
+  forwardSegments(x: Tensor, cos: Tensor, sin: Tensor, segs: readonly Segment[], layer: number): Tensor {
+    const { numHeads: H, numKVHeads: G, headDim: hd } = this.c;
+    const N = x.shape[0]!;
+    let q = linear(x, this.q, this.qBias);
+    let k = linear(x, this.k, this.kBias);
+    const v = linear(x, this.v, this.vBias);
+    if (this.c.qkNorm === 'full') {
+      q = this.qNorm!.forward(q);
+      k = this.kNorm!.forward(k);
+    }
+    q = reshape(q, [N, H, hd]);
+    k = reshape(k, [N, G, hd]);
+    if (this.c.qkNorm === 'head') {
+      q = this.qNorm!.forward(q);
+      k = this.kNorm!.forward(k);
+    }
+    return this.attendSegments(rotary(q, cos, sin), rotary(k, cos, sin), v, segs, layer);
+  }
+
+  /** q [N, H, hd] and k, v [N, G*hd] (after rotary) -> [N, d]: each segment writes its cache and attends over it. */
+  private attendSegments(q: Tensor, k: Tensor, v: Tensor, segs: readonly Segment[], layer: number): Tensor {
+    const { numHeads: H, numKVHeads: G, headDim: hd } = this.c;
+    const N = q.shape[0]!;
+    const kd = k.data as Float32Array;
+    const vd = v.data as Float32Array;
+    const qd = q.data as Float32Array;
+    const row = G * hd;
+    const out = new Float32Array(N * H * hd); // [N, H*hd]
+    for (const { start, T, cache, mask } of segs) {
+      if (T === 0) continue;
+      cache.write(layer, kd.subarray(start * row, (start + T) * row), vd.subarray(start * row, (start + T) * row), T);
+      const qs = new Tensor(qd.subarray(start * H * hd, (start + T) * H * hd), [T, H, hd]);
+      const heads = cachedAttention(qs, cache, layer, cache.length + T, mask, H / G); // [H, T, hd]
+      out.set(transpose(heads, [1, 0, 2]).data as Float32Array, start * H * hd);
+    }
+    return linear(new Tensor(out, [N, H * hd]), this.o);
+  }
+}
+
+/** One sequence's rows in a batched forward: rows start .. start + T - 1, its cache, its additive mask [T, P + T] or null. */
+export interface Segment {
+  start: number;
+  T: number;
+  cache: KVCache;
+  mask: Tensor | null;
 }
 
 /**
@@ -242,6 +292,14 @@ export class DecoderLayer extends Module {
     const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
     return add(h, f);
   }
+
+  /** Several sequences' rows at once: attention per segment, the MoE block (router, grouped GEMMs) over all rows. */
+  forwardSegments(x: Tensor, cos: Tensor, sin: Tensor, segs: readonly Segment[], hook: RoutingHook | undefined): Tensor {
+    const h = add(x, this.attn.forwardSegments(this.inputNorm.forward(x), cos, sin, segs, this.index));
+    const n = this.postAttnNorm.forward(h);
+    const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
+    return add(h, f);
+  }
 }
 
 /**
@@ -284,27 +342,80 @@ export class MoEDecoder extends Module {
   /** Logits [T, V] of the new tokens ids; with a cache, positions continue from cache.length and the cache grows by T. */
   forward(ids: Int32Array, cache: KVCache | null = null): Tensor {
     if (!(ids instanceof Int32Array)) throw new Error('MoEDecoder.forward: ids must be an Int32Array');
-    if (cache) {
-      const c = this.config;
-      if (cache.numLayers !== c.numLayers || cache.numKVHeads !== c.numKVHeads || cache.headDim !== c.headDim) {
-        throw new Error(`MoEDecoder.forward: cache is for ${cache.numLayers} layers x ${cache.numKVHeads} kv heads x ${cache.headDim}, the model has ${c.numLayers} x ${c.numKVHeads} x ${c.headDim}`);
-      }
-      cache.checkRoom(ids.length);
-      return noGrad(() => this.run(ids, cache));
-    }
-    return this.run(ids, null);
+    if (cache) return this.forwardBatch([{ ids, cache }], 'MoEDecoder.forward')[0]!;
+    return this.run(ids);
   }
 
-  private run(ids: Int32Array, cache: KVCache | null): Tensor {
+  /**
+   * One step of several sequences together (the server's continuous batching): seqs[i].ids are
+   * sequence i's new tokens (a prompt chunk in prefill, one token in decode; any mix), at positions
+   * continuing from seqs[i].cache.length. Embedding, every dense product, the router and the expert
+   * GEMMs run over all sum(T) rows at once (tokens of different sequences routed to the same expert
+   * share one grouped GEMM per projection); attention runs per sequence over its own cache.
+   * Returns logits [T_i, V] per sequence (same values as forward(ids_i, cache_i) alone); every
+   * cache grows by its T_i. onRouting sees the batch's rows in the order of seqs.
+   */
+  forwardBatch(seqs: ReadonlyArray<{ ids: Int32Array; cache: KVCache }>, op = 'MoEDecoder.forwardBatch'): Tensor[] {
+    const c = this.config;
+    const seen = new Set<KVCache>();
+    seqs.forEach(({ ids, cache }, i) => {
+      const at = seqs.length > 1 ? ` (sequence ${i})` : '';
+      if (!(ids instanceof Int32Array)) throw new Error(`${op}: ids${at} must be an Int32Array`);
+      if (!(cache instanceof KVCache)) throw new Error(`${op}: cache${at} must be a KVCache`);
+      if (cache.numLayers !== c.numLayers || cache.numKVHeads !== c.numKVHeads || cache.headDim !== c.headDim) {
+        throw new Error(`${op}: cache${at} is for ${cache.numLayers} layers x ${cache.numKVHeads} kv heads x ${cache.headDim}, the model has ${c.numLayers} x ${c.numKVHeads} x ${c.headDim}`);
+      }
+      if (seen.has(cache)) throw new Error(`${op}: sequence ${i} uses the same cache as an earlier sequence; each sequence needs its own`);
+      seen.add(cache);
+      try {
+        cache.checkRoom(ids.length);
+      } catch (e) {
+        throw new Error(`${op}${at}: ${(e as Error).message}`);
+      }
+    });
+    return noGrad(() => this.runBatch(seqs));
+  }
+
+  private runBatch(seqs: ReadonlyArray<{ ids: Int32Array; cache: KVCache }>): Tensor[] {
+    const c = this.config;
+    const hd = c.headDim;
+    const N = seqs.reduce((s, q) => s + q.ids.length, 0);
+    const V = c.vocabSize;
+    if (N === 0) return seqs.map(() => Tensor.empty([0, V]));
+    const ids = new Int32Array(N);
+    const cosD = new Float32Array(N * hd);
+    const sinD = new Float32Array(N * hd);
+    const segs: Segment[] = [];
+    let start = 0;
+    for (const { ids: si, cache } of seqs) {
+      const T = si.length;
+      const P = cache.length;
+      ids.set(si, start);
+      const [cs, sn] = rotaryTables(c, P, T);
+      cosD.set(cs.data as Float32Array, start * hd);
+      sinD.set(sn.data as Float32Array, start * hd);
+      segs.push({ start, T, cache, mask: attentionMask(T, P, c.slidingWindow) });
+      start += T;
+    }
+    const cos = new Tensor(cosD, [N, 1, hd]);
+    const sin = new Tensor(sinD, [N, 1, hd]);
+    let x = embedding(this.embed, new Tensor(ids, [N])); // [N, d]
+    for (const layer of this.layers) x = layer.forwardSegments(x, cos, sin, segs, this.onRouting);
+    for (const s of segs) s.cache.advance(s.T);
+    const logits = linear(this.norm.forward(x), this.lmHead ?? this.embed).data as Float32Array; // [N, V]
+    if (segs.length === 1) return [new Tensor(logits, [N, V])];
+    return segs.map((s) => new Tensor(logits.slice(s.start * V, (s.start + s.T) * V), [s.T, V]));
+  }
+
+  /** The full forward without a cache (positions from 0; records the graph when gradients are on). */
+  private run(ids: Int32Array): Tensor {
     const T = ids.length;
     const c = this.config;
     if (T === 0) return Tensor.empty([0, c.vocabSize]);
-    const P = cache ? cache.length : 0;
-    const [cos, sin] = rotaryTables(c, P, T);
-    const mask = attentionMask(T, P, c.slidingWindow);
+    const [cos, sin] = rotaryTables(c, 0, T);
+    const mask = attentionMask(T, 0, c.slidingWindow);
     let x = embedding(this.embed, new Tensor(ids, [T])); // [T, d]
-    for (const layer of this.layers) x = layer.forward(x, cos, sin, mask, cache, this.onRouting);
-    if (cache) cache.advance(T);
+    for (const layer of this.layers) x = layer.forward(x, cos, sin, mask, null, this.onRouting);
     return linear(this.norm.forward(x), this.lmHead ?? this.embed);
   }
 }
