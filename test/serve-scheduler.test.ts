@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Scheduler, type BatchEntry, type BatchModel, type SequenceResult, type SubmitRequest } from '../src/serve/scheduler.js';
 import { StopMatcher } from '../src/serve/stop.js';
+import { EngineLoop } from '../src/serve/engine.js';
 import { PerSequenceBatchModel } from '../src/serve/batch-model.js';
 import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
 import { loadLM } from '../src/models/load-lm.js';
@@ -221,4 +222,22 @@ test('scheduler over the tiny MoE decoder: greedy under batching and chunked pre
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+test('scheduler: a throwing onToken ends only its own sequence; the engine loop runs to idle', async () => {
+  const m = new FakeModel(2, 100);
+  const s = new Scheduler(m, { maxQueue: 2 });
+  const res = new Map<string, SequenceResult>();
+  submitOk(s, { promptIds: [1], maxTokens: 4, onToken: () => { throw new Error('socket gone'); }, onFinish: (r) => res.set('bad', r) });
+  submitOk(s, { promptIds: [2], maxTokens: 4, onFinish: (r) => res.set('good', r) });
+  const steps: number[] = [];
+  const loop = new EngineLoop(s, (info) => steps.push(info.batchSize));
+  loop.kick();
+  await loop.idle();
+  assert.equal(res.get('bad')!.reason, 'error');
+  assert.match(res.get('bad')!.error!, /socket gone/);
+  assert.deepEqual(res.get('good')!.ids, fakeAlone([2], 4));
+  assert.equal(s.freeSlotCount, 2);
+  assert.equal(loop.running, false);
+  assert.deepEqual(steps, [2, 1, 1, 1]);
 });

@@ -58,7 +58,8 @@ export async function serveCommand(args: ParsedArgs): Promise<number> {
     ...(ctx !== undefined ? { contextLength: ctx } : {}), ...(prefillChunk !== undefined ? { prefillChunk } : {}),
   });
   const url = await server.listen(port, host);
-  console.log(`moe serve: ${modelName} on ${url} (max batch ${maxBatch}, queue ${maxQueue}, context ${server.contextLength})`);
+  const kv = server.kvCacheBytes === null ? '' : `, KV caches ${(server.kvCacheBytes / 2 ** 20).toFixed(1)} MiB`;
+  console.log(`moe serve: ${modelName} on ${url} (max batch ${maxBatch}, queue ${maxQueue}, context ${server.contextLength}${kv})`);
 
   // resolves when a signal has shut the server down
   return new Promise<number>((resolve) => {

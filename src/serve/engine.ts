@@ -36,8 +36,16 @@ export class EngineLoop {
       for (const f of w) f();
       return;
     }
-    const info = this.scheduler.step();
-    this.onStep?.(info);
+    try {
+      const info = this.scheduler.step();
+      this.onStep?.(info);
+    } catch (e) {
+      // step() catches model and callback errors itself; reaching here is a bug: fail loudly but stay up
+      const msg = `engine step failed: ${(e as Error).message}`;
+      process.stderr.write(`moe serve: ${msg}\n`);
+      this.scheduler.failAll(msg);
+    }
+    for (const m of this.scheduler.callbackErrors.splice(0)) process.stderr.write(`moe serve: ${m}\n`);
     setImmediate(this.tick);
   };
 }

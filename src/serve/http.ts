@@ -49,6 +49,8 @@ export class ModelServer {
   readonly engine: EngineLoop;
   readonly metrics: ServeMetrics;
   readonly contextLength: number;
+  /** Bytes of the preallocated KV caches (null when a custom batchModel does not say). */
+  readonly kvCacheBytes: number | null;
   private draining = false;
   private readonly created = Math.floor(Date.now() / 1000);
   private readonly requestTimeoutMs: number;
@@ -58,6 +60,7 @@ export class ModelServer {
     const ctxOpt = opts.contextLength === undefined ? {} : { contextLength: opts.contextLength };
     const batchModel = opts.batchModel ?? new PerSequenceBatchModel(opts.model, { slots: maxBatch, ...ctxOpt });
     this.contextLength = batchModel.contextLength;
+    this.kvCacheBytes = batchModel instanceof PerSequenceBatchModel ? batchModel.cacheBytes() : null;
     this.scheduler = new Scheduler(batchModel, { maxBatch, maxQueue: opts.maxQueue ?? 64, ...(opts.prefillChunk ? { prefillChunk: opts.prefillChunk } : {}) });
     this.metrics = new ServeMetrics(this.scheduler);
     this.engine = new EngineLoop(this.scheduler, (info) => this.metrics.observeStep(info));

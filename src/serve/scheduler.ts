@@ -63,7 +63,10 @@ export interface SubmitRequest {
   stop?: readonly string[];
   /** Makes text from ids; without one the result's text stays ''. */
   textDecoder?: TextDecoder;
-  /** Called with each piece of output: the id just generated and the text now safe to show. */
+  /**
+   * Called with each piece of output: the id just generated and the text now safe to show ('' while
+   * held back); id -1 with the held-back text when the sequence ends. A throw ends the sequence.
+   */
   onToken?: (id: number, text: string) => void;
   onFinish?: (result: SequenceResult) => void;
   /** Absolute time (scheduler clock, ms) after which the sequence ends with 'timeout'. */
@@ -120,6 +123,8 @@ export class Scheduler {
   private readonly running: Seq[] = [];
   private readonly freeSlots: number[];
   private nextId = 1;
+  /** Errors thrown by onFinish callbacks (nothing else to end): kept for the engine to log. */
+  readonly callbackErrors: string[] = [];
   private closed = false;
 
   constructor(readonly model: BatchModel, opts: SchedulerOptions) {
@@ -149,6 +154,11 @@ export class Scheduler {
   /** Ends every queued and running sequence with the given reason. */
   cancelAll(reason: 'cancelled' | 'shutdown' = 'cancelled'): void {
     for (const s of [...this.queue, ...this.running]) this.finish(s, reason);
+  }
+
+  /** Ends every queued and running sequence with an error (the engine's last resort on a scheduler bug). */
+  failAll(message: string): void {
+    for (const s of [...this.queue, ...this.running]) this.finish(s, 'error', message);
   }
 
   /** Validates and queues a request; refuses it, typed, when the queue is full or it cannot fit. */
@@ -267,7 +277,13 @@ export class Scheduler {
     s.out.push(id);
     const piece = s.req.textDecoder ? s.req.textDecoder.push(id) : '';
     const { emit, stopped } = s.stop.push(piece);
-    s.req.onToken?.(id, emit);
+    try {
+      s.req.onToken?.(id, emit);
+    } catch (e) {
+      // a consumer that fails (e.g. a write to a dead socket) ends its own sequence, not the engine
+      this.finish(s, 'error', `onToken: ${(e as Error).message}`);
+      return;
+    }
     if (s.done) return;
     if (stopped !== null) this.finish(s, 'stop', undefined, { stop: stopped });
     else if (s.out.length >= s.req.maxTokens) this.finish(s, 'length');
@@ -289,7 +305,9 @@ export class Scheduler {
     // text held back as a possible stop-string prefix is output after all, unless a stop matched
     if (reason !== 'stop' || !stoppedBy || 'eosId' in stoppedBy) {
       const tail = s.stop.flush(s.req.textDecoder?.flush() ?? '');
-      if (tail && reason !== 'error') s.req.onToken?.(-1, tail);
+      if (tail && reason !== 'error') {
+        try { s.req.onToken?.(-1, tail); } catch { /* the sequence is ending anyway */ }
+      }
     }
     const result: SequenceResult = {
       reason, promptTokens: s.prompt.length, completionTokens: s.out.length, ids: [...s.out], text: s.stop.text,
@@ -297,6 +315,10 @@ export class Scheduler {
     };
     if (stoppedBy) result.stoppedBy = stoppedBy;
     if (error !== undefined) result.error = error;
-    s.req.onFinish?.(result);
+    try {
+      s.req.onFinish?.(result);
+    } catch (e) {
+      this.callbackErrors.push(`onFinish of sequence ${s.id}: ${(e as Error).message}`);
+    }
   }
 }
