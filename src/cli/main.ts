@@ -6,9 +6,12 @@
 // buffers. The child outlived a killed launcher (kill, kill -9, Popen.terminate()) and kept writing
 // the run directory, and the benefit was never shown end to end. Measured on 2026-11-30, `moe train
 // --config configs/quickstart.json --set train.epochs=1`, 3 runs each, interleaved, on the shared
-// 2-vCPU machine (load average 2 to 14 from other engineers' jobs, so wall times are noise):
-//   re-exec:       wall 31.0, 41.0, 46.3 | 96.7, 88.7, 59.6 s; CPU (user+sys) 23.7, 26.2, 24.3 | 29.7, 29.5, 31.2 s; minor faults 13k-17k
-//   MOE_NO_REEXEC: wall 38.4, 41.4, 70.0 | 43.4, 109.6, 56.0 s; CPU (user+sys) 20.5, 24.5, 30.8 | 28.9, 31.2, 26.9 s; minor faults 131k-143k
+// 2-vCPU machine, three sets (load average 2 to 14 from other engineers' jobs, so wall times are noisy):
+//   re-exec:       wall 31.0, 41.0, 46.3 | 96.7, 88.7, 59.6 | 25.6, 22.0, 16.1 s;
+//                  CPU (user+sys) 23.7, 26.2, 24.3 | 29.7, 29.5, 31.2 | 26.3, 20.5, 23.6 s; minor faults 12.6k-17.4k
+//   MOE_NO_REEXEC: wall 38.4, 41.4, 70.0 | 43.4, 109.6, 56.0 | 13.5, 32.6, 18.2 s;
+//                  CPU (user+sys) 20.5, 24.5, 30.8 | 28.9, 31.2, 26.9 | 19.8, 26.5, 18.0 s; minor faults 131k-149k
+//   medians over all nine: wall 41.0 vs 41.4 s, CPU 26.2 vs 26.5 s
 // The tunables cut page faults 8-10x, but the ~120k faults saved cost well under a second of a 15 s
 // run: no difference shows in CPU or wall time. So no re-exec. To use the tunables anyway, set
 // them yourself: GLIBC_TUNABLES=<MOE_GLIBC_TUNABLES below> moe train ... (MOE_NO_REEXEC is now ignored).
