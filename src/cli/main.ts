@@ -12,8 +12,8 @@
 //   MOE_NO_REEXEC: wall 38.4, 41.4, 70.0 | 43.4, 109.6, 56.0 | 13.5, 32.6, 18.2 s;
 //                  CPU (user+sys) 20.5, 24.5, 30.8 | 28.9, 31.2, 26.9 | 19.8, 26.5, 18.0 s; minor faults 131k-149k
 //   medians over all nine: wall 41.0 vs 41.4 s, CPU 26.2 vs 26.5 s
-// The tunables cut page faults 8-10x, but the ~120k faults saved cost well under a second of a 15 s
-// run: no difference shows in CPU or wall time. So no re-exec. To use the tunables anyway, set
+// The tunables cut page faults 8-10x, but the ~120k faults saved are worth an estimated ~0.25 s of a 15 s
+// run (about 2 us each; not measured): no difference shows in CPU or wall time. So no re-exec. To use the tunables anyway, set
 // them yourself: GLIBC_TUNABLES=<MOE_GLIBC_TUNABLES below> moe train ... (MOE_NO_REEXEC is now ignored).
 //
 // No signal handlers either: training is synchronous, so a JS handler would only run after it ended.
