@@ -30,7 +30,7 @@ test('LM config: every field documented; defaults; unknown keys and bad values a
   assert.throws(() => lmConfig({ dModle: 8 } as unknown as Partial<LMConfig>), /dModle: unknown key/);
   assert.throws(() => lmConfig({ dModel: 10, heads: 4 }), /heads = 4 must divide dModel = 10/);
   assert.throws(() => lmConfig({ positions: 'alibi' } as unknown as Partial<LMConfig>), /positions: 'alibi' is not one of/);
-  assert.throws(() => lmConfig({ router: 'topk' } as unknown as Partial<LMConfig>), /expected a router config object/);
+  assert.throws(() => lmConfig({ router: 'topk' } as unknown as Partial<LMConfig>), /router: expected a JSON object like \{"type":"topk"\}, got "topk"/);
 });
 
 test('ByteLM: shapes, aux loss, metrics, moeEvery, tied head', () => {
