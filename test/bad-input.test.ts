@@ -18,6 +18,7 @@ import { TrainingDivergedError } from '../src/train/divergence.js';
 import { ImageClassificationTask } from '../src/train/tasks.js';
 import { makeOptimizer, makeSchedule } from '../src/train/run.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
+import { readRunLog } from '../src/cli/plot-split.js';
 import type { ImageSet } from '../src/data/batches.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -352,4 +353,35 @@ test('plot without --split draws the splits the runs have, and names them when t
   r = moe('plot', run, '--out', join(dir, 'q'), '--metric', 'accuracy');
   assert.equal(r.code, 0, r.err);
   assert.match(r.err, /drawing the test split instead/);
+}));
+
+test('plot skips a torn last line of metrics.jsonl (a run killed with kill -9, never resumed), with a note; a bad line elsewhere stays an error naming file:line', () => withTmp((dir) => {
+  const run = join(dir, 'run');
+  const complete = [1, 2, 3].map((s) => JSON.stringify({ type: 'step', step: s, epoch: 0, loss: 2 / s }));
+  spawnSync('mkdir', ['-p', run]);
+  const log = join(run, 'metrics.jsonl');
+  writeFileSync(log, `${complete.join('\n')}\n{"type":"step","step":4,"epoch":0,"lo`);
+  const parsed = readRunLog(run);
+  assert.equal(parsed.records.length, 3);
+  assert.equal(parsed.tornLine, 4);
+  let r = moe('plot', run, '--out', join(dir, 'p'));
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /plot: .*metrics.jsonl:4: skipped an incomplete last line/);
+  assert.ok(existsSync(join(dir, 'p.svg')) && existsSync(join(dir, 'p.png')));
+  // a whole log, its last record with or without its newline, has no torn line
+  writeFileSync(log, `${complete.join('\n')}\n`);
+  assert.equal(readRunLog(run).tornLine, null);
+  writeFileSync(log, complete.join('\n'));
+  assert.deepEqual([readRunLog(run).tornLine, readRunLog(run).records.length], [null, 3]);
+  // the same cut line in the middle is damage, not an interrupted write: an error naming file and line
+  writeFileSync(log, `${complete[0]}\n{"type":"step","step":4,"epoch":0,"lo\n${complete.slice(1).join('\n')}\n`);
+  r = moe('plot', run, '--out', join(dir, 'q'));
+  assert.equal(r.code, 2);
+  assert.match(r.err, /plot: .*metrics.jsonl:2: not a valid JSON record/);
+  assert.ok(!existsSync(join(dir, 'q.svg')));
+  // and so is a bad last line that was written whole (it ends with its newline)
+  writeFileSync(log, `${complete.join('\n')}\nnot json\n`);
+  r = moe('plot', run, '--out', join(dir, 'q'));
+  assert.equal(r.code, 2);
+  assert.match(r.err, /plot: .*metrics.jsonl:4: not a valid JSON record/);
 }));

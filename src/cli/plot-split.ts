@@ -17,6 +17,21 @@ export interface RunLog {
   /** The run's name in the legend: its directory's base name. */
   name: string;
   records: Array<Record<string, unknown>>;
+  /**
+   * The 1-based number of a last line that was skipped because its write was cut short (no newline,
+   * not a JSON record: a run killed with kill -9, or a full disk, and never resumed); null if none.
+   */
+  tornLine: number | null;
+}
+
+/** A line's record, or null when it is not a JSON object. */
+function parseRecord(line: string): Record<string, unknown> | null {
+  try {
+    const rec: unknown = JSON.parse(line);
+    return typeof rec === 'object' && rec !== null && !Array.isArray(rec) ? (rec as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
 }
 
 export function readRunLog(dir: string): RunLog {
@@ -28,15 +43,25 @@ export function readRunLog(dir: string): RunLog {
     throw new Error(`plot: ${file}: cannot read (is ${dir} a run directory?)`);
   }
   const records: Array<Record<string, unknown>> = [];
-  text.split('\n').forEach((line, i) => {
+  const lines = text.split('\n');
+  let tornLine: number | null = null;
+  lines.forEach((line, i) => {
     if (!line.trim()) return;
-    try {
-      records.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      throw new Error(`plot: ${file}:${i + 1}: not valid JSON`);
-    }
+    const rec = parseRecord(line);
+    if (rec) { records.push(rec); return; }
+    // Every record is written with its newline, so only the text after the last newline can be a
+    // write cut short; the run's own resume would cut it (rundir.ts), but a run never resumed keeps
+    // it. A bad line anywhere else is damage that plotting around would hide.
+    if (i === lines.length - 1) { tornLine = i + 1; return; }
+    throw new Error(`plot: ${file}:${i + 1}: not a valid JSON record`);
   });
-  return { dir, file, name: basename(dir.replace(/\/+$/, '')), records };
+  return { dir, file, name: basename(dir.replace(/\/+$/, '')), records, tornLine };
+}
+
+/** The note plot prints for a log whose torn last line it skipped. */
+export function tornLineNote(log: RunLog): string | null {
+  return log.tornLine === null ? null
+    : `plot: ${log.file}:${log.tornLine}: skipped an incomplete last line (a write cut short, e.g. by kill -9; moe train --resume repairs the log)`;
 }
 
 function inSplit(rec: Record<string, unknown>, split: PlotSplit): boolean {

@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { lineChart, writePlot } from '../report/plot.js';
 import { fsErrorMessage } from '../io/atomic.js';
-import { chooseSplit, readRunLog, splitRows } from './plot-split.js';
+import { chooseSplit, readRunLog, splitRows, tornLineNote } from './plot-split.js';
 import { loadRunConfig, describeRunConfig, validateRun, applySets } from '../config/run.js';
 import { modelNames, modelSpec } from '../models/registry.js';
 import { describe } from '../config/schema.js';
@@ -154,6 +154,10 @@ export async function plotCommand(args: ParsedArgs): Promise<number> {
   const outBase = plotOutBase(out);
   const metric = args.flags.get('metric')?.[0] ?? 'loss';
   const logs = runs.map(readRunLog);
+  for (const log of logs) {
+    const torn = tornLineNote(log);
+    if (torn) process.stderr.write(`${torn}\n`);
+  }
   const { split, note } = chooseSplit(logs, args.flags.get('split')?.[0], metric);
   if (note) process.stderr.write(`${note}\n`);
   const rows = logs.flatMap((l) => splitRows(l, split, metric));
