@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Scheduler, type BatchEntry, type BatchModel, type SequenceResult, type SubmitRequest } from '../src/serve/scheduler.js';
 import { StopMatcher } from '../src/serve/stop.js';
 import { EngineLoop } from '../src/serve/engine.js';
-import { PerSequenceBatchModel } from '../src/serve/batch-model.js';
+import { DecoderBatchModel } from '../src/serve/batch-model.js';
 import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
 import { loadLM } from '../src/models/load-lm.js';
 import { generate } from '../src/infer/generate.js';
@@ -203,7 +203,7 @@ test('stop strings: cut at the first match, held back across pieces, flushed whe
   assert.throws(() => new StopMatcher(['']), /non-empty/);
 });
 
-test('scheduler over the tiny MoE decoder: greedy under batching and chunked prefill equals generate() one at a time', async () => {
+test('scheduler over the tiny MoE decoder: greedy under batching (batched forward, and per sequence) and chunked prefill equals generate() one at a time', async () => {
   const root = mkdtempSync(join(tmpdir(), 'moe-serve-sched-'));
   try {
     createRandomHFDir({ family: 'olmoe', preset: 'tiny', out: root, seed: 3 });
@@ -211,14 +211,18 @@ test('scheduler over the tiny MoE decoder: greedy under batching and chunked pre
     const prompts = [[72, 101, 108, 108, 111], Array.from({ length: 23 }, (_, i) => 97 + (i % 26)), [1], [200, 13, 10, 33, 64, 5, 9]];
     const n = 12;
     const alone = prompts.map((p) => Array.from(generate<KVCache>(lm.model, p, { maxNewTokens: n }).ids));
-    const bm = new PerSequenceBatchModel(lm.model, { slots: 3, contextLength: 64 });
-    const s = new Scheduler(bm, { maxQueue: 4, prefillChunk: 6 });
-    const got: number[][] = [];
-    prompts.forEach((p, i) => submitOk(s, { promptIds: p, maxTokens: n, sampler: { temperature: 0 }, onFinish: (r) => { got[i] = r.ids; } }));
-    run(s);
-    assert.deepEqual(got, alone);
-    assert.equal(s.freeSlotCount, 3);
-    assert.equal(bm.cacheBytes(), 3 * lm.model.newCache(64).bytes());
+    for (const perSequence of [false, true]) {
+      const bm = new DecoderBatchModel(lm.model, { slots: 3, contextLength: 64, perSequence });
+      const s = new Scheduler(bm, { maxQueue: 4, prefillChunk: 6 });
+      const got: number[][] = [];
+      const sizes: number[] = [];
+      prompts.forEach((p, i) => submitOk(s, { promptIds: p, maxTokens: n, sampler: { temperature: 0 }, onFinish: (r) => { got[i] = r.ids; } }));
+      while (s.hasWork()) sizes.push(s.step().batchSize);
+      assert.deepEqual(got, alone, perSequence ? 'one forward per sequence' : 'one batched forward per step');
+      assert.ok(sizes.includes(3), 'steps ran three sequences together');
+      assert.equal(s.freeSlotCount, 3);
+      assert.equal(bm.cacheBytes(), 3 * lm.model.newCache(64).bytes());
+    }
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

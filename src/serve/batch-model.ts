@@ -1,22 +1,25 @@
-// The scheduler's model interface over MoEDecoder: a fixed pool of KV caches, one forward per sequence.
+// The scheduler's model interface over MoEDecoder: a fixed pool of KV caches, one batched forward per step.
 
 import type { MoEDecoder } from '../models/moe-decoder.js';
 import type { KVCache } from '../nn/kv-cache.js';
 import type { BatchEntry, BatchModel } from './scheduler.js';
 
 /**
- * Runs each sequence of a step with its own forward and its own cache. Correct and bounded, but
- * not yet the MoE gain of batching: tokens of different requests routed to the same expert
- * should share one grouped GEMM, which needs a forward over several caches at once in MoEDecoder
- * (not there yet). decodeStep is the one place that changes when it is.
+ * The KV slots of the server and the step over them. By default a step is one
+ * MoEDecoder.forwardBatch over every sequence of the batch: embedding, dense products, router and
+ * one grouped GEMM per expert projection run over all their rows together, so tokens of different
+ * requests routed to the same expert share that expert's weight reads (the MoE gain of batching);
+ * attention runs per sequence on its own cache. perSequence: true runs one forward per sequence
+ * instead (the reference the batched step is compared with, and a baseline for benchmarks).
  */
-export class PerSequenceBatchModel implements BatchModel {
+export class DecoderBatchModel implements BatchModel {
   readonly vocabSize: number;
   readonly numSlots: number;
   readonly contextLength: number;
+  readonly perSequence: boolean;
   private readonly caches: KVCache[];
 
-  constructor(private readonly model: MoEDecoder, opts: { slots: number; contextLength?: number }) {
+  constructor(private readonly model: MoEDecoder, opts: { slots: number; contextLength?: number; perSequence?: boolean }) {
     const limit = model.config.maxPositionEmbeddings;
     const ctx = opts.contextLength ?? Math.min(limit, 4096);
     if (!(Number.isInteger(opts.slots) && opts.slots >= 1)) throw new Error(`serve: the number of KV slots (--max-batch) must be a positive integer, got ${opts.slots}`);
@@ -25,6 +28,7 @@ export class PerSequenceBatchModel implements BatchModel {
     this.vocabSize = model.config.vocabSize;
     this.numSlots = opts.slots;
     this.contextLength = ctx;
+    this.perSequence = opts.perSequence ?? false;
     // allocated once, here: memory does not grow with load
     this.caches = Array.from({ length: opts.slots }, () => model.newCache(ctx));
   }
@@ -36,18 +40,22 @@ export class PerSequenceBatchModel implements BatchModel {
 
   decodeStep(batch: BatchEntry[]): Float32Array[] {
     const V = this.vocabSize;
-    return batch.map(({ slot, ids }) => {
-      const cache = this.caches[slot];
-      if (!cache) throw new Error(`serve: slot ${slot} out of range [0, ${this.numSlots})`);
-      const logits = this.model.forward(ids, cache);
-      const T = ids.length;
-      return (logits.data as Float32Array).slice((T - 1) * V, T * V);
+    const seqs = batch.map(({ slot, ids }) => ({ ids, cache: this.cache(slot) }));
+    const logits = this.perSequence ? seqs.map(({ ids, cache }) => this.model.forward(ids, cache)) : this.model.forwardBatch(seqs);
+    // only the last position's logits predict the next token
+    return logits.map((l, i) => {
+      const T = batch[i]!.ids.length;
+      return (l.data as Float32Array).slice((T - 1) * V, T * V);
     });
   }
 
-  resetSlot(slot: number): void {
+  private cache(slot: number): KVCache {
     const cache = this.caches[slot];
     if (!cache) throw new Error(`serve: slot ${slot} out of range [0, ${this.numSlots})`);
-    cache.reset();
+    return cache;
+  }
+
+  resetSlot(slot: number): void {
+    this.cache(slot).reset();
   }
 }

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { MoEDecoder } from '../models/moe-decoder.js';
 import type { LoadedTokenizer } from '../formats/hf/tokenizer.js';
 import { Scheduler, type BatchModel, type SequenceResult, type SubmitRequest } from './scheduler.js';
-import { PerSequenceBatchModel } from './batch-model.js';
+import { DecoderBatchModel } from './batch-model.js';
 import { EngineLoop } from './engine.js';
 import { ServeMetrics, type Outcome } from './metrics.js';
 import {
@@ -29,7 +29,9 @@ export interface ServerOptions {
   requestTimeoutMs?: number;
   /** Largest request body in bytes (default 1 MiB): 413 beyond. */
   bodyLimit?: number;
-  /** Replaces the per-sequence model (tests wrap it). */
+  /** One forward per sequence instead of one batched forward per step (a baseline for benchmarks). */
+  perSequence?: boolean;
+  /** Replaces the model's step (tests wrap it). */
   batchModel?: BatchModel;
 }
 
@@ -58,9 +60,9 @@ export class ModelServer {
   constructor(private readonly opts: ServerOptions) {
     const maxBatch = opts.maxBatch ?? 8;
     const ctxOpt = opts.contextLength === undefined ? {} : { contextLength: opts.contextLength };
-    const batchModel = opts.batchModel ?? new PerSequenceBatchModel(opts.model, { slots: maxBatch, ...ctxOpt });
+    const batchModel = opts.batchModel ?? new DecoderBatchModel(opts.model, { slots: maxBatch, ...ctxOpt, perSequence: opts.perSequence ?? false });
     this.contextLength = batchModel.contextLength;
-    this.kvCacheBytes = batchModel instanceof PerSequenceBatchModel ? batchModel.cacheBytes() : null;
+    this.kvCacheBytes = batchModel instanceof DecoderBatchModel ? batchModel.cacheBytes() : null;
     this.scheduler = new Scheduler(batchModel, { maxBatch, maxQueue: opts.maxQueue ?? 64, ...(opts.prefillChunk ? { prefillChunk: opts.prefillChunk } : {}) });
     this.metrics = new ServeMetrics(this.scheduler);
     this.engine = new EngineLoop(this.scheduler, (info) => this.metrics.observeStep(info));
