@@ -2,10 +2,12 @@
 // by memory bandwidth (measured in the same run) and the bytes one decoded token must read.
 
 import { Rng, Tensor, ops } from '../src/index.js';
-import type { MoEDecoder } from '../src/models/moe-decoder.js';
+import type { MoEDecoder, Weight } from '../src/models/moe-decoder.js';
+import { weightBytes } from '../src/models/moe-decoder-weights.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
 import { generate } from '../src/infer/generate.js';
 import { measure } from './timing.js';
+import { measureReadBandwidth, nativeInfo } from '../src/backends/native/index.js';
 
 export interface ActiveBytes {
   /** What one decode step must read: non-expert weights + k experts per MoE layer + embedding row + lm_head. */
@@ -19,18 +21,19 @@ export interface ActiveBytes {
 }
 
 /**
- * Bytes of weights one decoded token reads (as stored now: float32 unless the weights were swapped
- * for quantised ones). The KV cache read is not included (it grows with the context; reported apart).
+ * Bytes of weights one decoded token reads, as stored: float32, or Q8_0/Q4_0 blocks for a model
+ * loaded with a quantised dtype. The KV cache read is not included (it grows with the context;
+ * reported apart).
  */
 export function activeBytesPerToken(model: MoEDecoder): ActiveBytes {
   const c = model.config;
-  const bytesOf = (t: Tensor): number => t.data.byteLength;
-  const expertTensors = new Set<Tensor>();
+  const bytesOf = weightBytes;
+  const expertTensors = new Set<Weight>();
   for (const layer of model.layers) if (layer.moe) for (const w of [layer.moe.w1, layer.moe.w2, layer.moe.w3]) expertTensors.add(w);
   let experts = 0;
   let nonExpert = 0;
   let all = 0;
-  for (const [, p] of model.namedParameters()) {
+  for (const [, p] of model.namedWeights()) {
     all += bytesOf(p);
     if (p === model.embed || p === model.lmHead) continue;
     // every expert's weights take the same bytes, and a token uses k of E of them
@@ -49,10 +52,18 @@ export interface Bandwidth {
   /** TypedArray copy, bytes read + written, GB/s. */
   copyGBs: number;
   bufferBytes: number;
+  /** The native probe's median: every pool thread reads its part of a 1 GiB buffer (null without the addon). */
+  threadedReadGBs: number | null;
 }
 
-/** Memory bandwidth now, on this machine: the best of a large read (the decode pattern) and a large copy. */
+/** The bandwidth the floor divides by: the threaded read probe (decode's pattern), else the best of read and copy. */
+export function floorBandwidthGBs(bw: Bandwidth): number {
+  return bw.threadedReadGBs ?? Math.max(bw.readGBs, bw.copyGBs);
+}
+
+/** Memory bandwidth now, on this machine: the threaded native read probe, a large read through ops.sum and a large copy. */
 export function measureBandwidth(bufferBytes = 512 * 1024 * 1024): Bandwidth {
+  const threadedReadGBs = nativeInfo() ? measureReadBandwidth(2 ** 30, 5).medianGBs : null;
   const n = Math.floor(bufferBytes / 4);
   const a = Tensor.empty([n]);
   new Rng(0).fillUniform(a.data as Float32Array, -1, 1);
@@ -60,7 +71,7 @@ export function measureBandwidth(bufferBytes = 512 * 1024 * 1024): Bandwidth {
   const dst = new Float32Array(n);
   const src = a.data as Float32Array;
   const copy = measure(() => dst.set(src), { budgetMs: 1500, minRuns: 3, maxRuns: 10 });
-  return { readGBs: (4 * n) / (read.medianMs * 1e6), copyGBs: (8 * n) / (copy.medianMs * 1e6), bufferBytes: 4 * n };
+  return { readGBs: (4 * n) / (read.medianMs * 1e6), copyGBs: (8 * n) / (copy.medianMs * 1e6), bufferBytes: 4 * n, threadedReadGBs };
 }
 
 export interface DecodeBenchOptions {
@@ -110,8 +121,9 @@ export function benchDecode(model: MoEDecoder, opts: DecodeBenchOptions = {}): D
   const decode = run.decodeTokensPerSec ?? 0;
   log(`prefill ${P} tokens: ${prefill.toFixed(1)} tokens/s; decode ${N - 1} steps: ${decode.toFixed(2)} tokens/s`);
   const bw = measureBandwidth();
-  const bandwidthGBs = Math.max(bw.readGBs, bw.copyGBs);
-  log(`memory bandwidth: read ${bw.readGBs.toFixed(1)} GB/s, copy ${bw.copyGBs.toFixed(1)} GB/s (${(bw.bufferBytes / 2 ** 20).toFixed(0)} MiB buffers)`);
+  const bandwidthGBs = floorBandwidthGBs(bw);
+  const threaded = bw.threadedReadGBs === null ? 'no native probe' : `threaded read (1 GiB, median of 5) ${bw.threadedReadGBs.toFixed(1)} GB/s`;
+  log(`memory bandwidth: ${threaded}; ops.sum read ${bw.readGBs.toFixed(1)} GB/s, copy ${bw.copyGBs.toFixed(1)} GB/s (${(bw.bufferBytes / 2 ** 20).toFixed(0)} MiB buffers)`);
   const floor = (bandwidthGBs * 1e9) / bytes.total;
   const kvPerPos = 2 * c.numLayers * c.numKVHeads * c.headDim * 4;
   return {

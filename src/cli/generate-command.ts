@@ -3,13 +3,24 @@
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP } from './model-commands.js';
 import { loadLM } from '../models/load-lm.js';
+import { LOAD_DTYPES, type LoadDType } from '../models/moe-decoder-weights.js';
+
+/** --dtype: weights in memory (f32 default; q8_0/q4_0 quantised at load; f16/bf16 rounded, held as f32). */
+function dtypeFlag(args: ParsedArgs, cmd: string): LoadDType {
+  const v = args.flags.get('dtype')?.[0];
+  if (v === undefined) return 'f32';
+  if (!(LOAD_DTYPES as readonly string[]).includes(v)) throw new Error(`${cmd}: --dtype ${v}: expected one of ${LOAD_DTYPES.join(', ')}`);
+  return v as LoadDType;
+}
+const DTYPE_HELP = `  --dtype T           weights in memory: f32 (default), q8_0 or q4_0 (quantised at load, or a GGUF's
+                      blocks as stored; norms and router stay f32), f16 or bf16 (rounded, held as f32)`;
 import type { KVCache } from '../nn/kv-cache.js';
 import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js';
 import { generate, type RoutingEvent } from '../infer/generate.js';
 import { benchDecode, formatDecodeReport } from '../../bench/decode.js';
 
 export const GENERATE_HELP = `moe generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
-             [--temperature T] [--top-k K] [--top-p P] [--seed S] [--max-context N] [--chat] [--json] [--show-routing]
+             [--temperature T] [--top-k K] [--top-p P] [--seed S] [--max-context N] [--dtype T] [--chat] [--json] [--show-routing]
 
 Loads an HF MoE model directory (config.json, safetensors, tokenizer.json) or a GGUF file and
 streams the continuation of the prompt to stdout as it is generated: the prompt is run in one
@@ -24,13 +35,14 @@ new tokens (default 128). Timing (prefill and decode tokens/s) goes to stderr.
   --max-context N     KV cache positions (default: the model's max_position_embeddings); a longer
                       prompt is refused
   --show-routing      each token's experts (and gate weights) in every MoE layer, on stderr
+${DTYPE_HELP}
   --json              print one JSON object: {"ids", "text", "prefillTokensPerSec", "decodeTokensPerSec"}
                       (with --show-routing also "routing": per position, per MoE layer, the experts)
 
 The byte-level LM of moe train keeps its own form:
 ${BYTE_LM_HELP}`;
 
-const OPTIONS = ['model', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
+const OPTIONS = ['model', 'dtype', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
 
 function numberFlag(args: ParsedArgs, key: string, check: (v: number) => boolean, what: string): number | undefined {
   const raw = args.flags.get(key)?.[0];
@@ -67,8 +79,9 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
   const chat = args.flags.has('chat');
   const showRouting = args.flags.has('show-routing');
 
+  const dtype = dtypeFlag(args, 'generate');
   const t0 = performance.now();
-  const lm = await loadLM(path);
+  const lm = await loadLM(path, { dtype });
   for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
   const tok: LoadedTokenizer | null = lm.tokenizerJson ? loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {}) : null;
   const loadMs = performance.now() - t0;
@@ -146,17 +159,18 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
   return 0;
 }
 
-export const BENCH_DECODE_HELP = `moe bench decode --model DIR|FILE.gguf [--json] [--prompt-tokens 64] [--new-tokens 32] [--seed S]
+export const BENCH_DECODE_HELP = `moe bench decode --model DIR|FILE.gguf [--dtype T] [--json] [--prompt-tokens 64] [--new-tokens 32] [--seed S]
 
 Batch-1 prefill and decode tokens/s of a MoE decoder (random prompt ids, greedy, KV cache), and in
 the same run the memory bandwidth (a 512 MiB read and copy) and the weight bytes one decoded token
 reads (non-expert weights + k experts per MoE layer + the embedding row + lm_head). The floor,
 bandwidth / active bytes, is the decode speed a memory-bound implementation cannot beat.
 --json prints {"prefillTokensPerSec", "decodeTokensPerSec", "floorTokensPerSec", "bandwidthGBs",
-"activeBytesPerToken"}.`;
+"activeBytesPerToken"} (bytes as stored: Q8_0/Q4_0 blocks with a quantised --dtype).
+${DTYPE_HELP}`;
 
 export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['model', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
+  rejectUnknown(args, ['model', 'dtype', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
   const int = (key: string, min: number): number | undefined => {
@@ -170,9 +184,10 @@ export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
   const newTokens = int('new-tokens', 2);
   const seed = int('seed', 0);
   const log = (l: string): void => { process.stderr.write(`${l}\n`); };
+  const dtype = dtypeFlag(args, 'bench decode');
   const t0 = performance.now();
-  const lm = await loadLM(path);
-  log(`loaded ${path} (${lm.model.config.family}) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  const lm = await loadLM(path, { dtype });
+  log(`loaded ${path} (${lm.model.config.family}, ${dtype}) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
   const report = benchDecode(lm.model, {
     ...(promptTokens !== undefined ? { promptTokens } : {}),
     ...(newTokens !== undefined ? { newTokens } : {}),

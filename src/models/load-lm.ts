@@ -6,6 +6,7 @@ import { readGGUFAsHF } from '../formats/gguf/index.js';
 import type { HFConfig } from '../formats/hf/config.js';
 import type { TensorSource } from '../formats/tensor-source.js';
 import { fromHF } from './moe-decoder-hf.js';
+import { LOAD_DTYPES, type LoadDType } from './moe-decoder-weights.js';
 import type { MoEDecoder } from './moe-decoder.js';
 
 export interface LoadedLM {
@@ -26,14 +27,27 @@ interface Opened {
   warnings?: string[];
 }
 
+export interface LoadLMOptions {
+  /**
+   * Weights in memory: f32 (default; a quantised GGUF is dequantised); f16/bf16: rounded to that
+   * type and held as float32 (no f16 kernel: same speed and memory as f32, f16 numerics);
+   * q8_0/q4_0: matrices quantised tensor by tensor as they are read (a GGUF's blocks of the same
+   * type are kept as stored), products through quantMatmul (see MoEDecoder's constructor for
+   * which tensors stay float32).
+   */
+  dtype?: LoadDType;
+}
+
 /** A directory -> HF reader; a .gguf file -> GGUF reader (HF names and layouts). Weights are read one tensor at a time. */
-export async function loadLM(pathOrDir: string): Promise<LoadedLM> {
+export async function loadLM(pathOrDir: string, opts: LoadLMOptions = {}): Promise<LoadedLM> {
+  const dtype = opts.dtype ?? 'f32';
+  if (!LOAD_DTYPES.includes(dtype)) throw new Error(`loadLM: dtype '${String(dtype)}' is not one of ${LOAD_DTYPES.join(', ')}`);
   if (!existsSync(pathOrDir)) throw new Error(`${pathOrDir}: no such file or directory (expected an HF model directory or a .gguf file)`);
   const isDir = statSync(pathOrDir).isDirectory();
   if (!isDir && !pathOrDir.toLowerCase().endsWith('.gguf')) throw new Error(`${pathOrDir}: not a directory and not a .gguf file`);
   const opened: Opened = isDir ? openHFDir(pathOrDir) : await readGGUFAsHF(pathOrDir);
   try {
-    const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`);
+    const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`, { dtype });
     return { model, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig, source: isDir ? 'hf' : 'gguf', warnings: opened.warnings ?? [] };
   } finally {
     opened.source.close();

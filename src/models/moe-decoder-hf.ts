@@ -1,6 +1,10 @@
 // MoEDecoder <-> HF checkpoints: the tensor layout of a config, fromHF (read from any TensorSource) and toHF (streamed back out).
 
-import type { Tensor } from '../tensor/tensor.js';
+import { QuantWeight } from '../infer/quant/weight.js';
+import { dequantizeArray, quantizeRow, quantizedBytes } from '../tensor/quant-blocks.js';
+import { halfTable, floatToHalf } from '../tensor/half.js';
+import { floatToBF16 } from '../formats/hf/encode.js';
+import { isQuantDType, type LoadDType, type Weight } from './moe-decoder-weights.js';
 import type { HFConfig } from '../formats/hf/config.js';
 import { hfNames, type MlpProj } from '../formats/hf/names.js';
 import type { TensorSource } from '../formats/tensor-source.js';
@@ -13,7 +17,7 @@ export interface HFTensorSlot {
   shape: number[];
   /** Whether it is a norm weight (create initialises those near 1) or a bias. */
   kind: 'matrix' | 'norm' | 'bias';
-  target: (m: MoEDecoder) => Tensor;
+  target: (m: MoEDecoder) => Weight;
   /** For expert weights: which expert of the stacked tensor (stored transposed: HF [out, in] -> ours [in, out]). */
   expert?: number;
 }
@@ -98,12 +102,55 @@ function takeExpert(src: Float32Array, e: number, rows: number, cols: number): F
   return out;
 }
 
+/** Rounds values in place to the nearest f16 / bf16 (ties to even) and back: a model held as float32 with f16/bf16 weights. */
+export function roundTo(data: Float32Array, dtype: 'f16' | 'bf16'): void {
+  if (dtype === 'f16') {
+    const half = halfTable();
+    for (let i = 0; i < data.length; i++) data[i] = half[floatToHalf(data[i]!)]!;
+    return;
+  }
+  const u = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  for (let i = 0; i < data.length; i++) u[i] = (floatToBF16(data[i]!) << 16) >>> 0;
+}
+
+/** A source that can hand out a tensor's stored bytes (the GGUF source: Q8_0/Q4_0 blocks as stored). */
+interface RawSource {
+  readRaw(name: string): { dtype: string; shape: number[]; data: Uint8Array };
+}
+const hasRaw = (s: TensorSource): s is TensorSource & RawSource => typeof (s as Partial<RawSource>).readRaw === 'function';
+
+/** Fills a quantised matrix (or expert e of a stack) from the source: stored blocks of the same type as they are, else quantised from f32. */
+function fillQuant(w: QuantWeight, s: HFTensorSlot, source: TensorSource): void {
+  const n = s.shape[0]! * s.shape[1]!;
+  const bytes = quantizedBytes(w.type, n);
+  const at = s.expert === undefined ? 0 : s.expert * bytes;
+  if (hasRaw(source) && source.info(s.name).dtype.toLowerCase() === w.type) {
+    const raw = source.readRaw(s.name);
+    if (raw.data.length !== bytes) throw new Error(`${source.info(s.name).file}: tensor ${s.name}: ${raw.data.length} bytes of ${raw.dtype}, expected ${bytes}`);
+    w.data.set(raw.data, at);
+    return;
+  }
+  // one tensor's f32 values at a time, quantised straight into the model's blocks
+  try {
+    quantizeRow(w.type, source.read(s.name), 0, n, w.data, at);
+  } catch (e) {
+    throw new Error(`${source.info(s.name).file}: tensor ${s.name}: ${(e as Error).message}`);
+  }
+}
+
+export interface FromHFOptions {
+  /** f32 (default); f16/bf16: every tensor rounded to that type, held as float32; q8_0/q4_0: see MoEDecoder's constructor. */
+  dtype?: LoadDType;
+}
+
 /**
  * A model from a parsed config.json and a tensor source (HF directory, GGUF presented with HF
- * names). Reads one tensor at a time into the model's own buffers. Every expected tensor must be
- * there with the HF shape the config implies; errors name the tensor and its file.
+ * names). Reads one tensor at a time into the model's own buffers (quantised ones: straight into
+ * their blocks, never a float32 copy of the model). Every expected tensor must be there with the
+ * HF shape the config implies; errors name the tensor and its file.
  */
-export function fromHF(config: HFConfig, source: TensorSource, file = 'config.json'): MoEDecoder {
+export function fromHF(config: HFConfig, source: TensorSource, file = 'config.json', opts: FromHFOptions = {}): MoEDecoder {
+  const dtype = opts.dtype ?? 'f32';
   const c = decoderConfigFromHF(config, file);
   const layout = hfTensorLayout(c);
   const have = new Set(source.names());
@@ -120,11 +167,16 @@ export function fromHF(config: HFConfig, source: TensorSource, file = 'config.js
       throw new Error(`${info.file}: tensor ${s.name} has shape [${info.shape.join(', ')}], but ${file} implies [${s.shape.join(', ')}]`);
     }
   }
-  const model = new MoEDecoder(c);
+  const model = new MoEDecoder(c, { quant: isQuantDType(dtype) ? dtype : null });
   model.hfConfig = config;
   for (const s of layout) {
-    const data = source.read(s.name);
     const t = s.target(model);
+    if (t instanceof QuantWeight) {
+      fillQuant(t, s, source);
+      continue;
+    }
+    const data = source.read(s.name);
+    if (dtype === 'f16' || dtype === 'bf16') roundTo(data, dtype);
     const dst = t.data as Float32Array;
     if (s.expert !== undefined) putExpert(dst, s.expert, data, s.shape[0]!, s.shape[1]!);
     else dst.set(data);
@@ -139,6 +191,14 @@ export function toHF(model: MoEDecoder): { config: HFConfig; tensors: Iterable<[
   function* tensors(): Generator<[string, Float32Array, number[]]> {
     for (const s of layout) {
       const t = s.target(model);
+      if (t instanceof QuantWeight) {
+        // quantised models go out dequantised (exact values of the blocks)
+        const n = s.shape[0]! * s.shape[1]!;
+        const b = quantizedBytes(t.type, n);
+        const at = s.expert === undefined ? 0 : s.expert * b;
+        yield [s.name, dequantizeArray(t.type, t.data.subarray(at, at + b), n), s.shape.slice()];
+        continue;
+      }
       if (t.dtype !== 'float32') throw new Error(`toHF: tensor ${s.name} is ${t.dtype}; cast the model to float32 first`);
       const data = s.expert !== undefined ? takeExpert(t.data as Float32Array, s.expert, s.shape[0]!, s.shape[1]!) : (t.data as Float32Array);
       yield [s.name, data, s.shape.slice()];

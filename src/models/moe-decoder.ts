@@ -9,7 +9,7 @@ import { applyRotary } from '../nn/rope.js';
 import { KVCache } from '../nn/kv-cache.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled, noGrad } from '../tensor/autograd.js';
-import { add, embedding, groupedMatmul, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
+import { add, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
 import { TopKRouter } from '../moe/routers/topk.js';
 import { SigmoidGroupRouter } from '../moe/routers/sigmoid-group.js';
 import type { Router } from '../moe/routers/types.js';
@@ -17,25 +17,11 @@ import { planDispatch } from '../moe/permute/bins.js';
 import { permute, unpermute } from '../moe/permute/permute.js';
 import type { HFConfig } from '../formats/hf/config.js';
 import { isSparseLayer, validateMoEDecoderConfig, type MoEDecoderConfig } from './moe-decoder-config.js';
+import { embedRows, expertLinear, linear, newMatrix, type Weight } from './moe-decoder-weights.js';
+import type { QuantType } from '../tensor/quant-blocks.js';
 
 export * from './moe-decoder-config.js';
-
-/**
- * Every dense weight product of the model: x [..., in] times w stored [out, in] (HF layout), plus
- * an optional bias. The one place a quantised weight type plugs in.
- */
-export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
-  const y = matmul(x, w, { transB: true });
-  return b ? add(y, b) : y;
-}
-
-/**
- * Every expert product: rows grouped by expert (groupSizes [E]) times w stacked [E, in, out]. The
- * grouped GEMM skips experts with no rows, so a decode step reads only the chosen experts' weights.
- */
-export function expertLinear(x: Tensor, w: Tensor, groupSizes: Int32Array): Tensor {
-  return groupedMatmul(x, w, groupSizes);
-}
+export { linear, expertLinear, type Weight } from './moe-decoder-weights.js';
 
 /** Called per MoE layer with the experts each token chose ([T, k] row-major) and their gate weights. */
 export type RoutingHook = (layer: number, expertIndices: Int32Array, expertWeights: Float32Array) => void;
@@ -47,14 +33,15 @@ const zeros = (shape: number[]): Tensor => Tensor.empty(shape);
 
 /** SwiGLU MLP with HF-layout weights: down(silu(gate x) * up x). Dense layers and Qwen2's shared expert. */
 export class DenseMLP extends Module {
-  readonly gate: Tensor; // [h, d]
-  readonly up: Tensor; // [h, d]
-  readonly down: Tensor; // [d, h]
-  constructor(d: number, h: number) {
+  readonly gate: Weight; // [h, d]
+  readonly up: Weight; // [h, d]
+  readonly down: Weight; // [d, h]
+  constructor(d: number, h: number, quant: QuantType | null = null) {
     super();
-    this.gate = this.param('gate', zeros([h, d]));
-    this.up = this.param('up', zeros([h, d]));
-    this.down = this.param('down', zeros([d, h]));
+    const reg = (n: string, t: Tensor): Tensor => this.param(n, t);
+    this.gate = newMatrix(reg, 'gate', [h, d], quant);
+    this.up = newMatrix(reg, 'up', [h, d], quant);
+    this.down = newMatrix(reg, 'down', [d, h], quant);
   }
   forward(x: Tensor): Tensor {
     return linear(mul(silu(linear(x, this.gate)), linear(x, this.up)), this.down);
@@ -64,14 +51,14 @@ export class DenseMLP extends Module {
 /** Routed SwiGLU experts with stacked weights, plus Qwen2's optional gated shared expert. */
 export class SparseMoeBlock extends Module {
   readonly router: Router & Module & { weight: Tensor };
-  readonly w1: Tensor; // [E, d, h] gate (SiLU) branch
-  readonly w3: Tensor; // [E, d, h] linear branch
-  readonly w2: Tensor; // [E, h, d] output
+  readonly w1: Weight; // [E, d, h] gate (SiLU) branch (quantised: [E, h, d])
+  readonly w3: Weight; // [E, d, h] linear branch (quantised: [E, h, d])
+  readonly w2: Weight; // [E, h, d] output (quantised: [E, d, h])
   readonly shared: DenseMLP | null;
   readonly sharedGate: Tensor | null; // [1, d]
   readonly numExperts: number;
 
-  constructor(c: MoEDecoderConfig) {
+  constructor(c: MoEDecoderConfig, quant: QuantType | null = null) {
     super();
     const { hiddenSize: d, moeIntermediateSize: h, numExperts: E, topK: k } = c;
     this.numExperts = E;
@@ -79,10 +66,11 @@ export class SparseMoeBlock extends Module {
     this.router = this.module('router', r.type === 'softmax'
       ? new TopKRouter(d, E, { k, order: 'softmax-topk', normalize: r.normTopkProb })
       : new SigmoidGroupRouter(d, E, { k, groups: r.groups, topkGroups: r.topkGroups, routedScaling: r.routedScaling, normalize: r.normTopkProb, biasRate: 0 }));
-    this.w1 = this.param('w1', zeros([E, d, h]));
-    this.w3 = this.param('w3', zeros([E, d, h]));
-    this.w2 = this.param('w2', zeros([E, h, d]));
-    this.shared = c.sharedExpertIntermediateSize > 0 ? this.module('shared', new DenseMLP(d, c.sharedExpertIntermediateSize)) : null;
+    const reg = (n: string, t: Tensor): Tensor => this.param(n, t);
+    this.w1 = newMatrix(reg, 'w1', [h, d], quant, E);
+    this.w3 = newMatrix(reg, 'w3', [h, d], quant, E);
+    this.w2 = newMatrix(reg, 'w2', [d, h], quant, E);
+    this.shared = c.sharedExpertIntermediateSize > 0 ? this.module('shared', new DenseMLP(d, c.sharedExpertIntermediateSize, quant)) : null;
     this.sharedGate = c.sharedExpertGate ? this.param('sharedGate', zeros([1, d])) : null;
   }
 
@@ -106,23 +94,24 @@ export class SparseMoeBlock extends Module {
 
 /** Causal self-attention with GQA, optional qkv bias and QK-norm, rotary positions, KV cache. */
 export class DecoderAttention extends Module {
-  readonly q: Tensor; // [H*hd, d]
-  readonly k: Tensor; // [G*hd, d]
-  readonly v: Tensor; // [G*hd, d]
-  readonly o: Tensor; // [d, H*hd]
+  readonly q: Weight; // [H*hd, d]
+  readonly k: Weight; // [G*hd, d]
+  readonly v: Weight; // [G*hd, d]
+  readonly o: Weight; // [d, H*hd]
   readonly qBias: Tensor | null;
   readonly kBias: Tensor | null;
   readonly vBias: Tensor | null;
   readonly qNorm: RMSNorm | null;
   readonly kNorm: RMSNorm | null;
 
-  constructor(private readonly c: MoEDecoderConfig) {
+  constructor(private readonly c: MoEDecoderConfig, quant: QuantType | null = null) {
     super();
     const { hiddenSize: d, numHeads: H, numKVHeads: G, headDim: hd } = c;
-    this.q = this.param('q', zeros([H * hd, d]));
-    this.k = this.param('k', zeros([G * hd, d]));
-    this.v = this.param('v', zeros([G * hd, d]));
-    this.o = this.param('o', zeros([d, H * hd]));
+    const reg = (n: string, t: Tensor): Tensor => this.param(n, t);
+    this.q = newMatrix(reg, 'q', [H * hd, d], quant);
+    this.k = newMatrix(reg, 'k', [G * hd, d], quant);
+    this.v = newMatrix(reg, 'v', [G * hd, d], quant);
+    this.o = newMatrix(reg, 'o', [d, H * hd], quant);
     this.qBias = c.qkvBias ? this.param('qBias', zeros([H * hd])) : null;
     this.kBias = c.qkvBias ? this.param('kBias', zeros([G * hd])) : null;
     this.vBias = c.qkvBias ? this.param('vBias', zeros([G * hd])) : null;
@@ -276,14 +265,14 @@ export class DecoderLayer extends Module {
   readonly moe: SparseMoeBlock | null;
   readonly mlp: DenseMLP | null;
 
-  constructor(c: MoEDecoderConfig, readonly index: number) {
+  constructor(c: MoEDecoderConfig, readonly index: number, quant: QuantType | null = null) {
     super();
     this.inputNorm = this.module('inputNorm', new RMSNorm(c.hiddenSize, { eps: c.rmsNormEps }));
-    this.attn = this.module('attn', new DecoderAttention(c));
+    this.attn = this.module('attn', new DecoderAttention(c, quant));
     this.postAttnNorm = this.module('postAttnNorm', new RMSNorm(c.hiddenSize, { eps: c.rmsNormEps }));
     const sparse = isSparseLayer(c, index);
-    this.moe = sparse ? this.module('moe', new SparseMoeBlock(c)) : null;
-    this.mlp = sparse ? null : this.module('mlp', new DenseMLP(c.hiddenSize, c.denseIntermediateSize));
+    this.moe = sparse ? this.module('moe', new SparseMoeBlock(c, quant)) : null;
+    this.mlp = sparse ? null : this.module('mlp', new DenseMLP(c.hiddenSize, c.denseIntermediateSize, quant));
   }
 
   forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, hook: RoutingHook | undefined): Tensor {
@@ -310,24 +299,59 @@ export class DecoderLayer extends Module {
  */
 export class MoEDecoder extends Module {
   readonly config: Readonly<MoEDecoderConfig>;
-  readonly embed: Tensor; // [V, d]
+  readonly embed: Weight; // [V, d]
   readonly layers: DecoderLayer[];
   readonly norm: RMSNorm;
-  readonly lmHead: Tensor | null; // [V, d]; null when tied to embed
+  readonly lmHead: Weight | null; // [V, d]; null when tied to embed
+  /** The block format of the quantised matrices, or null (all float32). */
+  readonly quant: QuantType | null;
   /** Sees every MoE layer's routing of every forward. */
   onRouting: RoutingHook | undefined;
   /** The config.json this model was read from, written back unchanged by toHF. */
   hfConfig: HFConfig | null = null;
 
-  constructor(config: MoEDecoderConfig) {
+  /**
+   * quant: hold the matrices as Q8_0/Q4_0 blocks, allocated here at their quantised size (no float32
+   * copy) and filled by fromHF. Quantised: attention and MLP/expert projections, the embedding table
+   * and lm_head (a GGUF stores them so; a decode step dequantises one embedding row). Kept float32:
+   * norms (vectors), the router and Qwen2's shared-expert gate (tiny; their rounding would flip
+   * discrete expert choices; llama.cpp keeps ffn_gate_inp in F32 too), and any matrix whose input
+   * width is not a multiple of 32.
+   */
+  constructor(config: MoEDecoderConfig, opts: { quant?: QuantType | null } = {}) {
     super();
     validateMoEDecoderConfig(config);
     this.config = Object.freeze({ ...config, denseLayers: [...config.denseLayers] });
+    const quant = opts.quant ?? null;
+    this.quant = quant;
     const { vocabSize: V, hiddenSize: d } = config;
-    this.embed = this.param('embed', zeros([V, d]));
-    this.layers = Array.from({ length: config.numLayers }, (_, l) => this.module(`layers.${l}`, new DecoderLayer(this.config, l)));
+    const reg = (n: string, t: Tensor): Tensor => this.param(n, t);
+    this.embed = newMatrix(reg, 'embed', [V, d], quant);
+    this.layers = Array.from({ length: config.numLayers }, (_, l) => this.module(`layers.${l}`, new DecoderLayer(this.config, l, quant)));
     this.norm = this.module('norm', new RMSNorm(d, { eps: config.rmsNormEps }));
-    this.lmHead = config.tieWordEmbeddings ? null : this.param('lmHead', zeros([V, d]));
+    this.lmHead = config.tieWordEmbeddings ? null : newMatrix(reg, 'lmHead', [V, d], quant);
+  }
+
+  /** Every weight with its module path: float32 parameters and quantised matrices. */
+  namedWeights(): Array<[string, Weight]> {
+    const out: Array<[string, Weight]> = [];
+    const seen = new Set<Weight>();
+    const put = (name: string, w: Weight | null): void => {
+      if (w && !seen.has(w)) { seen.add(w); out.push([name, w]); }
+    };
+    for (const [n, p] of this.namedParameters()) put(n, p);
+    put('embed', this.embed);
+    put('lmHead', this.lmHead);
+    this.layers.forEach((layer, l) => {
+      for (const k of ['q', 'k', 'v', 'o'] as const) put(`layers.${l}.attn.${k}`, layer.attn[k]);
+      const mlp = (prefix: string, m: DenseMLP | null): void => {
+        if (m) for (const k of ['gate', 'up', 'down'] as const) put(`${prefix}.${k}`, m[k]);
+      };
+      if (layer.moe) for (const k of ['w1', 'w2', 'w3'] as const) put(`layers.${l}.moe.${k}`, layer.moe[k]);
+      mlp(`layers.${l}.moe.shared`, layer.moe?.shared ?? null);
+      mlp(`layers.${l}.mlp`, layer.mlp);
+    });
+    return out;
   }
 
   /**
@@ -399,7 +423,7 @@ export class MoEDecoder extends Module {
     }
     const cos = new Tensor(cosD, [N, 1, hd]);
     const sin = new Tensor(sinD, [N, 1, hd]);
-    let x = embedding(this.embed, new Tensor(ids, [N])); // [N, d]
+    let x = embedRows(this.embed, ids); // [N, d]
     for (const layer of this.layers) x = layer.forwardSegments(x, cos, sin, segs, this.onRouting);
     for (const s of segs) s.cache.advance(s.T);
     const logits = linear(this.norm.forward(x), this.lmHead ?? this.embed).data as Float32Array; // [N, V]
@@ -409,12 +433,14 @@ export class MoEDecoder extends Module {
 
   /** The full forward without a cache (positions from 0; records the graph when gradients are on). */
   private run(ids: Int32Array): Tensor {
+    // quantised products are inference only: no graph to record
+    if (this.quant && isGradEnabled()) return noGrad(() => this.run(ids));
     const T = ids.length;
     const c = this.config;
     if (T === 0) return Tensor.empty([0, c.vocabSize]);
     const [cos, sin] = rotaryTables(c, 0, T);
     const mask = attentionMask(T, 0, c.slidingWindow);
-    let x = embedding(this.embed, new Tensor(ids, [T])); // [T, d]
+    let x = embedRows(this.embed, ids); // [T, d]
     for (const layer of this.layers) x = layer.forward(x, cos, sin, mask, null, this.onRouting);
     return linear(this.norm.forward(x), this.lmHead ?? this.embed);
   }

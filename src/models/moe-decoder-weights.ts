@@ -1,0 +1,76 @@
+// The decoder's weight products in one place: a weight is a float32 Tensor or a QuantWeight (Q8_0/Q4_0 blocks).
+
+import { Tensor } from '../tensor/tensor.js';
+import { add, embedding, groupedMatmul, matmul, reshape } from '../ops/index.js';
+import { QuantWeight, quantMatmul, quantGroupedMatmul } from '../infer/quant/index.js';
+import { QK, dequantizeRow, quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
+
+/** A model matrix: float32 (trainable parameter, [out, in]; experts [E, in, out]) or quantised blocks ([out, in]; experts [E, out, in]). */
+export type Weight = Tensor | QuantWeight;
+
+/** The dtypes a decoder can be loaded in. f16/bf16 are rounded and then held as float32 (no f16 kernel exists). */
+export type LoadDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+export const LOAD_DTYPES: readonly LoadDType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
+
+export function isQuantDType(d: LoadDType | null | undefined): d is QuantType {
+  return d === 'q8_0' || d === 'q4_0';
+}
+
+/**
+ * Every dense weight product of the model: x [..., in] times w stored [out, in] (HF layout), plus
+ * an optional bias. A quantised w goes to quantMatmul (activations quantised to Q8_0 per row).
+ */
+export function linear(x: Tensor, w: Weight, b: Tensor | null = null): Tensor {
+  let y: Tensor;
+  if (w instanceof QuantWeight) {
+    const inner = x.shape[x.rank - 1]!;
+    const y2 = quantMatmul(x.rank === 2 ? x : reshape(x, [x.size / inner, inner]), w);
+    y = x.rank === 2 ? y2 : reshape(y2, [...x.shape.slice(0, -1), w.shape[0]!]);
+  } else {
+    y = matmul(x, w, { transB: true });
+  }
+  return b ? add(y, b) : y;
+}
+
+/**
+ * Every expert product: rows grouped by expert (groupSizes [E]) times w, float32 stacked [E, in, out]
+ * or quantised [E, out, in]. Both skip experts with no rows, so a decode step reads only the chosen
+ * experts' weights.
+ */
+export function expertLinear(x: Tensor, w: Weight, groupSizes: Int32Array): Tensor {
+  return w instanceof QuantWeight ? quantGroupedMatmul(x, w, groupSizes) : groupedMatmul(x, w, groupSizes);
+}
+
+/** Rows of the embedding table for ids [T] -> [T, d]; a quantised table is dequantised row by row (exact). */
+export function embedRows(table: Weight, ids: Int32Array): Tensor {
+  if (!(table instanceof QuantWeight)) return embedding(table, new Tensor(ids, [ids.length]));
+  const [V, d] = table.shape as [number, number];
+  const rowBytes = quantizedBytes(table.type, d);
+  const out = new Float32Array(ids.length * d);
+  for (let t = 0; t < ids.length; t++) {
+    const id = ids[t]!;
+    if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`embedding: token id ${id} at position ${t} is outside the vocabulary of ${V}`);
+    dequantizeRow(table.type, table.data, id * rowBytes, d, out, t * d);
+  }
+  return new Tensor(out, [ids.length, d]);
+}
+
+/**
+ * A matrix of a module: quantised (zeroed blocks, filled in place by fromHF) when quant is set and
+ * the input axis is a whole number of 32-value blocks; otherwise a float32 parameter registered
+ * through reg. `outIn` is the HF [out, in] shape; experts > 0 stacks that many (float32 stacks are
+ * [E, in, out], the grouped GEMM's layout; quantised ones [E, out, in], quantGroupedMatmul's).
+ */
+export function newMatrix(reg: (name: string, t: Tensor) => Tensor, name: string, outIn: [number, number], quant: QuantType | null, experts = 0): Weight {
+  const [out, inn] = outIn;
+  if (quant && inn % QK === 0) {
+    const shape = experts > 0 ? [experts, out, inn] : [out, inn];
+    return new QuantWeight(quant, shape, new Uint8Array(quantizedBytes(quant, shape.reduce((a, b) => a * b, 1))));
+  }
+  return reg(name, Tensor.empty(experts > 0 ? [experts, inn, out] : [out, inn]));
+}
+
+/** Bytes a weight occupies (what a product over all of it reads). */
+export function weightBytes(w: Weight): number {
+  return w instanceof QuantWeight ? w.bytes : w.data.byteLength;
+}
