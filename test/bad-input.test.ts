@@ -17,7 +17,7 @@ import { train, type TaskBatch, type TrainTask } from '../src/train/trainer.js';
 import { TrainingDivergedError } from '../src/train/divergence.js';
 import { ImageClassificationTask } from '../src/train/tasks.js';
 import { makeOptimizer, makeSchedule } from '../src/train/run.js';
-import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint } from '../src/models/checkpoint.js';
 import { readRunLog } from '../src/cli/plot-split.js';
 import type { ImageSet } from '../src/data/batches.js';
 

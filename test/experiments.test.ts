@@ -15,7 +15,7 @@ import { SoftMoEClassifier } from '../src/models/softmoe-classifier.js';
 import { Rng, Tensor, noGrad } from '../src/index.js';
 import { assertClose } from './helpers.js';
 import { readSafetensorsFile } from '../src/io/safetensors.js';
-import { loadModelWeights } from '../src/train/checkpoint.js';
+import { loadModelWeights } from '../src/models/checkpoint.js';
 import { loadMnistDigits } from '../src/data/mnist.js';
 import { accuracyOf } from '../src/train/tasks.js';
 

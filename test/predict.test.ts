@@ -12,7 +12,7 @@ import { PNG } from 'pngjs';
 import { loadModel, ops } from '../src/index.js';
 import { validateRun } from '../src/config/run.js';
 import { loadImageData, runTraining } from '../src/train/run.js';
-import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { saveCheckpoint } from '../src/models/checkpoint.js';
 import { buildModel } from '../src/models/registry.js';
 import { readImageFile } from '../src/data/image-files.js';
 import { bytesToImages } from '../src/data/batches.js';

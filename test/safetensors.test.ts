@@ -11,7 +11,7 @@ import {
   parseSafetensors, readSafetensorsFile, serializeSafetensors, writeSafetensorsFile, writeFileAtomic, SafetensorsError,
 } from '../src/io/index.js';
 import { Linear, Module, Rng, Tensor } from '../src/index.js';
-import { loadCheckpoint, loadModelWeights, saveCheckpoint } from '../src/train/checkpoint.js';
+import { loadCheckpoint, loadModelWeights, saveCheckpoint } from '../src/models/checkpoint.js';
 
 const f32 = (v: number[], shape: number[] = [v.length]): Tensor => new Tensor(Float32Array.from(v), shape);
 const f64 = (v: number[], shape: number[] = [v.length]): Tensor => new Tensor(Float64Array.from(v), shape);

@@ -8,7 +8,7 @@ import { generate, type ByteLM } from '../models/lm.js';
 import { encodeBytes } from '../data/text.js';
 import { validateRun, type RunConfig } from '../config/run.js';
 import { buildRunModel, loadByteData, loadImageData, makeTask, resolveCheckpointDir } from '../train/run.js';
-import { loadCheckpoint, loadModelWeights } from '../train/checkpoint.js';
+import { loadCheckpoint, loadModelWeights } from '../models/checkpoint.js';
 import { noGrad } from '../tensor/autograd.js';
 import { Tensor } from '../tensor/tensor.js';
 import { BatchIterator } from '../data/batches.js';

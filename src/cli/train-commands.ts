@@ -11,7 +11,7 @@ import { modelNames, modelSpec } from '../models/registry.js';
 import { describe } from '../config/schema.js';
 import { runTraining } from '../train/run.js';
 import { resolveResume } from '../train/rundir.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
+import { loadCheckpoint } from '../models/checkpoint.js';
 
 export const TRAIN_HELP = `moe train --config FILE [--set section.key=value ...] [--out DIR] [--force]
 moe train --resume RUN [--set section.key=value ...] [--out NEW_DIR]

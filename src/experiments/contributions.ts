@@ -16,7 +16,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { matmul, reshape, slice } from '../ops/index.js';
 import { combineSums } from '../moe/select.js';
 import { readSafetensorsFile } from '../io/safetensors.js';
-import { loadModelWeights } from '../train/checkpoint.js';
+import { loadModelWeights } from '../models/checkpoint.js';
 import type { ImageSet } from '../data/batches.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { markdownTable } from '../report/table.js';

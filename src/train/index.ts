@@ -2,7 +2,7 @@
 
 export * from './optim.js';
 export * from './schedule.js';
-export * from './checkpoint.js';
+export * from '../models/checkpoint.js';
 export * from './progress.js';
 export * from './trainer.js';
 export * from './divergence.js';

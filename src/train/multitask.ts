@@ -6,7 +6,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { add, crossEntropy, mul } from '../ops/index.js';
 import { IndexBatches, type ImageSet } from '../data/batches.js';
 import type { Module } from '../nn/module.js';
-import { FASHION_MNIST_CLASSES } from '../data/mnist.js';
+import { FASHION_MNIST_CLASSES, FASHION_MNIST_COARSE, FASHION_MNIST_COARSE_CLASSES } from '../data/mnist.js';
 import { gateStats } from '../models/mmoe.js';
 import { accuracyOf, type ImageSplits } from './tasks.js';
 import type { StepOutput, TaskBatch, TrainTask } from './trainer.js';
@@ -19,15 +19,9 @@ export interface TaskLabels {
   classNames?: readonly string[];
 }
 
-/**
- * Coarse class of each Fashion-MNIST class (index = fine label), grouped by what the garment
- * covers: 0 tops {T-shirt/top, Pullover, Coat, Shirt}, 1 bottoms and full-body {Trouser, Dress},
- * 2 footwear {Sandal, Sneaker, Ankle boot}, 3 bags {Bag}. The coarse task is a function of the
- * fine one, so the two are strongly related; the coarse task is easier (fewer, more separable
- * groups) but unbalanced (40% / 20% / 30% / 10% of the examples).
- */
-export const FASHION_MNIST_COARSE: readonly number[] = Object.freeze([0, 1, 0, 1, 0, 2, 0, 2, 3, 2]);
-export const FASHION_MNIST_COARSE_CLASSES: readonly string[] = Object.freeze(['top', 'bottom/full-body', 'footwear', 'bag']);
+// The coarse grouping is a fact of the dataset (data/mnist.ts), so models/load.ts names the coarse
+// head's classes without importing training code; re-exported here where the tasks are built.
+export { FASHION_MNIST_COARSE, FASHION_MNIST_COARSE_CLASSES };
 
 /** Fashion-MNIST labels [n] -> the two tasks 'fine' (the 10 classes) and 'coarse' (FASHION_MNIST_COARSE). */
 export function fashionMnistTasks(labels: Int32Array): TaskLabels[] {

@@ -11,7 +11,7 @@ import { imageNormalization, isImageDataset } from '../data/image-datasets.js';
 import { splitIndices, subsetImages, type ImageSet } from '../data/batches.js';
 import { Adam, AdamW, SGD, type Optimizer } from './optim.js';
 import { constant, warmupCosine, warmupLinear, type Schedule } from './schedule.js';
-import { loadCheckpoint, loadModelWeights, saveCheckpoint } from './checkpoint.js';
+import { loadCheckpoint, loadModelWeights, saveCheckpoint } from '../models/checkpoint.js';
 import { copyMetricsLog, hasTestRecord, openRunDir, repairMetricsLog, resolveResume } from './rundir.js';
 import { train, type TrainResult, type TrainerState, type TrainTask } from './trainer.js';
 import { ImageClassificationTask, type ImageSplits } from './tasks.js';

@@ -11,7 +11,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { Optimizer } from './optim.js';
 import { clipGradNorm } from './optim.js';
 import type { Schedule } from './schedule.js';
-import { saveCheckpoint } from './checkpoint.js';
+import { saveCheckpoint } from '../models/checkpoint.js';
 import { Progress } from './progress.js';
 import { deriveSeed } from '../tensor/rng.js';
 import { DEFAULT_DIVERGENCE_LIMITS, DivergenceGuard, globalGradNorm, type DivergenceLimits } from './divergence.js';

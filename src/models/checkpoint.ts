@@ -1,4 +1,6 @@
 // Checkpoint directories (weights and optimizer state as safetensors, config and trainer state as JSON), committed as a whole.
+// Here in models/ rather than train/: loading a trained model (load.ts) reads checkpoints too, and
+// models/ must not import train/ (DESIGN's arrows); train/ saves through this file.
 //
 // Layout of a checkpoint directory `dir` (other files there, such as a run's metrics.jsonl, are left alone):
 //   model.safetensors      model.stateDict() by dotted name ('blocks.0.moe.router.weight'); metadata format=pt
