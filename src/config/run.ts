@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { parseValue, validate, describe, type Schema } from './schema.js';
 import { modelSpec } from '../models/registry.js';
+import { imageDatasetInfo, isImageDataset } from '../data/image-datasets.js';
 
 export interface DataConfig {
   dataset: 'fashion-mnist' | 'mnist' | 'mnist-idx' | 'cifar10' | 'cifar100' | 'udhr' | 'text' | 'jsonl';
@@ -144,22 +145,17 @@ export function validateRun(raw: unknown): RunConfig {
   return config;
 }
 
-/** The images and classes of the datasets whose shape is fixed (mnist-idx reads whatever files it is given). */
-export const DATASET_SHAPES: Readonly<Record<string, { imageSize: number; channels: number; classes: number }>> = {
-  'fashion-mnist': { imageSize: 28, channels: 1, classes: 10 },
-  mnist: { imageSize: 28, channels: 1, classes: 10 },
-  cifar10: { imageSize: 32, channels: 3, classes: 10 },
-  cifar100: { imageSize: 32, channels: 3, classes: 100 },
-};
-
 /**
  * Refuses a model whose input or output does not fit the dataset, before any data is loaded or
  * weights allocated (else the first batch fails deep in a reshape or in the loss). Reads the image
  * models' common keys: imageSize, channels (absent: 1), classes, inputDim (flattened pixels).
  */
 export function checkModelFitsData(config: RunConfig): void {
-  const d = DATASET_SHAPES[config.data.dataset];
-  if (!d) return;
+  // the dataset table that training and loadModel read too (data/image-datasets.ts)
+  if (!isImageDataset(config.data.dataset)) return;
+  const info = imageDatasetInfo(config.data.dataset);
+  if (!info.fixedShape) return;
+  const d = { imageSize: info.height, channels: info.channels, classes: info.classes };
   const m = config.model;
   const misfit = (key: string, value: unknown, has: string, want: number): Error => new Error(
     `config.model.${key} = ${JSON.stringify(value)} (${m.type}) does not fit config.data.dataset = '${config.data.dataset}' (${has}): set model.${key} to ${want} or choose another dataset`);
@@ -169,8 +165,8 @@ export function checkModelFitsData(config: RunConfig): void {
     throw new Error(`config.data.dataset = '${config.data.dataset}' has ${d.channels} channels, but model ${m.type} takes one-channel images only (it has no model.channels)`);
   }
   if (typeof m['classes'] === 'number' && m['classes'] !== d.classes) throw misfit('classes', m['classes'], `${d.classes} classes`, d.classes);
-  const pixels = d.imageSize * d.imageSize * d.channels;
-  if (typeof m['inputDim'] === 'number' && m['inputDim'] !== pixels) throw misfit('inputDim', m['inputDim'], `${pixels} features per image, ${d.imageSize}x${d.imageSize}x${d.channels}`, pixels);
+  const pixels = info.height * info.width * d.channels;
+  if (typeof m['inputDim'] === 'number' && m['inputDim'] !== pixels) throw misfit('inputDim', m['inputDim'], `${pixels} features per image, ${info.height}x${info.width}x${d.channels}`, pixels);
 }
 
 export function readJsonFile(path: string, what: string): unknown {

@@ -1,6 +1,6 @@
 // What each image dataset of a run config is: image geometry, class names, and the statistics
-// `data.normalize` applies. The one table that training (train/run.ts loadImageData) and loading a
-// trained model (models/load.ts) both read, so a checkpoint's preprocessing is recomputed from its
+// `data.normalize` applies. The one table that the config check (config/run.ts), training
+// (train/run.ts loadImageData) and loading a trained model (models/load.ts) all read, so a checkpoint's preprocessing is recomputed from its
 // stored config (data.dataset, data.normalize) exactly as training applied it.
 
 import { FASHION_MNIST_CLASSES, FASHION_MNIST_STATS, MNIST_CLASSES, MNIST_STATS } from './mnist.js';
@@ -19,14 +19,19 @@ export interface ImageDatasetInfo {
   classNames?: readonly string[];
   /** The statistics applied after scaling pixels to [0, 1] when data.normalize is true. */
   stats: Normalize;
+  /**
+   * Whether every copy of the dataset has this geometry and class count, so a config can be checked
+   * against it before loading (config/run.ts); mnist-idx reads whatever IDX files it is given.
+   */
+  fixedShape: boolean;
 }
 
 const DATASETS: Readonly<Record<ImageDatasetName, ImageDatasetInfo>> = Object.freeze({
-  'fashion-mnist': { channels: 1, height: 28, width: 28, classes: 10, classNames: FASHION_MNIST_CLASSES, stats: FASHION_MNIST_STATS },
-  mnist: { channels: 1, height: 28, width: 28, classes: 10, classNames: MNIST_CLASSES, stats: MNIST_STATS },
-  'mnist-idx': { channels: 1, height: 28, width: 28, classes: 10, classNames: MNIST_CLASSES, stats: MNIST_STATS },
-  cifar10: { channels: 3, height: 32, width: 32, classes: 10, classNames: CIFAR10_CLASSES, stats: CIFAR10_STATS },
-  cifar100: { channels: 3, height: 32, width: 32, classes: 100, stats: CIFAR100_STATS },
+  'fashion-mnist': { channels: 1, height: 28, width: 28, classes: 10, classNames: FASHION_MNIST_CLASSES, stats: FASHION_MNIST_STATS, fixedShape: true },
+  mnist: { channels: 1, height: 28, width: 28, classes: 10, classNames: MNIST_CLASSES, stats: MNIST_STATS, fixedShape: true },
+  'mnist-idx': { channels: 1, height: 28, width: 28, classes: 10, classNames: MNIST_CLASSES, stats: MNIST_STATS, fixedShape: false },
+  cifar10: { channels: 3, height: 32, width: 32, classes: 10, classNames: CIFAR10_CLASSES, stats: CIFAR10_STATS, fixedShape: true },
+  cifar100: { channels: 3, height: 32, width: 32, classes: 100, stats: CIFAR100_STATS, fixedShape: true },
 });
 
 export function isImageDataset(name: string): name is ImageDatasetName {
