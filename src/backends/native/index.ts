@@ -47,6 +47,7 @@ interface Addon {
   /** Sizes the thread pool and OpenBLAS (openblas_set_num_threads) to n threads. */
   setThreads(n: number): void;
   measurePeakGflops(seconds: number, threads: number): number;
+  measureReadBandwidth(bytes: number, passes: number): ReadBandwidth;
   quantMatmul(x: F32, w: Uint8Array, out: F32, t: number, n: number, k: number, type: number): void;
   quantGroupedMatmul(x: F32, w: Uint8Array, groupSizes: I32, out: F32, n: number, k: number, type: number): void;
   /** Which block-dot code the CPU got: 'avx512vnni', 'avx2' or 'scalar' (MOE_QUANT_SIMD forces one). */
@@ -252,6 +253,26 @@ export function measurePeakGflops(seconds: number, threads: number): number {
   const n = loadAddon();
   if (!n) throw new Error(`native backend: ${addonError}`);
   return n.measurePeakGflops(seconds, threads);
+}
+
+/** measureReadBandwidth's result: read GB/s of each timed pass (a warm-up pass is not counted), their median and best. */
+export interface ReadBandwidth {
+  medianGBs: number;
+  bestGBs: number;
+  passGBs: number[];
+  bytes: number;
+  threads: number;
+}
+
+/**
+ * Memory read bandwidth as decode reads weights: all the pool's threads sum their own contiguous
+ * part of a `bytes` buffer with vector loads, `passes` timed passes. Throws when the addon is not built.
+ */
+export function measureReadBandwidth(bytes = 2 ** 30, passes = 5): ReadBandwidth {
+  const n = loadAddon();
+  if (!n) throw new Error(`native backend: ${addonError}`);
+  if (typeof n.measureReadBandwidth !== 'function') throw new Error('native backend: the addon predates measureReadBandwidth; run npm run build:native');
+  return n.measureReadBandwidth(bytes, passes);
 }
 
 /** The portable SGEMM of the addon, for tests and benchmarks of OpenBLAS-less builds; null without the addon. */

@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   moe::registerNorm(env, exports);
   moe::registerLoss(env, exports);
   moe::registerPeak(env, exports);
+  moe::registerBandwidth(env, exports);
   moe::registerQuant(env, exports);
   return exports;
 }

@@ -13,6 +13,8 @@
         "threadpool.cc",
         "gemm.cc",
         "gemm_fallback.cc",
+        "gemv.cc",
+        "bandwidth.cc",
         "elementwise.cc",
         "reduce.cc",
         "rows.cc",

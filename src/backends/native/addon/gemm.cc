@@ -1,5 +1,6 @@
 // Matrix products: matmul (batched, transposes, accumulate), the grouped expert GEMM and its weight
-// gradient, all through one sgemm() that is OpenBLAS's cblas_sgemm when the build found it.
+// gradient, all through one sgemm() that is OpenBLAS's cblas_sgemm when the build found it (its
+// sgemv for one row; 2-4 rows go to gemv.cc's kernel).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -13,6 +14,8 @@
 #ifdef MOE_HAVE_OPENBLAS
 // Declared here so that no CBLAS header path is needed; the enum values are CBLAS's.
 extern "C" {
+void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float* a, int lda, const float* x, int incx, float beta, float* y,
+                 int incy);
 void cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
                  float beta, float* c, int ldc);
 int openblas_get_num_threads(void);
@@ -26,6 +29,21 @@ namespace moe {
 
 void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate, float* c,
            i64 ldc) {
+#ifdef MOE_HAVE_OPENBLAS
+  // One row: OpenBLAS's gemv (its sgemm packs all of B first, even for one row). y is zeroed here
+  // and beta is 1: some OpenBLAS versions scale y by beta = 0 as a multiply, keeping NaNs in it.
+  if (m == 1) {
+    if (!accumulate) std::memset(c, 0, sizeof(float) * static_cast<size_t>(n));
+    const int incx = transA ? static_cast<int>(lda) : 1;
+    if (transB) cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, b, static_cast<int>(ldb), a, incx, 1.0f, c, 1);
+    else cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, b, static_cast<int>(ldb), a, incx, 1.0f, c, 1);
+    return;
+  }
+#endif
+  if (m <= kSmallM) {
+    smallMSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+    return;
+  }
 #ifdef MOE_HAVE_OPENBLAS
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, c,

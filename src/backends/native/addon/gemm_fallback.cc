@@ -169,6 +169,10 @@ BlockedFn pickKernel() {
 
 void fallbackSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate,
                    float* c, i64 ldc) {
+  if (m <= kSmallM) {
+    smallMSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+    return;
+  }
   static const BlockedFn kernel = pickKernel();
   Problem P{transA, transB, accumulate, k, lda, ldb, ldc, a, b, c};
   // Split the longer side of C; chunks are multiples of 16 rows/columns, and small products stay serial.

@@ -12,6 +12,7 @@ void registerRows(Napi::Env env, Napi::Object exports);
 void registerNorm(Napi::Env env, Napi::Object exports);
 void registerLoss(Napi::Env env, Napi::Object exports);
 void registerPeak(Napi::Env env, Napi::Object exports);
+void registerBandwidth(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 
 }  // namespace moe

@@ -7,7 +7,9 @@ namespace moe {
 
 /**
  * Row-major C (m x n, ldc) = op(A) @ op(B) (+ C when accumulate); op(A) is m x k, op(B) is k x n.
- * All of m, n, k are >= 1. OpenBLAS when built with it, else the blocked fallback.
+ * All of m, n, k are >= 1. OpenBLAS when built with it, else the blocked fallback; m <= kSmallM
+ * goes to a matrix-vector path (a GEMM would pack, i.e. copy, all of B first): OpenBLAS sgemv for m = 1
+ * when linked, else smallMSgemm.
  */
 void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
            bool accumulate, float* c, int64_t ldc);
@@ -15,6 +17,16 @@ void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const floa
 /** The portable blocked SGEMM (used without OpenBLAS; always compiled so it can be tested). */
 void fallbackSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                    bool accumulate, float* c, int64_t ldc);
+
+/**
+ * The same product for few rows (m <= kSmallM, batch-1 decode): streams B once, threaded over the
+ * pool, vector code picked at run time. Any m works; it is only fast while m is small.
+ */
+void smallMSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                 bool accumulate, float* c, int64_t ldc);
+
+/** Row counts up to which sgemm() and fallbackSgemm() take the matrix-vector path. */
+constexpr int64_t kSmallM = 4;
 
 /** "avx512", "avx2" or "baseline": the widest vector unit the running CPU offers. */
 const char* simdLevel();

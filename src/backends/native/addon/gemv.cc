@@ -1,0 +1,239 @@
+// Products with 1-4 rows (batch-1 decode): C (m x n) = op(A) op(B) for m <= 4 reads every weight
+// of B once, so its speed is memory bandwidth. A BLAS sgemm packs B first (a second pass over the
+// weights) and OpenBLAS 0.3.21 does so even at m = 1 (gemm.cc sends m = 1 to OpenBLAS's sgemv when
+// linked, everything else here); this kernel streams B once, all m rows of A
+// against each loaded vector, with the rows of B (stored [k, n]) or the columns of C (B stored
+// [n, k]) split across the pool. Compiled per target (AVX-512, AVX2+FMA, baseline), picked at run time.
+#pragma GCC optimize("fp-contract=fast")
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "sgemm.h"
+#include "threadpool.h"
+
+namespace moe {
+namespace {
+
+using i64 = int64_t;
+
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V8 __attribute__((vector_size(32)));
+typedef float V4 __attribute__((vector_size(16)));
+
+template <typename V>
+__attribute__((always_inline)) inline V loadu(const float* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V>
+__attribute__((always_inline)) inline void storeu(float* p, V v) {
+  __builtin_memcpy(p, &v, sizeof(V));
+}
+template <typename V>
+__attribute__((always_inline)) inline float hsum(V v) {
+  constexpr int W = sizeof(V) / sizeof(float);
+  float s = 0.0f;
+  for (int i = 0; i < W; i++) s += v[i];
+  return s;
+}
+
+struct Gemv {
+  i64 m, n, k, ldb, ldc;
+  const float* a;  // m rows of op(A), contiguous, row stride k
+  const float* b;
+  bool accumulate;
+  float* c;
+};
+
+// op(B) = B^T, B stored [n, k]: C[i, j] = dot(A_i, B_j) for j in [j0, j1). Four B rows at a time
+// share each load of A; two vectors per row keep enough independent FMA chains in flight.
+template <typename V, int M>
+__attribute__((always_inline)) inline void dotRows(const Gemv& G, i64 j0, i64 j1) {
+  constexpr int W = sizeof(V) / sizeof(float);
+  // accumulators + A vectors fit the 16 ymm registers of AVX2
+  constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;
+  const i64 k = G.k, kv = k / (2 * W) * (2 * W);
+  i64 j = j0;
+  for (; j + R <= j1; j += R) {
+    V acc[M][R][2];
+    for (int i = 0; i < M; i++)
+      for (int r = 0; r < R; r++) acc[i][r][0] = acc[i][r][1] = V{};
+    for (i64 p = 0; p < kv; p += 2 * W) {
+      V av[M][2];
+      for (int i = 0; i < M; i++) {
+        av[i][0] = loadu<V>(G.a + i * k + p);
+        av[i][1] = loadu<V>(G.a + i * k + p + W);
+      }
+      for (int r = 0; r < R; r++) {
+        const float* br = G.b + (j + r) * G.ldb + p;
+        V b0 = loadu<V>(br), b1 = loadu<V>(br + W);
+        for (int i = 0; i < M; i++) {
+          acc[i][r][0] += av[i][0] * b0;
+          acc[i][r][1] += av[i][1] * b1;
+        }
+      }
+    }
+    for (int i = 0; i < M; i++)
+      for (int r = 0; r < R; r++) {
+        float s = hsum<V>(acc[i][r][0] + acc[i][r][1]);
+        const float* br = G.b + (j + r) * G.ldb;
+        for (i64 p = kv; p < k; p++) s += G.a[i * k + p] * br[p];
+        float* dst = G.c + i * G.ldc + j + r;
+        *dst = G.accumulate ? *dst + s : s;
+      }
+  }
+  for (; j < j1; j++) {
+    const float* br = G.b + j * G.ldb;
+    for (int i = 0; i < M; i++) {
+      V s0{}, s1{};
+      for (i64 p = 0; p < kv; p += 2 * W) {
+        s0 += loadu<V>(G.a + i * k + p) * loadu<V>(br + p);
+        s1 += loadu<V>(G.a + i * k + p + W) * loadu<V>(br + p + W);
+      }
+      float s = hsum<V>(s0 + s1);
+      for (i64 p = kv; p < k; p++) s += G.a[i * k + p] * br[p];
+      float* dst = G.c + i * G.ldc + j;
+      *dst = G.accumulate ? *dst + s : s;
+    }
+  }
+}
+
+// op(B) = B, stored [k, n]: C[i, :] += sum_{p in [p0, p1)} A_i[p] B[p, :]. The pool splits B's rows
+// (each thread one contiguous stretch of memory, read front to back; splitting columns instead made
+// every thread jump a row stride per short segment and ran at half the bandwidth). C is added to in
+// place (the caller zeroes it) in column blocks that stay in L2 while several rows of B pass.
+constexpr i64 kCols = 4096;
+
+template <typename V, int M>
+__attribute__((always_inline)) inline void axpyRows(const Gemv& G, i64 p0, i64 p1) {
+  constexpr int W = sizeof(V) / sizeof(float);
+  // rows of B added per pass over the C block; the broadcasts of A fit the registers
+  constexpr int PU = M <= 2 ? 4 : 2;
+  for (i64 jb = 0; jb < G.n; jb += kCols) {
+    const i64 nc = G.n - jb < kCols ? G.n - jb : kCols, ncv = nc / W * W;
+    float* c[M];
+    for (int i = 0; i < M; i++) c[i] = G.c + i * G.ldc + jb;
+    i64 p = p0;
+    for (; p + PU <= p1; p += PU) {
+      const float* br[PU];
+      for (int q = 0; q < PU; q++) br[q] = G.b + (p + q) * G.ldb + jb;
+      V s[M][PU];
+      for (int i = 0; i < M; i++)
+        for (int q = 0; q < PU; q++) s[i][q] = V{} + G.a[i * G.k + p + q];
+      for (i64 j = 0; j < ncv; j += W) {
+        V x[PU];
+        for (int q = 0; q < PU; q++) x[q] = loadu<V>(br[q] + j);
+        for (int i = 0; i < M; i++) {
+          V t = loadu<V>(c[i] + j);
+          for (int q = 0; q < PU; q++) t += s[i][q] * x[q];
+          storeu<V>(c[i] + j, t);
+        }
+      }
+      for (i64 j = ncv; j < nc; j++)
+        for (int i = 0; i < M; i++)
+          for (int q = 0; q < PU; q++) c[i][j] += s[i][q][0] * br[q][j];
+    }
+    for (; p < p1; p++) {
+      const float* br = G.b + p * G.ldb + jb;
+      for (int i = 0; i < M; i++) {
+        const float s = G.a[i * G.k + p];
+        for (i64 j = 0; j < nc; j++) c[i][j] += s * br[j];
+      }
+    }
+  }
+}
+
+// [lo, hi): C's columns when transB, else B's rows (added into C, which G.accumulate then does not concern).
+template <typename V>
+__attribute__((always_inline)) inline void run(bool transB, const Gemv& G, i64 lo, i64 hi) {
+  switch (G.m) {
+    case 1: transB ? dotRows<V, 1>(G, lo, hi) : axpyRows<V, 1>(G, lo, hi); break;
+    case 2: transB ? dotRows<V, 2>(G, lo, hi) : axpyRows<V, 2>(G, lo, hi); break;
+    case 3: transB ? dotRows<V, 3>(G, lo, hi) : axpyRows<V, 3>(G, lo, hi); break;
+    default: transB ? dotRows<V, 4>(G, lo, hi) : axpyRows<V, 4>(G, lo, hi); break;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f,avx512vl,fma"))) void runAvx512(bool t, const Gemv& G, i64 lo, i64 hi) { run<V16>(t, G, lo, hi); }
+__attribute__((target("avx2,fma"))) void runAvx2(bool t, const Gemv& G, i64 lo, i64 hi) { run<V8>(t, G, lo, hi); }
+#endif
+void runBase(bool t, const Gemv& G, i64 lo, i64 hi) { run<V4>(t, G, lo, hi); }
+
+using RunFn = void (*)(bool, const Gemv&, i64, i64);
+
+RunFn pick() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return runAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return runAvx2;
+#endif
+  return runBase;
+}
+
+// Columns of C per scheduling unit (B stored [n, k]): a cache line of C.
+constexpr i64 kUnit = 16;
+// A thread is worth waking for at least this many bytes of B (~25 us of reading at 10 GB/s).
+constexpr i64 kMinBytesPerThread = 256 * 1024;
+
+}  // namespace
+
+void smallMSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate, float* c,
+                 i64 ldc) {
+  static const RunFn kernel = pick();
+  // op(A)'s rows contiguous: as they are, or gathered from A^T (m * k floats, cheap next to B)
+  static thread_local std::vector<float> packed;
+  const float* ar = a;
+  if (transA || (m > 1 && lda != k)) {
+    if (packed.size() < static_cast<size_t>(m * k)) packed.resize(static_cast<size_t>(m * k));
+    for (i64 i = 0; i < m; i++)
+      for (i64 p = 0; p < k; p++) packed[static_cast<size_t>(i * k + p)] = transA ? a[p * lda + i] : a[i * lda + p];
+    ar = packed.data();
+  }
+  const i64 bytesB = n * k * static_cast<i64>(sizeof(float));
+  const i64 want = bytesB / kMinBytesPerThread;
+  for (i64 i0 = 0; i0 < m; i0 += 4) {
+    const i64 mi = m - i0 < 4 ? m - i0 : 4;
+    float* ci = c + i0 * ldc;
+    if (transB) {
+      Gemv G{mi, n, k, ldb, ldc, ar + i0 * k, b, accumulate, ci};
+      const i64 units = (n + kUnit - 1) / kUnit;
+      const i64 bytesPerUnit = kUnit * k * static_cast<i64>(sizeof(float));
+      const i64 minUnits = (kMinBytesPerThread + bytesPerUnit - 1) / bytesPerUnit;
+      parallelFor(units, minUnits < 1 ? 1 : minUnits, [&](i64 u0, i64 u1) {
+        kernel(true, G, u0 * kUnit, u1 * kUnit < n ? u1 * kUnit : n);
+      });
+      continue;
+    }
+    // B's rows split into `parts` stretches, each summed into its own partial C, then added up.
+    i64 parts = std::min<i64>({static_cast<i64>(poolThreads()), want, k});
+    if (parts <= 1) {
+      if (!accumulate)
+        for (i64 i = 0; i < mi; i++) std::memset(ci + i * ldc, 0, sizeof(float) * static_cast<size_t>(n));
+      kernel(false, Gemv{mi, n, k, ldb, ldc, ar + i0 * k, b, true, ci}, 0, k);
+      continue;
+    }
+    static thread_local std::vector<float> partial;
+    const size_t per = static_cast<size_t>(mi * n);
+    partial.assign(per * static_cast<size_t>(parts), 0.0f);
+    float* pd = partial.data();
+    parallelFor(parts, 1, [&](i64 q0, i64 q1) {
+      for (i64 q = q0; q < q1; q++) {
+        kernel(false, Gemv{mi, n, k, ldb, n, ar + i0 * k, b, true, pd + per * static_cast<size_t>(q)}, k * q / parts, k * (q + 1) / parts);
+      }
+    });
+    for (i64 i = 0; i < mi; i++) {
+      float* dst = ci + i * ldc;
+      for (i64 j = 0; j < n; j++) {
+        float s = accumulate ? dst[j] : 0.0f;
+        for (i64 q = 0; q < parts; q++) s += pd[per * static_cast<size_t>(q) + static_cast<size_t>(i * n + j)];
+        dst[j] = s;
+      }
+    }
+  }
+}
+
+}  // namespace moe
