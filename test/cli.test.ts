@@ -4,6 +4,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { run } from '../src/cli/cli.js';
+import { trainHelp, PLOT_HELP } from '../src/cli/train-commands.js';
+import { EVAL_HELP, INSPECT_HELP } from '../src/cli/model-commands.js';
+import { PREDICT_HELP } from '../src/cli/predict-command.js';
+import { CREATE_HELP } from '../src/cli/create-command.js';
+import { CONVERT_HELP } from '../src/cli/convert-command.js';
+import { GENERATE_HELP, BENCH_DECODE_HELP } from '../src/cli/generate-command.js';
+import { SERVE_HELP } from '../src/cli/serve-command.js';
+import { EXPERIMENT_HELP } from '../src/cli/experiment-commands.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -31,6 +40,50 @@ test('every command has --help', () => {
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
     assert.ok(r.out.length > 20, args.join(' '));
   }
+});
+
+/** Runs the CLI in this process (a spawn per command would cost seconds each), capturing what it prints. */
+async function inProcess(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const log = console.log;
+  const write = process.stderr.write;
+  console.log = (...a: unknown[]) => { out += `${a.join(' ')}\n`; };
+  process.stderr.write = ((c: string | Uint8Array) => { err += String(c); return true; }) as typeof process.stderr.write;
+  try {
+    return { code: await run(argv), out, err };
+  } finally {
+    console.log = log;
+    process.stderr.write = write;
+  }
+}
+
+test("every command's --help prints its own full help, naming every option the command accepts", async () => {
+  const own: Array<[string[], string]> = [
+    [['train'], trainHelp(undefined)], [['eval'], EVAL_HELP], [['inspect'], INSPECT_HELP], [['plot'], PLOT_HELP],
+    [['predict'], PREDICT_HELP], [['create'], CREATE_HELP], [['convert'], CONVERT_HELP], [['generate'], GENERATE_HELP],
+    [['serve'], SERVE_HELP], [['experiment'], EXPERIMENT_HELP], [['bench', 'decode'], BENCH_DECODE_HELP],
+  ];
+  for (const [cmd, help] of own) {
+    const r = await inProcess([...cmd, '--help']);
+    assert.equal(r.code, 0, `${cmd.join(' ')} --help: ${r.err}`);
+    assert.equal(r.out, `${help}\n`, `${cmd.join(' ')} --help prints its help constant`);
+  }
+  // the options a command accepts are the ones its unknown-option error lists: each must be in its help
+  const commands = [['train'], ['eval'], ['inspect'], ['plot'], ['predict'], ['create'], ['convert'], ['generate'], ['generate', '--checkpoint', 'x'],
+    ['serve'], ['info'], ['experiment', 'implicit-bias'], ['experiment', 'l2-norm'], ['experiment', 'inference-cost'],
+    ['bench', 'gemm'], ['bench', 'elementwise'], ['bench', 'moe-layer'], ['bench', 'decode']];
+  for (const cmd of commands) {
+    const bad = await inProcess([...cmd, '--no-such-option']);
+    const known = /\(known: ([^)]*)\)/.exec(bad.err)?.[1]?.split(', ');
+    assert.ok(known && known.length > 0, `${cmd.join(' ')}: ${bad.err}`);
+    const help = (await inProcess([...cmd, '--help'])).out;
+    for (const flag of known.filter((f) => f !== '--help')) assert.match(help, new RegExp(`${flag}\\b`), `${cmd.join(' ')} --help does not mention ${flag}`);
+  }
+  // and through a real process
+  const r = moe('inspect', '--help');
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.out, `${INSPECT_HELP}\n`);
 });
 
 test('unknown commands, benchmarks and options are named in the error', () => {

@@ -13,6 +13,7 @@ import { createCommand, CREATE_HELP } from './create-command.js';
 import { convertCommand, CONVERT_HELP } from './convert-command.js';
 import { trainCommand, evalCommand, inspectCommand, trainHelp, plotCommand, PLOT_HELP } from './train-commands.js';
 import { generateCommand, benchDecodeCommand, GENERATE_HELP, BENCH_DECODE_HELP } from './generate-command.js';
+import { EVAL_HELP, INSPECT_HELP } from './model-commands.js';
 import { serveCommand, SERVE_HELP } from './serve-command.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
@@ -151,10 +152,10 @@ async function main(argv: string[]): Promise<number> {
       if (help) { console.log(trainHelp(args.positional[1])); return 0; }
       return trainCommand(args);
     case 'eval':
-      if (help) { console.log('moe eval --checkpoint DIR [--split test|val] [--json]: loss and accuracy of a checkpoint on a split'); return 0; }
+      if (help) { console.log(EVAL_HELP); return 0; }
       return evalCommand(args);
     case 'inspect':
-      if (help) { console.log('moe inspect DIR [--examples N] [--json]: total and active parameters, parameters per module, per-expert statistics on N test examples'); return 0; }
+      if (help) { console.log(INSPECT_HELP); return 0; }
       return inspectCommand(args);
     case 'experiment':
       if (help) { console.log(EXPERIMENT_HELP); return 0; }

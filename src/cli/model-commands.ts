@@ -44,6 +44,12 @@ function loadTrained(command: string, dir: string): { config: RunConfig; model: 
   return { config, model, kind, checkpointDir: ckpt.dir };
 }
 
+export const EVAL_HELP = `moe eval --checkpoint DIR [--split test|val] [--json]
+
+Loss and accuracy of a checkpoint on the test split (default) or the validation split of the data
+its run config names. DIR is a run directory or its checkpoint/; only the weights are read, so a
+shared checkpoint without optimizer.safetensors works. --json prints one JSON object {"split", ...}.`;
+
 export async function evalCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, ['checkpoint', 'split', 'help', 'json'], 'eval');
   const dir = args.flags.get('checkpoint')?.[0];
