@@ -1,0 +1,96 @@
+// Attention helpers of the MoE decoder: rotary tables and the fused rotary, causal/sliding masks, attention over a KV cache.
+
+import { KVCache } from '../nn/kv-cache.js';
+import { Tensor } from '../tensor/tensor.js';
+import { isGradEnabled } from '../tensor/autograd.js';
+import { add, matmul, mul, reshape, softmax, transpose } from '../ops/index.js';
+import { applyRotary } from '../nn/rope.js';
+import type { MoEDecoderConfig } from './moe-decoder-config.js';
+
+// Finite rather than -Infinity: exp underflows to exactly 0 either way, and a row can never be all -Infinity.
+const MASKED = -1e9;
+
+/**
+ * Rotary embedding of x [T, heads, hd] by tables [T, 1, hd]. Without gradients, one loop instead of
+ * the seven ops of applyRotary (the decode step's largest share of small ops), with the same
+ * float32 roundings: x1 c - x2 s and x2 c + x1 s, each product and sum rounded.
+ */
+export function rotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  if (isGradEnabled() || x.dtype !== 'float32') return applyRotary(x, cos, sin);
+  const [T, H, hd] = x.shape as [number, number, number];
+  const h = hd / 2;
+  const xd = x.data as Float32Array;
+  const c = cos.data as Float32Array;
+  const s = sin.data as Float32Array;
+  const out = new Float32Array(x.size);
+  const f = Math.fround;
+  for (let t = 0; t < T; t++) {
+    const cb = t * hd;
+    for (let head = 0; head < H; head++) {
+      const b = (t * H + head) * hd;
+      for (let i = 0; i < h; i++) {
+        const x1 = xd[b + i]!;
+        const x2 = xd[b + i + h]!;
+        out[b + i] = f(f(x1 * c[cb + i]!) + f(-x2 * s[cb + i]!));
+        out[b + i + h] = f(f(x2 * c[cb + i + h]!) + f(x1 * s[cb + i + h]!));
+      }
+    }
+  }
+  return new Tensor(out, x.shape);
+}
+
+/**
+ * Attention of q [T, H, hd] over the cache's first L positions, one key head at a time on views of
+ * the head-major cache (no copy of past keys or values). Inference only (called under noGrad).
+ */
+export function cachedAttention(q: Tensor, cache: KVCache, layer: number, L: number, mask: Tensor | null, g: number): Tensor {
+  const [T, H, hd] = q.shape as [number, number, number];
+  const G = H / g;
+  const qg = transpose(q, [1, 0, 2]).data as Float32Array; // [H, T, hd] = [G, g*T, hd]
+  const out = new Float32Array(H * T * hd);
+  const rows = g * T;
+  for (let h = 0; h < G; h++) {
+    const qh = new Tensor(qg.subarray(h * rows * hd, (h + 1) * rows * hd), [rows, hd]);
+    const kh = new Tensor(cache.headKeys(layer, h, L), [L, hd]);
+    const vh = new Tensor(cache.headValues(layer, h, L), [L, hd]);
+    let s = mul(matmul(qh, kh, { transB: true }), 1 / Math.sqrt(hd)); // [g*T, L]
+    if (mask) s = reshape(add(reshape(s, [g, T, L]), mask), [rows, L]);
+    out.set(matmul(softmax(s, -1), vh).data, h * rows * hd); // [g*T, hd]
+  }
+  return new Tensor(out, [H, T, hd]);
+}
+
+/** cos and sin [T, 1, hd] for positions P .. P + T - 1 (rotate-half layout, angles in float64). */
+export function rotaryTables(c: Pick<MoEDecoderConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>, P: number, T: number): [Tensor, Tensor] {
+  const hd = c.headDim;
+  const h = hd / 2;
+  const scale = c.ropeScaling ? 1 / c.ropeScaling.factor : 1;
+  const cos = new Float32Array(T * hd);
+  const sin = new Float32Array(T * hd);
+  for (let j = 0; j < h; j++) {
+    const invFreq = Math.pow(c.ropeTheta, (-2 * j) / hd);
+    for (let t = 0; t < T; t++) {
+      const a = (P + t) * scale * invFreq;
+      cos[t * hd + j] = cos[t * hd + j + h] = Math.cos(a);
+      sin[t * hd + j] = sin[t * hd + j + h] = Math.sin(a);
+    }
+  }
+  return [new Tensor(cos, [T, 1, hd]), new Tensor(sin, [T, 1, hd])];
+}
+
+/** Additive mask [T, P + T]: query t (position P + t) sees keys j <= P + t within the window; null when nothing is masked. */
+export function attentionMask(T: number, P: number, window: number | null): Tensor | null {
+  const L = P + T;
+  const data = new Float32Array(T * L);
+  let any = false;
+  for (let t = 0; t < T; t++) {
+    const i = P + t;
+    for (let j = 0; j < L; j++) {
+      if (j > i || (window !== null && i - j >= window)) {
+        data[t * L + j] = MASKED;
+        any = true;
+      }
+    }
+  }
+  return any ? new Tensor(data, [T, L]) : null;
+}
