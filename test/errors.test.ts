@@ -38,10 +38,11 @@ for (const backend of backendsUnderTest()) {
       assert.throws(() => ops.dropout(a, 1.5), /dropout: p must be in \[0, 1\]/);
       const x = ops.zeros([5, 4]);
       const w = ops.zeros([2, 4, 3]);
-      assert.throws(() => ops.groupedMatmul(x, w, i32([2, 2])), /groupedMatmul: group sizes sum to 4, x has 5 rows/);
+      assert.throws(() => ops.groupedMatmul(x, w, i32([2, 2])), /groupedMatmul: group sizes sum to 4, x has 5 rows \(x \[5, 4\], w \[2, 4, 3\], 2 groups\)$/);
       assert.throws(() => ops.groupedMatmul(x, w, i32([5])), /groupedMatmul: 1 group sizes for 2 weight groups/);
       assert.throws(() => ops.groupedMatmul(x, w, i32([6, -1])), /groupedMatmul: group 1 has negative size -1/);
-      assert.throws(() => ops.groupedMatmul(ops.zeros([5, 3]), w, i32([2, 3])), /groupedMatmul: x has 3 columns, weights expect 4/);
+      assert.throws(() => ops.groupedMatmul(ops.zeros([5, 3]), w, i32([2, 3])), /groupedMatmul: x has 3 columns, weights expect 4 \(x \[5, 3\], w \[2, 4, 3\], 2 groups\)$/);
+      assert.throws(() => ops.groupedMatmul(x, ops.zeros([2, 3, 4]), i32([2, 2]), { transW: true }), /groupedMatmul: group sizes sum to 4, x has 5 rows \(x \[5, 4\], w \[2, 3, 4\] transposed, 2 groups\)$/);
     });
   });
 }

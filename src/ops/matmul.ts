@@ -118,20 +118,21 @@ export function groupedMatmul(x: Tensor, w: Tensor, groupSizes: Tensor | Int32Ar
   const sizes = indexData('groupedMatmul', groupSizes, 'groupSizes');
   assertFloat('groupedMatmul', x, w);
   assertSameDtype('groupedMatmul', x, w);
-  const desc = `x ${shapeStr(x.shape)}, w ${shapeStr(w.shape)}${transW ? ' transposed' : ''}, ${sizes.length} groups`;
-  if (x.rank !== 2 || w.rank !== 3) throw new Error(`groupedMatmul: x must be [T, k] and w [G, k, n] (${desc})`);
+  // built only when a check fails: this runs once per expert projection per step
+  const desc = (): string => `x ${shapeStr(x.shape)}, w ${shapeStr(w.shape)}${transW ? ' transposed' : ''}, ${sizes.length} groups`;
+  if (x.rank !== 2 || w.rank !== 3) throw new Error(`groupedMatmul: x must be [T, k] and w [G, k, n] (${desc()})`);
   const G = w.shape[0]!;
   const k = transW ? w.shape[2]! : w.shape[1]!;
   const n = transW ? w.shape[1]! : w.shape[2]!;
-  if (sizes.length !== G) throw new Error(`groupedMatmul: ${sizes.length} group sizes for ${G} weight groups (${desc})`);
-  if (x.shape[1] !== k) throw new Error(`groupedMatmul: x has ${x.shape[1]} columns, weights expect ${k} (${desc})`);
+  if (sizes.length !== G) throw new Error(`groupedMatmul: ${sizes.length} group sizes for ${G} weight groups (${desc()})`);
+  if (x.shape[1] !== k) throw new Error(`groupedMatmul: x has ${x.shape[1]} columns, weights expect ${k} (${desc()})`);
   let total = 0;
   for (let g = 0; g < G; g++) {
     const s = sizes[g]!;
-    if (s < 0) throw new Error(`groupedMatmul: group ${g} has negative size ${s} (${desc})`);
+    if (s < 0) throw new Error(`groupedMatmul: group ${g} has negative size ${s} (${desc()})`);
     total += s;
   }
-  if (total !== x.shape[0]) throw new Error(`groupedMatmul: group sizes sum to ${total}, x has ${x.shape[0]} rows (${desc})`);
+  if (total !== x.shape[0]) throw new Error(`groupedMatmul: group sizes sum to ${total}, x has ${x.shape[0]} rows (${desc()})`);
   const out = emptyLike([x.shape[0]!, n], x.dtype);
   kernel('groupedMatmul')(floatData(x), floatData(w), sizes, floatData(out), k, n, transW);
   const sizesCopy = Int32Array.from(sizes); // the caller may reuse its buffer before backward
