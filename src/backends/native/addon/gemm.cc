@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common.h"
 #include "simd_math.h"
@@ -148,6 +149,34 @@ i64 groupRows(const Args& args, const Buf<int32_t>& sizes) {
   return t;
 }
 
+/**
+ * A decode step's expert GEMM: every non-empty group has at most kSmallM rows. The groups are split
+ * across the pool in one job, each run on one thread by the matrix-vector kernel: one hand-off per
+ * call instead of one per expert (each expert alone is too small to split well). False when the
+ * groups are not all small, or too few to share out.
+ */
+bool fewRowsPerGroup(const float* x, const float* w, const Buf<int32_t>& sizes, float* out, i64 k, i64 n, bool transW) {
+  std::vector<i64> groups, starts;
+  i64 row = 0;
+  for (i64 g = 0; g < sizes.length; g++) {
+    const i64 rows = sizes.data[g];
+    if (rows > kSmallM) return false;
+    if (rows > 0) {
+      groups.push_back(g);
+      starts.push_back(row);
+    }
+    row += rows;
+  }
+  if (groups.size() < 2) return false;
+  parallelFor(static_cast<i64>(groups.size()), 1, [&](i64 lo, i64 hi) {
+    for (i64 i = lo; i < hi; i++) {
+      const i64 g = groups[static_cast<size_t>(i)], r0 = starts[static_cast<size_t>(i)];
+      smallMSgemm(false, transW, sizes.data[g], n, k, x + r0 * k, k, w + g * k * n, transW ? k : n, false, out + r0 * n, n, false);
+    }
+  });
+  return true;
+}
+
 Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
   Args args(info, "groupedMatmul", 7);
   Buf<float> x = args.f32(0, "x"), w = args.f32(1, "w");
@@ -161,6 +190,7 @@ Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
   args.need(w, args.mul({sizes.length, k, n}), "w");
   checkBlasInt(args, {k, n});
   if (n == 0) return info.Env().Undefined();
+  if (k > 0 && fewRowsPerGroup(x.data, w.data, sizes, out.data, k, n, transW)) return info.Env().Undefined();
   i64 row = 0;
   for (i64 g = 0; g < sizes.length; g++) {
     i64 rows = sizes.data[g];

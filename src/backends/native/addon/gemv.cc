@@ -182,7 +182,7 @@ constexpr i64 kMinBytesPerThread = 256 * 1024;
 }  // namespace
 
 void smallMSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate, float* c,
-                 i64 ldc) {
+                 i64 ldc, bool threaded) {
   static const RunFn kernel = pick();
   // op(A)'s rows contiguous: as they are, or gathered from A^T (m * k floats, cheap next to B)
   static thread_local std::vector<float> packed;
@@ -194,7 +194,7 @@ void smallMSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, 
     ar = packed.data();
   }
   const i64 bytesB = n * k * static_cast<i64>(sizeof(float));
-  const i64 want = bytesB / kMinBytesPerThread;
+  const i64 want = threaded ? bytesB / kMinBytesPerThread : 1;
   for (i64 i0 = 0; i0 < m; i0 += 4) {
     const i64 mi = m - i0 < 4 ? m - i0 : 4;
     float* ci = c + i0 * ldc;
@@ -202,7 +202,7 @@ void smallMSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, 
       Gemv G{mi, n, k, ldb, ldc, ar + i0 * k, b, accumulate, ci};
       const i64 units = (n + kUnit - 1) / kUnit;
       const i64 bytesPerUnit = kUnit * k * static_cast<i64>(sizeof(float));
-      const i64 minUnits = (kMinBytesPerThread + bytesPerUnit - 1) / bytesPerUnit;
+      const i64 minUnits = threaded ? (kMinBytesPerThread + bytesPerUnit - 1) / bytesPerUnit : units;
       parallelFor(units, minUnits < 1 ? 1 : minUnits, [&](i64 u0, i64 u1) {
         kernel(true, G, u0 * kUnit, u1 * kUnit < n ? u1 * kUnit : n);
       });

@@ -20,10 +20,11 @@ void fallbackSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, co
 
 /**
  * The same product for few rows (m <= kSmallM, batch-1 decode): streams B once, threaded over the
- * pool, vector code picked at run time. Any m works; it is only fast while m is small.
+ * pool (threaded = false: on the calling thread only, for callers that split work themselves), vector
+ * code picked at run time. Any m works; it is only fast while m is small.
  */
 void smallMSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                 bool accumulate, float* c, int64_t ldc);
+                 bool accumulate, float* c, int64_t ldc, bool threaded = true);
 
 /** Row counts up to which sgemm() and fallbackSgemm() take the matrix-vector path. */
 constexpr int64_t kSmallM = 4;
