@@ -200,6 +200,13 @@ function cli(args: string[]): { status: number | null; stdout: string; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** The JSON a successful `moe ... --json` prints; a failed run fails here with its stderr, not later as a JSON parse error. */
+function cliJson<T>(args: string[]): T {
+  const r = cli(args);
+  assert.equal(r.status, 0, `moe ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
 test('tiny OLMoE and Qwen2-MoE: cached greedy generation equals arg-max of the full forward; routing per MoE layer; CLI agrees', async () => {
   const root = mkdtempSync(join(tmpdir(), 'moe-gen-'));
   try {
@@ -240,17 +247,16 @@ test('tiny OLMoE and Qwen2-MoE: cached greedy generation equals arg-max of the f
     const j = JSON.parse(ids.stdout) as { ids: number[]; routing: Array<{ position: number; layers: Array<{ experts: number[] }> }> };
     assert.equal(j.ids.length, 3);
     assert.deepEqual(j.routing.map((r) => r.position), [0, 1, 2, 3]);
-    const seeded = (seed: string) => (JSON.parse(cli(['generate', '--model', dir, '--prompt-ids', '72,105', '--max-new-tokens', '8', '--temperature', '2', '--seed', seed, '--json']).stdout) as { ids: number[] }).ids;
+    const seeded = (seed: string) => cliJson<{ ids: number[] }>(['generate', '--model', dir, '--prompt-ids', '72,105', '--max-new-tokens', '8', '--temperature', '2', '--seed', seed, '--json']).ids;
     assert.deepEqual(seeded('4'), seeded('4'));
     assert.notDeepEqual(seeded('4'), seeded('5'));
     // the same model as a GGUF file (moe convert) generates the same ids, with the tokenizer from its metadata
     const gguf = join(root, 'tiny.gguf');
     const conv = cli(['convert', dir, gguf, '--format', 'gguf']);
     assert.equal(conv.status, 0, conv.stderr);
-    const fromDir = cli(['generate', '--model', dir, '--prompt', 'Hi', '--max-new-tokens', '5', '--json']);
-    const fromGGUF = cli(['generate', '--model', gguf, '--prompt', 'Hi', '--max-new-tokens', '5', '--json']);
-    assert.equal(fromGGUF.status, 0, fromGGUF.stderr);
-    assert.deepEqual((JSON.parse(fromGGUF.stdout) as { ids: number[] }).ids, (JSON.parse(fromDir.stdout) as { ids: number[] }).ids);
+    const fromDir = cliJson<{ ids: number[] }>(['generate', '--model', dir, '--prompt', 'Hi', '--max-new-tokens', '5', '--json']);
+    const fromGGUF = cliJson<{ ids: number[] }>(['generate', '--model', gguf, '--prompt', 'Hi', '--max-new-tokens', '5', '--json']);
+    assert.deepEqual(fromGGUF.ids, fromDir.ids);
     // an empty --prompt-ids starts from the tokenizer's BOS
     const empty = cli(['generate', '--model', dir, '--prompt-ids', '', '--max-new-tokens', '2', '--json', '--show-routing']);
     assert.equal(empty.status, 0, empty.stderr);
