@@ -140,6 +140,11 @@ describe('Q8_0 GGUF vs HF directory loaded as q8_0', () => {
         if (w instanceof QuantWeight) assert.deepEqual(w.data, (o as QuantWeight).data, `${name}: blocks differ`);
       }
       assert.deepEqual(logits(b.model), logits(a.model));
+      // without a dtype, a GGUF whose experts are Q8_0 stays Q8_0; an HF directory loads as f32
+      const d = await loadLM(gguf);
+      assert.equal(d.dtype, 'q8_0');
+      assert.deepEqual(logits(d.model), logits(a.model));
+      assert.equal((await loadLM(hfDir)).dtype, 'f32');
       // f32 from the same GGUF dequantises the blocks: the float32 model of the q8_0 one's exact values
       const c = await loadLM(gguf, { dtype: 'f32' });
       assert.ok(c.model.embed instanceof Tensor);

@@ -5,15 +5,16 @@ import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP
 import { loadLM } from '../models/load-lm.js';
 import { LOAD_DTYPES, type LoadDType } from '../models/moe-decoder-weights.js';
 
-/** --dtype: weights in memory (f32 default; q8_0/q4_0 quantised at load; f16/bf16 rounded, held as f32). */
-function dtypeFlag(args: ParsedArgs, cmd: string): LoadDType {
+/** --dtype: weights in memory (q8_0/q4_0 quantised at load; f16/bf16 rounded, held as f32); absent: loadLM's default. */
+function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType } {
   const v = args.flags.get('dtype')?.[0];
-  if (v === undefined) return 'f32';
+  if (v === undefined) return {};
   if (!(LOAD_DTYPES as readonly string[]).includes(v)) throw new Error(`${cmd}: --dtype ${v}: expected one of ${LOAD_DTYPES.join(', ')}`);
-  return v as LoadDType;
+  return { dtype: v as LoadDType };
 }
-const DTYPE_HELP = `  --dtype T           weights in memory: f32 (default), q8_0 or q4_0 (quantised at load, or a GGUF's
-                      blocks as stored; norms and router stay f32), f16 or bf16 (rounded, held as f32)`;
+const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or q4_0 (quantised at load, or a GGUF's blocks as
+                      stored; norms and router stay f32), f16 or bf16 (rounded, held as f32). Default:
+                      f32, or the GGUF's Q8_0/Q4_0 when its experts are stored so`;
 import type { KVCache } from '../nn/kv-cache.js';
 import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js';
 import { generate, type RoutingEvent } from '../infer/generate.js';
@@ -81,7 +82,7 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
 
   const dtype = dtypeFlag(args, 'generate');
   const t0 = performance.now();
-  const lm = await loadLM(path, { dtype });
+  const lm = await loadLM(path, dtype);
   for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
   const tok: LoadedTokenizer | null = lm.tokenizerJson ? loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {}) : null;
   const loadMs = performance.now() - t0;
@@ -186,8 +187,8 @@ export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
   const log = (l: string): void => { process.stderr.write(`${l}\n`); };
   const dtype = dtypeFlag(args, 'bench decode');
   const t0 = performance.now();
-  const lm = await loadLM(path, { dtype });
-  log(`loaded ${path} (${lm.model.config.family}, ${dtype}) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  const lm = await loadLM(path, dtype);
+  log(`loaded ${path} (${lm.model.config.family}, ${lm.dtype}) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
   const report = benchDecode(lm.model, {
     ...(promptTokens !== undefined ? { promptTokens } : {}),
     ...(newTokens !== undefined ? { newTokens } : {}),

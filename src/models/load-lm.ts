@@ -17,6 +17,8 @@ export interface LoadedLM {
   source: 'hf' | 'gguf';
   /** What the reader could not carry over (e.g. a GGUF tokenizer without a tokenizer.json form). */
   warnings: string[];
+  /** The dtype the weights are held in. */
+  dtype: LoadDType;
 }
 
 interface Opened {
@@ -29,7 +31,8 @@ interface Opened {
 
 export interface LoadLMOptions {
   /**
-   * Weights in memory: f32 (default; a quantised GGUF is dequantised); f16/bf16: rounded to that
+   * Weights in memory. Default: f32, except a GGUF whose expert weights are stored Q8_0 or Q4_0,
+   * which keeps that type (its blocks as stored). f32 dequantises such a GGUF; f16/bf16: rounded to that
    * type and held as float32 (no f16 kernel: same speed and memory as f32, f16 numerics);
    * q8_0/q4_0: matrices quantised tensor by tensor as they are read (a GGUF's blocks of the same
    * type are kept as stored), products through quantMatmul (see MoEDecoder's constructor for
@@ -40,16 +43,23 @@ export interface LoadLMOptions {
 
 /** A directory -> HF reader; a .gguf file -> GGUF reader (HF names and layouts). Weights are read one tensor at a time. */
 export async function loadLM(pathOrDir: string, opts: LoadLMOptions = {}): Promise<LoadedLM> {
-  const dtype = opts.dtype ?? 'f32';
-  if (!LOAD_DTYPES.includes(dtype)) throw new Error(`loadLM: dtype '${String(dtype)}' is not one of ${LOAD_DTYPES.join(', ')}`);
+  if (opts.dtype !== undefined && !LOAD_DTYPES.includes(opts.dtype)) throw new Error(`loadLM: dtype '${String(opts.dtype)}' is not one of ${LOAD_DTYPES.join(', ')}`);
   if (!existsSync(pathOrDir)) throw new Error(`${pathOrDir}: no such file or directory (expected an HF model directory or a .gguf file)`);
   const isDir = statSync(pathOrDir).isDirectory();
   if (!isDir && !pathOrDir.toLowerCase().endsWith('.gguf')) throw new Error(`${pathOrDir}: not a directory and not a .gguf file`);
   const opened: Opened = isDir ? openHFDir(pathOrDir) : await readGGUFAsHF(pathOrDir);
   try {
+    const dtype = opts.dtype ?? (isDir ? 'f32' : storedExpertType(opened.source));
     const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`, { dtype });
-    return { model, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig, source: isDir ? 'hf' : 'gguf', warnings: opened.warnings ?? [] };
+    return { model, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig, source: isDir ? 'hf' : 'gguf', warnings: opened.warnings ?? [], dtype };
   } finally {
     opened.source.close();
   }
+}
+
+/** q8_0 / q4_0 when the source's expert weights are stored in that block format, else f32. */
+function storedExpertType(source: TensorSource): LoadDType {
+  const name = source.names().find((n) => /\.experts\.\d+\./.test(n));
+  const t = name === undefined ? '' : source.info(name).dtype.toLowerCase();
+  return t === 'q8_0' || t === 'q4_0' ? t : 'f32';
 }
