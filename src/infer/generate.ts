@@ -15,7 +15,8 @@ export type RoutingHook = (layer: number, expertIndices: Int32Array, expertWeigh
 export interface GenerationModel<C extends GenerationCache = GenerationCache> {
   readonly config: { readonly vocabSize: number; readonly maxPositionEmbeddings: number };
   newCache(maxLen: number): C;
-  forward(ids: Int32Array, cache: C): Tensor;
+  /** NoInfer: the cache type comes from newCache, so generate(model, ...) needs no type argument. */
+  forward(ids: Int32Array, cache: NoInfer<C>): Tensor;
   onRouting?: RoutingHook | undefined;
 }
 
