@@ -1,6 +1,6 @@
-// Few-row products (batch-1 decode): the native matrix-vector paths (OpenBLAS sgemv for one row,
-// the addon's own kernel for 2-4 rows and in builds without OpenBLAS) against the js reference;
-// and the native read-bandwidth probe.
+// Few-row products (batch-1 decode): the native matrix-vector kernel (1-4 rows, through matmul,
+// groupedMatmul and the portable fallbackGemm) against the js reference; and the native
+// read-bandwidth probe.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,9 +19,9 @@ function rand(rng: Rng, n: number): Float32Array {
   return x;
 }
 
-// Odd sizes (vector tails), and sizes above the threading threshold (>= 512 KiB of B: two threads,
-// B's rows split and the partial outputs added up).
-const SHAPES: ReadonlyArray<[number, number]> = [[1, 1], [7, 3], [37, 53], [129, 1000], [263, 517], [1031, 259], [17, 8195]];
+// Odd sizes (vector tails), and one above the threading threshold (>= 2 MiB of B: two threads,
+// C's columns or B's rows split, the partial outputs added up).
+const SHAPES: ReadonlyArray<[number, number]> = [[1, 1], [7, 3], [37, 53], [129, 1000], [263, 517], [17, 8195], [613, 1031]];
 
 type Gemm = (a: Float32Array, b: Float32Array, out: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, acc: boolean) => void;
 

@@ -1,6 +1,6 @@
 // Matrix products: matmul (batched, transposes, accumulate), the grouped expert GEMM and its weight
-// gradient, all through one sgemm() that is OpenBLAS's cblas_sgemm when the build found it (its
-// sgemv for one row; 2-4 rows go to gemv.cc's kernel).
+// gradient, all through one sgemm() that is OpenBLAS's cblas_sgemm when the build found it (1-4
+// rows go to gemv.cc's matrix-vector kernel).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -15,8 +15,6 @@
 #ifdef MOE_HAVE_OPENBLAS
 // Declared here so that no CBLAS header path is needed; the enum values are CBLAS's.
 extern "C" {
-void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float* a, int lda, const float* x, int incx, float beta, float* y,
-                 int incy);
 void cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
                  float beta, float* c, int ldc);
 int openblas_get_num_threads(void);
@@ -30,17 +28,10 @@ namespace moe {
 
 void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate, float* c,
            i64 ldc) {
-#ifdef MOE_HAVE_OPENBLAS
-  // One row: OpenBLAS's gemv (its sgemm packs all of B first, even for one row). y is zeroed here
-  // and beta is 1: some OpenBLAS versions scale y by beta = 0 as a multiply, keeping NaNs in it.
-  if (m == 1) {
-    if (!accumulate) std::memset(c, 0, sizeof(float) * static_cast<size_t>(n));
-    const int incx = transA ? static_cast<int>(lda) : 1;
-    if (transB) cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, b, static_cast<int>(ldb), a, incx, 1.0f, c, 1);
-    else cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, b, static_cast<int>(ldb), a, incx, 1.0f, c, 1);
-    return;
-  }
-#endif
+  // Few rows (one included): the addon's matrix-vector kernel on its own pool, never OpenBLAS. Its
+  // sgemm packs all of B first even for one row; its sgemv is as fast in isolation, but in decode it
+  // alternates with the pool's jobs, and on 2 cores the two sets of spinning threads starved each
+  // other (grouped calls 2.3 ms instead of 0.5 ms).
   if (m <= kSmallM) {
     smallMSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
     return;
@@ -167,7 +158,8 @@ bool fewRowsPerGroup(const float* x, const float* w, const Buf<int32_t>& sizes, 
     }
     row += rows;
   }
-  if (groups.size() < 2) return false;
+  // as smallMSgemm: two threads only for enough bytes of weights
+  if (groups.size() < 2 || static_cast<i64>(groups.size()) * k * n * 4 < 2 * smallMMinBytesPerThread()) return false;
   parallelFor(static_cast<i64>(groups.size()), 1, [&](i64 lo, i64 hi) {
     for (i64 i = lo; i < hi; i++) {
       const i64 g = groups[static_cast<size_t>(i)], r0 = starts[static_cast<size_t>(i)];

@@ -1,7 +1,6 @@
 // Products with 1-4 rows (batch-1 decode): C (m x n) = op(A) op(B) for m <= 4 reads every weight
 // of B once, so its speed is memory bandwidth. A BLAS sgemm packs B first (a second pass over the
-// weights) and OpenBLAS 0.3.21 does so even at m = 1 (gemm.cc sends m = 1 to OpenBLAS's sgemv when
-// linked, everything else here); this kernel streams B once, all m rows of A
+// weights) and OpenBLAS 0.3.21 does so even at m = 1; this kernel streams B once, all m rows of A
 // against each loaded vector, with the rows of B (stored [k, n]) or the columns of C (B stored
 // [n, k]) split across the pool. Compiled per target (AVX-512, AVX2+FMA, baseline), picked at run time.
 #pragma GCC optimize("fp-contract=fast")
@@ -176,10 +175,14 @@ RunFn pick() {
 
 // Columns of C per scheduling unit (B stored [n, k]): a cache line of C.
 constexpr i64 kUnit = 16;
-// A thread is worth waking for at least this many bytes of B (~25 us of reading at 10 GB/s).
-constexpr i64 kMinBytesPerThread = 256 * 1024;
+// A thread is worth waking for at least this many bytes of B (~100 us of reading at 10 GB/s). With
+// 256 KiB, decode of the small preset (1 MiB dense products) ran slower than OpenBLAS's single
+// thread on a loaded 2-vCPU machine: a hand-off to a descheduled worker costs more than it saves.
+constexpr i64 kMinBytesPerThread = 1024 * 1024;
 
 }  // namespace
+
+i64 smallMMinBytesPerThread() { return kMinBytesPerThread; }
 
 void smallMSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate, float* c,
                  i64 ldc, bool threaded) {

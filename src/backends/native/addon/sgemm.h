@@ -8,8 +8,7 @@ namespace moe {
 /**
  * Row-major C (m x n, ldc) = op(A) @ op(B) (+ C when accumulate); op(A) is m x k, op(B) is k x n.
  * All of m, n, k are >= 1. OpenBLAS when built with it, else the blocked fallback; m <= kSmallM
- * goes to a matrix-vector path (a GEMM would pack, i.e. copy, all of B first): OpenBLAS sgemv for m = 1
- * when linked, else smallMSgemm.
+ * goes to smallMSgemm, the addon's matrix-vector kernel (a GEMM would pack, i.e. copy, all of B first).
  */
 void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
            bool accumulate, float* c, int64_t ldc);
@@ -25,6 +24,9 @@ void fallbackSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, co
  */
 void smallMSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                  bool accumulate, float* c, int64_t ldc, bool threaded = true);
+
+/** Bytes of B below which the matrix-vector kernel stays on one thread (per extra thread, above). */
+int64_t smallMMinBytesPerThread();
 
 /** Row counts up to which sgemm() and fallbackSgemm() take the matrix-vector path. */
 constexpr int64_t kSmallM = 4;
