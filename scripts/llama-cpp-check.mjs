@@ -123,10 +123,10 @@ function top2(logits, off, V) {
   return { first: a, second: b, margin: logits[off + a] - logits[off + b] };
 }
 
-/** moe's logits after prompt + prefix (library, teacher-forced): its top-2 at the divergence. */
+/** moe's logits after prompt + prefix (library, teacher-forced; dtype undefined = loadLM's default, as the CLI): its top-2 at the divergence. */
 async function moeMarginAt(path, dtype, prompt, prefix) {
   const { loadLM } = await import(pathToFileURL(join(ROOT, 'dist/src/models/load-lm.js')).href);
-  const { model } = await loadLM(path, { dtype });
+  const { model } = await loadLM(path, dtype ? { dtype } : {});
   const ids = Int32Array.from([...prompt, ...prefix]);
   const logits = model.forward(ids, model.newCache(ids.length));
   const V = logits.shape[1];
@@ -185,7 +185,7 @@ export async function runCheck({ archs = Object.keys(VARIANTS), dtypes = ['f32',
         if (row.firstDiff >= 0) {
           const p = row.firstDiff;
           row.llamaMarginAtDiff = ll.margins[p];
-          row.moeAtDiff = await moeMarginAt(gguf, 'f32', prompt, cli.slice(0, p));
+          row.moeAtDiff = await moeMarginAt(gguf, undefined, prompt, cli.slice(0, p)); // loadLM's default, as the CLI
         }
         if (dtype !== 'f32') {
           row.moeLib = await moeLibraryGreedy(gguf, dtype, prompt, newTokens, eog);

@@ -17,7 +17,12 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 interface Row {
   arch: string; dtype: string; prompt: number; moe: number[]; llama: number[]; firstDiff: number;
   llamaEog: number[]; moeLib?: number[]; firstDiffLib?: number;
+  llamaMarginAtDiff?: number; moeAtDiff?: object; moeLibAtDiff?: object;
 }
+// a failure names the first difference and both engines' top-2 logit gaps there (near-ties flip)
+const where = (r: Row, lib = false): string => lib
+  ? `${r.arch} ${r.dtype} prompt of ${r.prompt}: first difference at ${r.firstDiffLib}, moe top-2 there ${JSON.stringify(r.moeLibAtDiff)}`
+  : `${r.arch} ${r.dtype} prompt of ${r.prompt}: first difference at ${r.firstDiff}, llama.cpp top-2 gap ${r.llamaMarginAtDiff}, moe top-2 ${JSON.stringify(r.moeAtDiff)}`;
 interface CheckModule {
   llamaCppEntry(): { entry: string | null; reason: string | null };
   installLlamaCpp(): void;
@@ -48,18 +53,18 @@ test('llama.cpp runs the four families\' tiny GGUFs written by moe convert', { s
 test('F32: moe generate --temperature 0 equals llama.cpp token for token', { skip: reason ?? false }, () => {
   const f32 = rows.filter((r) => r.dtype === 'f32');
   assert.equal(f32.length, 8);
-  for (const r of f32) assert.deepEqual(r.moe, r.llama, `${r.arch} f32 prompt of ${r.prompt}: first difference at ${r.firstDiff}`);
+  for (const r of f32) assert.deepEqual(r.moe, r.llama, where(r));
 });
 
 test('Q8_0: moe loaded as q8_0 (its Q8_0 kernels) equals llama.cpp token for token', { skip: reason ?? false }, () => {
   const q = rows.filter((r) => r.dtype === 'q8_0');
   assert.equal(q.length, 8);
-  for (const r of q) assert.deepEqual(r.moeLib, r.llama, `${r.arch} q8_0 prompt of ${r.prompt}: first difference at ${r.firstDiffLib}`);
+  for (const r of q) assert.deepEqual(r.moeLib, r.llama, where(r, true));
 });
 
 // the CLI keeps a Q8_0 file's blocks (Q8_0 products, activations quantised as in llama.cpp); a
 // dequantised f32 run would flip near-ties here
 test('Q8_0: moe generate (CLI) equals llama.cpp token for token', { skip: reason ?? false }, () => {
   assert.equal(rows.filter((x) => x.dtype === 'q8_0').length, 8);
-  for (const r of rows.filter((x) => x.dtype === 'q8_0')) assert.deepEqual(r.moe, r.llama, `${r.arch} q8_0 prompt of ${r.prompt}: first difference at ${r.firstDiff}`);
+  for (const r of rows.filter((x) => x.dtype === 'q8_0')) assert.deepEqual(r.moe, r.llama, where(r));
 });
