@@ -6,13 +6,13 @@ import { loadLM } from '../models/load-lm.js';
 import { LOAD_DTYPES, type LoadDType } from '../models/moe-decoder-weights.js';
 
 /** --dtype: weights in memory (q8_0/q4_0 quantised at load; f16/bf16 rounded, held as f32); absent: loadLM's default. */
-function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType } {
+export function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType } {
   const v = args.flags.get('dtype')?.[0];
   if (v === undefined) return {};
   if (!(LOAD_DTYPES as readonly string[]).includes(v)) throw new Error(`${cmd}: --dtype ${v}: expected one of ${LOAD_DTYPES.join(', ')}`);
   return { dtype: v as LoadDType };
 }
-const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or q4_0 (quantised at load, or a GGUF's blocks as
+export const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or q4_0 (quantised at load, or a GGUF's blocks as
                       stored; norms and router stay f32), f16 or bf16 (rounded, held as f32). Default:
                       f32, or the GGUF's Q8_0/Q4_0 when its experts are stored so`;
 import type { KVCache } from '../nn/kv-cache.js';
