@@ -4,7 +4,9 @@
 // lives in a cache folder outside the repository, $MOE_LLAMA_CPP_DIR (default
 // ~/.cache/moe-ts/llama-cpp), and is installed there only with --install (or MOE_LLAMA_CPP=1).
 //
-//   node scripts/llama-cpp-check.mjs [--install] [--json] [--arch a,b] [--dtype f32,q8_0] [--new-tokens N] [--work DIR]
+//   node scripts/llama-cpp-check.mjs [--install] [--json] [--arch a,b] [--dtype f32,q8_0] [--new-tokens N] [--work DIR] [--foreign]
+//
+// --foreign adds a GGUF written by llama.cpp's own gguf-py (see runForeignCheck).
 //
 // For each family's tiny preset (made llama.cpp-compatible where the preset uses a feature that
 // llama.cpp does not implement, see VARIANTS) it runs `moe create` / `moe convert --format gguf`,
@@ -204,6 +206,47 @@ export async function runCheck({ archs = Object.keys(VARIANTS), dtypes = ['f32',
   return rows;
 }
 
+/**
+ * A GGUF that llama.cpp's own code wrote (scripts/llama-cpp-foreign-gguf.py: gguf-py's writer and
+ * quantiser, llama.cpp's real Qwen2 vocabulary) around a moe tiny qwen2moe: moe must load it,
+ * tokenize like llama.cpp and continue greedily like it. gguf-py and the vocabulary come from the
+ * llama.cpp source that node-llama-cpp ships as a git bundle (cloned locally, no network); python3
+ * with numpy is needed. Returns null with the reason when something is missing.
+ */
+export async function runForeignCheck({ work = join(llamaCppDir(), 'work'), dtype = 'q8_0', newTokens = 24, log = () => {} } = {}) {
+  const src = join(llamaCppDir(), 'llama.cpp-src');
+  const bundle = join(llamaCppDir(), 'node_modules/node-llama-cpp/llama/gitRelease.bundle');
+  if (!existsSync(join(src, 'gguf-py'))) {
+    if (!existsSync(bundle)) return { skipped: `${bundle} not found` };
+    execFileSync('git', ['clone', '-q', bundle, src], { stdio: 'ignore' });
+  }
+  try { execFileSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }); } catch { return { skipped: 'python3 with numpy is needed to run gguf-py' }; }
+  const base = join(work, 'qwen2_moe-tiny');
+  const f32 = join(work, 'qwen2_moe-tiny-f32.gguf');
+  if (!existsSync(join(base, 'config.json'))) await makeTiny('qwen2_moe', base);
+  if (!existsSync(f32)) moe(['convert', base, f32, '--format', 'gguf', '--dtype', 'f32']);
+  const out = join(work, `foreign-qwen2-vocab-${dtype}.gguf`);
+  execFileSync('python3', [join(ROOT, 'scripts/llama-cpp-foreign-gguf.py'), join(src, 'gguf-py'), join(src, 'models/ggml-vocab-qwen2.gguf'), f32, out, dtype], { stdio: 'ignore' });
+  const { readGGUFAsHF } = await import(pathToFileURL(join(ROOT, 'dist/src/formats/gguf/index.js')).href);
+  const { loadTokenizer } = await import(pathToFileURL(join(ROOT, 'dist/src/formats/hf/tokenizer.js')).href);
+  const { llama } = await loadLlamaCpp(2);
+  const model = await llama.loadModel({ modelPath: out });
+  const context = await model.createContext(referenceContextOptions(2, 256));
+  const text = 'Hello world! The quick brown fox, 12345 \u2014 d\u00e9j\u00e0 vu; \u4f60\u597d';
+  const g = await readGGUFAsHF(out);
+  g.source.close();
+  const tok = loadTokenizer(g.tokenizerJson, g.tokenizerConfig ?? {});
+  const res = { file: out, warnings: g.warnings, llamaTokens: [...model.tokenize(text)], moeTokens: [...tok.encode(text)], rows: [] };
+  for (const prompt of [res.llamaTokens, [1, 2, 3]]) {
+    const ll = await llamaGreedy(context, prompt, newTokens);
+    const cli = JSON.parse(moe(['generate', '--model', out, '--prompt-ids', prompt.join(','), '--temperature', '0', '--max-new-tokens', String(newTokens), '--json'])).ids;
+    res.rows.push({ prompt: prompt.length, moe: cli, llama: ll.ids, firstDiff: firstDiff(cli, ll.ids), llamaMinMargin: Math.min(...ll.margins) });
+    log(`foreign ${dtype} prompt ${prompt.length}: ${firstDiff(cli, ll.ids) < 0 ? 'equal' : `DIFFER at ${firstDiff(cli, ll.ids)}`}`);
+  }
+  await context.dispose(); await model.dispose(); await llama.dispose();
+  return res;
+}
+
 async function main(argv) {
   const flag = (k) => argv.includes(`--${k}`);
   const opt = (k) => { const i = argv.indexOf(`--${k}`); return i >= 0 ? argv[i + 1] : undefined; };
@@ -217,8 +260,18 @@ async function main(argv) {
     ...(opt('work') ? { work: opt('work') } : {}),
     log: (l) => console.error(l),
   });
-  if (flag('json')) console.log(JSON.stringify(rows));
   const bad = rows.filter((r) => r.firstDiff >= 0);
+  let foreign = null;
+  if (flag('foreign')) {
+    foreign = await runForeignCheck({ ...(opt('work') ? { work: opt('work') } : {}), log: (l) => console.error(l) });
+    if (foreign.skipped) console.error(`llama-cpp-check: foreign GGUF skipped: ${foreign.skipped}`);
+    else {
+      const same = JSON.stringify(foreign.llamaTokens) === JSON.stringify(foreign.moeTokens);
+      console.error(`llama-cpp-check: foreign GGUF: tokenization ${same ? 'equal' : 'DIFFERS'}, ${foreign.rows.filter((r) => r.firstDiff < 0).length}/${foreign.rows.length} continuations equal`);
+      if (!same || foreign.rows.some((r) => r.firstDiff >= 0)) bad.push(foreign);
+    }
+  }
+  if (flag('json')) console.log(JSON.stringify(foreign ? { rows, foreign } : rows));
   console.error(`llama-cpp-check: ${rows.length - bad.length}/${rows.length} continuations equal (moe generate vs llama.cpp)`);
   return bad.length ? 1 : 0;
 }
