@@ -113,3 +113,14 @@ export function checkAccumulatedGradients(tensors: ReadonlyArray<readonly [strin
     }
   }
 }
+
+/** Largest |a[i] - b[i]| (Infinity when either side holds NaN); the lengths must agree. */
+export function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}

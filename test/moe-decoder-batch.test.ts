@@ -9,18 +9,9 @@ import { presetConfig, randomHFTensors } from '../src/models/moe-decoder-create.
 import { fromHF } from '../src/models/moe-decoder-hf.js';
 import { MoEDecoder, decoderConfigToHF, isSparseLayer, type MoEFamily } from '../src/models/moe-decoder.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
+import { maxDiff } from './helpers.js';
 
 const FAMILIES: MoEFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe'];
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
 
 const model = (fam: MoEFamily): MoEDecoder => {
   const c = presetConfig(fam, 'tiny');

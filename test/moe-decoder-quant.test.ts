@@ -17,19 +17,10 @@ import { fromHF, toHF } from '../src/models/moe-decoder-hf.js';
 import { loadLM } from '../src/models/load-lm.js';
 import { MoEDecoder, decoderConfigToHF, type MoEFamily } from '../src/models/moe-decoder.js';
 import type { LoadDType } from '../src/models/moe-decoder-weights.js';
+import { maxDiff } from './helpers.js';
 
 const FAMILIES: MoEFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe'];
 const IDS = Int32Array.from([256, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100]);
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
 
 const build = (fam: MoEFamily, dtype: LoadDType): MoEDecoder => {
   const c = presetConfig(fam, 'tiny');

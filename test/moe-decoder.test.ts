@@ -14,6 +14,7 @@ import { MemoryTensorSource } from '../src/formats/tensor-source.js';
 import { createRandomHFDir, presetConfig, randomHFTensors } from '../src/models/moe-decoder-create.js';
 import { fromHF } from '../src/models/moe-decoder-hf.js';
 import { MoEDecoder, decoderConfigToHF, type MoEDecoderConfig, type MoEFamily } from '../src/models/moe-decoder.js';
+import { maxDiff } from './helpers.js';
 
 const FAMILIES: MoEFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe'];
 
@@ -29,16 +30,6 @@ interface Fixture {
 
 const fixture = (arch: string): Fixture =>
   JSON.parse(readFileSync(new URL(`../../test/fixtures/moe-decoder/${arch}.json`, import.meta.url), 'utf8')) as Fixture;
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
 
 /** A model from random HF tensors held in memory (no files): the path fromHF takes for any source. */
 function memoryModel(c: MoEDecoderConfig, seed = 3): MoEDecoder {
