@@ -12,15 +12,13 @@
 #include "common.h"
 #include "kernels.h"
 #include "threadpool.h"
+#include "vec.h"
 
 namespace moe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-typedef float V16 __attribute__((vector_size(64)));
-typedef float V8 __attribute__((vector_size(32)));
-typedef float V4 __attribute__((vector_size(16)));
 
 volatile float sink;
 

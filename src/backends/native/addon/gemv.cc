@@ -11,26 +11,14 @@
 
 #include "sgemm.h"
 #include "threadpool.h"
+#include "vec.h"
 
 namespace moe {
 namespace {
 
 using i64 = int64_t;
 
-typedef float V16 __attribute__((vector_size(64)));
-typedef float V8 __attribute__((vector_size(32)));
-typedef float V4 __attribute__((vector_size(16)));
 
-template <typename V>
-__attribute__((always_inline)) inline V loadu(const float* p) {
-  V v;
-  __builtin_memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V>
-__attribute__((always_inline)) inline void storeu(float* p, V v) {
-  __builtin_memcpy(p, &v, sizeof(V));
-}
 template <typename V>
 __attribute__((always_inline)) inline float hsum(V v) {
   constexpr int W = sizeof(V) / sizeof(float);
