@@ -76,13 +76,13 @@ export function moe(args) {
  * llama.cpp ignores for 'llama' (whole context): set to null in config.json. Qwen3-MoE's tiny
  * preset has a dense layer (mlp_only_layers [1]) that llama.cpp's qwen3moe does not declare: the
  * same config with every layer sparse, written through the library (moe create has no switch).
- * Qwen2-MoE's tiny preset ties the embeddings: moe writes no output.weight (as llama.cpp's own
- * converter does for tied models), and llama.cpp's qwen2moe loader refuses the file ("missing
- * tensor 'output.weight'"); the check uses the same preset untied.
+ * Qwen2-MoE's tiny preset ties the embeddings; llama.cpp's qwen2moe loader requires output.weight,
+ * so moe convert writes it as a copy of token_embd (marked by moe_ts.tie_word_embeddings): the
+ * preset runs as is.
  */
 const VARIANTS = {
   mixtral: { note: 'tiny preset, sliding_window set to null (llama.cpp ignores it for llama)', patch: (cfg) => ({ ...cfg, sliding_window: null }) },
-  qwen2_moe: { note: 'tiny preset with untied embeddings (llama.cpp qwen2moe requires output.weight)', override: { tieWordEmbeddings: false } },
+  qwen2_moe: { note: 'tiny preset as is (tied embeddings: moe convert writes output.weight as a copy, which llama.cpp qwen2moe requires)' },
   qwen3_moe: { note: 'tiny preset without its dense layer (llama.cpp qwen3moe has no mlp_only_layers)', override: { denseLayers: [], denseIntermediateSize: 0 } },
   olmoe: { note: 'tiny preset as is (full QK-norm, 16 experts top-4)' },
 };

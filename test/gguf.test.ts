@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GGUFValueType } from '@huggingface/gguf';
 import { Rng } from '../src/index.js';
-import { GGML, GGUFFile, readGGUFAsHF, writeGGUF, writeGGUFFile, type GGUFWriteDType } from '../src/formats/gguf/index.js';
+import { GGML, GGUFFile, readGGUFAsHF, TIED_KEY, writeGGUF, writeGGUFFile, type GGUFWriteDType } from '../src/formats/gguf/index.js';
 import { byteLevelTokenizerConfig, byteLevelTokenizerJson } from '../src/formats/hf/byte-tokenizer.js';
 import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { encodeFloats } from '../src/formats/hf/encode.js';
@@ -79,7 +79,7 @@ const bits = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteO
 
 for (const family of FAMILIES) {
   test(`${family}: HF -> GGUF -> HF keeps every tensor bit for bit; GGUF -> HF -> GGUF is byte-identical (F32)`, async () => {
-    const tied = family === 'olmoe';
+    const tied = family === 'olmoe' || family === 'qwen2_moe'; // qwen2_moe tied: output.weight written as a copy (TIED_KEY)
     const m = tinyModel(family, 1, tied);
     const a = join(dir, `${family}-a.gguf`);
     writeGGUF(a, { config: m.config, tensors: m.tensors, dtype: 'f32', ...tok });
@@ -176,6 +176,43 @@ for (const dtype of ['q8_0', 'q4_0', 'f16', 'bf16'] as GGUFWriteDType[]) {
     }
   });
 }
+
+test('tied qwen2_moe: output.weight is written as a copy of token_embd (llama.cpp requires it) and reads back tied, with no lm_head', async () => {
+  for (const dtype of ['f32', 'q8_0'] as const) {
+    const m = tinyModel('qwen2_moe', 4, true);
+    const p = join(dir, `tied-qwen2-${dtype}.gguf`);
+    writeGGUF(p, { config: m.config, tensors: m.tensors, dtype, ...tok });
+    const f = await GGUFFile.open(p);
+    try {
+      assert.equal(f.bool(TIED_KEY), true);
+      const emb = f.tensor('token_embd.weight');
+      const out = f.tensor('output.weight');
+      assert.deepEqual(out.ne, emb.ne);
+      assert.equal(out.type, emb.type);
+      assert.ok(Buffer.from(f.readBytes(out)).equals(Buffer.from(f.readBytes(emb))), `${dtype}: output.weight holds token_embd's bytes`);
+    } finally {
+      f.close();
+    }
+    const back = await readGGUFAsHF(p);
+    try {
+      assert.equal(back.config['tie_word_embeddings'], true, `${dtype}: tied again`);
+      assert.ok(!back.source.names().includes('lm_head.weight'), `${dtype}: no lm_head in the HF view`);
+    } finally {
+      back.source.close();
+    }
+  }
+  // other families keep llama.cpp's converter's rule: a tied model has no output.weight and no key
+  const o = tinyModel('olmoe', 4, true);
+  const po = join(dir, 'tied-olmoe.gguf');
+  writeGGUF(po, { config: o.config, tensors: o.tensors, ...tok });
+  const fo = await GGUFFile.open(po);
+  try {
+    assert.equal(fo.has(TIED_KEY), false);
+    assert.equal(fo.tensors.has('output.weight'), false);
+  } finally {
+    fo.close();
+  }
+});
 
 test('tokenizer: the GGUF byte-level vocabulary comes back as a tokenizer.json that encodes like the original', async () => {
   const m = tinyModel('qwen3_moe', 4);

@@ -124,7 +124,8 @@ export function metadataToConfig(m: MetaReader, family: HFModelType, tensorNames
     max_position_embeddings: opt(`${a}.context_length`) ?? 4096,
     rms_norm_eps: decimalOf(m.num(`${a}.attention.layer_norm_rms_epsilon`)),
     rope_theta: m.has(`${a}.rope.freq_base`) ? decimalOf(m.num(`${a}.rope.freq_base`)) : family === 'mixtral' ? 1e6 : 10000,
-    tie_word_embeddings: !tensorNames.has('output.weight'),
+    // moe-ts writes a copy of token_embd as output.weight where llama.cpp requires one, and says so
+    tie_word_embeddings: m.has('moe_ts.tie_word_embeddings') ? m.bool('moe_ts.tie_word_embeddings') : !tensorNames.has('output.weight'),
     torch_dtype: 'float32',
   };
   const vocab = opt(`${a}.vocab_size`);

@@ -64,6 +64,10 @@ export async function readGGUFAsHF(path: string): Promise<GGUFAsHF> {
   }
 }
 
+/** Marks an output.weight that is a copy of token_embd (written for architectures whose llama.cpp loader requires one). */
+export const TIED_KEY = 'moe_ts.tie_word_embeddings';
+const TIED_NEEDS_OUTPUT: ReadonlySet<string> = new Set(['qwen2_moe']);
+
 export type GGUFWriteDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
 export const GGUF_WRITE_DTYPES: readonly GGUFWriteDType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
 
@@ -124,6 +128,10 @@ export function writeGGUF(path: string, input: GGUFWriteInput): { tensorCount: n
     metadata.push(...tokenizerToMetadata(input.tokenizerJson, input.tokenizerConfig ?? null, Number(config['vocab_size'])));
   }
   const tied = config['tie_word_embeddings'] === true;
+  // llama.cpp's qwen2moe loader requires output.weight even for tied embeddings: write a copy of
+  // token_embd there and say in a key of ours that it is one, so reading gives a tied model back.
+  const copyTiedOutput = tied && TIED_NEEDS_OUTPUT.has(family);
+  if (copyTiedOutput) metadata.push([TIED_KEY, { type: GGUFValueType.BOOL, value: true }]);
   const experts = Number(family === 'mixtral' ? config['num_local_experts'] ?? 8 : config['num_experts']);
 
   function* tensors(): Generator<GGUFWriteTensor> {
@@ -142,6 +150,7 @@ export function writeGGUF(path: string, input: GGUFWriteInput): { tensorCount: n
       if (tied && to.name === 'output.weight') continue;
       if (to.expert === null) {
         yield emit(to.name, value, shape);
+        if (copyTiedOutput && to.name === 'token_embd.weight') yield emit('output.weight', value, shape);
         continue;
       }
       if (to.expert >= experts) throw new Error(`writeGGUF ${path}: tensor ${hf}: expert ${to.expert} but the config has ${experts} experts`);

@@ -58,6 +58,8 @@ export class GGUFTensorSource implements TensorSource {
 
   constructor(private readonly file: GGUFFile, family: HFModelType, config: HFConfig) {
     for (const t of file.tensors.values()) {
+      // a tied model's output.weight is a copy of token_embd (see TIED_KEY): the HF view has no lm_head
+      if (t.name === 'output.weight' && config['tie_word_embeddings'] === true) continue;
       const map = ggufToHF(family, t.name);
       if (!map) throw new GGUFError(file.path, `tensor ${t.name} has no HF counterpart for ${family} (unexpected in this architecture)`);
       const permuteHeads = ropePermuteHeads(family, t.name, config);
