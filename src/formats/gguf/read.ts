@@ -65,10 +65,11 @@ export class GGUFFile {
       if (!st.isFile()) throw new GGUFError(path, 'not a regular file');
       const size = st.size;
       if (size < 24) throw new GGUFError(path, `${size} bytes is too short for a GGUF header (magic, version, counts)`);
-      const head = Buffer.alloc(4);
-      readSync(fd, head, 0, 4, 0);
-      if (head.toString('latin1') !== 'GGUF') throw new GGUFError(path, `wrong magic ${JSON.stringify(head.toString('latin1'))} (expected "GGUF")`);
-      checkCounts(path, fd, size);
+      const head = Buffer.alloc(24);
+      readSync(fd, head, 0, 24, 0);
+      const magic = head.toString('latin1', 0, 4);
+      if (magic !== 'GGUF') throw new GGUFError(path, `wrong magic ${JSON.stringify(magic)} (expected "GGUF")`);
+      checkCounts(path, head, size);
       let parsed: Awaited<ReturnType<typeof parseHeader>>;
       try {
         parsed = await parseHeader(path);
@@ -201,10 +202,9 @@ export class GGUFFile {
  * Refuses counts that cannot fit in the file before the library loops over them: it would read
  * zeros past the end, building millions of empty entries (a 64-byte file claiming 10^7 tensors
  * took 20 s and 300 MB). Every key-value pair takes at least 13 bytes (v1: 9), every tensor info 24 (v1: 20).
+ * b: the first 24 bytes of the file, already read by open() for the magic.
  */
-function checkCounts(path: string, fd: number, size: number): void {
-  const b = Buffer.alloc(24);
-  readSync(fd, b, 0, 24, 0);
+function checkCounts(path: string, b: Buffer, size: number): void {
   const version = b.readUInt32LE(4);
   if (version !== 1 && version !== 2 && version !== 3) return; // the library names a bad version
   const v1 = version === 1;
