@@ -48,7 +48,7 @@ export class Sampler {
   sample(logits: ArrayLike<number>, off = 0, V = logits.length - off): number {
     checkRow(logits, off, V);
     if (this.greedy) return argmax(logits, off, V);
-    const c = this.candidates(logits, off, V);
+    const c = this.draw(logits, off, V);
     // inverse CDF over the candidates, most likely first; the last one absorbs rounding
     let u = this.rng.next();
     for (let i = 0; i < c.ids.length - 1; i++) {
@@ -65,6 +65,11 @@ export class Sampler {
   candidates(logits: ArrayLike<number>, off = 0, V = logits.length - off): Candidates {
     checkRow(logits, off, V);
     if (this.greedy) return { ids: Int32Array.of(argmax(logits, off, V)), probs: Float64Array.of(1) };
+    return this.draw(logits, off, V);
+  }
+
+  /** candidates() of a non-greedy sampler on a row already checked (sample() checks it once per token). */
+  private draw(logits: ArrayLike<number>, off: number, V: number): Candidates {
     const maxL = logits[off + argmax(logits, off, V)]!;
     const invT = 1 / this.temperature;
     // unnormalised weights exp((l - max) / T); -Infinity logits get weight 0 and are dropped

@@ -71,8 +71,9 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
   return noGrad(() => {
     let x = model.tokenEmbedding.forward(new Tensor(ids, [1, T])); // [1, T, d]
     if (model.positionEmbedding) x = add(x, narrow(model.positionEmbedding, 0, P, T));
+    const mask = causalMask(P, T);
     model.blocks.forEach((block, l) => {
-      x = add(x, cachedAttention(block.attn, block.norm1.forward(x), cache, l, P, T));
+      x = add(x, cachedAttention(block.attn, block.norm1.forward(x), cache, l, P, T, mask));
       const h = block.norm2.forward(x);
       const f = block.ffn instanceof MoELayer ? block.ffn.forward(h, { tokenIds: ids }).y : block.ffn.forward(h);
       x = add(x, f);
@@ -84,8 +85,17 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
   });
 }
 
-/** Causal self-attention of T new rows h [1, T, d] over the cached P rows and themselves. */
-function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache, layer: number, P: number, T: number): Tensor {
+/** [T, P + T]: new token t sits at position P + t and sees keys j <= P + t; null for one token (it sees all). */
+function causalMask(P: number, T: number): Tensor | null {
+  if (T === 1) return null;
+  const L = P + T;
+  const m = new Float32Array(T * L);
+  for (let t = 0; t < T; t++) for (let j = P + t + 1; j < L; j++) m[t * L + j] = MASKED;
+  return new Tensor(m, [T, L]);
+}
+
+/** Causal self-attention of T new rows h [1, T, d] over the cached P rows and themselves (mask: causalMask(P, T), shared by the blocks). */
+function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache, layer: number, P: number, T: number, mask: Tensor | null): Tensor {
   const { d, heads: H, headDim: hd } = attn;
   const L = P + T;
   const split = transpose(reshape(attn.qkv.forward(h), [T, 3, H, hd]), [1, 2, 0, 3]); // [3, H, T, hd]
@@ -112,12 +122,7 @@ function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache
     rowsV.set(V.subarray(hh * stride, hh * stride + L * hd), hh * L * hd);
   }
   let scores = mul(matmul(q, new Tensor(rowsK, [H, L, hd]), { transB: true }), 1 / Math.sqrt(hd)); // [H, T, L]
-  if (T > 1) {
-    // new token t sits at position P + t and sees keys j <= P + t
-    const m = new Float32Array(T * L);
-    for (let t = 0; t < T; t++) for (let j = P + t + 1; j < L; j++) m[t * L + j] = MASKED;
-    scores = add(scores, new Tensor(m, [T, L]));
-  }
+  if (mask) scores = add(scores, mask);
   const heads = matmul(softmax(scores, -1), new Tensor(rowsV, [H, L, hd])); // [H, T, hd]
   const merged = reshape(transpose(heads, [1, 0, 2]), [1, T, d]);
   return attn.proj.forward(merged);
