@@ -144,12 +144,13 @@ void blockedBase(const Problem& P, i64 i0, i64 i1, i64 j0, i64 j1) { blocked<V4,
 using BlockedFn = void (*)(const Problem&, i64, i64, i64, i64);
 
 BlockedFn pickKernel() {
+  switch (simdTier()) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return blockedAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return blockedAvx2;
+    case SimdTier::Avx512: return blockedAvx512;
+    case SimdTier::Avx2: return blockedAvx2;
 #endif
-  return blockedBase;
+    default: return blockedBase;
+  }
 }
 
 }  // namespace

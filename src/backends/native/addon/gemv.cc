@@ -153,12 +153,13 @@ void runBase(bool t, const Gemv& G, i64 lo, i64 hi) { run<V4>(t, G, lo, hi); }
 using RunFn = void (*)(bool, const Gemv&, i64, i64);
 
 RunFn pick() {
+  switch (simdTier()) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return runAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return runAvx2;
+    case SimdTier::Avx512: return runAvx512;
+    case SimdTier::Avx2: return runAvx2;
 #endif
-  return runBase;
+    default: return runBase;
+  }
 }
 
 // Columns of C per scheduling unit (B stored [n, k]): a cache line of C.
