@@ -1,7 +1,7 @@
 // The `moe` command: parsing and dispatch (src/cli/main.ts launches it).
 
 import { readFileSync } from 'node:fs';
-import { parseArgs, rejectUnknown } from './args.js';
+import { parseArgs, rejectUnknown, type ParsedArgs } from './args.js';
 import { getBackend, availableBackends, backendLoadError } from '../index.js';
 import { nativeInfo } from '../backends/native/index.js';
 import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
@@ -107,6 +107,46 @@ function backendsOption(flags: Map<string, string[]>): string[] | undefined {
   return b;
 }
 
+const INFO_HELP = 'moe info [--json]: the backend in use, and the native backend\'s threads (its pool and OpenBLAS, as in force), BLAS build and vector ISA; MOE_NATIVE_THREADS sets the threads';
+
+function infoCommand(args: ParsedArgs): number {
+  rejectUnknown(args, ['json', 'help'], 'info');
+  const info = nativeInfo();
+  const backend = getBackend();
+  if (args.flags.has('json')) {
+    console.log(JSON.stringify({ backend: backend.name, available: availableBackends(), native: info ?? { error: backendLoadError('native') ?? 'not loaded' } }));
+    return 0;
+  }
+  console.log(`backend in use: ${backend.name} (${backend.info})`);
+  console.log(`available: ${availableBackends().join(', ')}`);
+  if (info) {
+    const from = info.threadsFrom === 'cores' ? 'the core count; MOE_NATIVE_THREADS unset' : `MOE_NATIVE_THREADS=${process.env['MOE_NATIVE_THREADS']}`;
+    console.log(`native pool threads: ${info.threads} (${from})`);
+    const capped = info.threadsFrom === 'MOE_NATIVE_THREADS' && info.blasThreads < info.threads ? `; fewer than asked: this OpenBLAS build caps threads (${/MAX_THREADS=\d+/.exec(info.blasConfig)?.[0] ?? 'MAX_THREADS'})` : '';
+    console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads${capped})` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
+    console.log(`BLAS: ${info.blasConfig}`);
+    console.log(`vector ISA: ${info.simd}`);
+  } else {
+    console.log(`native: not loaded (${backendLoadError('native') ?? 'unknown reason'})`);
+  }
+  return 0;
+}
+
+/** Every command but bench: its --help text (or a function of the arguments, for train's per-topic help) and what runs it. */
+const COMMANDS = new Map<string, { help: string | ((args: ParsedArgs) => string); run: (args: ParsedArgs) => number | Promise<number> }>([
+  ['train', { help: (args) => trainHelp(args.positional[1]), run: trainCommand }],
+  ['eval', { help: EVAL_HELP, run: evalCommand }],
+  ['inspect', { help: INSPECT_HELP, run: inspectCommand }],
+  ['experiment', { help: EXPERIMENT_HELP, run: experimentCommand }],
+  ['generate', { help: GENERATE_HELP, run: generateCommand }],
+  ['serve', { help: SERVE_HELP, run: serveCommand }],
+  ['create', { help: CREATE_HELP, run: createCommand }],
+  ['convert', { help: CONVERT_HELP, run: convertCommand }],
+  ['plot', { help: PLOT_HELP, run: plotCommand }],
+  ['predict', { help: PREDICT_HELP, run: predictCommand }],
+  ['info', { help: INFO_HELP, run: infoCommand }],
+]);
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels', 'force', 'chat', 'show-routing']));
 
@@ -148,61 +188,12 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
-    case 'train':
-      if (help) { console.log(trainHelp(args.positional[1])); return 0; }
-      return trainCommand(args);
-    case 'eval':
-      if (help) { console.log(EVAL_HELP); return 0; }
-      return evalCommand(args);
-    case 'inspect':
-      if (help) { console.log(INSPECT_HELP); return 0; }
-      return inspectCommand(args);
-    case 'experiment':
-      if (help) { console.log(EXPERIMENT_HELP); return 0; }
-      return experimentCommand(args);
-    case 'generate':
-      if (help) { console.log(GENERATE_HELP); return 0; }
-      return generateCommand(args);
-    case 'serve':
-      if (help) { console.log(SERVE_HELP); return 0; }
-      return serveCommand(args);
-    case 'create':
-      if (help) { console.log(CREATE_HELP); return 0; }
-      return createCommand(args);
-    case 'convert':
-      if (help) { console.log(CONVERT_HELP); return 0; }
-      return convertCommand(args);
-    case 'plot':
-      if (help) { console.log(PLOT_HELP); return 0; }
-      return plotCommand(args);
-    case 'predict':
-      if (help) { console.log(PREDICT_HELP); return 0; }
-      return predictCommand(args);
-    case 'info': {
-      if (help) { console.log('moe info [--json]: the backend in use, and the native backend\'s threads (its pool and OpenBLAS, as in force), BLAS build and vector ISA; MOE_NATIVE_THREADS sets the threads'); return 0; }
-      rejectUnknown(args, ['json', 'help'], 'info');
-      const info = nativeInfo();
-      const backend = getBackend();
-      if (args.flags.has('json')) {
-        console.log(JSON.stringify({ backend: backend.name, available: availableBackends(), native: info ?? { error: backendLoadError('native') ?? 'not loaded' } }));
-        return 0;
-      }
-      console.log(`backend in use: ${backend.name} (${backend.info})`);
-      console.log(`available: ${availableBackends().join(', ')}`);
-      if (info) {
-        const from = info.threadsFrom === 'cores' ? 'the core count; MOE_NATIVE_THREADS unset' : `MOE_NATIVE_THREADS=${process.env['MOE_NATIVE_THREADS']}`;
-        console.log(`native pool threads: ${info.threads} (${from})`);
-        const capped = info.threadsFrom === 'MOE_NATIVE_THREADS' && info.blasThreads < info.threads ? `; fewer than asked: this OpenBLAS build caps threads (${/MAX_THREADS=\d+/.exec(info.blasConfig)?.[0] ?? 'MAX_THREADS'})` : '';
-        console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads${capped})` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
-        console.log(`BLAS: ${info.blasConfig}`);
-        console.log(`vector ISA: ${info.simd}`);
-      } else {
-        console.log(`native: not loaded (${backendLoadError('native') ?? 'unknown reason'})`);
-      }
-      return 0;
+    default: {
+      const command = COMMANDS.get(cmd);
+      if (!command) throw new Error(`unknown command '${cmd}' (run moe --help)`);
+      if (help) { console.log(typeof command.help === 'string' ? command.help : command.help(args)); return 0; }
+      return command.run(args);
     }
-    default:
-      throw new Error(`unknown command '${cmd}' (run moe --help)`);
   }
 }
 

@@ -57,14 +57,20 @@ function makeFormatter(values: number[], dtype: DType, o: Opts): { fmt: (v: numb
   return { fmt: (v) => fmt(v).padStart(width), width };
 }
 
+/** The indices shown of a dimension of size n: all, or when summarising the first and last `edge` around a -1 (the `...`). */
+function shownIndices(n: number, summarize: boolean, edge: number): number[] {
+  if (!(summarize && n > 2 * edge)) return [...Array(n).keys()];
+  return [...Array(edge).keys(), -1, ...Array.from({ length: edge }, (_, i) => n - edge + i)];
+}
+
 /** The values that will be shown (every element, or the edges of each long dimension when summarising). */
 function shownValues(data: TypedArray, shape: readonly number[], summarize: boolean, edge: number): number[] {
   const out: number[] = [];
   const walk = (dim: number, offset: number, stride: number): void => {
     const n = shape[dim]!;
     const inner = stride / n;
-    const idx = summarize && n > 2 * edge ? [...Array(edge).keys(), ...Array.from({ length: edge }, (_, i) => n - edge + i)] : [...Array(n).keys()];
-    for (const i of idx) {
+    for (const i of shownIndices(n, summarize, edge)) {
+      if (i < 0) continue;
       if (dim === shape.length - 1) out.push(data[offset + i]!);
       else walk(dim + 1, offset + i * inner, inner);
     }
@@ -84,14 +90,7 @@ export function formatValues(data: TypedArray, shape: readonly number[], dtype: 
   if (shape.length === 0) return `${prefix}${fmt(data[0]!).trim()})`;
 
   const vector = (offset: number, n: number, indent: number): string => {
-    const items: string[] = [];
-    if (summarize && n > 2 * o.edgeItems) {
-      for (let i = 0; i < o.edgeItems; i++) items.push(fmt(data[offset + i]!));
-      items.push(' ...');
-      for (let i = n - o.edgeItems; i < n; i++) items.push(fmt(data[offset + i]!));
-    } else {
-      for (let i = 0; i < n; i++) items.push(fmt(data[offset + i]!));
-    }
+    const items = shownIndices(n, summarize, o.edgeItems).map((i) => (i < 0 ? ' ...' : fmt(data[offset + i]!)));
     const perLine = Math.max(1, Math.floor((o.lineWidth - indent) / (width + 2)));
     const lines: string[] = [];
     for (let i = 0; i < items.length; i += perLine) lines.push(items.slice(i, i + perLine).join(', '));
@@ -103,14 +102,7 @@ export function formatValues(data: TypedArray, shape: readonly number[], dtype: 
     const inner = stride / n;
     const rest = shape.length - dim;
     const part = (i: number): string => block(dim + 1, offset + i * inner, inner, indent + 1);
-    const parts: string[] = [];
-    if (summarize && n > 2 * o.edgeItems) {
-      for (let i = 0; i < o.edgeItems; i++) parts.push(part(i));
-      parts.push('...');
-      for (let i = n - o.edgeItems; i < n; i++) parts.push(part(i));
-    } else {
-      for (let i = 0; i < n; i++) parts.push(part(i));
-    }
+    const parts = shownIndices(n, summarize, o.edgeItems).map((i) => (i < 0 ? '...' : part(i)));
     return `[${parts.join(`,${'\n'.repeat(rest - 1)}${' '.repeat(indent + 1)}`)}]`;
   };
   return `${prefix}${block(0, 0, data.length, prefix.length)})`;

@@ -99,11 +99,14 @@ export function nativeThreadsSetting(raw: string | undefined = process.env['MOE_
 
 let addon: Addon | null | undefined;
 let addonError = '';
+/** MOE_NATIVE_THREADS as read when the addon was loaded (the setting in force, whatever the environment says later). */
+let threadsSetting: number | null = null;
 
 function loadAddon(): Addon | null {
   if (addon !== undefined) return addon;
   // Before anything is loaded, so that a bad value is refused every time it is asked for.
   const threads = nativeThreadsSetting();
+  threadsSetting = threads;
   addon = null;
   const here = dirname(fileURLToPath(import.meta.url));
   const root = packageRoot(here);
@@ -240,7 +243,7 @@ export function nativeInfo(): NativeInfo | null {
   if (!n) return null;
   const i = n.info();
   return {
-    blas: i.blas, threads: i.threads, threadsFrom: nativeThreadsSetting() === null ? 'cores' : 'MOE_NATIVE_THREADS',
+    blas: i.blas, threads: i.threads, threadsFrom: threadsSetting === null ? 'cores' : 'MOE_NATIVE_THREADS',
     blasThreads: i.blasThreads, blasConfig: i.blasConfig.trim(), simd: i.simd,
   };
 }
