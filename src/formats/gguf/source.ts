@@ -116,7 +116,10 @@ export class GGUFTensorSource implements TensorSource {
   read(name: string): Float32Array {
     const raw = this.readRaw(name);
     const t = this.entry(name).tensor;
-    return decodeToF32(t.type, t.typeName, raw.data, raw.data.length === 0 ? 0 : raw.shape.reduce((a, b) => a * b, 1), `${this.file.path}: tensor ${name}`);
+    const n = raw.data.length === 0 ? 0 : raw.shape.reduce((a, b) => a * b, 1);
+    // readRaw's bytes are a fresh buffer of their own (file read or row permutation): F32 is viewed, not copied a second time
+    if (t.type === GGML.F32 && LITTLE_ENDIAN_HOST) return new Float32Array(raw.data.buffer, raw.data.byteOffset, n);
+    return decodeToF32(t.type, t.typeName, raw.data, n, `${this.file.path}: tensor ${name}`);
   }
 
   close(): void {
