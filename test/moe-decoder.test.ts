@@ -158,6 +158,7 @@ describe('edge cases of routing', () => {
     };
     const ids = Int32Array.from([7, 8, 9, 10, 11]);
     const full = noGrad(() => model.forward(ids)).data;
+    assert.equal(sums.length, ids.length * model.layers.filter((l) => l.moe).length, 'the routing hook saw every token of every MoE layer');
     assert.ok(sums.every((s) => Math.abs(s - 1) < 1e-6));
     const cache = model.newCache(8);
     model.forward(ids.subarray(0, 2), cache);

@@ -70,7 +70,8 @@ const WRITE_DTYPE: Readonly<Record<DType, string>> = { float64: 'F64', float32: 
 // starts at a multiple of its item size and can be mapped without copying.
 const WRITE_RANK: Readonly<Record<DType, number>> = { float64: 0, float32: 1, int32: 2 };
 
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** True on little-endian hosts (all supported ones): safetensors bytes can then be viewed as typed arrays directly. */
+export const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // --- writing ----------------------------------------------------------------------------------
 
@@ -120,19 +121,28 @@ export function serializeSafetensors(tensors: SafetensorsInput, metadata?: Recor
     offset += bytes;
   }
 
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
-  const n = Math.ceil(json.length / 8) * 8;
+  const head = safetensorsHeaderBytes(header);
+  const n = head.byteLength - 8;
   if (n > SAFETENSORS_MAX_HEADER_BYTES) throw new Error(`serializeSafetensors: header of ${n} bytes exceeds the format's limit of ${SAFETENSORS_MAX_HEADER_BYTES}`);
   const out = new Uint8Array(8 + n + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(n), true);
-  out.set(json, 8);
-  out.fill(0x20, 8 + json.length, 8 + n);
+  out.set(head, 0);
 
   let pos = 8 + n;
   for (const [, t] of entries) {
     writeLE(t.data, out, pos);
     pos += t.data.byteLength;
   }
+  return out;
+}
+
+/** A file's first bytes for a header object: u64 LE length N, then N bytes of JSON padded with spaces to a multiple of 8 (data starts 8-byte aligned). */
+export function safetensorsHeaderBytes(header: Record<string, unknown>): Uint8Array {
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const n = Math.ceil(json.length / 8) * 8;
+  const out = new Uint8Array(8 + n);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n), true);
+  out.set(json, 8);
+  out.fill(0x20, 8 + json.length);
   return out;
 }
 
@@ -387,14 +397,19 @@ export function readSafetensorsFile(path: string): SafetensorsContents {
 
 function readAt(fd: number, position: number, length: number, path: string): Uint8Array {
   const buf = new Uint8Array(length);
+  readFullyAt(fd, buf, position, (at) => new SafetensorsError(path, undefined, `file ended at byte ${at} while reading ${length} bytes at ${position} (was it truncated while being read?)`));
+  return buf;
+}
+
+/** Fills buf from the file at position; endError(at) is thrown when the file ends at byte `at` first. */
+export function readFullyAt(fd: number, buf: Uint8Array, position: number, endError: (at: number) => Error): void {
   let done = 0;
-  while (done < length) {
+  while (done < buf.byteLength) {
     // readSync caps one call at 2 GiB; loop for larger tensors and short reads.
-    const got = readSync(fd, buf, done, Math.min(length - done, 1 << 30), position + done);
-    if (got === 0) throw new SafetensorsError(path, undefined, `file ended at byte ${position + done} while reading ${length} bytes at ${position} (was it truncated while being read?)`);
+    const got = readSync(fd, buf, done, Math.min(buf.byteLength - done, 1 << 30), position + done);
+    if (got === 0) throw endError(position + done);
     done += got;
   }
-  return buf;
 }
 
 // --- one tensor at a time (large model files) ---------------------------------------------------

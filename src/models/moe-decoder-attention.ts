@@ -81,16 +81,15 @@ export function rotaryTables(c: Pick<MoEDecoderConfig, 'headDim' | 'ropeTheta' |
 /** Additive mask [T, P + T]: query t (position P + t) sees keys j <= P + t within the window; null when nothing is masked. */
 export function attentionMask(T: number, P: number, window: number | null): Tensor | null {
   const L = P + T;
+  // T >= 2 always masks (query 0 cannot see the last key); a single query is masked only by the window (key 0 at P >= window).
+  // A one-token decode step within the window (the hot path) masks nothing: no [1, L] buffer to fill.
+  if (T === 0 || (T === 1 && (window === null || P < window))) return null;
   const data = new Float32Array(T * L);
-  let any = false;
   for (let t = 0; t < T; t++) {
     const i = P + t;
     for (let j = 0; j < L; j++) {
-      if (j > i || (window !== null && i - j >= window)) {
-        data[t * L + j] = MASKED;
-        any = true;
-      }
+      if (j > i || (window !== null && i - j >= window)) data[t * L + j] = MASKED;
     }
   }
-  return any ? new Tensor(data, [T, L]) : null;
+  return new Tensor(data, [T, L]);
 }

@@ -119,39 +119,20 @@ export class DecoderAttention extends Module {
     this.kNorm = c.qkNorm === 'none' ? null : this.module('kNorm', new RMSNorm(normWidth(G), { eps: c.rmsNormEps }));
   }
 
-  /** x [T, d], rotary tables [T, 1, hd], additive mask [T, L] or null -> [T, d]. */
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
+  /** x [T, d], rotary tables [T, 1, hd], additive mask [T, T] or null -> [T, d]: the uncached forward (positions from 0). */
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null): Tensor {
     const { numHeads: H, numKVHeads: G, headDim: hd } = this.c;
     const T = x.shape[0]!;
     const g = H / G;
-    let q = linear(x, this.q, this.qBias); // [T, H*hd]
-    let k = linear(x, this.k, this.kBias); // [T, G*hd]
-    const v = linear(x, this.v, this.vBias); // [T, G*hd]
-    if (this.c.qkNorm === 'full') {
-      q = this.qNorm!.forward(q);
-      k = this.kNorm!.forward(k);
-    }
-    q = reshape(q, [T, H, hd]);
-    k = reshape(k, [T, G, hd]);
-    if (this.c.qkNorm === 'head') {
-      q = this.qNorm!.forward(q);
-      k = this.kNorm!.forward(k);
-    }
-    q = rotary(q, cos, sin);
-    k = rotary(k, cos, sin);
-    let heads: Tensor; // [H, T, hd]
-    if (cache) {
-      return this.attendSegments(q, k, v, [{ start: 0, T, cache, mask }], layer);
-    } else {
-      // Query head h uses key head floor(h / g): heads grouped per key head as [G, g*T, hd].
-      const qg = reshape(transpose(q, [1, 0, 2]), [G, g * T, hd]);
-      const kt = transpose(k, [1, 0, 2]); // [G, T, hd]
-      const vt = transpose(reshape(v, [T, G, hd]), [1, 0, 2]); // [G, T, hd]
-      let scores = mul(matmul(qg, kt, { transB: true }), 1 / Math.sqrt(hd)); // [G, g*T, T]
-      if (mask) scores = add(reshape(scores, [G, g, T, T]), mask);
-      const att = reshape(softmax(scores, -1), [G, g * T, T]);
-      heads = reshape(matmul(att, vt), [H, T, hd]);
-    }
+    const [q, k, v] = this.project(x, cos, sin);
+    // Query head h uses key head floor(h / g): heads grouped per key head as [G, g*T, hd].
+    const qg = reshape(transpose(q, [1, 0, 2]), [G, g * T, hd]);
+    const kt = transpose(k, [1, 0, 2]); // [G, T, hd]
+    const vt = transpose(reshape(v, [T, G, hd]), [1, 0, 2]); // [G, T, hd]
+    let scores = mul(matmul(qg, kt, { transB: true }), 1 / Math.sqrt(hd)); // [G, g*T, T]
+    if (mask) scores = add(reshape(scores, [G, g, T, T]), mask);
+    const att = reshape(softmax(scores, -1), [G, g * T, T]);
+    const heads = reshape(matmul(att, vt), [H, T, hd]);
     return linear(reshape(transpose(heads, [1, 0, 2]), [T, H * hd]), this.o);
   }
 
@@ -161,11 +142,17 @@ export class DecoderAttention extends Module {
    * all N rows at once, attention per segment over its own cache. Inference only (under noGrad).
    */
   forwardSegments(x: Tensor, cos: Tensor, sin: Tensor, segs: readonly Segment[], layer: number): Tensor {
+    const [q, k, v] = this.project(x, cos, sin);
+    return this.attendSegments(q, k, v, segs, layer);
+  }
+
+  /** x [N, d] -> q [N, H, hd] and k [N, G, hd] (biased, QK-normed, rotated), v [N, G*hd]. */
+  private project(x: Tensor, cos: Tensor, sin: Tensor): [Tensor, Tensor, Tensor] {
     const { numHeads: H, numKVHeads: G, headDim: hd } = this.c;
     const N = x.shape[0]!;
-    let q = linear(x, this.q, this.qBias);
-    let k = linear(x, this.k, this.kBias);
-    const v = linear(x, this.v, this.vBias);
+    let q = linear(x, this.q, this.qBias); // [N, H*hd]
+    let k = linear(x, this.k, this.kBias); // [N, G*hd]
+    const v = linear(x, this.v, this.vBias); // [N, G*hd]
     if (this.c.qkNorm === 'full') {
       q = this.qNorm!.forward(q);
       k = this.kNorm!.forward(k);
@@ -176,7 +163,7 @@ export class DecoderAttention extends Module {
       q = this.qNorm!.forward(q);
       k = this.kNorm!.forward(k);
     }
-    return this.attendSegments(rotary(q, cos, sin), rotary(k, cos, sin), v, segs, layer);
+    return [rotary(q, cos, sin), rotary(k, cos, sin), v];
   }
 
   /** q [N, H, hd] and k, v [N, G*hd] (after rotary) -> [N, d]: each segment writes its cache and attends over it. */
@@ -224,16 +211,18 @@ export class DecoderLayer extends Module {
     this.mlp = sparse ? null : this.module('mlp', new DenseMLP(c.hiddenSize, c.denseIntermediateSize, quant));
   }
 
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, hook: RoutingHook | undefined): Tensor {
-    const h = add(x, this.attn.forward(this.inputNorm.forward(x), cos, sin, mask, cache, this.index));
-    const n = this.postAttnNorm.forward(h);
-    const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
-    return add(h, f);
+  /** The uncached forward (positions from 0), mask [T, T] or null. */
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, hook: RoutingHook | undefined): Tensor {
+    return this.ffn(add(x, this.attn.forward(this.inputNorm.forward(x), cos, sin, mask)), hook);
   }
 
   /** Several sequences' rows at once: attention per segment, the MoE block (router, grouped GEMMs) over all rows. */
   forwardSegments(x: Tensor, cos: Tensor, sin: Tensor, segs: readonly Segment[], hook: RoutingHook | undefined): Tensor {
-    const h = add(x, this.attn.forwardSegments(this.inputNorm.forward(x), cos, sin, segs, this.index));
+    return this.ffn(add(x, this.attn.forwardSegments(this.inputNorm.forward(x), cos, sin, segs, this.index)), hook);
+  }
+
+  /** h + MoE or dense MLP of norm(h). */
+  private ffn(h: Tensor, hook: RoutingHook | undefined): Tensor {
     const n = this.postAttnNorm.forward(h);
     const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
     return add(h, f);
@@ -390,7 +379,7 @@ export class MoEDecoder extends Module {
     const [cos, sin] = rotaryTables(c, 0, T);
     const mask = attentionMask(T, 0, c.slidingWindow);
     let x = embedRows(this.embed, ids); // [T, d]
-    for (const layer of this.layers) x = layer.forward(x, cos, sin, mask, null, this.onRouting);
+    for (const layer of this.layers) x = layer.forward(x, cos, sin, mask, this.onRouting);
     return linear(this.norm.forward(x), this.lmHead ?? this.embed);
   }
 }

@@ -1,6 +1,7 @@
 // f32 values to the stored bytes of F32, F16 or BF16 (little-endian, round to nearest even).
 
 import { floatToHalf } from '../../tensor/half.js';
+import { LITTLE_ENDIAN_HOST } from '../../io/safetensors.js';
 
 export type WriteDType = 'F32' | 'F16' | 'BF16';
 
@@ -9,7 +10,6 @@ export const floatToF16 = floatToHalf;
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** bfloat16 bits of x: the top half of its float32 bits, rounded to nearest even; NaN stays NaN. */
 export function floatToBF16(x: number): number {

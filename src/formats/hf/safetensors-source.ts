@@ -1,14 +1,13 @@
 // A TensorSource over one safetensors file or an HF shard set: headers only at open, each tensor read by offset when asked for.
 
-import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { decodeSafetensorsEntry, readSafetensorsHeader, type SafetensorsEntry } from '../../io/safetensors.js';
+import { LITTLE_ENDIAN_HOST, decodeSafetensorsEntry, readFullyAt, readSafetensorsHeader, type SafetensorsEntry } from '../../io/safetensors.js';
 import type { TensorInfo, TensorSource } from '../tensor-source.js';
 
 export const SINGLE_FILE = 'model.safetensors';
 export const INDEX_FILE = 'model.safetensors.index.json';
 
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const CONVERTIBLE = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 interface Located {
@@ -127,11 +126,5 @@ export class SafetensorsSource implements TensorSource {
 }
 
 function readFully(fd: number, buf: Uint8Array, position: number, file: string, name: string): void {
-  let done = 0;
-  while (done < buf.byteLength) {
-    // readSync caps one call at 2 GiB
-    const got = readSync(fd, buf, done, Math.min(buf.byteLength - done, 1 << 30), position + done);
-    if (got === 0) throw new Error(`${file}: tensor ${name}: file ends at byte ${position + done}, inside the tensor's bytes [${position}, ${position + buf.byteLength}) (truncated file?)`);
-    done += got;
-  }
+  readFullyAt(fd, buf, position, (at) => new Error(`${file}: tensor ${name}: file ends at byte ${at}, inside the tensor's bytes [${position}, ${position + buf.byteLength}) (truncated file?)`));
 }

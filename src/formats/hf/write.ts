@@ -3,6 +3,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsyncDir, tempSiblingPath, writeFileAtomic } from '../../io/atomic.js';
+import { safetensorsHeaderBytes } from '../../io/safetensors.js';
 import { INDEX_FILE, SINGLE_FILE } from './safetensors-source.js';
 import { encodeFloats, type WriteDType } from './encode.js';
 
@@ -56,11 +57,7 @@ class ShardWriter {
       // defineProperty: a tensor called '__proto__' must become a key, not a prototype
       Object.defineProperty(header, e.name, { value: { dtype: e.dtype, shape: e.shape, data_offsets: [e.begin, e.end] }, enumerable: true, writable: true, configurable: true });
     }
-    const json = Buffer.from(JSON.stringify(header), 'utf8');
-    const n = Math.ceil(json.length / 8) * 8; // spaces pad the header so data starts 8-byte aligned
-    const head = Buffer.alloc(8 + n, 0x20);
-    head.writeBigUInt64LE(BigInt(n), 0);
-    json.copy(head, 8);
+    const head = safetensorsHeaderBytes(header);
     const out = tempSiblingPath(join(this.dir, 'shard.safetensors'));
     const ofd = openSync(out, 'wx', 0o644);
     const ifd = openSync(this.dataPath, 'r');
