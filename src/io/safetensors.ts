@@ -9,6 +9,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { shapeSize, shapeStr } from '../tensor/shape.js';
 import type { DType, TypedArray } from '../tensor/dtype.js';
 import { writeFileAtomic } from './atomic.js';
+import { halfToFloat } from '../tensor/half.js';
 
 /** Same cap as the reference implementation: a header this large is an attack or a corrupt length, not a model. */
 export const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
@@ -333,16 +334,6 @@ function decode(e: Entry, bytes: Uint8Array, src: string): Tensor {
   }
   if (out.length !== n || (to === 'int32') !== out instanceof Int32Array) throw new SafetensorsError(src, e.name, 'internal: decoded size or type mismatch');
   return new Tensor(out, e.shape);
-}
-
-/** IEEE 754 binary16 to a number (exact: every half is a float32). */
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac === 0 ? sign * Infinity : NaN;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
 // --- reading ----------------------------------------------------------------------------------

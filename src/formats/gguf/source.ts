@@ -5,6 +5,7 @@
 import type { HFConfig, HFModelType } from '../hf/config.js';
 import type { TensorInfo, TensorSource } from '../tensor-source.js';
 import { halfTable } from '../../tensor/half.js';
+import { LITTLE_ENDIAN_HOST } from '../../io/safetensors.js';
 import { dequantizeArray } from '../../tensor/quant-blocks.js';
 import { GGML, typeBytes } from './constants.js';
 import { ggufToHF, permuteRows, ropePermuteHeads } from './arch.js';
@@ -25,8 +26,6 @@ export interface RawTensor {
   shape: number[];
   data: Uint8Array;
 }
-
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export function decodeToF32(type: number, typeName: string, bytes: Uint8Array, n: number, where: string): Float32Array {
   switch (type) {
