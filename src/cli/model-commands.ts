@@ -23,6 +23,14 @@ function formatMetrics(r: Record<string, number>): string {
   return Object.entries(r).map(([k, v]) => `${k} ${k.endsWith('accuracy') ? `${(100 * v).toFixed(2)}%` : v.toFixed(4)}`).join(', ');
 }
 
+/**
+ * What a loadModelWeights mismatch error says, without its function-name prefix and without its
+ * closing advice for library callers ({ strict: false }), which is not advice for a command's user.
+ */
+export function weightsMismatchReason(e: unknown): string {
+  return (e as Error).message.replace(/^loadModelWeights: /, '').replace(/; pass \{ strict: false \}.*$/, '');
+}
+
 /** The model of a checkpoint with its weights; the optimizer state is neither read nor needed. */
 function loadTrained(command: string, dir: string): { config: RunConfig; model: Module; kind: TaskKind; checkpointDir: string } {
   const ckpt = loadCheckpoint(resolveCheckpointDir(dir), { optimizer: false });
@@ -36,8 +44,7 @@ function loadTrained(command: string, dir: string): { config: RunConfig; model: 
   try {
     loadModelWeights(model, ckpt.model);
   } catch (e) {
-    // the library's message ends with advice for library callers ({ strict: false }), not for this command
-    const why = (e as Error).message.replace(/^loadModelWeights: /, '').replace(/; pass \{ strict: false \}.*$/, '');
+    const why = weightsMismatchReason(e);
     throw new Error(`${command}: the weights in ${join(ckpt.dir, 'model.safetensors')} do not fit the model that ${join(ckpt.dir, 'config.json')} describes `
       + `(was config.json edited, or were the files copied from different runs?): ${why}`, { cause: e });
   }

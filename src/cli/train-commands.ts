@@ -12,6 +12,7 @@ import { describe } from '../config/schema.js';
 import { runTraining } from '../train/run.js';
 import { resolveResume } from '../train/rundir.js';
 import { loadCheckpoint } from '../models/checkpoint.js';
+import { weightsMismatchReason } from './model-commands.js';
 
 export const TRAIN_HELP = `moe train --config FILE [--set section.key=value ...] [--out DIR] [--force]
 moe train --resume RUN [--set section.key=value ...] [--out NEW_DIR]
@@ -72,7 +73,8 @@ export async function trainCommand(args: ParsedArgs): Promise<number> {
   let out: string;
   if (resume) {
     const where = resolveResume(resume);
-    const saved = loadCheckpoint(where.checkpointDir).config as Record<string, unknown>;
+    // only its config is needed here; runTraining reads the whole checkpoint (optimizer state too) under the run's lock
+    const saved = loadCheckpoint(where.checkpointDir, { optimizer: false }).config as Record<string, unknown>;
     const raw = structuredClone(saved);
     applySets(raw, sets);
     config = validateRun(raw);
@@ -104,7 +106,7 @@ export async function trainCommand(args: ParsedArgs): Promise<number> {
   } catch (e) {
     // the library's mismatch message advises library callers ({ strict: false }); here the cause is a --set on resume
     if (!resume || !/^loadModelWeights: /.test((e as Error).message)) throw e;
-    const why = (e as Error).message.replace(/^loadModelWeights: /, '').replace(/; pass \{ strict: false \}.*$/, '');
+    const why = weightsMismatchReason(e);
     const modelSets = sets.filter((s) => s.startsWith('model.'));
     throw new Error(`train: the checkpoint of ${resume} does not fit the model ${modelSets.length > 0 ? `after --set ${modelSets.join(' --set ')}` : 'its config.json describes'} (${why}). `
       + 'A resumed run keeps the shape of its model: drop those --set options, or start a new run with --config and --out', { cause: e });

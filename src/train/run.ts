@@ -104,8 +104,6 @@ export interface RunResult extends TrainResult {
   stepsRun: number;
 }
 
-const TEXT_DATASETS = ['udhr', 'text', 'jsonl'];
-
 /** Byte splits of the configured text data: UDHR split per language, a file split in one piece. */
 export async function loadByteData(d: DataConfig): Promise<ByteSplits> {
   if (d.dataset === 'udhr') {
@@ -126,7 +124,8 @@ export async function loadByteData(d: DataConfig): Promise<ByteSplits> {
 
 /** The training task a model's kind calls for, over the configured data. */
 export async function makeTask(config: RunConfig, model: Module, kind: TaskKind): Promise<{ task: TrainTask & { batchesPerEpoch: number }; summary: string }> {
-  const isText = TEXT_DATASETS.includes(config.data.dataset);
+  // data.dataset is one of the schema's names: the image table's, or text (udhr, text, jsonl)
+  const isText = !isImageDataset(config.data.dataset);
   if ((kind === 'language-model') !== isText) {
     throw new Error(`config.data.dataset: '${config.data.dataset}' does not fit model ${config.model.type} (${kind}); ${kind === 'language-model' ? 'use udhr, text or jsonl' : 'use an image dataset'}`);
   }
