@@ -133,131 +133,61 @@ float dotScalar(const uint8_t* w, const BlockQ8* x, const float* dx, i64 nb) {
   return acc;
 }
 
-#ifdef MOE_QUANT_X86
-// The 32 weight values of block b as signed bytes: Q8_0 as stored, Q4_0 unpacked (low nibbles are
-// values 0..15, high nibbles 16..31) and shifted by -8.
-template <int T>
-__attribute__((target("avx2,fma"))) inline __m256i loadWeights(const uint8_t* w, i64 b, uint16_t* dw) {
-  if (T == kQ8_0) {
-    const uint8_t* p = w + b * 34;
-    std::memcpy(dw, p, 2);
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
-  }
-  const uint8_t* p = w + b * 18;
-  std::memcpy(dw, p, 2);
-  __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
-  __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-  __m256i q = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-  return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
-}
-
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// Signed x signed bytes through maddubs (unsigned x signed): |w| times y with w's sign moved onto y.
-// Activations never hold -128 (|q| <= 127 after rounding), so the sign move cannot overflow.
-template <int T>
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 blockAvx2(const uint8_t* w, const BlockQ8* x, const float* dx, i64 i,
-                                                                          const float* half, __m256 acc) {
-  uint16_t dw;
-  __m256i qw = loadWeights<T>(w, i, &dw);
-  __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-  __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
-  __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(half[dw] * dx[i]), acc);
-}
-
-template <int T>
-__attribute__((target("avx2,fma"))) float dotAvx2(const uint8_t* w, const BlockQ8* x, const float* dx, i64 nb) {
-  const float* half = halfTable().v;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  i64 b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    acc0 = blockAvx2<T>(w, x, dx, b, half, acc0);
-    acc1 = blockAvx2<T>(w, x, dx, b + 1, half, acc1);
-  }
-  if (b < nb) acc0 = blockAvx2<T>(w, x, dx, b, half, acc0);
-  return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-// Four weight rows against one activation row: each activation block is loaded once for four
-// rows, and four independent accumulator chains and memory streams keep the core busy.
-template <int T>
-__attribute__((target("avx2,fma"))) void dot4Avx2(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const float* dx, i64 nb, float* out) {
-  const float* half = halfTable().v;
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (i64 b = 0; b < nb; b++) {
-    for (int r = 0; r < 4; r++) acc[r] = blockAvx2<T>(w + r * rowBytes, x, dx, b, half, acc[r]);
-  }
-  for (int r = 0; r < 4; r++) out[r] = hsum(acc[r]);
-}
-
-// VNNI: vpdpbusd sums four u8 x s8 products straight into int32 lanes (no int16 stage).
-#define MOE_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
-template <int T>
-MOE_VNNI_TARGET __attribute__((always_inline)) inline __m256 blockVnni(const uint8_t* w, const BlockQ8* x, const float* dx, i64 i,
-                                                                      const float* half, __m256 acc) {
-  uint16_t dw;
-  __m256i qw = loadWeights<T>(w, i, &dw);
-  __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-  __m256i p32 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(half[dw] * dx[i]), acc);
-}
-
-template <int T>
-MOE_VNNI_TARGET float dotVnni(const uint8_t* w, const BlockQ8* x, const float* dx, i64 nb) {
-  const float* half = halfTable().v;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  i64 b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    acc0 = blockVnni<T>(w, x, dx, b, half, acc0);
-    acc1 = blockVnni<T>(w, x, dx, b + 1, half, acc1);
-  }
-  if (b < nb) acc0 = blockVnni<T>(w, x, dx, b, half, acc0);
-  return hsum(_mm256_add_ps(acc0, acc1));
-}
-template <int T>
-MOE_VNNI_TARGET void dot4Vnni(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const float* dx, i64 nb, float* out) {
-  const float* half = halfTable().v;
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (i64 b = 0; b < nb; b++) {
-    for (int r = 0; r < 4; r++) acc[r] = blockVnni<T>(w + r * rowBytes, x, dx, b, half, acc[r]);
-  }
-  for (int r = 0; r < 4; r++) out[r] = hsum(acc[r]);
-}
-#endif
-
 // Four outputs at once: rows w, w + rowBytes, ... against one activation row.
 using Dot4Fn = void (*)(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const float* dx, i64 nb, float* out);
+// Weight rows [o0, o1) against R activation rows (R = index + 1), out[r * ldo + o].
+using RowDotsFn = void (*)(const uint8_t* w, i64 rowBytes, i64 o0, i64 o1, const BlockQ8* x, const float* dx, i64 nb, float* out, i64 ldo);
+
+struct Kernels {
+  DotFn dot[2];
+  Dot4Fn dot4[2];       // null: one row at a time
+  RowDotsFn rows[2][4];  // null: the tiled loop
+};
+
+#ifdef MOE_QUANT_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#define MOE_QUANT_VNNI 0
+#include "quant_simd.inc"
+#undef MOE_QUANT_VNNI
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")
+namespace vnni {
+#define MOE_QUANT_VNNI 1
+#include "quant_simd.inc"
+#undef MOE_QUANT_VNNI
+}  // namespace vnni
+#pragma GCC pop_options
+#endif
 
 struct Simd {
   const char* name;
-  DotFn dot[2];
-  Dot4Fn dot4[2];  // null: one row at a time
+  const Kernels* k;
 };
 
 Simd pickSimd() {
-  Simd scalar{"scalar", {dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {nullptr, nullptr}};
+  static const Kernels scalarKernels = {{dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {nullptr, nullptr}, {{nullptr}, {nullptr}}};
+  Simd scalar{"scalar", &scalarKernels};
 #ifdef MOE_QUANT_X86
   __builtin_cpu_init();
-  const bool vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  Simd a2{"avx2", {dotAvx2<kQ8_0>, dotAvx2<kQ4_0>}, {dot4Avx2<kQ8_0>, dot4Avx2<kQ4_0>}};
-  Simd v{"avx512vnni", {dotVnni<kQ8_0>, dotVnni<kQ4_0>}, {dot4Vnni<kQ8_0>, dot4Vnni<kQ4_0>}};
+  const bool hasVnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+  const bool hasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  Simd a2{"avx2", &avx2::kernels};
+  Simd v{"avx512vnni", &vnni::kernels};
   const char* force = std::getenv("MOE_QUANT_SIMD");
   if (force && *force) {
     std::string f(force);
     // A forced variant the CPU lacks would crash with SIGILL: fall back to the best available.
     if (f == "scalar") return scalar;
-    if (f == "avx2" && avx2) return a2;
-    if (f == "avx512vnni" && vnni) return v;
+    if (f == "avx2" && hasAvx2) return a2;
+    if (f == "avx512vnni" && hasVnni) return v;
   }
-  if (vnni) return v;
-  if (avx2) return a2;
+  if (hasVnni) return v;
+  if (hasAvx2) return a2;
 #endif
   return scalar;
 }
@@ -296,8 +226,16 @@ struct Job {
   i64 rows, n, nb, rowBytes;
 };
 
-// Rows of W in tiles of 8, every activation row against a tile while it is hot in cache.
-void runRows(const Job& j, DotFn dot, Dot4Fn dot4, i64 lo, i64 hi) {
+// Weight rows [lo, hi) of one job. Up to 4 activation rows (decode, small batches): the few-row
+// kernel, which reads each weight row once, front to back. More: rows of W in tiles of 8, every
+// activation row against a tile while it is hot in cache. Both sum each output in the same order.
+void runRows(const Job& j, const Kernels& kn, int type, i64 lo, i64 hi) {
+  if (j.rows <= 4 && kn.rows[type][0]) {
+    kn.rows[type][j.rows - 1](j.w, j.rowBytes, lo, hi, j.xq, j.xd, j.nb, j.out, j.n);
+    return;
+  }
+  const DotFn dot = kn.dot[type];
+  const Dot4Fn dot4 = kn.dot4[type];
   constexpr i64 kTile = 8;
   for (i64 o0 = lo; o0 < hi; o0 += kTile) {
     const i64 o1 = std::min(hi, o0 + kTile);
@@ -345,9 +283,8 @@ Napi::Value QuantMatmul(const Napi::CallbackInfo& info) {
   std::vector<float> xd;
   quantizeActivations(args, x.data, t, k, xq, xd);
   Job job{xq.data(), xd.data(), w.data, out.data, t, n, nb, rowBytes};
-  DotFn dot = simd().dot[type];
-  Dot4Fn dot4 = simd().dot4[type];
-  parallelFor(n, std::max<i64>(1, 32768 / std::max<i64>(t * k, 1)), [&](i64 lo, i64 hi) { runRows(job, dot, dot4, lo, hi); });
+  const Kernels& kn = *simd().k;
+  parallelFor(n, std::max<i64>(1, 32768 / std::max<i64>(t * k, 1)), [&](i64 lo, i64 hi) { runRows(job, kn, type, lo, hi); });
   return info.Env().Undefined();
 }
 
@@ -383,14 +320,13 @@ Napi::Value QuantGroupedMatmul(const Napi::CallbackInfo& info) {
     if (rows > 0) jobs.push_back(Job{xq.data() + row * nb, xd.data() + row * nb, w.data + i * matBytes, out.data + row * n, rows, n, nb, rowBytes});
     row += rows;
   }
-  DotFn dot = simd().dot[type];
-  Dot4Fn dot4 = simd().dot4[type];
+  const Kernels& kn = *simd().k;
   const i64 total = static_cast<i64>(jobs.size()) * n;
   parallelFor(total, std::max<i64>(1, 32768 / std::max<i64>(k * std::max<i64>(1, t / static_cast<i64>(jobs.size())), 1)),
               [&](i64 lo, i64 hi) {
                 while (lo < hi) {
                   const i64 ji = lo / n, o = lo % n, end = std::min(hi, (ji + 1) * n);
-                  runRows(jobs[static_cast<size_t>(ji)], dot, dot4, o, o + (end - lo));
+                  runRows(jobs[static_cast<size_t>(ji)], kn, type, o, o + (end - lo));
                   lo = end;
                 }
               });
