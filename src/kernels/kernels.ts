@@ -108,6 +108,16 @@ export interface KernelImpls {
 
   /** Expert variant (ggml's mul_mat_id): x's rows in consecutive groups of groupSizes; group g uses W[g] of W [G, n, k]. */
   quantGroupedMatmul(x: F, w: Uint8Array, groupSizes: I, out: F, n: number, k: number, type: QuantType): void;
+
+  /**
+   * Attention of T new queries over a head-major KV cache, inference only. q [T, H, hd] (rotated),
+   * keys and values [G, maxLen, hd] (one layer of the cache, positions 0 .. P + T - 1 filled),
+   * out [T, H, hd]. Query t sits at position P + t and sees keys j <= P + t (and j > P + t - window
+   * when window > 0); query head h reads key head floor(h / (H / G)). Scores are scaled by scale,
+   * then softmax, then the probability-weighted sum of values.
+   */
+  cachedAttention(q: F, keys: F, values: F, out: F, T: number, H: number, G: number, hd: number, maxLen: number, P: number,
+    window: number, scale: number): void;
 }
 
 export type KernelName = keyof KernelImpls;
@@ -117,6 +127,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
   'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
   'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward', 'quantMatmul', 'quantGroupedMatmul',
+  'cachedAttention',
 ];
 
 export interface Backend {

@@ -3,7 +3,7 @@
 import { KVCache } from '../nn/kv-cache.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled } from '../tensor/autograd.js';
-import { add, matmul, mul, reshape, softmax, transpose } from '../ops/index.js';
+import { kernel } from '../kernels/registry.js';
 import { applyRotary } from '../nn/rope.js';
 import type { MoEDecoderConfig } from './moe-decoder-config.js';
 
@@ -40,24 +40,17 @@ export function rotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
 }
 
 /**
- * Attention of q [T, H, hd] over the cache's first L positions, one key head at a time on views of
- * the head-major cache (no copy of past keys or values). Inference only (called under noGrad).
+ * Attention of q [T, H, hd] (positions P .. P + T - 1, already written to the cache) over the
+ * cache's first P + T positions, every head in one kernel call on the head-major cache (no copy of
+ * past keys or values): [T, H, hd], written into out when given. Causal, and limited to the last
+ * `window` positions when window is not null. Inference only (called under noGrad).
  */
-export function cachedAttention(q: Tensor, cache: KVCache, layer: number, L: number, mask: Tensor | null, g: number): Tensor {
+export function cachedAttention(q: Tensor, cache: KVCache, layer: number, P: number, window: number | null, out?: Float32Array): Tensor {
   const [T, H, hd] = q.shape as [number, number, number];
-  const G = H / g;
-  const qg = transpose(q, [1, 0, 2]).data as Float32Array; // [H, T, hd] = [G, g*T, hd]
-  const out = new Float32Array(H * T * hd);
-  const rows = g * T;
-  for (let h = 0; h < G; h++) {
-    const qh = new Tensor(qg.subarray(h * rows * hd, (h + 1) * rows * hd), [rows, hd]);
-    const kh = new Tensor(cache.headKeys(layer, h, L), [L, hd]);
-    const vh = new Tensor(cache.headValues(layer, h, L), [L, hd]);
-    let s = mul(matmul(qh, kh, { transB: true }), 1 / Math.sqrt(hd)); // [g*T, L]
-    if (mask) s = reshape(add(reshape(s, [g, T, L]), mask), [rows, L]);
-    out.set(matmul(softmax(s, -1), vh).data, h * rows * hd); // [g*T, hd]
-  }
-  return new Tensor(out, [H, T, hd]);
+  const o = out ?? new Float32Array(T * H * hd);
+  kernel('cachedAttention')(q.data as Float32Array, cache.keys(layer), cache.values(layer), o, T, H, cache.numKVHeads, hd, cache.maxLen, P,
+    window ?? 0, 1 / Math.sqrt(hd));
+  return new Tensor(o, [T, H, hd]);
 }
 
 /** cos and sin [T, 1, hd] for positions P .. P + T - 1 (rotate-half layout, angles in float64). */

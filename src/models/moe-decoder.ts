@@ -175,23 +175,21 @@ export class DecoderAttention extends Module {
     const qd = q.data as Float32Array;
     const row = G * hd;
     const out = new Float32Array(N * H * hd); // [N, H*hd]
-    for (const { start, T, cache, mask } of segs) {
+    for (const { start, T, cache } of segs) {
       if (T === 0) continue;
       cache.write(layer, kd.subarray(start * row, (start + T) * row), vd.subarray(start * row, (start + T) * row), T);
       const qs = new Tensor(qd.subarray(start * H * hd, (start + T) * H * hd), [T, H, hd]);
-      const heads = cachedAttention(qs, cache, layer, cache.length + T, mask, H / G); // [H, T, hd]
-      out.set(transpose(heads, [1, 0, 2]).data as Float32Array, start * H * hd);
+      cachedAttention(qs, cache, layer, cache.length, this.c.slidingWindow, out.subarray(start * H * hd, (start + T) * H * hd));
     }
     return linear(new Tensor(out, [N, H * hd]), this.o);
   }
 }
 
-/** One sequence's rows in a batched forward: rows start .. start + T - 1, its cache, its additive mask [T, P + T] or null. */
+/** One sequence's rows in a batched forward: rows start .. start + T - 1 and its cache. */
 export interface Segment {
   start: number;
   T: number;
   cache: KVCache;
-  mask: Tensor | null;
 }
 
 export class DecoderLayer extends Module {
@@ -356,7 +354,7 @@ export class MoEDecoder extends Module {
       const [cs, sn] = rotaryTables(c, P, T);
       cosD.set(cs.data as Float32Array, start * hd);
       sinD.set(sn.data as Float32Array, start * hd);
-      segs.push({ start, T, cache, mask: attentionMask(T, P, c.slidingWindow) });
+      segs.push({ start, T, cache });
       start += T;
     }
     const cos = new Tensor(cosD, [N, 1, hd]);

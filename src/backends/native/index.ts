@@ -52,6 +52,8 @@ interface Addon {
   quantGroupedMatmul(x: F32, w: Uint8Array, groupSizes: I32, out: F32, n: number, k: number, type: number): void;
   /** Which block-dot code the CPU got: 'avx512vnni', 'avx2' or 'scalar' (MOE_QUANT_SIMD forces one). */
   quantSimd(): string;
+  cachedAttention(q: F32, keys: F32, values: F32, out: F32, T: number, H: number, G: number, hd: number, maxLen: number, P: number,
+    window: number, scale: number): void;
 }
 
 // Op codes shared with the C++ enums (elementwise.cc, reduce.cc); Records so a new op is a type error here.
@@ -194,6 +196,10 @@ function makeKernels(n: Addon): KernelImpls {
     quantMatmul: (x, w, out, t, nn, k, type) => n.quantMatmul(f32('quantMatmul', x), w, f32('quantMatmul', out), t, nn, k, QUANT_CODE[type]),
     quantGroupedMatmul: (x, w, groupSizes, out, nn, k, type) =>
       n.quantGroupedMatmul(f32('quantGroupedMatmul', x), w, groupSizes, f32('quantGroupedMatmul', out), nn, k, QUANT_CODE[type]),
+    cachedAttention: (q, keys, values, out, T, H, G, hd, maxLen, P, window, scale) => {
+      const k = 'cachedAttention';
+      n.cachedAttention(f32(k, q), f32(k, keys), f32(k, values), f32(k, out), T, H, G, hd, maxLen, P, window, scale);
+    },
   };
 }
 

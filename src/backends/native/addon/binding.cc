@@ -15,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   moe::registerPeak(env, exports);
   moe::registerBandwidth(env, exports);
   moe::registerQuant(env, exports);
+  moe::registerAttention(env, exports);
   return exports;
 }
 

@@ -21,7 +21,8 @@
         "norm.cc",
         "loss.cc",
         "peak.cc",
-        "quant.cc"
+        "quant.cc",
+        "attention.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"
