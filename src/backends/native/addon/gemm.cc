@@ -37,6 +37,7 @@ void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 ld
     return;
   }
 #ifdef MOE_HAVE_OPENBLAS
+  parkPool();  // OpenBLAS runs its own threads: ours must not spin on their cores meanwhile
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, c,
               static_cast<int>(ldc));

@@ -1,5 +1,6 @@
 // A small persistent thread pool: parallelFor splits [0, n) into one contiguous chunk per thread.
-// Workers spin briefly after each job (elementwise kernels arrive in quick succession), then sleep.
+// Workers spin for 2 ms after each job (kernels arrive in quick succession), then sleep; parkPool
+// sends them to sleep at once.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,9 @@ void setPoolThreads(int threads);
 
 /** Runs fn over [0, n) split into chunks no smaller than minChunk; serial when n is small. */
 void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx);
+
+/** Sends spinning workers to sleep now (before a call into another library's thread pool). */
+void parkPool();
 
 template <typename F>
 inline void parallelFor(int64_t n, int64_t minChunk, F&& f) {
