@@ -135,14 +135,11 @@ describe('edge cases of routing', () => {
     for (const [l, layer] of b.layers.entries()) {
       const moe = a.layers[l]!.moe!;
       const mlp = layer.mlp!;
-      // stacked [1, in, out] -> HF [out, in]
-      for (let i = 0; i < d; i++) {
-        for (let j = 0; j < h; j++) {
-          mlp.gate.data[j * d + i] = moe.w1.data[i * h + j]!;
-          mlp.up.data[j * d + i] = moe.w3.data[i * h + j]!;
-          mlp.down.data[i * h + j] = moe.w2.data[j * d + i]!;
-        }
-      }
+      // stacked [1, out, in] = HF [out, in]
+      assert.deepEqual([moe.w1.shape, moe.w3.shape, moe.w2.shape], [[1, h, d], [1, h, d], [1, d, h]]);
+      mlp.gate.data.set(moe.w1.data);
+      mlp.up.data.set(moe.w3.data);
+      mlp.down.data.set(moe.w2.data);
     }
     const ids = Int32Array.from([3, 1, 4, 1, 5, 9]);
     assert.ok(maxDiff(noGrad(() => a.forward(ids)).data, noGrad(() => b.forward(ids)).data) < 1e-5);

@@ -4,8 +4,9 @@ import { Tensor } from '../tensor/tensor.js';
 import { add, embedding, groupedMatmul, matmul, reshape } from '../ops/index.js';
 import { QuantWeight, quantMatmul, quantGroupedMatmul } from '../infer/quant/index.js';
 import { QK, dequantizeRow, quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
+import { adviseHugePages } from '../backends/native/index.js';
 
-/** A model matrix: float32 (trainable parameter, [out, in]; experts [E, in, out]) or quantised blocks ([out, in]; experts [E, out, in]). */
+/** A model matrix: float32 (trainable parameter) or quantised blocks, in the HF layout either way: [out, in]; experts [E, out, in]. */
 export type Weight = Tensor | QuantWeight;
 
 /** The dtypes a decoder can be loaded in. f16/bf16 are rounded and then held as float32 (no f16 kernel exists). */
@@ -33,12 +34,14 @@ export function linear(x: Tensor, w: Weight, b: Tensor | null = null): Tensor {
 }
 
 /**
- * Every expert product: rows grouped by expert (groupSizes [E]) times w, float32 stacked [E, in, out]
- * or quantised [E, out, in]. Both skip experts with no rows, so a decode step reads only the chosen
- * experts' weights.
+ * Every expert product: rows grouped by expert (groupSizes [E]) times w stacked [E, out, in] (each
+ * expert's HF matrix as is), float32 or quantised. Both skip experts with no rows, so a decode step
+ * reads only the chosen experts' weights, each a row at a time front to back. (Float32 stacks were
+ * [E, in, out] until the decode kernels were tuned: the HF layout loads with a copy instead of a
+ * transpose and streams better at decode.)
  */
 export function expertLinear(x: Tensor, w: Weight, groupSizes: Int32Array): Tensor {
-  return w instanceof QuantWeight ? quantGroupedMatmul(x, w, groupSizes) : groupedMatmul(x, w, groupSizes);
+  return w instanceof QuantWeight ? quantGroupedMatmul(x, w, groupSizes) : groupedMatmul(x, w, groupSizes, { transW: true });
 }
 
 /** Rows of the embedding table for ids [T] -> [T, d]; a quantised table is dequantised row by row (exact). */
@@ -58,16 +61,20 @@ export function embedRows(table: Weight, ids: Int32Array): Tensor {
 /**
  * A matrix of a module: quantised (zeroed blocks, filled in place by fromHF) when quant is set and
  * the input axis is a whole number of 32-value blocks; otherwise a float32 parameter registered
- * through reg. `outIn` is the HF [out, in] shape; experts > 0 stacks that many (float32 stacks are
- * [E, in, out], the grouped GEMM's layout; quantised ones [E, out, in], quantGroupedMatmul's).
+ * through reg. `outIn` is the HF [out, in] shape; experts > 0 stacks that many as [E, out, in].
  */
 export function newMatrix(reg: (name: string, t: Tensor) => Tensor, name: string, outIn: [number, number], quant: QuantType | null, experts = 0): Weight {
   const [out, inn] = outIn;
+  const shape = experts > 0 ? [experts, out, inn] : [out, inn];
+  // Huge pages for the big matrices, advised while their fresh (zero) pages are still untouched.
   if (quant && inn % QK === 0) {
-    const shape = experts > 0 ? [experts, out, inn] : [out, inn];
-    return new QuantWeight(quant, shape, new Uint8Array(quantizedBytes(quant, shape.reduce((a, b) => a * b, 1))));
+    const data = new Uint8Array(quantizedBytes(quant, shape.reduce((a, b) => a * b, 1)));
+    adviseHugePages(data);
+    return new QuantWeight(quant, shape, data);
   }
-  return reg(name, Tensor.empty(experts > 0 ? [experts, inn, out] : [out, inn]));
+  const t = Tensor.empty(shape);
+  adviseHugePages(t.data);
+  return reg(name, t);
 }
 
 /** Bytes a weight occupies (what a product over all of it reads). */

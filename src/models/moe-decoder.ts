@@ -50,9 +50,9 @@ export class DenseMLP extends Module {
 /** Routed SwiGLU experts with stacked weights, plus Qwen2's optional gated shared expert. */
 export class SparseMoeBlock extends Module {
   readonly router: Router & Module & { weight: Tensor };
-  readonly w1: Weight; // [E, d, h] gate (SiLU) branch (quantised: [E, h, d])
-  readonly w3: Weight; // [E, d, h] linear branch (quantised: [E, h, d])
-  readonly w2: Weight; // [E, h, d] output (quantised: [E, d, h])
+  readonly w1: Weight; // [E, h, d] gate (SiLU) branch
+  readonly w3: Weight; // [E, h, d] linear branch
+  readonly w2: Weight; // [E, d, h] output
   readonly shared: DenseMLP | null;
   readonly sharedGate: Tensor | null; // [1, d]
   readonly numExperts: number;
