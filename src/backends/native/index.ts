@@ -48,6 +48,7 @@ interface Addon {
   setThreads(n: number): void;
   measurePeakGflops(seconds: number, threads: number): number;
   measureReadBandwidth(bytes: number, passes: number): ReadBandwidth;
+  adviseHugePages(a: ArrayBufferView): number;
   quantMatmul(x: F32, w: Uint8Array, out: F32, t: number, n: number, k: number, type: number): void;
   quantGroupedMatmul(x: F32, w: Uint8Array, groupSizes: I32, out: F32, n: number, k: number, type: number): void;
   /** Which block-dot code the CPU got: 'avx512vnni', 'avx2' or 'scalar' (MOE_QUANT_SIMD forces one). */
@@ -282,6 +283,19 @@ export function measureReadBandwidth(bytes = 2 ** 30, passes = 5): ReadBandwidth
   if (!n) throw new Error(`native backend: ${addonError}`);
   if (typeof n.measureReadBandwidth !== 'function') throw new Error('native backend: the addon predates measureReadBandwidth; run npm run build:native');
   return n.measureReadBandwidth(bytes, passes);
+}
+
+/**
+ * Asks the OS to back the whole 2 MiB pages of a large buffer with transparent huge pages (Linux
+ * THP in madvise mode), before its pages are first written: weights streamed at decode then cost
+ * one TLB entry per 2 MiB instead of per 4 KiB. Returns the bytes advised; 0 without the addon,
+ * off Linux, for buffers under 4 MiB, or when MOE_HUGE_PAGES=0 (the opt-out, and the A/B switch of
+ * the benchmark).
+ */
+export function adviseHugePages(a: ArrayBufferView): number {
+  const n = loadAddon();
+  if (!n || typeof n.adviseHugePages !== 'function' || a.byteLength < 2 ** 22 || process.env['MOE_HUGE_PAGES'] === '0') return 0;
+  return n.adviseHugePages(a);
 }
 
 /** The portable SGEMM of the addon, for tests and benchmarks of OpenBLAS-less builds; null without the addon. */

