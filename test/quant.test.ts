@@ -261,9 +261,10 @@ test('every native block-dot variant this CPU has matches the js reference bit f
   for (const simd of ['scalar', 'avx2', 'avx512vnni']) {
     const r = spawnSync(process.execPath, [script], { env: { ...process.env, MOE_QUANT_SIMD: simd }, encoding: 'utf8', timeout: 60_000 });
     assert.equal(r.status, 0, `MOE_QUANT_SIMD=${simd}: ${r.stderr}`);
-    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { simd: string; exact: boolean; scalarBitExactOnRandom: boolean | null };
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { simd: string; exact: boolean; quantiserSame: boolean; scalarBitExactOnRandom: boolean | null };
     // A variant the CPU lacks falls back to the best one it has.
     assert.ok(out.exact, `${out.simd} (asked ${simd}) differs from js on exact data`);
+    assert.ok(out.quantiserSame, `${out.simd} (asked ${simd}) quantises random activations (ties included) differently from js`);
     if (out.simd === 'scalar') assert.equal(out.scalarBitExactOnRandom, true, 'the scalar path follows the js order exactly');
   }
 });

@@ -139,6 +139,7 @@ using Dot4Fn = void (*)(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const 
 using RowDotsFn = void (*)(const uint8_t* w, i64 rowBytes, i64 o0, i64 o1, const BlockQ8* x, const float* dx, i64 nb, float* out, i64 ldo);
 
 struct Kernels {
+  bool (*quantizeRow)(const float* x, BlockQ8* y, float* ds, i64 nb);  // activations to Q8_0
   DotFn dot[2];
   Dot4Fn dot4[2];       // null: one row at a time
   RowDotsFn rows[2][4];  // null: the tiled loop
@@ -170,7 +171,7 @@ struct Simd {
 };
 
 Simd pickSimd() {
-  static const Kernels scalarKernels = {{dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {nullptr, nullptr}, {{nullptr}, {nullptr}}};
+  static const Kernels scalarKernels = {quantizeRowQ8, {dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {nullptr, nullptr}, {{nullptr}, {nullptr}}};
   Simd scalar{"scalar", &scalarKernels};
 #ifdef MOE_QUANT_X86
   __builtin_cpu_init();
@@ -257,9 +258,10 @@ void quantizeActivations(const Args& args, const float* x, i64 t, i64 k, std::ve
   BlockQ8* q = xq.data();
   float* d = xd.data();
   std::atomic<i64> badRow{-1};
+  const auto quantizeRow = simd().k->quantizeRow;
   parallelFor(t, std::max<i64>(1, 65536 / std::max<i64>(k, 1)), [&](i64 lo, i64 hi) {
     for (i64 r = lo; r < hi; r++) {
-      if (!quantizeRowQ8(x + r * k, q + r * nb, d + r * nb, nb)) badRow.store(r);
+      if (!quantizeRow(x + r * k, q + r * nb, d + r * nb, nb)) badRow.store(r);
     }
   });
   if (badRow.load() >= 0) args.fail("x row " + std::to_string(badRow.load()) + " holds a non-finite value, which cannot be quantised");
