@@ -8,11 +8,9 @@ import { MoELayer } from '../moe/layer.js';
 import type { MultiHeadAttention } from '../nn/attention.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
-import { add, matmul, mul, narrow, reshape, softmax, transpose } from '../ops/index.js';
+import { add, matmul, narrow, reshape, transpose } from '../ops/index.js';
+import { kernel } from '../kernels/registry.js';
 import { BYTE_VOCAB_SIZE } from '../data/text.js';
-
-// the same additive mask value as MultiHeadAttention, so masked weights underflow to exactly 0
-const MASKED = -1e9;
 
 /** Keys (after rotary) and values of past positions, per block [H, maxLen, hd], allocated once. */
 export class ByteLMCache {
@@ -71,9 +69,8 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
   return noGrad(() => {
     let x = model.tokenEmbedding.forward(new Tensor(ids, [1, T])); // [1, T, d]
     if (model.positionEmbedding) x = add(x, narrow(model.positionEmbedding, 0, P, T));
-    const mask = causalMask(P, T);
     model.blocks.forEach((block, l) => {
-      x = add(x, cachedAttention(block.attn, block.norm1.forward(x), cache, l, P, T, mask));
+      x = add(x, cachedAttention(block.attn, block.norm1.forward(x), cache, l, P, T));
       const h = block.norm2.forward(x);
       const f = block.ffn instanceof MoELayer ? block.ffn.forward(h, { tokenIds: ids }).y : block.ffn.forward(h);
       x = add(x, f);
@@ -85,19 +82,9 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
   });
 }
 
-/** [T, P + T]: new token t sits at position P + t and sees keys j <= P + t; null for one token (it sees all). */
-function causalMask(P: number, T: number): Tensor | null {
-  if (T === 1) return null;
-  const L = P + T;
-  const m = new Float32Array(T * L);
-  for (let t = 0; t < T; t++) for (let j = P + t + 1; j < L; j++) m[t * L + j] = MASKED;
-  return new Tensor(m, [T, L]);
-}
-
-/** Causal self-attention of T new rows h [1, T, d] over the cached P rows and themselves (mask: causalMask(P, T), shared by the blocks). */
-function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache, layer: number, P: number, T: number, mask: Tensor | null): Tensor {
+/** Causal self-attention of T new rows h [1, T, d] over the cached P rows and themselves, through the cachedAttention kernel. */
+function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache, layer: number, P: number, T: number): Tensor {
   const { d, heads: H, headDim: hd } = attn;
-  const L = P + T;
   const split = transpose(reshape(attn.qkv.forward(h), [T, 3, H, hd]), [1, 2, 0, 3]); // [3, H, T, hd]
   const part = (i: number): Tensor => reshape(narrow(split, 0, i, 1), [H, T, hd]);
   let q = part(0);
@@ -107,23 +94,19 @@ function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache
     q = attn.rotary.forward(q, P);
     k = attn.rotary.forward(k, P);
   }
-  // store the new rows, then read all L rows back as [H, L, hd]
+  // store the new rows; attention then reads the cache in place (no copy of the L cached rows)
   const K = cache.keys[layer]!;
   const V = cache.values[layer]!;
-  const kd = k.data as Float32Array;
-  const vd = v.data as Float32Array;
-  const rowsK = new Float32Array(H * L * hd);
-  const rowsV = new Float32Array(H * L * hd);
+  const kd = k.data;
+  const vd = v.data;
   const stride = cache.maxLen * hd;
   for (let hh = 0; hh < H; hh++) {
     K.set(kd.subarray(hh * T * hd, (hh + 1) * T * hd), hh * stride + P * hd);
     V.set(vd.subarray(hh * T * hd, (hh + 1) * T * hd), hh * stride + P * hd);
-    rowsK.set(K.subarray(hh * stride, hh * stride + L * hd), hh * L * hd);
-    rowsV.set(V.subarray(hh * stride, hh * stride + L * hd), hh * L * hd);
   }
-  let scores = mul(matmul(q, new Tensor(rowsK, [H, L, hd]), { transB: true }), 1 / Math.sqrt(hd)); // [H, T, L]
-  if (mask) scores = add(scores, mask);
-  const heads = matmul(softmax(scores, -1), new Tensor(rowsV, [H, L, hd])); // [H, T, hd]
-  const merged = reshape(transpose(heads, [1, 0, 2]), [1, T, d]);
-  return attn.proj.forward(merged);
+  const qt = transpose(q, [1, 0, 2]); // [T, H, hd]
+  const out = new Float32Array(T * H * hd);
+  const qd = qt.data instanceof Float32Array ? qt.data : Float32Array.from(qt.data); // a float64 model (js backend) attends in float32, as its cache holds
+  kernel('cachedAttention')(qd, K, V, out, T, H, H, hd, cache.maxLen, P, 0, 1 / Math.sqrt(hd));
+  return attn.proj.forward(new Tensor(out, [1, T, d]));
 }
