@@ -190,8 +190,11 @@ test('training is possible: the graph reaches every parameter with finite gradie
   const model = memoryModel(presetConfig('qwen2_moe', 'tiny'));
   const ids = Int32Array.from([256, 5, 6, 7, 8, 9]);
   const logits = model.forward(ids.subarray(0, 5));
-  // the recorded path (ops) and the inference path (fused rotary loop) agree
-  assert.ok(maxDiff(logits.data, noGrad(() => model.forward(ids.subarray(0, 5))).data) < 1e-6);
+  // the recorded path (ops, separate q/k/v products) and the inference path (fused rotary loop, one
+  // qkv product) agree to float32 rounding: the fused product's GEMM blocks its sums differently
+  const scale = Math.max(1, ...Array.from(logits.data, Math.abs));
+  const d = maxDiff(logits.data, noGrad(() => model.forward(ids.subarray(0, 5))).data);
+  assert.ok(d < 2e-6 * scale, `recorded and inference paths differ by ${d} (logits up to ${scale})`);
   const loss = crossEntropy(logits, ids.subarray(1));
   loss.backward();
   for (const [name, p] of model.namedParameters()) {

@@ -17,7 +17,8 @@ import { permute, unpermute } from '../moe/permute/permute.js';
 import type { HFConfig } from '../formats/hf/config.js';
 import { isSparseLayer, validateMoEDecoderConfig, type MoEDecoderConfig } from './moe-decoder-config.js';
 import { embedRows, expertLinear, linear, newMatrix, type Weight } from './moe-decoder-weights.js';
-import type { QuantType } from '../tensor/quant-blocks.js';
+import { quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
+import { QuantWeight } from '../infer/quant/index.js';
 import { attentionMask, cachedAttention, rotary, rotaryTables } from './moe-decoder-attention.js';
 
 export * from './moe-decoder-config.js';
@@ -93,9 +94,11 @@ export class SparseMoeBlock extends Module {
 
 /** Causal self-attention with GQA, optional qkv bias and QK-norm, rotary positions, KV cache. */
 export class DecoderAttention extends Module {
-  readonly q: Weight; // [H*hd, d]
-  readonly k: Weight; // [G*hd, d]
-  readonly v: Weight; // [G*hd, d]
+  readonly q: Weight; // [H*hd, d], rows 0 .. H*hd of qkv
+  readonly k: Weight; // [G*hd, d], the next G*hd rows
+  readonly v: Weight; // [G*hd, d], the last G*hd rows
+  /** q, k and v stacked (the parameters above are views of it); not a parameter itself. */
+  readonly qkv: Weight; // [(H + 2G) hd, d]
   readonly o: Weight; // [d, H*hd]
   readonly qBias: Tensor | null;
   readonly kBias: Tensor | null;
@@ -107,9 +110,21 @@ export class DecoderAttention extends Module {
     super();
     const { hiddenSize: d, numHeads: H, numKVHeads: G, headDim: hd } = c;
     const reg = (n: string, t: Tensor): Tensor => this.param(n, t);
-    this.q = newMatrix(reg, 'q', [H * hd, d], quant);
-    this.k = newMatrix(reg, 'k', [G * hd, d], quant);
-    this.v = newMatrix(reg, 'v', [G * hd, d], quant);
+    // q, k and v are row blocks of one [(H + 2G) hd, d] matrix (views, no copies): inference
+    // projects them in one product, one activation quantisation and one pool hand-off instead of
+    // three (1b Q8_0: 3 x 1.1 MB calls took 280-305 us per layer, one 3.3 MB call 220-240 us).
+    this.qkv = newMatrix((_n, t) => t, 'qkv', [(H + 2 * G) * hd, d], quant);
+    const rows = (name: string, r0: number, r1: number): Weight => {
+      const w = this.qkv;
+      if (w instanceof QuantWeight) {
+        const rowBytes = quantizedBytes(w.type, d);
+        return new QuantWeight(w.type, [r1 - r0, d], w.data.subarray(r0 * rowBytes, r1 * rowBytes));
+      }
+      return this.param(name, new Tensor((w.data as Float32Array).subarray(r0 * d, r1 * d), [r1 - r0, d]));
+    };
+    this.q = rows('q', 0, H * hd);
+    this.k = rows('k', H * hd, (H + G) * hd);
+    this.v = rows('v', (H + G) * hd, (H + 2 * G) * hd);
     this.o = newMatrix(reg, 'o', [d, H * hd], quant);
     this.qBias = c.qkvBias ? this.param('qBias', zeros([H * hd])) : null;
     this.kBias = c.qkvBias ? this.param('kBias', zeros([G * hd])) : null;
@@ -150,9 +165,18 @@ export class DecoderAttention extends Module {
   private project(x: Tensor, cos: Tensor, sin: Tensor): [Tensor, Tensor, Tensor] {
     const { numHeads: H, numKVHeads: G, headDim: hd } = this.c;
     const N = x.shape[0]!;
-    let q = linear(x, this.q, this.qBias); // [N, H*hd]
-    let k = linear(x, this.k, this.kBias); // [N, G*hd]
-    const v = linear(x, this.v, this.vBias); // [N, G*hd]
+    let q: Tensor, k: Tensor, v: Tensor;
+    if (isGradEnabled()) {
+      // the graph must reach the q, k, v parameters themselves
+      q = linear(x, this.q, this.qBias); // [N, H*hd]
+      k = linear(x, this.k, this.kBias); // [N, G*hd]
+      v = linear(x, this.v, this.vBias); // [N, G*hd]
+    } else {
+      [q, k, v] = splitColumns(linear(x, this.qkv), [H * hd, G * hd, G * hd]);
+      if (this.qBias) q = add(q, this.qBias);
+      if (this.kBias) k = add(k, this.kBias);
+      if (this.vBias) v = add(v, this.vBias);
+    }
     if (this.c.qkNorm === 'full') {
       q = this.qNorm!.forward(q);
       k = this.kNorm!.forward(k);
@@ -183,6 +207,22 @@ export class DecoderAttention extends Module {
     }
     return linear(new Tensor(out, [N, H * hd]), this.o);
   }
+}
+
+/** y [N, sum(widths)] -> one [N, w] tensor per width, column blocks in order (views when N = 1). */
+function splitColumns(y: Tensor, widths: readonly number[]): Tensor[] {
+  const N = y.shape[0]!;
+  const W = y.shape[1]!;
+  const data = y.data as Float32Array;
+  let c0 = 0;
+  return widths.map((w) => {
+    const at = c0;
+    c0 += w;
+    if (N === 1) return new Tensor(data.subarray(at, at + w), [1, w]);
+    const out = new Float32Array(N * w);
+    for (let r = 0; r < N; r++) out.set(data.subarray(r * W + at, r * W + at + w), r * w);
+    return new Tensor(out, [N, w]);
+  });
 }
 
 /** One sequence's rows in a batched forward: rows start .. start + T - 1 and its cache. */
