@@ -13,6 +13,7 @@ import { createCommand, CREATE_HELP } from './create-command.js';
 import { convertCommand, CONVERT_HELP } from './convert-command.js';
 import { trainCommand, evalCommand, inspectCommand, trainHelp, plotCommand, PLOT_HELP } from './train-commands.js';
 import { generateCommand, benchDecodeCommand, GENERATE_HELP, BENCH_DECODE_HELP } from './generate-command.js';
+import { benchCostModelCommand, BENCH_COST_MODEL_HELP } from './cost-model-command.js';
 import { EVAL_HELP, INSPECT_HELP } from './model-commands.js';
 import { serveCommand, SERVE_HELP } from './serve-command.js';
 
@@ -62,6 +63,7 @@ warm-up run. The js backend runs every size by default (about a minute); --js-si
 GB/s of add, broadcast add, mul, exp, gelu, sum, softmax and layer norm on 4M float32 values,
 against a plain memory copy measured in the same run.`,
   decode: BENCH_DECODE_HELP,
+  'cost-model': BENCH_COST_MODEL_HELP,
   'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128]
 
 The MoE layer at d=512, d_ff=2048, top-2 softmax, GELU experts, float32, T=4096 tokens: forward and
@@ -125,6 +127,9 @@ function infoCommand(args: ParsedArgs): number {
     const capped = info.threadsFrom === 'MOE_NATIVE_THREADS' && info.blasThreads < info.threads ? `; fewer than asked: this OpenBLAS build caps threads (${/MAX_THREADS=\d+/.exec(info.blasConfig)?.[0] ?? 'MAX_THREADS'})` : '';
     console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads${capped})` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
     console.log(`BLAS: ${info.blasConfig}`);
+    console.log(`GEMM library: ${info.gemm} (${info.gemmForced ? 'forced by MOE_GEMM' : 'per shape class; MOE_GEMM=onednn|openblas|fallback forces one'})`);
+    const d = info.onednn;
+    console.log(d ? `oneDNN ${d.version}: ${d.isa} kernels (${d.impl}), ${d.threading} threads: ${d.threads}${d.failures > 0 ? `; ${d.failures} calls failed over to another library: ${d.lastError}` : ''}` : 'oneDNN: not linked (libdnnl-dev not found at build, or MOE_NO_DNNL=1)');
     console.log(`vector ISA: ${info.simd}`);
   } else {
     console.log(`native: not loaded (${backendLoadError('native') ?? 'unknown reason'})`);
@@ -162,6 +167,7 @@ async function main(argv: string[]): Promise<number> {
       }
       if (help) { console.log(BENCH_HELP[sub]); return 0; }
       if (sub === 'decode') return benchDecodeCommand(args);
+      if (sub === 'cost-model') return benchCostModelCommand(args);
       const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'] };
       rejectUnknown(args, known[sub]!, `bench ${sub}`);
       warnSlowPath();

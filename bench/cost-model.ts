@@ -1,0 +1,198 @@
+// `moe bench cost-model`: the seed's inference cost model, time per step = bytes loaded / bandwidth
+// + FLOPs / throughput, fitted to decode steps measured on this machine at several batch sizes, with
+// the error of the fit at every point.
+//
+// A decode step of B sequences reads the non-expert weights once, each expert that at least one of
+// the B tokens chose (once, however many chose it: tokens routed to the same expert share its
+// grouped GEMM), the LM head, and each sequence's KV cache. Its FLOPs grow with B. Batch 1 is
+// memory-bound; larger batches read few more bytes (experts overlap) for B times the FLOPs, which
+// is the MoE-specific gain of batching the fit makes visible.
+
+import { Rng } from '../src/index.js';
+import type { MoEDecoder } from '../src/models/moe-decoder.js';
+import type { KVCache } from '../src/nn/kv-cache.js';
+import { activeBytesPerToken, floorBandwidthGBs, measureBandwidth } from './decode.js';
+
+export interface CostPoint {
+  batch: number;
+  /** Median over the measured steps. */
+  stepMs: number;
+  /** Mean over the measured steps: weights (distinct experts per layer) + KV cache read. */
+  bytesPerStep: number;
+  flopsPerStep: number;
+  /** Mean distinct experts per MoE layer per step (k at batch 1). */
+  distinctExperts: number;
+  predictedMs: number;
+  /** (predicted - measured) / measured. */
+  relError: number;
+  tokensPerSec: number;
+}
+
+export interface CostModelReport {
+  points: CostPoint[];
+  /** Fitted: bytes / bandwidthGBs + flops / throughputGflops (ms from GB/s and GFLOP/s). */
+  fit: { bandwidthGBs: number; throughputGflops: number; maxAbsRelError: number; meanAbsRelError: number };
+  /** The bandwidth probe of the same run, for comparison with the fitted bandwidth. */
+  measuredBandwidthGBs: number;
+  promptTokens: number;
+  steps: number;
+}
+
+export interface CostModelOptions {
+  batches?: number[];
+  promptTokens?: number;
+  steps?: number;
+  seed?: number;
+  log?: (line: string) => void;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** Bytes and FLOPs of one decode step from the routing it used (distinct experts per layer) and the context lengths. */
+function stepCost(model: MoEDecoder, distinct: number[], contexts: number[]): { bytes: number; flops: number } {
+  const c = model.config;
+  const a = activeBytesPerToken(model);
+  // a.experts counts k experts per MoE layer; one expert of one layer (w1, w2, w3) costs:
+  const moeLayers = model.layers.filter((l) => l.moe).length;
+  const perExpert = moeLayers > 0 ? a.experts / (c.topK * moeLayers) : 0;
+  const kvRow = 2 * c.numKVHeads * c.headDim * 4 * c.numLayers; // K and V, float32, every layer
+  let bytes = a.nonExpert + a.lmHead + a.embeddingRow * contexts.length;
+  for (const n of distinct) bytes += n * perExpert;
+  for (const L of contexts) bytes += L * kvRow;
+  // FLOPs: 2 per weight used per token (dense weights and the k experts each token runs), plus
+  // attention's q.K and p.V over each context, for every token of the batch.
+  let dense = 0;
+  let expertParams = 0;
+  for (const [name, w] of model.namedWeights()) {
+    const n = w.shape.reduce((x, y) => x * y, 1);
+    if (/\.moe\.w[123]$/.test(name)) expertParams += n / c.numExperts;
+    else if (name !== 'embed' || !model.lmHead) dense += n;
+  }
+  const perToken = 2 * (dense + c.topK * expertParams * (moeLayers > 0 ? 1 : 0));
+  let flops = perToken * contexts.length;
+  for (const L of contexts) flops += 4 * L * c.numHeads * c.headDim * c.numLayers;
+  return { bytes, flops };
+}
+
+/** Least squares of t = x1 * bytes + x2 * flops over the points (no intercept), both coefficients >= 0. */
+export function fitCostModel(points: Array<{ bytes: number; flops: number; ms: number }>): { msPerByte: number; msPerFlop: number } {
+  // Scale the columns so the 2x2 normal equations are well conditioned.
+  const sb = Math.max(...points.map((p) => p.bytes)) || 1;
+  const sf = Math.max(...points.map((p) => p.flops)) || 1;
+  let aa = 0, ab = 0, bb = 0, ay = 0, by = 0;
+  for (const p of points) {
+    const a = p.bytes / sb, b = p.flops / sf;
+    aa += a * a; ab += a * b; bb += b * b; ay += a * p.ms; by += b * p.ms;
+  }
+  const det = aa * bb - ab * ab;
+  let x1 = det > 1e-12 * aa * bb ? (ay * bb - by * ab) / det : -1;
+  let x2 = det > 1e-12 * aa * bb ? (aa * by - ab * ay) / det : -1;
+  // A negative coefficient means one term explains the points alone: fit that term by itself.
+  if (x1 < 0 || x2 < 0) {
+    const only1 = aa > 0 ? ay / aa : 0;
+    const only2 = bb > 0 ? by / bb : 0;
+    const err = (c1: number, c2: number): number => points.reduce((s, p) => s + (c1 * p.bytes / sb + c2 * p.flops / sf - p.ms) ** 2, 0);
+    [x1, x2] = err(only1, 0) <= err(0, only2) ? [only1, 0] : [0, only2];
+  }
+  return { msPerByte: x1 / sb, msPerFlop: x2 / sf };
+}
+
+export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): CostModelReport {
+  const log = opts.log ?? (() => {});
+  const batches = opts.batches ?? [1, 2, 4, 8, 16];
+  const P = opts.promptTokens ?? 32;
+  const S = opts.steps ?? 12;
+  const c = model.config;
+  if (!(Number.isInteger(P) && P >= 1)) throw new Error(`bench cost-model: --prompt-tokens must be a positive integer, got ${P}`);
+  if (!(Number.isInteger(S) && S >= 2)) throw new Error(`bench cost-model: --steps must be an integer >= 2, got ${S}`);
+  for (const b of batches) if (!(Number.isInteger(b) && b >= 1 && b <= 256)) throw new Error(`bench cost-model: batch size ${b} must be an integer in [1, 256]`);
+  if (P + S + 1 > c.maxPositionEmbeddings) throw new Error(`bench cost-model: ${P} prompt tokens + ${S + 1} steps exceed the model's context of ${c.maxPositionEmbeddings}`);
+  const rng = new Rng(opts.seed ?? 0);
+  const previousHook = model.onRouting;
+  const points: Array<Omit<CostPoint, 'predictedMs' | 'relError'>> = [];
+  try {
+    for (const B of batches) {
+      const caches: KVCache[] = Array.from({ length: B }, () => model.newCache(P + S + 2));
+      // prefill each sequence alone (not timed), then B-token decode steps
+      let next = caches.map((cache) => {
+        const logits = model.forwardBatch([{ ids: Int32Array.from({ length: P }, () => rng.int(c.vocabSize)), cache }])[0]!;
+        return argmaxLast(logits.data as Float32Array, c.vocabSize);
+      });
+      const perLayer = new Map<number, Set<number>>();
+      model.onRouting = (layer, experts) => {
+        let s = perLayer.get(layer);
+        if (!s) perLayer.set(layer, (s = new Set()));
+        for (const e of experts) s.add(e);
+      };
+      const ms: number[] = [];
+      let bytes = 0, flops = 0, distinctSum = 0;
+      for (let step = 0; step <= S; step++) {
+        perLayer.clear();
+        const contexts = caches.map((cache) => cache.length + 1);
+        const t0 = performance.now();
+        const out = model.forwardBatch(caches.map((cache, i) => ({ ids: Int32Array.of(next[i]!), cache })));
+        const dt = performance.now() - t0;
+        next = out.map((l) => argmaxLast(l.data as Float32Array, c.vocabSize));
+        if (step === 0) continue; // warm-up step: first touches, JIT
+        const distinct = [...perLayer.values()].map((s) => s.size);
+        const cost = stepCost(model, distinct, contexts);
+        ms.push(dt);
+        bytes += cost.bytes;
+        flops += cost.flops;
+        distinctSum += distinct.length ? distinct.reduce((a, b) => a + b, 0) / distinct.length : 0;
+      }
+      const stepMs = median(ms);
+      const p = { batch: B, stepMs, bytesPerStep: bytes / S, flopsPerStep: flops / S, distinctExperts: distinctSum / S, tokensPerSec: (1000 * B) / stepMs };
+      points.push(p);
+      log(`batch ${B}: ${stepMs.toFixed(2)} ms per step (${p.tokensPerSec.toFixed(1)} tokens/s), ${(p.bytesPerStep / 1e6).toFixed(1)} MB and ${(p.flopsPerStep / 1e9).toFixed(2)} GFLOP per step, ${p.distinctExperts.toFixed(1)} distinct experts per layer`);
+    }
+  } finally {
+    model.onRouting = previousHook;
+  }
+  const { msPerByte, msPerFlop } = fitCostModel(points.map((p) => ({ bytes: p.bytesPerStep, flops: p.flopsPerStep, ms: p.stepMs })));
+  const full: CostPoint[] = points.map((p) => {
+    const predictedMs = msPerByte * p.bytesPerStep + msPerFlop * p.flopsPerStep;
+    return { ...p, predictedMs, relError: (predictedMs - p.stepMs) / p.stepMs };
+  });
+  const errs = full.map((p) => Math.abs(p.relError));
+  const bw = measureBandwidth();
+  return {
+    points: full,
+    fit: {
+      bandwidthGBs: msPerByte > 0 ? 1 / (msPerByte * 1e6) : Infinity,
+      throughputGflops: msPerFlop > 0 ? 1 / (msPerFlop * 1e6) : Infinity,
+      maxAbsRelError: Math.max(...errs),
+      meanAbsRelError: errs.reduce((a, b) => a + b, 0) / errs.length,
+    },
+    measuredBandwidthGBs: floorBandwidthGBs(bw),
+    promptTokens: P,
+    steps: S,
+  };
+}
+
+function argmaxLast(logits: Float32Array, V: number): number {
+  const off = logits.length - V;
+  let best = 0;
+  for (let j = 1; j < V; j++) if (logits[off + j]! > logits[off + best]!) best = j;
+  return best;
+}
+
+export function formatCostModelReport(r: CostModelReport): string {
+  const f = r.fit;
+  const lines = [
+    `fit: time per step = bytes / ${f.bandwidthGBs.toFixed(1)} GB/s + FLOPs / ${f.throughputGflops.toFixed(1)} GFLOP/s` +
+      ` (bandwidth probe of this run: ${r.measuredBandwidthGBs.toFixed(1)} GB/s)`,
+    `error: mean ${(100 * f.meanAbsRelError).toFixed(1)}%, max ${(100 * f.maxAbsRelError).toFixed(1)}% over ${r.points.length} batch sizes`,
+    '',
+    'batch  ms/step  predicted  error   tokens/s  MB/step  GFLOP/step  experts/layer',
+  ];
+  for (const p of r.points) {
+    lines.push(`${String(p.batch).padStart(5)}  ${p.stepMs.toFixed(2).padStart(7)}  ${p.predictedMs.toFixed(2).padStart(9)}  ${(100 * p.relError).toFixed(1).padStart(5)}%  ` +
+      `${p.tokensPerSec.toFixed(1).padStart(8)}  ${(p.bytesPerStep / 1e6).toFixed(1).padStart(7)}  ${(p.flopsPerStep / 1e9).toFixed(2).padStart(10)}  ${p.distinctExperts.toFixed(1).padStart(13)}`);
+  }
+  return lines.join('\n');
+}
