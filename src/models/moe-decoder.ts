@@ -354,8 +354,10 @@ export class MoEDecoder extends Module {
    * share one grouped GEMM per projection); attention runs per sequence over its own cache.
    * Returns logits [T_i, V] per sequence (same values as forward(ids_i, cache_i) alone); every
    * cache grows by its T_i. onRouting sees the batch's rows in the order of seqs.
+   * opts.lastOnly: logits [1, V] of each sequence's last new row only ([0, V] when T_i = 0): the
+   * lm_head skips the other rows, which only a prefill chunk has and nothing samples from.
    */
-  forwardBatch(seqs: ReadonlyArray<{ ids: Int32Array; cache: KVCache }>, op = 'MoEDecoder.forwardBatch'): Tensor[] {
+  forwardBatch(seqs: ReadonlyArray<{ ids: Int32Array; cache: KVCache }>, op = 'MoEDecoder.forwardBatch', opts: { lastOnly?: boolean } = {}): Tensor[] {
     const c = this.config;
     const seen = new Set<KVCache>();
     seqs.forEach(({ ids, cache }, i) => {
@@ -373,10 +375,10 @@ export class MoEDecoder extends Module {
         throw new Error(`${op}${at}: ${(e as Error).message}`);
       }
     });
-    return noGrad(() => this.runBatch(seqs));
+    return noGrad(() => this.runBatch(seqs, opts.lastOnly ?? false));
   }
 
-  private runBatch(seqs: ReadonlyArray<{ ids: Int32Array; cache: KVCache }>): Tensor[] {
+  private runBatch(seqs: ReadonlyArray<{ ids: Int32Array; cache: KVCache }>, lastOnly: boolean): Tensor[] {
     const c = this.config;
     const hd = c.headDim;
     const N = seqs.reduce((s, q) => s + q.ids.length, 0);
@@ -402,6 +404,17 @@ export class MoEDecoder extends Module {
     let x = embedRows(this.embed, ids); // [N, d]
     for (const layer of this.layers) x = layer.forwardSegments(x, cos, sin, segs, this.onRouting);
     for (const s of segs) s.cache.advance(s.T);
+    if (lastOnly) {
+      // the norm and lm_head are per row: run them on each sequence's last row only (S <= N rows)
+      const d = c.hiddenSize;
+      const xd = x.data as Float32Array;
+      const live = segs.filter((s) => s.T > 0);
+      const last = new Float32Array(live.length * d);
+      live.forEach((s, i) => last.set(xd.subarray((s.start + s.T - 1) * d, (s.start + s.T) * d), i * d));
+      const lg = live.length === 0 ? new Float32Array(0) : (linear(this.norm.forward(new Tensor(last, [live.length, d])), this.lmHead ?? this.embed).data as Float32Array);
+      let i = 0;
+      return segs.map((s) => (s.T === 0 ? Tensor.empty([0, V]) : new Tensor(lg.slice(i * V, ++i * V), [1, V])));
+    }
     const logits = linear(this.norm.forward(x), this.lmHead ?? this.embed).data as Float32Array; // [N, V]
     if (segs.length === 1) return [new Tensor(logits, [N, V])];
     return segs.map((s) => new Tensor(logits.slice(s.start * V, (s.start + s.T) * V), [s.T, V]));

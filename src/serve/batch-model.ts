@@ -41,8 +41,9 @@ export class DecoderBatchModel implements BatchModel {
   decodeStep(batch: BatchEntry[]): Float32Array[] {
     const V = this.vocabSize;
     const seqs = batch.map(({ slot, ids }) => ({ ids, cache: this.cache(slot) }));
-    const logits = this.perSequence ? seqs.map(({ ids, cache }) => this.model.forward(ids, cache)) : this.model.forwardBatch(seqs);
-    // only the last position's logits predict the next token
+    // only the last position's logits predict the next token: the batched step computes no others
+    if (!this.perSequence) return this.model.forwardBatch(seqs, undefined, { lastOnly: true }).map((l) => l.data as Float32Array);
+    const logits = seqs.map(({ ids, cache }) => this.model.forward(ids, cache));
     return logits.map((l, i) => {
       const T = batch[i]!.ids.length;
       return (l.data as Float32Array).slice((T - 1) * V, T * V);

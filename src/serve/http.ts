@@ -10,7 +10,7 @@ import { EngineLoop } from './engine.js';
 import { ServeMetrics, type Outcome } from './metrics.js';
 import {
   ChatRequest, CompletionRequest, ProtocolError, checkSupported, chatBody, chatChunk, completionBody, completionChunk,
-  messageText, parseRequest, sse, stopList, usage, type OpenAIFinish,
+  messageText, parseRequest, sse, stopList, usage, usageChunk, type OpenAIFinish,
 } from './protocol.js';
 
 export interface ServerOptions {
@@ -128,10 +128,12 @@ export class ModelServer {
   }
 
   /** Request -> prompt ids and scheduler options; throws ProtocolError naming the field. */
-  private prepare(kind: Endpoint, body: unknown): { stream: boolean; promptIds: ArrayLike<number>; req: Omit<SubmitRequest, 'promptIds'>; maxField: string } {
+  private prepare(kind: Endpoint, body: unknown): { stream: boolean; includeUsage: boolean; promptIds: ArrayLike<number>; req: Omit<SubmitRequest, 'promptIds'>; maxField: string } {
     const tok = this.opts.tokenizer;
     const r = kind === 'chat' ? parseRequest(ChatRequest, body) : parseRequest(CompletionRequest, body);
     checkSupported(r);
+    // OpenAI refuses stream_options on a request that does not stream
+    if (r.stream_options && !r.stream) throw new ProtocolError(400, 'stream_options: only allowed when stream is true', 'stream_options');
     if (r.model !== undefined && r.model !== this.opts.modelName) {
       throw new ProtocolError(404, `model '${r.model}' is not served here (this server serves '${this.opts.modelName}')`, 'model', 'invalid_request_error', 'model_not_found');
     }
@@ -165,8 +167,8 @@ export class ModelServer {
       seed: r.seed ?? Math.floor(Math.random() * 2 ** 31),
     };
     return {
-      stream: r.stream ?? false, promptIds, maxField,
-      req: { maxTokens: max, sampler, eosIds: tok.eosIds, stop, textDecoder: tok.streamDecoder({ skipSpecialTokens: true }), deadline: performance.now() + this.requestTimeoutMs },
+      stream: r.stream ?? false, includeUsage: r.stream_options?.include_usage ?? false, promptIds, maxField,
+      req: { maxTokens: max, sampler, eosIds: r.ignore_eos ? [] : tok.eosIds, stop, textDecoder: tok.streamDecoder({ skipSpecialTokens: true }), deadline: performance.now() + this.requestTimeoutMs },
     };
   }
 
@@ -227,6 +229,7 @@ export class ModelServer {
       } else {
         raw.write(sse(failure(r).body()));
       }
+      if (prep.includeUsage) raw.write(sse(usageChunk(kind, id, created, model, usage(r.promptTokens, r.completionTokens))));
       raw.end(sse('[DONE]'));
       return;
     }

@@ -15,6 +15,10 @@ const common = {
   seed: z.number().int('seed must be an integer').nullish(),
   stop: stopField,
   stream: z.boolean().nullish(),
+  /** OpenAI's: with include_usage, a stream ends with a chunk carrying usage (and no choices). */
+  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+  /** Not in OpenAI's API; vLLM's extension, same name: generate past end-of-sequence ids (benchmarks want fixed lengths). */
+  ignore_eos: z.boolean().nullish(),
   n: z.number().int().nullish(),
   presence_penalty: z.number().nullish(),
   frequency_penalty: z.number().nullish(),
@@ -106,6 +110,11 @@ export function chatBody(id: string, created: number, model: string, content: st
 
 export function chatChunk(id: string, created: number, model: string, delta: { role?: 'assistant'; content?: string }, finish: OpenAIFinish | null): object {
   return { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] };
+}
+
+/** The last chunk of a stream with stream_options.include_usage: usage, no choices (as OpenAI sends it). */
+export function usageChunk(kind: 'chat' | 'completions', id: string, created: number, model: string, u: Usage): object {
+  return { id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: u };
 }
 
 /** One server-sent event as OpenAI writes it. */
