@@ -15,6 +15,14 @@ export interface TensorInfo {
   file: string;
 }
 
+/** A tensor's stored bytes in a file: [offset, offset + bytes), of the stored dtype, row-major in the HF shape. */
+export interface TensorLocation {
+  file: string;
+  offset: number;
+  bytes: number;
+  dtype: SourceDType;
+}
+
 /**
  * Tensors of a model file set, read one at a time (never the whole file into the heap).
  * HF tensor names and HF layouts are the lingua franca: a GGUF source presents HF names and
@@ -27,6 +35,12 @@ export interface TensorSource {
   info(name: string): TensorInfo;
   /** Converted to f32, row-major, shape = info(name).shape. */
   read(name: string): Float32Array;
+  /**
+   * Where the tensor's stored bytes lie, for reading them again while the model runs (experts left
+   * on disk); null when they are not stored as one contiguous range as-is. Optional: sources held
+   * in memory have no file.
+   */
+  locate?(name: string): TensorLocation | null;
   /** Releases file handles; reads after close throw. */
   close(): void;
 }

@@ -8,6 +8,9 @@ import type { TensorSource } from '../formats/tensor-source.js';
 import { fromHF } from './moe-decoder-hf.js';
 import { LOAD_DTYPES, type LoadDType } from './moe-decoder-weights.js';
 import type { MoEDecoder } from './moe-decoder.js';
+import { offloadExperts } from '../infer/expert-offload.js';
+import type { ExpertCache } from '../infer/expert-cache.js';
+import type { ExpertPolicy } from '../infer/expert-slots.js';
 
 export interface LoadedLM {
   model: MoEDecoder;
@@ -19,6 +22,8 @@ export interface LoadedLM {
   warnings: string[];
   /** The dtype the weights are held in. */
   dtype: LoadDType;
+  /** With expertMemory: the routed experts' cache (stats, close); null when every expert is resident. */
+  expertCache: ExpertCache | null;
 }
 
 interface Opened {
@@ -39,6 +44,15 @@ export interface LoadLMOptions {
    * which tensors stay float32).
    */
   dtype?: LoadDType;
+  /**
+   * Routed experts resident at most: bytes (> 1) or a fraction of all expert bytes (0 < f <= 1).
+   * The rest stay in the model file (kept open for the model's life) and are read into a fixed
+   * pool of slots per MoE layer on demand; everything else is resident. The experts are read as
+   * stored, so dtype must be the file's expert type. Absent: every expert resident.
+   */
+  expertMemory?: number;
+  /** Which expert leaves a full pool: 'lru' (default), 'lfu', or 'pregate' (lru + the next layer's router loads its predicted experts ahead). */
+  expertPolicy?: ExpertPolicy;
 }
 
 /** A directory -> HF reader; a .gguf file -> GGUF reader (HF names and layouts). Weights are read one tensor at a time. */
@@ -50,8 +64,14 @@ export async function loadLM(pathOrDir: string, opts: LoadLMOptions = {}): Promi
   const opened: Opened = isDir ? openHFDir(pathOrDir) : await readGGUFAsHF(pathOrDir);
   try {
     const dtype = opts.dtype ?? (isDir ? 'f32' : storedExpertType(opened.source));
-    const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`, { dtype });
-    return { model, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig, source: isDir ? 'hf' : 'gguf', warnings: opened.warnings ?? [], dtype };
+    const offload = opts.expertMemory !== undefined;
+    if (!offload && opts.expertPolicy !== undefined) throw new Error('loadLM: expertPolicy needs expertMemory (the budget it manages)');
+    if (offload && (dtype === 'f16' || dtype === 'bf16')) throw new Error(`loadLM: dtype ${dtype} rounds weights at load, but offloaded experts are read as stored; use f32, q8_0 or q4_0 matching the file`);
+    const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`, { dtype, skipExperts: offload });
+    const expertCache = offload
+      ? offloadExperts(model, opened.source, { expertMemory: opts.expertMemory!, ...(opts.expertPolicy !== undefined ? { policy: opts.expertPolicy } : {}) })
+      : null;
+    return { model, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig, source: isDir ? 'hf' : 'gguf', warnings: opened.warnings ?? [], dtype, expertCache };
   } finally {
     opened.source.close();
   }

@@ -1,6 +1,7 @@
 // MoEDecoder <-> HF checkpoints: the tensor layout of a config, fromHF (read from any TensorSource) and toHF (streamed back out).
 
 import { QuantWeight } from '../infer/quant/weight.js';
+import { OffloadedExperts } from '../infer/expert-cache.js';
 import { dequantizeArray, quantizeRow, quantizedBytes } from '../tensor/quant-blocks.js';
 import { halfTable, floatToHalf } from '../tensor/half.js';
 import { floatToBF16 } from '../formats/hf/encode.js';
@@ -127,6 +128,11 @@ function fillQuant(w: QuantWeight, s: HFTensorSlot, source: TensorSource): void 
 export interface FromHFOptions {
   /** f32 (default); f16/bf16: every tensor rounded to that type, held as float32; q8_0/q4_0: see MoEDecoder's constructor. */
   dtype?: LoadDType;
+  /**
+   * Leave the routed experts' tensors unread (their stacks stay untouched zero pages): the caller
+   * offloads them right after (offloadExperts in src/infer/expert-offload.ts, as loadLM does).
+   */
+  skipExperts?: boolean;
 }
 
 /**
@@ -156,7 +162,9 @@ export function fromHF(config: HFConfig, source: TensorSource, file = 'config.js
   const model = new MoEDecoder(c, { quant: isQuantDType(dtype) ? dtype : null });
   model.hfConfig = config;
   for (const s of layout) {
+    if (opts.skipExperts && s.expert !== undefined) continue;
     const t = s.target(model);
+    if (t instanceof OffloadedExperts) throw new Error(`fromHF: tensor ${s.name}: target is offloaded experts`);
     if (t instanceof QuantWeight) {
       fillQuant(t, s, source);
       continue;
@@ -185,6 +193,7 @@ export function toHF(model: MoEDecoder): { config: HFConfig; tensors: Iterable<[
         yield [s.name, dequantizeArray(t.type, t.data.subarray(at, at + b), n), s.shape.slice()];
         continue;
       }
+      if (t instanceof OffloadedExperts) throw new Error(`toHF: tensor ${s.name}: the experts are offloaded to the model file (expert cache); load the model without an expert budget to export it`);
       if (t.dtype !== 'float32') throw new Error(`toHF: tensor ${s.name} is ${t.dtype}; cast the model to float32 first`);
       const data = s.expert !== undefined ? takeExpert(t.data as Float32Array, s.expert, s.shape[0]!, s.shape[1]!) : (t.data as Float32Array);
       yield [s.name, data, s.shape.slice()];

@@ -5,9 +5,14 @@ import { add, embedding, groupedMatmul, matmul, reshape } from '../ops/index.js'
 import { QuantWeight, quantMatmul, quantGroupedMatmul } from '../infer/quant/index.js';
 import { QK, dequantizeRow, quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
 import { adviseHugePages } from '../backends/native/index.js';
+import { OffloadedExperts } from '../infer/expert-cache.js';
 
-/** A model matrix: float32 (trainable parameter) or quantised blocks, in the HF layout either way: [out, in]; experts [E, out, in]. */
-export type Weight = Tensor | QuantWeight;
+/**
+ * A model matrix: float32 (trainable parameter) or quantised blocks, in the HF layout either way:
+ * [out, in]; experts [E, out, in]. An expert stack may instead be OffloadedExperts (left in the
+ * model file, brought into a slot pool on demand; see src/infer/expert-offload.ts).
+ */
+export type Weight = Tensor | QuantWeight | OffloadedExperts;
 
 /** The dtypes a decoder can be loaded in. f16/bf16 are rounded and then held as float32 (no f16 kernel exists). */
 export type LoadDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
@@ -22,6 +27,7 @@ export function isQuantDType(d: LoadDType | null | undefined): d is QuantType {
  * an optional bias. A quantised w goes to quantMatmul (activations quantised to Q8_0 per row).
  */
 export function linear(x: Tensor, w: Weight, b: Tensor | null = null): Tensor {
+  if (w instanceof OffloadedExperts) throw new Error('linear: offloaded experts are a stack; they run through expertLinear');
   let y: Tensor;
   if (w instanceof QuantWeight) {
     const inner = x.shape[x.rank - 1]!;
@@ -41,11 +47,14 @@ export function linear(x: Tensor, w: Weight, b: Tensor | null = null): Tensor {
  * transpose and streams better at decode.)
  */
 export function expertLinear(x: Tensor, w: Weight, groupSizes: Int32Array): Tensor {
+  // offloaded: the experts with rows are made resident in the layer's slots, the same kernels run over the slot stack
+  if (w instanceof OffloadedExperts) return w.linear(x, groupSizes);
   return w instanceof QuantWeight ? quantGroupedMatmul(x, w, groupSizes) : groupedMatmul(x, w, groupSizes, { transW: true });
 }
 
 /** Rows of the embedding table for ids [T] -> [T, d]; a quantised table is dequantised row by row (exact). */
 export function embedRows(table: Weight, ids: Int32Array): Tensor {
+  if (table instanceof OffloadedExperts) throw new Error('embedRows: an embedding table cannot be offloaded experts');
   if (!(table instanceof QuantWeight)) return embedding(table, new Tensor(ids, [ids.length]));
   const [V, d] = table.shape as [number, number];
   const rowBytes = quantizedBytes(table.type, d);
@@ -79,5 +88,5 @@ export function newMatrix(reg: (name: string, t: Tensor) => Tensor, name: string
 
 /** Bytes a weight occupies (what a product over all of it reads). */
 export function weightBytes(w: Weight): number {
-  return w instanceof QuantWeight ? w.bytes : w.data.byteLength;
+  return w instanceof QuantWeight || w instanceof OffloadedExperts ? w.bytes : w.data.byteLength;
 }

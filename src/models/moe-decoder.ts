@@ -51,12 +51,15 @@ export class DenseMLP extends Module {
 /** Routed SwiGLU experts with stacked weights, plus Qwen2's optional gated shared expert. */
 export class SparseMoeBlock extends Module {
   readonly router: Router & Module & { weight: Tensor };
-  readonly w1: Weight; // [E, h, d] gate (SiLU) branch
-  readonly w3: Weight; // [E, h, d] linear branch
-  readonly w2: Weight; // [E, d, h] output
+  // not readonly: offloadExperts swaps in the expert cache's weights
+  w1: Weight; // [E, h, d] gate (SiLU) branch
+  w3: Weight; // [E, h, d] linear branch
+  w2: Weight; // [E, d, h] output
   readonly shared: DenseMLP | null;
   readonly sharedGate: Tensor | null; // [1, d]
   readonly numExperts: number;
+  /** Called with this block's input before its experts run (pre-gating: the next MoE layer's router predicts and loads its experts). */
+  beforeExperts: ((x: Tensor) => void) | null = null;
 
   constructor(c: MoEDecoderConfig, quant: QuantType | null = null) {
     super();
@@ -74,12 +77,25 @@ export class SparseMoeBlock extends Module {
     this.sharedGate = c.sharedExpertGate ? this.param('sharedGate', zeros([1, d])) : null;
   }
 
+  /**
+   * Replaces the expert stacks (the expert cache's offloaded weights); a float32 stack's parameter
+   * registration goes too, so namedWeights and the parameter list name each weight once.
+   */
+  setExperts(w1: Weight, w3: Weight, w2: Weight): void {
+    const params = (this as unknown as { params: Map<string, Tensor> }).params; // Module keeps it private; no unregister exists
+    for (const [n, w] of [['w1', this.w1], ['w3', this.w3], ['w2', this.w2]] as const) if (params.get(n) === w) params.delete(n);
+    this.w1 = w1;
+    this.w3 = w3;
+    this.w2 = w2;
+  }
+
   /** x [T, d] -> [T, d]; hook gets the routing. */
   forward(x: Tensor, hook?: (expert: Int32Array, gates: Float32Array) => void): Tensor {
     const T = x.shape[0]!;
     const routing = this.router.route(x);
     if (hook) hook(Int32Array.from(routing.expert), Float32Array.from(routing.gates.data));
     const plan = planDispatch(routing.token, routing.expert, routing.gates.data, this.numExperts, null);
+    if (this.beforeExperts) this.beforeExperts(x);
     const xp = permute(x, plan); // [T*k, d] in expert order
     const hid = mul(silu(expertLinear(xp, this.w1, plan.groupSizes)), expertLinear(xp, this.w3, plan.groupSizes));
     let y = unpermute(expertLinear(hid, this.w2, plan.groupSizes), routing.gates, plan, T);

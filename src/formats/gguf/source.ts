@@ -3,7 +3,7 @@
 // (Q8_0/Q4_0 blocks stay quantised).
 
 import type { HFConfig, HFModelType } from '../hf/config.js';
-import type { TensorInfo, TensorSource } from '../tensor-source.js';
+import type { TensorInfo, TensorLocation, TensorSource } from '../tensor-source.js';
 import { halfTable } from '../../tensor/half.js';
 import { LITTLE_ENDIAN_HOST } from '../../io/safetensors.js';
 import { dequantizeArray } from '../../tensor/quant-blocks.js';
@@ -110,6 +110,15 @@ export class GGUFTensorSource implements TensorSource {
       data = permuteRows(data, rows, bytes / rows, e.permuteHeads, false);
     }
     return { dtype: t.typeName, shape: e.shape.slice(), data };
+  }
+
+  /** The stored bytes' range (an expert's slice of a stacked tensor); null for rows stored permuted or an unsupported type. */
+  locate(name: string): TensorLocation | null {
+    const e = this.entry(name);
+    const t = e.tensor;
+    if (t.bytes < 0 || e.permuteHeads > 0) return null;
+    const bytes = typeBytes(t.type, e.shape.reduce((a, b) => a * b, 1));
+    return { file: this.file.path, offset: t.position + (e.expert ?? 0) * bytes, bytes, dtype: t.typeName };
   }
 
   read(name: string): Float32Array {

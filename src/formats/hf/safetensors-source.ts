@@ -3,7 +3,7 @@
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { LITTLE_ENDIAN_HOST, decodeSafetensorsEntry, readFullyAt, readSafetensorsHeader, type SafetensorsEntry } from '../../io/safetensors.js';
-import type { TensorInfo, TensorSource } from '../tensor-source.js';
+import type { TensorInfo, TensorLocation, TensorSource } from '../tensor-source.js';
 
 export const SINGLE_FILE = 'model.safetensors';
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -88,7 +88,7 @@ export class SafetensorsSource implements TensorSource {
     return [...this.tensors.keys()];
   }
 
-  private locate(name: string): Located {
+  private find(name: string): Located {
     if (this.closed) throw new Error(`tensor ${name}: the tensor source (${this.files.join(', ')}) is closed`);
     const t = this.tensors.get(name);
     if (!t) throw new Error(`tensor ${name} not found in ${this.files.join(', ')}`);
@@ -96,12 +96,18 @@ export class SafetensorsSource implements TensorSource {
   }
 
   info(name: string): TensorInfo {
-    const { entry, file } = this.locate(name);
+    const { entry, file } = this.find(name);
     return { name, dtype: entry.dtype, shape: entry.shape.slice(), file };
   }
 
+  /** The tensor's byte range in its shard (absolute offsets), as stored. */
+  locate(name: string): TensorLocation {
+    const { entry, file } = this.find(name);
+    return { file, offset: entry.begin, bytes: entry.end - entry.begin, dtype: entry.dtype };
+  }
+
   read(name: string): Float32Array {
-    const { entry, file, fd } = this.locate(name);
+    const { entry, file, fd } = this.find(name);
     if (!CONVERTIBLE.has(entry.dtype)) throw new Error(`${file}: tensor ${name} has dtype ${entry.dtype}; readable as f32: ${[...CONVERTIBLE].join(', ')}`);
     const n = entry.end - entry.begin;
     if (entry.dtype === 'F32' && LITTLE_ENDIAN_HOST) {

@@ -1,0 +1,121 @@
+// Puts a loaded MoE decoder's routed experts under a memory budget: they stay in the model file and an ExpertCache brings them into slots on demand.
+
+import { noGrad } from '../tensor/autograd.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { quantizedBytes } from '../tensor/quant-blocks.js';
+import { LITTLE_ENDIAN_HOST } from '../io/safetensors.js';
+import { hfNames, type MlpProj } from '../formats/hf/names.js';
+import type { TensorSource } from '../formats/tensor-source.js';
+import type { MoEDecoder } from '../models/moe-decoder.js';
+import { QuantWeight } from './quant/weight.js';
+import { ExpertCache, ExpertFiles, LayerExperts, OffloadedExperts, type ExpertRange } from './expert-cache.js';
+import { EXPERT_POLICIES, evictionRule, type ExpertPolicy } from './expert-slots.js';
+
+export interface ExpertOffloadOptions {
+  /** Bytes of expert weights resident over all MoE layers (> 1), or a fraction of all expert bytes (0 < f <= 1). */
+  expertMemory: number;
+  /** Which expert leaves a full pool (lru, lfu), or lru plus loading the next layer's predicted experts ahead (pregate). Default lru. */
+  policy?: ExpertPolicy;
+}
+
+const caches = new WeakMap<MoEDecoder, ExpertCache>();
+
+/** The expert cache of a model loaded with an expert budget, or null (all experts resident). */
+export function expertCacheOf(model: MoEDecoder): ExpertCache | null {
+  return caches.get(model) ?? null;
+}
+
+/** Budget in bytes -> slots per MoE layer (all layers alike, at most E); refused below top-k, naming the numbers. */
+export function slotsForBudget(expertMemory: number, o: { expertBytes: number; moeLayers: number; numExperts: number; topK: number }): number {
+  if (!(Number.isFinite(expertMemory) && expertMemory > 0)) throw new Error(`expert memory ${expertMemory}: expected bytes (> 1) or a fraction of the expert bytes (0 < f <= 1)`);
+  const total = o.expertBytes * o.numExperts * o.moeLayers;
+  const bytes = expertMemory <= 1 ? expertMemory * total : expertMemory;
+  const slots = Math.min(o.numExperts, Math.floor(bytes / (o.expertBytes * o.moeLayers)));
+  if (slots < o.topK) {
+    const need = o.topK * o.expertBytes * o.moeLayers;
+    throw new Error(
+      `expert memory ${Math.floor(bytes)} bytes holds ${slots} experts per MoE layer (${o.moeLayers} layers x ${o.expertBytes} bytes per expert); ` +
+      `top-${o.topK} routing needs at least ${o.topK} per layer: ${need} bytes, ${((100 * need) / total).toFixed(1)}% of the ${total} expert bytes`);
+  }
+  return slots;
+}
+
+const PROJS: readonly MlpProj[] = ['gate', 'up', 'down'];
+
+/**
+ * Replaces every MoE layer's expert stacks by OffloadedExperts over `source`'s files (read with
+ * positioned reads into slots as the forward needs them). The experts are read as stored: the
+ * model's expert dtype must be the file's (Q8_0/Q4_0 blocks, or F32 on a little-endian host); no
+ * conversion at run time. Attention, routers, shared experts, norms and embeddings stay as they are.
+ */
+export function offloadExperts(model: MoEDecoder, source: TensorSource, opts: ExpertOffloadOptions): ExpertCache {
+  const policy = opts.policy ?? 'lru';
+  if (!EXPERT_POLICIES.includes(policy)) throw new Error(`expert policy '${String(policy)}' is not one of ${EXPERT_POLICIES.join(', ')}`);
+  if (caches.has(model)) throw new Error('offloadExperts: the model\'s experts are already offloaded');
+  const c = model.config;
+  const names = hfNames(c.family);
+  const sparse = model.layers.filter((l) => l.moe);
+  if (sparse.length === 0) throw new Error('offloadExperts: the model has no MoE layers');
+  const E = c.numExperts;
+  const first = sparse[0]!.moe!.w1;
+  const type = first instanceof QuantWeight ? first.type : 'f32';
+  const shapes = [[c.moeIntermediateSize, c.hiddenSize], [c.moeIntermediateSize, c.hiddenSize], [c.hiddenSize, c.moeIntermediateSize]] as const;
+  const wantBytes = shapes.map(([o, i]) => (type === 'f32' ? 4 * o * i : quantizedBytes(type, o * i)));
+  if (type === 'f32' && !LITTLE_ENDIAN_HOST) throw new Error('offloadExperts: float32 experts are read as stored (little-endian); this host is big-endian');
+
+  const ranges = sparse.map((layer) => PROJS.map((p, pi) => Array.from({ length: E }, (_, e): ExpertRange => {
+    const name = names.expert(layer.index, e, p);
+    const loc = source.locate?.(name) ?? null;
+    if (!loc) throw new Error(`expert offload: tensor ${name} has no byte range in a file (the source holds it in memory, or stores it permuted); load the model without an expert budget`);
+    if (loc.dtype.toLowerCase() !== type) {
+      throw new Error(`expert offload: ${loc.file}: tensor ${name} is stored as ${loc.dtype}, the model holds experts as ${type}; offloaded experts are read as stored, so load with dtype ${loc.dtype.toLowerCase()} or convert the file`);
+    }
+    if (loc.bytes !== wantBytes[pi]) throw new Error(`expert offload: ${loc.file}: tensor ${name} has ${loc.bytes} bytes, expected ${wantBytes[pi]} (${type} [${shapes[pi]!.join(', ')}])`);
+    return { file: loc.file, offset: loc.offset, bytes: loc.bytes };
+  })));
+  const expertBytes = wantBytes.reduce((a, b) => a + b, 0);
+  const slots = slotsForBudget(opts.expertMemory, { expertBytes, moeLayers: sparse.length, numExperts: E, topK: c.topK });
+
+  const files = new ExpertFiles();
+  try {
+    // a file already too short is named now, not at the first miss
+    const ends = new Map<string, number>();
+    for (const r of ranges.flat(2)) ends.set(r.file, Math.max(ends.get(r.file) ?? 0, r.offset + r.bytes));
+    for (const [file, end] of ends) {
+      const size = files.size(file);
+      if (size < end) throw new Error(`expert offload: ${file} has ${size} bytes, but its experts run to byte ${end} (truncated?)`);
+    }
+  } catch (e) {
+    files.close();
+    throw e;
+  }
+  const rule = evictionRule(policy);
+  const layers = sparse.map((layer, i) => {
+    const le = new LayerExperts(layer.index, E, slots, rule, type, shapes, ranges[i]!, files);
+    const stack = (p: number): OffloadedExperts => new OffloadedExperts(le, p, [E, shapes[p]![0], shapes[p]![1]]);
+    layer.moe!.setExperts(stack(0), stack(1), stack(2));
+    return le;
+  });
+  if (policy === 'pregate') {
+    // layer i's input, through layer i+1's router, predicts layer i+1's experts: loaded before layer i's experts run
+    sparse.forEach((layer, i) => {
+      const next = sparse[i + 1];
+      if (!next) return;
+      const nextExperts = layers[i + 1]!;
+      layer.moe!.beforeExperts = (x: Tensor) => nextExperts.prefetch(predictExperts(next.moe!.router, x, E));
+    });
+  }
+  const cache = new ExpertCache(layers, policy, expertBytes * E * sparse.length, files);
+  caches.set(model, cache);
+  return cache;
+}
+
+/** The experts a router picks for the rows of x, most picked first. */
+function predictExperts(router: { route(x: Tensor): { expert: Int32Array } }, x: Tensor, E: number): number[] {
+  const picks = noGrad(() => router.route(x)).expert;
+  const count = new Int32Array(E);
+  for (const e of picks) count[e]!++;
+  const order: number[] = [];
+  for (let e = 0; e < E; e++) if (count[e]! > 0) order.push(e);
+  return order.sort((a, b) => count[b]! - count[a]! || a - b);
+}
