@@ -4,6 +4,7 @@ import { rejectUnknown, type ParsedArgs } from './args.js';
 import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP } from './model-commands.js';
 import { loadLM } from '../models/load-lm.js';
 import { LOAD_DTYPES, type LoadDType } from '../models/moe-decoder-weights.js';
+import { EXPERT_POLICIES, type ExpertPolicy } from '../infer/expert-slots.js';
 
 /** --dtype: weights in memory (q8_0/q4_0 quantised at load; f16/bf16 rounded, held as f32); absent: loadLM's default. */
 export function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType } {
@@ -12,6 +13,28 @@ export function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType } 
   if (!(LOAD_DTYPES as readonly string[]).includes(v)) throw new Error(`${cmd}: --dtype ${v}: expected one of ${LOAD_DTYPES.join(', ')}`);
   return { dtype: v as LoadDType };
 }
+/** --expert-memory BYTES|FRACTION and --expert-policy: routed experts beyond the budget stay in the model file (loadLM's expertMemory). */
+export function expertFlags(args: ParsedArgs, cmd: string): { expertMemory?: number; expertPolicy?: ExpertPolicy } {
+  const raw = args.flags.get('expert-memory')?.[0];
+  const policy = args.flags.get('expert-policy')?.[0];
+  if (policy !== undefined && !(EXPERT_POLICIES as readonly string[]).includes(policy)) throw new Error(`${cmd}: --expert-policy ${policy}: expected one of ${EXPERT_POLICIES.join(', ')}`);
+  if (raw === undefined) {
+    if (policy !== undefined) throw new Error(`${cmd}: --expert-policy needs --expert-memory (the budget it manages)`);
+    return {};
+  }
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(%|k|m|g|kib|mib|gib|kb|mb|gb|b)?\s*$/i.exec(raw);
+  const unit = m?.[2]?.toLowerCase() ?? '';
+  const scale: Record<string, number> = { '': 1, b: 1, k: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gib: 2 ** 30, kb: 1e3, mb: 1e6, gb: 1e9 };
+  const v = m ? (unit === '%' ? Number(m[1]) / 100 : Number(m[1]) * scale[unit]!) : NaN;
+  if (!(v > 0) || (unit === '%' && v > 1)) throw new Error(`${cmd}: --expert-memory ${raw}: expected bytes (e.g. 512M, 2G, 300000000) or a fraction of the expert bytes (0.25 or 25%)`);
+  return { expertMemory: v, ...(policy !== undefined ? { expertPolicy: policy as ExpertPolicy } : {}) };
+}
+export const EXPERT_HELP = `  --expert-memory M   routed experts resident at most: bytes (512M, 2G) or a fraction of all
+                      expert bytes (0.25, 25%); the rest are read from the model file on demand
+                      into a fixed pool of slots per MoE layer (experts read as stored: --dtype
+                      must be the file's expert type). Default: every expert resident
+  --expert-policy P   which expert leaves a full pool: lru (default), lfu, or pregate (lru, plus
+                      the next MoE layer's router predicts its experts and loads them ahead)`;
 export const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or q4_0 (quantised at load, or a GGUF's blocks as
                       stored; norms and router stay f32), f16 or bf16 (rounded, held as f32). Default:
                       f32, or the GGUF's Q8_0/Q4_0 when its experts are stored so`;
@@ -19,9 +42,17 @@ import type { KVCache } from '../nn/kv-cache.js';
 import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js';
 import { generate, type RoutingEvent } from '../infer/generate.js';
 import { benchDecode, formatDecodeReport } from '../../bench/decode.js';
+import { textDecode, udhrIds } from '../../bench/expert-cache.js';
+
+/** One line of expert-cache stats for a run of `tokens` tokens (prefill and decode). */
+function expertCacheLine(st: { policy: string; hits: number; misses: number; hitRate: number; bytesLoaded: number; residentBytes: number; totalExpertBytes: number }, tokens: number): string {
+  return `expert cache (${st.policy}, ${(st.residentBytes / 1e6).toFixed(1)} of ${(st.totalExpertBytes / 1e6).toFixed(1)} MB of experts resident): hit rate ${(100 * st.hitRate).toFixed(1)}% ` +
+    `(${st.hits} hits, ${st.misses} misses), ${(st.bytesLoaded / 1e6).toFixed(1)} MB read from the file, ${(st.bytesLoaded / Math.max(tokens, 1) / 1e6).toFixed(2)} MB per token`;
+}
 
 export const GENERATE_HELP = `moe generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
              [--temperature T] [--top-k K] [--top-p P] [--seed S] [--max-context N] [--dtype T] [--chat] [--json] [--show-routing]
+             [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate]
 
 Loads an HF MoE model directory (config.json, safetensors, tokenizer.json) or a GGUF file and
 streams the continuation of the prompt to stdout as it is generated: the prompt is run in one
@@ -37,13 +68,14 @@ new tokens (default 128). Timing (prefill and decode tokens/s) goes to stderr.
                       prompt is refused
   --show-routing      each token's experts (and gate weights) in every MoE layer, on stderr
 ${DTYPE_HELP}
+${EXPERT_HELP}
   --json              print one JSON object: {"ids", "text", "prefillTokensPerSec", "decodeTokensPerSec"}
                       (with --show-routing also "routing": per position, per MoE layer, the experts)
 
 The byte-level LM of moe train keeps its own form:
 ${BYTE_LM_HELP}`;
 
-const OPTIONS = ['model', 'dtype', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
+const OPTIONS = ['model', 'dtype', 'expert-memory', 'expert-policy', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
 
 function numberFlag(args: ParsedArgs, key: string, check: (v: number) => boolean, what: string): number | undefined {
   const raw = args.flags.get(key)?.[0];
@@ -82,7 +114,7 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
 
   const dtype = dtypeFlag(args, 'generate');
   const t0 = performance.now();
-  const lm = await loadLM(path, dtype);
+  const lm = await loadLM(path, { ...dtype, ...expertFlags(args, 'generate') });
   for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
   const tok: LoadedTokenizer | null = lm.tokenizerJson ? loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {}) : null;
   const loadMs = performance.now() - t0;
@@ -157,10 +189,12 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
     `moe: loaded in ${(loadMs / 1000).toFixed(2)} s; prefill ${result.promptIds.length} tokens at ${result.prefillTokensPerSec.toFixed(1)} tokens/s; ` +
     `decode ${Math.max(result.ids.length - 1, 0)} tokens at ${dec === null ? 'n/a' : dec.toFixed(1)} tokens/s; stop: ${result.stopReason}\n`,
   );
+  if (lm.expertCache) process.stderr.write(`moe: ${expertCacheLine(lm.expertCache.stats(), result.promptIds.length + result.ids.length)}\n`);
   return 0;
 }
 
 export const BENCH_DECODE_HELP = `moe bench decode --model DIR|FILE.gguf [--dtype T] [--json] [--prompt-tokens 64] [--new-tokens 32] [--seed S]
+                 [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate]
 
 Batch-1 prefill and decode tokens/s of a MoE decoder (random prompt ids, greedy, KV cache), and in
 the same run the memory bandwidth (a 512 MiB read and copy) and the weight bytes one decoded token
@@ -168,10 +202,14 @@ reads (non-expert weights + k experts per MoE layer + the embedding row + lm_hea
 bandwidth / active bytes, is the decode speed a memory-bound implementation cannot beat.
 --json prints {"prefillTokensPerSec", "decodeTokensPerSec", "floorTokensPerSec", "bandwidthGBs",
 "activeBytesPerToken"} (bytes as stored: Q8_0/Q4_0 blocks with a quantised --dtype).
-${DTYPE_HELP}`;
+With --expert-memory, also 64 decode steps over the UDHR's English text fed one token per step
+(greedy decoding of a random model repeats one token and would flatter the cache): tokens/s, the
+expert-cache hit rate and the expert bytes read from the file per token ("expertCache" in --json).
+${DTYPE_HELP}
+${EXPERT_HELP}`;
 
 export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['model', 'dtype', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
+  rejectUnknown(args, ['model', 'dtype', 'expert-memory', 'expert-policy', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
   const int = (key: string, min: number): number | undefined => {
@@ -187,7 +225,7 @@ export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
   const log = (l: string): void => { process.stderr.write(`${l}\n`); };
   const dtype = dtypeFlag(args, 'bench decode');
   const t0 = performance.now();
-  const lm = await loadLM(path, dtype);
+  const lm = await loadLM(path, { ...dtype, ...expertFlags(args, 'bench decode') });
   log(`loaded ${path} (${lm.model.config.family}, ${lm.dtype}) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
   const report = benchDecode(lm.model, {
     ...(promptTokens !== undefined ? { promptTokens } : {}),
@@ -195,11 +233,25 @@ export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
     ...(seed !== undefined ? { seed } : {}),
     log,
   });
+  let expertCache: Record<string, unknown> | null = null;
+  if (lm.expertCache) {
+    const st = lm.expertCache.stats();
+    const text = textDecode(lm.model, await udhrIds(lm.tokenizerJson, lm.tokenizerConfig, lm.model.config.vocabSize), lm.expertCache);
+    expertCache = {
+      policy: st.policy, residentBytes: st.residentBytes, totalExpertBytes: st.totalExpertBytes, slotsPerLayer: lm.expertCache.layers[0]!.pool.numSlots,
+      textDecodeTokensPerSec: text.tokensPerSec, hitRate: text.hitRate, bytesLoadedPerToken: text.bytesLoadedPerToken, prefetched: text.prefetched, prefetchUsed: text.prefetchUsed,
+    };
+  }
   if (args.flags.has('json')) {
     const { prefillTokensPerSec, decodeTokensPerSec, floorTokensPerSec, bandwidthGBs, activeBytesPerToken } = report;
-    console.log(JSON.stringify({ prefillTokensPerSec, decodeTokensPerSec, floorTokensPerSec, bandwidthGBs, activeBytesPerToken }));
+    console.log(JSON.stringify({ prefillTokensPerSec, decodeTokensPerSec, floorTokensPerSec, bandwidthGBs, activeBytesPerToken, ...(expertCache ? { expertCache } : {}) }));
   } else {
     console.log(formatDecodeReport(report));
+    if (expertCache) {
+      const e = expertCache as { policy: string; residentBytes: number; totalExpertBytes: number; slotsPerLayer: number; textDecodeTokensPerSec: number; hitRate: number; bytesLoadedPerToken: number };
+      console.log(`expert cache (${e.policy}, ${e.slotsPerLayer} slots per MoE layer, ${(e.residentBytes / 1e6).toFixed(1)} of ${(e.totalExpertBytes / 1e6).toFixed(1)} MB of experts resident): ` +
+        `UDHR English fed one token per step: ${e.textDecodeTokensPerSec.toFixed(2)} tokens/s, hit rate ${(100 * e.hitRate).toFixed(1)}%, ${(e.bytesLoadedPerToken / 1e6).toFixed(2)} MB read from the file per token`);
+    }
   }
   return 0;
 }

@@ -3,12 +3,13 @@
 import { basename } from 'node:path';
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { loadLM } from '../models/load-lm.js';
-import { dtypeFlag, DTYPE_HELP } from './generate-command.js';
+import { dtypeFlag, DTYPE_HELP, expertFlags, EXPERT_HELP } from './generate-command.js';
 import { loadTokenizer } from '../formats/hf/tokenizer.js';
 import { ModelServer } from '../serve/http.js';
 
 export const SERVE_HELP = `moe serve --model DIR|FILE.gguf [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-queue 64]
           [--ctx N] [--prefill-chunk 64] [--timeout SECONDS] [--grace SECONDS] [--name NAME] [--dtype T]
+          [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate]
 
 Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/completions
 (streaming with "stream": true), GET /v1/models, /health and /metrics (Prometheus).
@@ -24,9 +25,10 @@ Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/
                      seconds, end the rest, exit 0 (default 10)
   --name NAME        the model id clients name (default: the model's file or directory name)
 ${DTYPE_HELP}
+${EXPERT_HELP}
 The URL is printed on stdout once the server listens (--port 0 picks a free port).`;
 
-const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'help'];
+const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'expert-memory', 'expert-policy', 'help'];
 
 function intFlag(args: ParsedArgs, key: string, min: number): number | undefined {
   const raw = args.flags.get(key)?.[0];
@@ -50,7 +52,7 @@ export async function serveCommand(args: ParsedArgs): Promise<number> {
   const timeoutS = intFlag(args, 'timeout', 1) ?? 600;
   const graceS = intFlag(args, 'grace', 0) ?? 10;
 
-  const lm = await loadLM(path, dtypeFlag(args, 'serve'));
+  const lm = await loadLM(path, { ...dtypeFlag(args, 'serve'), ...expertFlags(args, 'serve') });
   for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
   if (!lm.tokenizerJson) throw new Error(`serve: ${path} has no tokenizer.json; the server needs one to turn text into ids`);
   const tokenizer = loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {});
