@@ -11,7 +11,7 @@ const strict = process.argv.includes('--strict');
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const addonDir = join(root, 'src', 'backends', 'native', 'addon');
 const addonFile = join(addonDir, 'build', 'Release', 'moe_native.node');
-const FIX = 'apt-get install g++ make python3 libopenblas-dev && npm rebuild';
+const FIX = 'apt-get install g++ make python3 libopenblas-dev libdnnl-dev && npm rebuild';
 
 function fail(what, detail) {
   if (detail) process.stderr.write(`${detail.trimEnd()}\n`);
@@ -65,4 +65,5 @@ try {
   fail(`the built addon does not load: ${e instanceof Error ? e.message : String(e)}`);
 }
 const blas = info.blas === 'openblas' ? 'OpenBLAS' : 'the portable fallback SGEMM (OpenBLAS not found)';
-process.stdout.write(`moe-ts: native addon built with ${blas}; ${info.threads} threads, ${info.simd} loops\n`);
+const dnnl = info.onednn ? `oneDNN ${info.onednn.version} (${info.onednn.isa}) and ` : '';
+process.stdout.write(`moe-ts: native addon built with ${dnnl}${blas}, GEMMs on ${info.gemm ?? 'openblas'}; ${info.threads} threads, ${info.simd} loops\n`);

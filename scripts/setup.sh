@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# compilers and OpenBLAS for the native addon; Fashion-MNIST (the real data of the training
-# examples and tests); DejaVu fonts so that plots rendered to PNG have text
-PACKAGES=(g++ make python3 libopenblas-dev dataset-fashion-mnist fonts-dejavu-core)
+# compilers, OpenBLAS and oneDNN (the GEMM libraries; the build finds each by itself) for the
+# native addon; Fashion-MNIST (the real data of the training examples and tests); DejaVu fonts so
+# that plots rendered to PNG have text
+PACKAGES=(g++ make python3 libopenblas-dev libdnnl-dev dataset-fashion-mnist fonts-dejavu-core)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

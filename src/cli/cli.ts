@@ -16,6 +16,7 @@ import { generateCommand, benchDecodeCommand, GENERATE_HELP, BENCH_DECODE_HELP }
 import { benchCostModelCommand, BENCH_COST_MODEL_HELP } from './cost-model-command.js';
 import { EVAL_HELP, INSPECT_HELP } from './model-commands.js';
 import { serveCommand, SERVE_HELP } from './serve-command.js';
+import { benchServeCommand, BENCH_SERVE_HELP } from './bench-serve-command.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
@@ -38,6 +39,7 @@ Commands:
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
   bench decode --model M [--json]               batch-1 prefill/decode tokens/s of a MoE LM vs the bandwidth floor
+  bench serve --model M [--clients 1,4,16]      moe serve under N concurrent streaming clients: tokens/s, TTFT, TPOT
   info                                          backends, BLAS and threads in use
 
 Options:
@@ -63,6 +65,7 @@ warm-up run. The js backend runs every size by default (about a minute); --js-si
 GB/s of add, broadcast add, mul, exp, gelu, sum, softmax and layer norm on 4M float32 values,
 against a plain memory copy measured in the same run.`,
   decode: BENCH_DECODE_HELP,
+  serve: BENCH_SERVE_HELP,
   'cost-model': BENCH_COST_MODEL_HELP,
   'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128]
 
@@ -167,6 +170,7 @@ async function main(argv: string[]): Promise<number> {
       }
       if (help) { console.log(BENCH_HELP[sub]); return 0; }
       if (sub === 'decode') return benchDecodeCommand(args);
+      if (sub === 'serve') return benchServeCommand(args);
       if (sub === 'cost-model') return benchCostModelCommand(args);
       const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'] };
       rejectUnknown(args, known[sub]!, `bench ${sub}`);

@@ -43,7 +43,12 @@ interface Addon {
   rmsNormBackward(x: F32, gamma: F32 | null, rstd: F32, dy: F32, dx: F32, dgamma: F32 | null, rows: number, d: number): void;
   crossEntropy(logits: F32, targets: I32, losses: F32, probs: F32, rows: number, c: number, smoothing: number): void;
   crossEntropyBackward(probs: F32, targets: I32, dloss: F32, dlogits: F32, rows: number, c: number, smoothing: number): void;
-  info(): { blas: 'openblas' | 'fallback'; threads: number; blasThreads: number; blasConfig: string; simd: string };
+  info(): { blas: 'openblas' | 'fallback'; threads: number; blasThreads: number; blasConfig: string; simd: string;
+    gemm: GemmLibrary; gemmForced: boolean; onednn: OneDnnInfo | null };
+  /** One product on the named library whatever the shape (tests and benchmarks); throws when it is not compiled in. */
+  gemmWith(library: GemmLibrary, a: F32, b: F32, out: F32, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void;
+  /** Every product on one library (MOE_GEMM), or null: chosen per shape class. */
+  setGemmLibrary(library: string | null): void;
   /** Sizes the thread pool and OpenBLAS (openblas_set_num_threads) to n threads. */
   setThreads(n: number): void;
   measurePeakGflops(seconds: number, threads: number): number;
@@ -130,6 +135,16 @@ function loadAddon(): Addon | null {
       addon = a;
     } catch (e) {
       addonError = `loading ${path} failed: ${e instanceof Error ? e.message : String(e)}`;
+    }
+  }
+  const gemm = process.env['MOE_GEMM'];
+  if (addon && gemm !== undefined && gemm !== '') {
+    try {
+      addon.setGemmLibrary(gemm);
+    } catch (e) {
+      // refused every time it is asked for, like a bad MOE_NATIVE_THREADS, never a silent js fallback
+      addon = undefined;
+      throw new Error(`MOE_GEMM=${gemm}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
   return addon;
@@ -220,18 +235,46 @@ function load(): Backend | null {
   }
   const i = n.info();
   const blas = i.blas === 'openblas' ? `OpenBLAS (${i.blasThreads} threads; ${i.blasConfig.trim()})` : 'portable blocked SGEMM (no OpenBLAS)';
+  const dnnl = i.onednn ? `oneDNN ${i.onednn.version} (${i.onednn.isa}, ${i.onednn.threading} ${i.onednn.threads} threads), ` : '';
   return {
     name: 'native',
     float64: false,
-    info: `C++ addon: ${blas}; ${i.threads} threads, ${i.simd} loops`,
+    info: `C++ addon: GEMM on ${i.gemm}${i.gemmForced ? ' (MOE_GEMM)' : ''}; ${dnnl}${blas}; ${i.threads} threads, ${i.simd} loops`,
     kernels: makeKernels(n),
   };
 }
 
 registerLazyBackend('native', load);
 
+/** A GEMM library the addon can be built with ('fallback': its own portable blocked SGEMM). */
+export type GemmLibrary = 'onednn' | 'openblas' | 'fallback';
+
+/** oneDNN as the addon runs it (null in NativeInfo when the build did not find libdnnl). */
+export interface OneDnnInfo {
+  /** dnnl_version(), e.g. '2.6.3'. */
+  version: string;
+  /** The CPU ISA oneDNN dispatches to on this machine (dnnl_get_effective_cpu_isa: 'avx2', 'avx512_core', ...). */
+  isa: string;
+  /** The implementation its matmul picks for a 256^3 product ('gemm:jit', 'brg:avx512_core', ...). */
+  impl: string;
+  /** The threading runtime it was built with ('OpenMP' for Debian's: a thread pool of its own). */
+  threading: string;
+  /** Threads its calls use (omp_get_max_threads: MOE_NATIVE_THREADS when set). */
+  threads: number;
+  cachedPrimitives: number;
+  createdPrimitives: number;
+  /** Calls handed to OpenBLAS or the portable GEMM after a oneDNN error (lastError says which). */
+  failures: number;
+  lastError: string;
+}
+
 export interface NativeInfo {
   blas: 'openblas' | 'fallback';
+  /** The library a large product runs on (per shape class; MOE_GEMM forces one). */
+  gemm: GemmLibrary;
+  /** True when MOE_GEMM chose the library for every product. */
+  gemmForced: boolean;
+  onednn: OneDnnInfo | null;
   /** Threads of moe-ts's own pool, the calling thread included. */
   threads: number;
   /** Where `threads` comes from. */
@@ -250,7 +293,8 @@ export function nativeInfo(): NativeInfo | null {
   if (!n) return null;
   const i = n.info();
   return {
-    blas: i.blas, threads: i.threads, threadsFrom: threadsSetting === null ? 'cores' : 'MOE_NATIVE_THREADS',
+    blas: i.blas, gemm: i.gemm, gemmForced: i.gemmForced, onednn: i.onednn,
+    threads: i.threads, threadsFrom: threadsSetting === null ? 'cores' : 'MOE_NATIVE_THREADS',
     blasThreads: i.blasThreads, blasConfig: i.blasConfig.trim(), simd: i.simd,
   };
 }
@@ -302,6 +346,19 @@ export function adviseHugePages(a: ArrayBufferView): number {
 export function nativeFallbackGemm(): Addon['fallbackGemm'] | null {
   const n = loadAddon();
   return n ? n.fallbackGemm.bind(n) : null;
+}
+
+/** The test and benchmark hook running one product on a named GEMM library, or null without the addon. */
+export function nativeGemmWith(): Addon['gemmWith'] | null {
+  const n = loadAddon();
+  return n ? n.gemmWith.bind(n) : null;
+}
+
+/** The GEMM libraries this build has ('fallback' always), or [] without the addon. */
+export function nativeGemmLibraries(): GemmLibrary[] {
+  const i = loadAddon()?.info();
+  if (!i) return [];
+  return [...(i.onednn ? ['onednn' as const] : []), ...(i.blas === 'openblas' ? ['openblas' as const] : []), 'fallback'];
 }
 
 /** The block-dot variant the quantised kernels run ('avx512vnni', 'avx2', 'scalar'), or null without the addon. */

@@ -1,9 +1,11 @@
 # Builds the moe_native addon. OpenBLAS is used when detect-blas.cjs can link a probe against it
-# (MOE_NO_OPENBLAS=1 forces the portable SGEMM). Vector code is compiled per target
+# (MOE_NO_OPENBLAS=1 forces the portable SGEMM); oneDNN likewise through detect-dnnl.cjs
+# (MOE_NO_DNNL=1 leaves it out). Vector code is compiled per target
 # (AVX-512 / AVX2 / baseline) and picked at run time, so the binary stays portable.
 {
   "variables": {
-    "moe_openblas%": "<!(node detect-blas.cjs)"
+    "moe_openblas%": "<!(node detect-blas.cjs)",
+    "moe_dnnl%": "<!(node detect-dnnl.cjs)"
   },
   "targets": [
     {
@@ -13,6 +15,7 @@
         "threadpool.cc",
         "gemm.cc",
         "gemm_fallback.cc",
+        "gemm_dnnl.cc",
         "gemv.cc",
         "bandwidth.cc",
         "elementwise.cc",
@@ -37,6 +40,10 @@
         ["moe_openblas==1", {
           "defines": ["MOE_HAVE_OPENBLAS"],
           "libraries": ["-lopenblas"]
+        }],
+        ["moe_dnnl==1", {
+          "defines": ["MOE_HAVE_DNNL"],
+          "libraries": ["-ldnnl", "-lgomp"]
         }],
         ["OS=='mac'", {
           "xcode_settings": {

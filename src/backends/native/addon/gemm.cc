@@ -1,12 +1,15 @@
 // Matrix products: matmul (batched, transposes, accumulate), the grouped expert GEMM and its weight
-// gradient, all through one sgemm() that is OpenBLAS's cblas_sgemm when the build found it (1-4
-// rows go to gemv.cc's matrix-vector kernel).
+// gradient, all through one sgemm() that runs oneDNN or OpenBLAS, whichever the build found and
+// measured faster on this CPU class (see chooseLibrary), else the portable GEMM (1-4 rows go to
+// gemv.cc's matrix-vector kernel).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "common.h"
+#include "gemm_dnnl.h"
 #include "simd_math.h"
 #include "kernels.h"
 #include "sgemm.h"
@@ -26,9 +29,74 @@ static constexpr int CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112;
 
 namespace moe {
 
+namespace {
+
+enum class Library { onednn, openblas, fallback };
+
+const char* libraryName(Library l) { return l == Library::onednn ? "onednn" : l == Library::openblas ? "openblas" : "fallback"; }
+
+constexpr bool kHaveOpenblas =
+#ifdef MOE_HAVE_OPENBLAS
+    true;
+#else
+    false;
+#endif
+
+bool compiled(Library l) { return l == Library::fallback || (l == Library::onednn ? dnnlCompiled() : kHaveOpenblas); }
+
+// MOE_GEMM forces one library for every product (benchmarks, A/B runs); -1: choose per shape.
+std::atomic<int> forced{-1};
+
+/**
+ * The library a product runs on. Measured per shape class (bench/gemm-libs.ts; docs/results/
+ * benchmarks.md, "oneDNN vs OpenBLAS"), oneDNN 2.6 over OpenBLAS 0.3.21, interleaved medians:
+ *
+ *   CPU class            shape class                          oneDNN / OpenBLAS   chosen
+ *   AVX2 (EPYC, 2 vCPU)  large: squares >= 512, MoE up/down,  0.82-1.05x          OpenBLAS
+ *                        their dX (NT) and dW (TN) products
+ *   AVX2                 few rows (m = 64, E = 128 groups)    0.43-1.28x (noise)  OpenBLAS
+ *   AVX2                 small (256^3) alone                  1.25-1.9x           OpenBLAS: see below
+ *   AVX-512 (Zen 5)      square 2048 (issue 12)               459 / 246 GFLOP/s   oneDNN
+ *
+ * One library per CPU class, never mixed by shape: both run pools of their own (OpenMP's, OpenBLAS's)
+ * whose workers spin after a call, so alternating four 256^3 products on oneDNN with a 1024^3 one
+ * on OpenBLAS took 197 ms against 103 ms all on OpenBLAS, more than the small products' gain. On
+ * AVX-512 oneDNN picks its AVX-512 kernels itself while OpenBLAS runs the AVX2 one that
+ * OPENBLAS_CORETYPE=Haswell (this project's environment) forces. Without OpenBLAS, oneDNN beats the
+ * portable GEMM on every class.
+ */
+Library chooseLibrary() {
+  const int f = forced.load(std::memory_order_relaxed);
+  if (f >= 0) return static_cast<Library>(f);
+  static const Library byCpu = [] {
+    if (dnnlCompiled() && (!kHaveOpenblas || std::strcmp(simdLevel(), "avx512") == 0)) return Library::onednn;
+    return kHaveOpenblas ? Library::openblas : Library::fallback;
+  }();
+  return byCpu;
+}
+
+/** One product on one library (which must be compiled in); m, n, k >= 1. */
+void sgemmOn(Library lib, bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate,
+             float* c, i64 ldc) {
+  // a oneDNN failure (counted, reported by info) falls through to the next library
+  if (lib == Library::onednn && dnnlSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc)) return;
+#ifdef MOE_HAVE_OPENBLAS
+  if (lib != Library::fallback) {
+    parkPool();  // OpenBLAS runs its own threads: ours must not spin on their cores meanwhile
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+                static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, c,
+                static_cast<int>(ldc));
+    return;
+  }
+#endif
+  fallbackSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+}
+
+}  // namespace
+
 void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate, float* c,
            i64 ldc) {
-  // Few rows (one included): the addon's matrix-vector kernel on its own pool, never OpenBLAS. Its
+  // Few rows (one included): the addon's matrix-vector kernel on its own pool, never a BLAS. Its
   // sgemm packs all of B first even for one row; its sgemv is as fast in isolation, but in decode it
   // alternates with the pool's jobs, and on 2 cores the two sets of spinning threads starved each
   // other (grouped calls 2.3 ms instead of 0.5 ms).
@@ -36,14 +104,7 @@ void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 ld
     smallMSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
     return;
   }
-#ifdef MOE_HAVE_OPENBLAS
-  parkPool();  // OpenBLAS runs its own threads: ours must not spin on their cores meanwhile
-  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, c,
-              static_cast<int>(ldc));
-#else
-  fallbackSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
-#endif
+  sgemmOn(chooseLibrary(), transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
 }
 
 namespace {
@@ -238,6 +299,52 @@ Napi::Value FallbackGemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** A library's name as MOE_GEMM and gemmWith take it; fails naming the accepted values. */
+Library parseLibrary(const Args& args, const std::string& name, const char* what) {
+  for (Library l : {Library::onednn, Library::openblas, Library::fallback}) {
+    if (name == libraryName(l)) {
+      if (!compiled(l)) args.fail(std::string(what) + " '" + name + "': this build has no " + name + " (see moe info)");
+      return l;
+    }
+  }
+  args.fail(std::string(what) + " must be onednn, openblas or fallback, got '" + name + "'");
+}
+
+// Test hook: one product on the named library whatever the shape (1-4 rows included), with matmul's
+// single-matrix arguments: gemmWith(library, a, b, out, m, n, k, transA, transB, accumulate).
+Napi::Value GemmWith(const Napi::CallbackInfo& info) {
+  Args args(info, "gemmWith", 10);
+  if (!info[0].IsString()) args.fail("library must be a string");
+  Library lib = parseLibrary(args, info[0].As<Napi::String>().Utf8Value(), "library");
+  Buf<float> a = args.f32(1, "a"), b = args.f32(2, "b"), out = args.f32(3, "out");
+  i64 m = args.size(4, "m"), n = args.size(5, "n"), k = args.size(6, "k");
+  bool transA = args.boolean(7, "transA"), transB = args.boolean(8, "transB"), accumulate = args.boolean(9, "accumulate");
+  args.need(a, args.mul({m, k}), "a");
+  args.need(b, args.mul({k, n}), "b");
+  args.need(out, args.mul({m, n}), "out");
+  if (m == 0 || n == 0) return info.Env().Undefined();
+  if (k == 0) {
+    if (!accumulate) zero(out.data, m * n);
+    return info.Env().Undefined();
+  }
+  if (lib == Library::openblas) checkBlasInt(args, {m, n, k});
+  sgemmOn(lib, transA, transB, m, n, k, a.data, transA ? m : k, b.data, transB ? k : n, accumulate, out.data, n);
+  return info.Env().Undefined();
+}
+
+// setGemmLibrary(name | null): every product on that library (the binding passes MOE_GEMM), or null
+// to choose per shape again.
+Napi::Value SetGemmLibrary(const Napi::CallbackInfo& info) {
+  Args args(info, "setGemmLibrary", 1);
+  if (args.isNull(0)) {
+    forced.store(-1);
+  } else {
+    if (!info[0].IsString()) args.fail("MOE_GEMM must be a string");
+    forced.store(static_cast<int>(parseLibrary(args, info[0].As<Napi::String>().Utf8Value(), "MOE_GEMM")));
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -251,13 +358,32 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("blasThreads", poolThreads());
   o.Set("blasConfig", "portable blocked SGEMM");
 #endif
+  // Which library runs products of more than kSmallM rows (one per CPU class; see chooseLibrary).
+  o.Set("gemm", libraryName(chooseLibrary()));
+  o.Set("gemmForced", forced.load() >= 0);
+  if (dnnlCompiled()) {
+    const DnnlInfo d = dnnlInfo();
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("version", d.version);
+    x.Set("isa", d.isa);
+    x.Set("impl", d.impl);
+    x.Set("threading", d.threading);
+    x.Set("threads", d.threads);
+    x.Set("cachedPrimitives", static_cast<double>(d.cached));
+    x.Set("createdPrimitives", static_cast<double>(d.created));
+    x.Set("failures", static_cast<double>(d.failures));
+    x.Set("lastError", d.lastError);
+    o.Set("onednn", x);
+  } else {
+    o.Set("onednn", env.Null());
+  }
   o.Set("threads", poolThreads());
   o.Set("simd", simdLevel());
   return o;
 }
 
-// setThreads(n): the pool and OpenBLAS both run n threads (the binding passes MOE_NATIVE_THREADS,
-// validated; OpenBLAS caps it at its build's MAX_THREADS, which info() then reports).
+// setThreads(n): the pool, OpenBLAS and oneDNN's OpenMP all run n threads (the binding passes
+// MOE_NATIVE_THREADS, validated; OpenBLAS caps it at its build's MAX_THREADS, which info() then reports).
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   Args args(info, "setThreads", 1);
   i64 n = args.integer(0, "threads");
@@ -266,6 +392,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 #ifdef MOE_HAVE_OPENBLAS
   openblas_set_num_threads(static_cast<int>(n));
 #endif
+  dnnlSetThreads(static_cast<int>(n));
   return info.Env().Undefined();
 }
 
@@ -276,6 +403,8 @@ void registerGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("groupedMatmul", Napi::Function::New(env, GroupedMatmul, "groupedMatmul"));
   exports.Set("groupedMatmulWeightGrad", Napi::Function::New(env, GroupedMatmulWeightGrad, "groupedMatmulWeightGrad"));
   exports.Set("fallbackGemm", Napi::Function::New(env, FallbackGemm, "fallbackGemm"));
+  exports.Set("gemmWith", Napi::Function::New(env, GemmWith, "gemmWith"));
+  exports.Set("setGemmLibrary", Napi::Function::New(env, SetGemmLibrary, "setGemmLibrary"));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
 }

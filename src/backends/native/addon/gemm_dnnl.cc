@@ -1,0 +1,224 @@
+// oneDNN's matmul primitive as an SGEMM: primitives cached by shape in a bounded LRU, the scratchpad
+// owned by the calling thread, OpenMP threads following MOE_NATIVE_THREADS (Debian's oneDNN 2.6 is
+// built with DNNL_CPU_RUNTIME=OMP, so its threads are libgomp's, a pool apart from ours and OpenBLAS's).
+#include "gemm_dnnl.h"
+
+#ifdef MOE_HAVE_DNNL
+
+#include <atomic>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "threadpool.h"
+
+#if DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_OMP
+extern "C" {
+// From libgomp, which libdnnl links: declared here so that the addon needs no -fopenmp.
+void omp_set_num_threads(int);
+int omp_get_max_threads(void);
+}
+#endif
+
+namespace moe {
+
+namespace {
+
+// A product's full description: oneDNN specialises its kernel to the dims and strides.
+struct Key {
+  int64_t m, n, k, lda, ldb, ldc;
+  bool transA, transB, accumulate;
+  bool operator==(const Key& o) const {
+    return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && transA == o.transA && transB == o.transB &&
+           accumulate == o.accumulate;
+  }
+};
+
+struct KeyHash {
+  size_t operator()(const Key& x) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t v : {x.m, x.n, x.k, x.lda, x.ldb, x.ldc}) h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
+    return static_cast<size_t>(h ^ (x.transA ? 1u : 0u) ^ (x.transB ? 2u : 0u) ^ (x.accumulate ? 4u : 0u));
+  }
+};
+
+struct Entry {
+  dnnl::matmul prim;
+  dnnl::memory::desc a, b, c;
+  size_t scratch = 0;
+};
+
+// Enough for every shape of a model's step (a few per layer, forward and backward); an MoE layer's
+// expert groups change size every step, so beyond that an LRU evicts instead of growing forever.
+constexpr size_t kCacheCapacity = 256;
+
+std::mutex cacheMutex;
+std::list<std::pair<Key, Entry>> lru;  // most recent first
+std::unordered_map<Key, std::list<std::pair<Key, Entry>>::iterator, KeyHash> index;
+std::atomic<int64_t> created{0}, failures{0};
+std::atomic<int> wantThreads{0};
+std::string lastError;  // under cacheMutex
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::memory::desc matrix(int64_t rows, int64_t cols, int64_t ld, bool trans) {
+  // op(X) is rows x cols; stored transposed, its element (i, j) lies at j * ld + i.
+  return dnnl::memory::desc({rows, cols}, dnnl::memory::data_type::f32, trans ? dnnl::memory::dims{1, ld} : dnnl::memory::dims{ld, 1});
+}
+
+Entry create(const Key& key) {
+  Entry e;
+  e.a = matrix(key.m, key.k, key.lda, key.transA);
+  e.b = matrix(key.k, key.n, key.ldb, key.transB);
+  e.c = matrix(key.m, key.n, key.ldc, false);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (key.accumulate) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e.a, e.b, e.c), attr, engine());
+  e.scratch = pd.scratchpad_desc().get_size();
+  e.prim = dnnl::matmul(pd);
+  created.fetch_add(1, std::memory_order_relaxed);
+  return e;
+}
+
+/** The cached primitive for key (created on a miss; the least recently used one evicted past capacity). */
+Entry lookup(const Key& key) {
+  {
+    std::lock_guard<std::mutex> lk(cacheMutex);
+    auto it = index.find(key);
+    if (it != index.end()) {
+      lru.splice(lru.begin(), lru, it->second);
+      return it->second->second;  // primitives are reference-counted handles: copying is cheap
+    }
+  }
+  Entry e = create(key);  // outside the lock: creation can take ~0.1 ms
+  std::lock_guard<std::mutex> lk(cacheMutex);
+  if (index.find(key) == index.end()) {
+    lru.emplace_front(key, e);
+    index.emplace(key, lru.begin());
+    if (lru.size() > kCacheCapacity) {
+      index.erase(lru.back().first);
+      lru.pop_back();
+    }
+  }
+  return e;
+}
+
+void applyThreads() {
+#if DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_OMP
+  // omp_set_num_threads sets the calling thread's count only: each thread applies the setting once.
+  thread_local int applied = 0;
+  const int want = wantThreads.load(std::memory_order_relaxed);
+  if (want > 0 && want != applied) {
+    omp_set_num_threads(want);
+    applied = want;
+  }
+#endif
+}
+
+const char* isaName(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::all: return "all";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+bool dnnlCompiled() { return true; }
+
+bool dnnlSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+               bool accumulate, float* c, int64_t ldc) {
+  try {
+    const Entry e = lookup(Key{m, n, k, lda, ldb, ldc, transA, transB, accumulate});
+    // The scratchpad belongs to the calling thread: two JS threads may run products at once.
+    thread_local std::vector<unsigned char> scratch;
+    if (scratch.size() < e.scratch) scratch.resize(e.scratch);
+    applyThreads();
+    parkPool();  // oneDNN runs OpenMP's threads: ours must not spin on their cores meanwhile
+    dnnl::stream s(engine());
+    dnnl::memory am(e.a, engine(), const_cast<float*>(a)), bm(e.b, engine(), const_cast<float*>(b)), cm(e.c, engine(), c);
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+    if (e.scratch > 0) {
+      args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(dnnl::memory::desc({static_cast<int64_t>(e.scratch)}, dnnl::memory::data_type::u8,
+                                                                        dnnl::memory::dims{1}),
+                                                     engine(), scratch.data()));
+    }
+    e.prim.execute(s, args);
+    s.wait();
+    return true;
+  } catch (const std::exception& err) {
+    failures.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lk(cacheMutex);
+    lastError = err.what();
+    return false;
+  }
+}
+
+void dnnlSetThreads(int threads) { wantThreads.store(threads, std::memory_order_relaxed); }
+
+DnnlInfo dnnlInfo() {
+  DnnlInfo r;
+  const dnnl_version_t* v = dnnl_version();
+  r.version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  r.isa = isaName(dnnl::get_effective_cpu_isa());
+#if DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_OMP
+  r.threading = "OpenMP";
+  applyThreads();
+  r.threads = omp_get_max_threads();
+#elif DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_TBB
+  r.threading = "TBB";
+#elif DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_SEQ
+  r.threading = "sequential";
+  r.threads = 1;
+#else
+  r.threading = "threadpool";
+#endif
+  try {
+    dnnl::memory::desc md({256, 256}, dnnl::memory::data_type::f32, dnnl::memory::dims{256, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md, md, md), engine());
+    r.impl = pd.impl_info_str();
+  } catch (const std::exception& err) {
+    r.impl = std::string("none (") + err.what() + ")";
+  }
+  std::lock_guard<std::mutex> lk(cacheMutex);
+  r.cached = static_cast<int64_t>(lru.size());
+  r.created = created.load();
+  r.failures = failures.load();
+  r.lastError = lastError;
+  return r;
+}
+
+}  // namespace moe
+
+#else  // no oneDNN in this build
+
+namespace moe {
+bool dnnlCompiled() { return false; }
+bool dnnlSgemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, bool, float*, int64_t) { return false; }
+void dnnlSetThreads(int) {}
+DnnlInfo dnnlInfo() { return DnnlInfo{}; }
+}  // namespace moe
+
+#endif

@@ -1,0 +1,39 @@
+// oneDNN's matmul primitive as an SGEMM (compiled in when detect-dnnl.cjs finds libdnnl, MOE_HAVE_DNNL).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moe {
+
+/** True when the addon was built with oneDNN. */
+bool dnnlCompiled();
+
+/**
+ * Row-major C (m x n, ldc) = op(A) @ op(B) (+ C when accumulate) through a cached oneDNN matmul
+ * primitive; m, n, k >= 1. Returns false (C untouched) when oneDNN is not compiled in or failed on
+ * this call (out of memory creating a primitive, say): the caller then runs another library, and
+ * dnnlInfo() counts the failure and keeps its message.
+ */
+bool dnnlSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+               bool accumulate, float* c, int64_t ldc);
+
+/** oneDNN's OpenMP threads for every later call, from any thread (MOE_NATIVE_THREADS); 0 leaves OpenMP's default. */
+void dnnlSetThreads(int threads);
+
+struct DnnlInfo {
+  std::string version;    // "2.6.3"
+  std::string isa;        // the CPU ISA oneDNN dispatches to here (dnnl_get_effective_cpu_isa)
+  std::string impl;       // the implementation its matmul picks for a 256^3 product ("gemm:jit", "brg:avx512_core")
+  std::string threading;  // "OpenMP", "TBB", "sequential", "threadpool"
+  int threads = 0;        // OpenMP threads a call will use
+  int64_t cached = 0;     // primitives in the cache now
+  int64_t created = 0;    // primitives created so far (cache misses)
+  int64_t failures = 0;   // calls handed to another library after a oneDNN error
+  std::string lastError;
+};
+
+/** How oneDNN runs here; version "" when it is not compiled in. */
+DnnlInfo dnnlInfo();
+
+}  // namespace moe

@@ -1,0 +1,163 @@
+// Every GEMM library the native addon was built with (oneDNN, OpenBLAS, the portable GEMM), each
+// forced through the gemmWith hook and through MOE_GEMM, against the js reference; oneDNN's
+// primitive cache past its capacity; what `moe info` reports about the GEMM library.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Rng } from '../src/index.js';
+import { findBackend } from '../src/kernels/registry.js';
+import { nativeGemmLibraries, nativeGemmWith, nativeInfo } from '../src/backends/native/index.js';
+import { assertClose } from './helpers.js';
+
+const js = findBackend('js')!;
+const gemm = nativeGemmWith();
+const libs = nativeGemmLibraries();
+const noNative = gemm === null && 'the native addon is not built here';
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const OPS = new URL('../src/ops/index.js', import.meta.url).href;
+const REGISTRY = new URL('../src/kernels/registry.js', import.meta.url).href;
+const NATIVE = new URL('../src/backends/native/index.js', import.meta.url).href;
+
+function rand(rng: Rng, n: number): Float32Array {
+  const x = new Float32Array(n);
+  rng.fillUniform(x, -1, 1);
+  return x;
+}
+
+// m = 1-5 (the hook runs the library itself even where sgemm() would take the few-row kernel), odd
+// sizes for vector and block tails, k = 0, one shape past the libraries' blocking (k and n > 256).
+const SHAPES: ReadonlyArray<[number, number, number]> = [
+  [1, 1, 1], [2, 17, 3], [4, 9, 33], [5, 7, 3], [5, 64, 0], [7, 1, 13], [13, 31, 0], [33, 65, 17], [67, 129, 257], [130, 300, 520],
+];
+
+function check(lib: string, m: number, n: number, k: number, rng: Rng): void {
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      for (const acc of [false, true]) {
+        const a = rand(rng, m * k);
+        const b = rand(rng, k * n);
+        const init = rand(rng, m * n);
+        const want = init.slice();
+        js.kernels.matmul!(a, b, want, 1, m, n, k, transA, transB, false, false, acc);
+        // without accumulate the output's old contents (NaN here) must not leak into the result
+        const got = acc ? init.slice() : new Float32Array(m * n).fill(Number.NaN);
+        gemm!(lib as 'onednn', a, b, got, m, n, k, transA, transB, acc);
+        assertClose(got, want, 1e-4, 1e-4 * Math.sqrt(k + 1), `${lib} m=${m} n=${n} k=${k} transA=${transA} transB=${transB} accumulate=${acc}`);
+      }
+    }
+  }
+}
+
+test('the build reports its GEMM libraries: the portable GEMM always, and the chosen one among them', { skip: noNative }, () => {
+  const info = nativeInfo()!;
+  assert.ok(libs.includes('fallback'));
+  assert.ok(libs.includes(info.gemm), `${info.gemm} is chosen but not compiled in (${libs.join(', ')})`);
+  assert.equal(libs.includes('onednn'), info.onednn !== null);
+  if (info.onednn) {
+    assert.match(info.onednn.version, /^\d+\.\d+\.\d+$/);
+    assert.ok(info.onednn.isa.length > 0 && info.onednn.isa !== 'unknown', info.onednn.isa);
+    assert.ok(info.onednn.threads >= 1);
+    assert.equal(info.onednn.failures, 0, info.onednn.lastError);
+  }
+});
+
+for (const lib of ['onednn', 'openblas', 'fallback']) {
+  test(`${lib}: every transpose, accumulate, k = 0, 1-5 rows and odd sizes match the js reference`, { skip: noNative || (!libs.includes(lib as 'onednn') && `this build has no ${lib}`) }, () => {
+    const rng = new Rng(lib.length);
+    for (const [m, n, k] of SHAPES) check(lib, m, n, k, rng);
+  });
+}
+
+test('gemmWith refuses an unknown library naming the accepted ones', { skip: noNative }, () => {
+  const x = new Float32Array(1);
+  assert.throws(() => gemm!('mkl' as 'onednn', x, x, x, 1, 1, 1, false, false, false), /onednn, openblas or fallback, got 'mkl'/);
+});
+
+test('oneDNN past its primitive cache (256 shapes): entries are evicted, results stay right', { skip: noNative || (!libs.includes('onednn') && 'this build has no oneDNN') }, () => {
+  const rng = new Rng(5);
+  const before = nativeInfo()!.onednn!.createdPrimitives;
+  // 300 distinct shapes, then the first ones again (evicted by then: created anew)
+  const shapes = Array.from({ length: 300 }, (_, i) => [5 + (i % 20), 3 + Math.floor(i / 20), 7] as const);
+  for (const [m, n, k] of [...shapes, ...shapes.slice(0, 10)]) {
+    const a = rand(rng, m * k);
+    const b = rand(rng, k * n);
+    const want = new Float32Array(m * n);
+    js.kernels.matmul!(a, b, want, 1, m, n, k, false, false, false, false, false);
+    const got = new Float32Array(m * n);
+    gemm!('onednn', a, b, got, m, n, k, false, false, false);
+    assertClose(got, want, 1e-5, 1e-5, `m=${m} n=${n} k=${k}`);
+  }
+  const after = nativeInfo()!.onednn!;
+  assert.ok(after.cachedPrimitives <= 256, `cache holds ${after.cachedPrimitives}`);
+  assert.ok(after.createdPrimitives - before >= 310, `created ${after.createdPrimitives - before} primitives for 310 calls past the capacity`);
+  assert.equal(after.failures, 0, after.lastError);
+});
+
+/** Runs a script in a child with MOE_GEMM (and MOE_NATIVE_THREADS) set; the runner's own settings are not inherited. */
+function child(env: Record<string, string>, script: string): { code: number; out: string; err: string } {
+  const e = { ...process.env };
+  delete e['MOE_GEMM'];
+  delete e['MOE_NATIVE_THREADS'];
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...e, ...env } });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+// matmul (plain, batched, transposed, accumulating), the grouped GEMM and its weight gradient through
+// the ops, with more than 4 rows per product so that sgemm() hands them to the forced library.
+const OPS_SCRIPT = `
+  const ops = await import(${JSON.stringify(OPS)});
+  const { withBackend, findBackend } = await import(${JSON.stringify(REGISTRY)});
+  const { nativeInfo } = await import(${JSON.stringify(NATIVE)});
+  let seed = 1;
+  const r = (shape) => { const t = ops.zeros(shape); for (let i = 0; i < t.data.length; i++) { seed = (seed * 16807) % 2147483647; t.data[i] = seed / 2147483647 - 0.5; } return t; };
+  const a = r([37, 53]), b = r([53, 41]), bt = r([41, 53]), at = r([53, 37]), ba = r([3, 37, 53]), bb = r([3, 53, 41]);
+  const x = r([29, 45]), w = r([3, 45, 19]), sizes = new Int32Array([11, 0, 18]), dy = r([29, 19]);
+  const run = () => [ops.matmul(a, b), ops.matmul(a, bt, { transB: true }), ops.matmul(at, b, { transA: true }), ops.matmul(ba, bb),
+    ops.groupedMatmul(x, w, sizes)].map((t) => Array.from(t.data));
+  const dw = (name) => { const out = new Float32Array(3 * 45 * 19); findBackend(name).kernels.groupedMatmulWeightGrad(x.data, dy.data, sizes, out, 45, 19); return Array.from(out); };
+  const nat = [...withBackend('native', run), dw('native')], ref = [...withBackend('js', run), dw('js')];
+  let worst = 0;
+  nat.forEach((o, i) => o.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - ref[i][j]) / (1 + Math.abs(ref[i][j]))); }));
+  const info = nativeInfo();
+  console.log(JSON.stringify({ worst, gemm: info.gemm, forced: info.gemmForced, onednn: info.onednn }));`;
+
+for (const lib of ['onednn', 'openblas', 'fallback']) {
+  test(`MOE_GEMM=${lib} runs the ops' matrix products on ${lib}, matching the js backend`, { skip: noNative || (!libs.includes(lib as 'onednn') && `this build has no ${lib}`) }, () => {
+    const r = child({ MOE_GEMM: lib }, OPS_SCRIPT);
+    assert.equal(r.code, 0, r.err);
+    const res = JSON.parse(r.out) as { worst: number; gemm: string; forced: boolean; onednn: { createdPrimitives: number; failures: number } | null };
+    assert.equal(res.gemm, lib);
+    assert.equal(res.forced, true);
+    assert.ok(res.worst < 1e-5, `largest relative difference ${res.worst}`);
+    // oneDNN really ran (primitives were made) exactly when it was forced
+    if (res.onednn) assert.equal(res.onednn.createdPrimitives > 0, lib === 'onednn', `${res.onednn.createdPrimitives} oneDNN primitives`);
+  });
+}
+
+test('a bad MOE_GEMM is refused naming the variable, every time', { skip: noNative }, () => {
+  const r = child({ MOE_GEMM: 'mkl' }, `
+    const ops = await import(${JSON.stringify(OPS)});
+    const { setBackend } = await import(${JSON.stringify(REGISTRY)});
+    const errors = [];
+    for (let i = 0; i < 2; i++) { try { setBackend('native'); ops.matmul(ops.ones([5, 5]), ops.ones([5, 5])); errors.push('none'); } catch (e) { errors.push(e.message); } }
+    console.log(JSON.stringify(errors));`);
+  assert.equal(r.code, 0, r.err);
+  const errors = JSON.parse(r.out) as string[];
+  assert.equal(errors.length, 2);
+  for (const e of errors) assert.match(e, /MOE_GEMM=mkl: .*onednn, openblas or fallback/);
+});
+
+test('MOE_NATIVE_THREADS=1 reaches oneDNN (its OpenMP threads), and moe info names the GEMM library', { skip: noNative || (!libs.includes('onednn') && 'this build has no oneDNN') }, () => {
+  const e = { ...process.env };
+  delete e['MOE_GEMM'];
+  const r = spawnSync(process.execPath, [MAIN, 'info', '--json'], { encoding: 'utf8', env: { ...e, MOE_NATIVE_THREADS: '1' } });
+  assert.equal(r.status, 0, r.stderr);
+  const info = JSON.parse(r.stdout) as { native: { gemm: string; onednn: { threads: number; version: string; isa: string } } };
+  assert.equal(info.native.onednn.threads, 1);
+  const text = spawnSync(process.execPath, [MAIN, 'info'], { encoding: 'utf8', env: { ...e, MOE_NATIVE_THREADS: '1' } });
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`GEMM library: ${info.native.gemm}`));
+  assert.match(text.stdout, new RegExp(`oneDNN ${info.native.onednn.version.replace(/\./g, '\\.')}.*${info.native.onednn.isa}`));
+});
