@@ -197,8 +197,10 @@ export class ModelServer {
       resolveFinish(r);
     };
     if (prep.stream) {
-      onToken = (_id, text) => {
-        if (text.length === 0 || raw.writableEnded) return;
+      // one chunk per generated token, its text '' while held back (a partial UTF-8 character, a
+      // possible stop prefix), as vLLM does: clients see progress and time to first token
+      onToken = (tokenId, text) => {
+        if ((tokenId < 0 && text.length === 0) || raw.writableEnded) return;
         raw.write(sse(kind === 'chat' ? chatChunk(id, created, model, { content: text }, null) : completionChunk(id, created, model, text, null)));
       };
     }
