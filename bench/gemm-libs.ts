@@ -1,6 +1,6 @@
 // GEMM libraries side by side (oneDNN, OpenBLAS; the portable GEMM on request) per shape class: the
 // square sizes and the MoE layer's products, forward and backward, interleaved so that a noisy
-// neighbour hits every library alike. Run: node dist/bench/gemm-libs.js [--json] [--with-fallback]
+// neighbour hits every library alike. Run: node dist/bench/gemm-libs.js [--json] [--with-fallback] | [--mixed]
 
 import { Rng } from '../src/index.js';
 import { nativeGemmLibraries, nativeGemmWith, nativeInfo, type GemmLibrary } from '../src/backends/native/index.js';
@@ -106,7 +106,36 @@ export function formatGemmLibs(results: LibResult[], libs: GemmLibrary[]): strin
   return formatTable(['class', 'shape (m x k @ k x n)', ...libs.map((l) => `${l} GFLOP/s`), 'oneDNN/OpenBLAS', 'rounds'], rows);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+/**
+ * The cost of mixing libraries by shape: rounds of four 256^3 products then one 1024^3 one, each pair
+ * of libraries (small, large) in turn, 7 interleaved rounds of 5; median ms of a round per pairing.
+ */
+export function benchMixed(libs: GemmLibrary[]): Array<{ small: GemmLibrary; large: GemmLibrary; medianMs: number }> {
+  const gemm = nativeGemmWith();
+  if (!gemm) throw new Error('bench gemm-libs: the native addon is not built');
+  const rng = new Rng(2);
+  const mk = (n: number): Float32Array => { const x = new Float32Array(n); rng.fillUniform(x, -1, 1); return x; };
+  const S = 256, L = 1024;
+  const a = mk(S * S), c = new Float32Array(S * S), A = mk(L * L), C = new Float32Array(L * L);
+  const pairs = libs.flatMap((small) => libs.map((large) => ({ small, large, times: [] as number[] })));
+  for (let r = 0; r < 7; r++) {
+    for (const p of pairs) {
+      const t0 = performance.now();
+      for (let i = 0; i < 5; i++) {
+        for (let j = 0; j < 4; j++) gemm(p.small, a, a, c, S, S, S, false, false, false);
+        gemm(p.large, A, A, C, L, L, L, false, false, false);
+      }
+      p.times.push(performance.now() - t0);
+    }
+  }
+  return pairs.map((p) => ({ small: p.small, large: p.large, medianMs: median(p.times) }));
+}
+
+if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--mixed')) {
+  for (const r of benchMixed(nativeGemmLibraries().filter((l) => l !== 'fallback'))) {
+    console.log(`256^3 x4 on ${r.small.padEnd(8)} + 1024^3 on ${r.large.padEnd(8)} x5: ${r.medianMs.toFixed(1)} ms (median of 7)`);
+  }
+} else if (import.meta.url === `file://${process.argv[1]}`) {
   const json = process.argv.includes('--json');
   const libs = nativeGemmLibraries().filter((l) => l !== 'fallback' || process.argv.includes('--with-fallback'));
   const info = nativeInfo();
