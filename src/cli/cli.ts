@@ -88,7 +88,7 @@ function warnSlowPath(): void {
   const fix = 'install OpenBLAS and rebuild: apt-get install libopenblas-dev && npm rebuild moe-ts (or npm run build:native in a checkout)';
   if (name === 'js' && !process.env['MOE_BACKEND']) {
     process.stderr.write(`moe: the native backend is not available (${backendLoadError('native') ?? 'not built'}); running on the slow js backend. To fix: ${fix}\n`);
-  } else if (name === 'native' && info?.blas === 'fallback') {
+  } else if (name === 'native' && info?.blas === 'fallback' && info.gemm === 'fallback') {
     process.stderr.write(`moe: the native backend was built without OpenBLAS; matrix products run on the slow portable GEMM. To fix: ${fix}\n`);
   }
 }
