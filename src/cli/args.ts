@@ -45,3 +45,12 @@ export function rejectUnknown(args: ParsedArgs, known: readonly string[], comman
   const k = args.valueless[0];
   if (k !== undefined) throw new Error(`${command}: option --${k} needs a value (--${k} VALUE or --${k}=VALUE)`);
 }
+
+/** The integer value of --key (undefined when absent); anything but an integer >= min is refused, naming the command and the option. */
+export function intFlag(args: ParsedArgs, key: string, min: number, command: string): number | undefined {
+  const raw = args.flags.get(key)?.[0];
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) throw new Error(`${command}: --${key} ${raw}: expected an integer >= ${min}`);
+  return v;
+}

@@ -1,7 +1,7 @@
 // `moe bench cost-model`: fits time per decode step = bytes / bandwidth + FLOPs / throughput to
 // steps measured at several batch sizes (bench/cost-model.ts), and prints the error per point.
 
-import { rejectUnknown, type ParsedArgs } from './args.js';
+import { intFlag, rejectUnknown, type ParsedArgs } from './args.js';
 import { loadLM } from '../models/load-lm.js';
 import { dtypeFlag } from './generate-command.js';
 import { benchCostModel, formatCostModelReport } from '../../bench/cost-model.js';
@@ -22,13 +22,7 @@ export async function benchCostModelCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, ['model', 'batch', 'prompt-tokens', 'steps', 'dtype', 'seed', 'json', 'help'], 'bench cost-model');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench cost-model: --model DIR|FILE.gguf is required');
-  const int = (key: string, min: number): number | undefined => {
-    const raw = args.flags.get(key)?.[0];
-    if (raw === undefined) return undefined;
-    const v = Number(raw);
-    if (!Number.isInteger(v) || v < min) throw new Error(`bench cost-model: --${key} ${raw}: expected an integer >= ${min}`);
-    return v;
-  };
+  const int = (key: string, min: number): number | undefined => intFlag(args, key, min, 'bench cost-model');
   const rawBatch = args.flags.get('batch')?.[0];
   const batches = rawBatch?.split(',').map((b) => {
     const v = Number(b);

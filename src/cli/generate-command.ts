@@ -1,6 +1,6 @@
 // `moe generate` (an HF directory or GGUF file, or a byte-level LM checkpoint) and `moe bench decode`.
 
-import { rejectUnknown, type ParsedArgs } from './args.js';
+import { intFlag, rejectUnknown, type ParsedArgs } from './args.js';
 import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP } from './model-commands.js';
 import { loadLM } from '../models/load-lm.js';
 import { LOAD_DTYPES, type LoadDType } from '../models/moe-decoder-weights.js';
@@ -212,13 +212,7 @@ export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, ['model', 'dtype', 'expert-memory', 'expert-policy', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
-  const int = (key: string, min: number): number | undefined => {
-    const raw = args.flags.get(key)?.[0];
-    if (raw === undefined) return undefined;
-    const v = Number(raw);
-    if (!Number.isInteger(v) || v < min) throw new Error(`bench decode: --${key} ${raw}: expected an integer >= ${min}`);
-    return v;
-  };
+  const int = (key: string, min: number): number | undefined => intFlag(args, key, min, 'bench decode');
   const promptTokens = int('prompt-tokens', 1);
   const newTokens = int('new-tokens', 2);
   const seed = int('seed', 0);
