@@ -47,6 +47,12 @@ interface Addon {
     gemm: GemmLibrary; gemmForced: boolean; onednn: OneDnnInfo | null };
   /** One product on the named library whatever the shape (tests and benchmarks); throws when it is not compiled in. */
   gemmWith(library: GemmLibrary, a: F32, b: F32, out: F32, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void;
+  /**
+   * out = act(a @ op(b) + bias) * mul * rowScale (bias [n], mul [m, n], rowScale [m], each optional);
+   * fused: in oneDNN's matmul post-ops (throws without oneDNN), else the GEMM and then one pass.
+   */
+  gemmEpilogue(fused: boolean, a: F32, b: F32, bias: F32 | null, act: number, mul: F32 | null, rowScale: F32 | null, out: F32,
+    m: number, n: number, k: number, transB: boolean): void;
   /** Every product on one library (MOE_GEMM), or null: chosen per shape class. */
   setGemmLibrary(library: string | null): void;
   /** Sizes the thread pool and OpenBLAS (openblas_set_num_threads) to n threads. */
@@ -352,6 +358,15 @@ export function nativeFallbackGemm(): Addon['fallbackGemm'] | null {
 export function nativeGemmWith(): Addon['gemmWith'] | null {
   const n = loadAddon();
   return n ? n.gemmWith.bind(n) : null;
+}
+
+/** gemmEpilogue's activation codes (gemm_dnnl.h's EpilogueAct). */
+export const EPILOGUE_ACT = { none: 0, relu: 1, gelu: 2, geluTanh: 3, silu: 4 } as const;
+
+/** The fused-epilogue GEMM (tests and benchmarks; not used by the MoE layer yet), or null without the addon. */
+export function nativeGemmEpilogue(): Addon['gemmEpilogue'] | null {
+  const n = loadAddon();
+  return n ? n.gemmEpilogue.bind(n) : null;
 }
 
 /** The GEMM libraries this build has ('fallback' always), or [] without the addon. */

@@ -16,6 +16,7 @@
         "gemm.cc",
         "gemm_fallback.cc",
         "gemm_dnnl.cc",
+        "gemm_epilogue.cc",
         "gemv.cc",
         "bandwidth.cc",
         "elementwise.cc",

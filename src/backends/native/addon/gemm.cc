@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "gemm_dnnl.h"
+#include "gemm_epilogue.h"
 #include "simd_math.h"
 #include "kernels.h"
 #include "sgemm.h"
@@ -404,6 +405,7 @@ void registerGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("groupedMatmulWeightGrad", Napi::Function::New(env, GroupedMatmulWeightGrad, "groupedMatmulWeightGrad"));
   exports.Set("fallbackGemm", Napi::Function::New(env, FallbackGemm, "fallbackGemm"));
   exports.Set("gemmWith", Napi::Function::New(env, GemmWith, "gemmWith"));
+  registerGemmEpilogue(env, exports);
   exports.Set("setGemmLibrary", Napi::Function::New(env, SetGemmLibrary, "setGemmLibrary"));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));

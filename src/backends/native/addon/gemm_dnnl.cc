@@ -32,9 +32,12 @@ namespace {
 struct Key {
   int64_t m, n, k, lda, ldb, ldc;
   bool transA, transB, accumulate;
+  // the fused epilogue (gemmEpilogue): none, with no bias, mul or rowScale, for a plain product
+  EpilogueAct act = EpilogueAct::none;
+  bool bias = false, mul = false, rowScale = false;
   bool operator==(const Key& o) const {
     return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && transA == o.transA && transB == o.transB &&
-           accumulate == o.accumulate;
+           accumulate == o.accumulate && act == o.act && bias == o.bias && mul == o.mul && rowScale == o.rowScale;
   }
 };
 
@@ -42,13 +45,14 @@ struct KeyHash {
   size_t operator()(const Key& x) const {
     uint64_t h = 1469598103934665603ull;
     for (int64_t v : {x.m, x.n, x.k, x.lda, x.ldb, x.ldc}) h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
-    return static_cast<size_t>(h ^ (x.transA ? 1u : 0u) ^ (x.transB ? 2u : 0u) ^ (x.accumulate ? 4u : 0u));
+    return static_cast<size_t>(h ^ (x.transA ? 1u : 0u) ^ (x.transB ? 2u : 0u) ^ (x.accumulate ? 4u : 0u) ^ (x.bias ? 8u : 0u) ^
+                               (x.mul ? 16u : 0u) ^ (x.rowScale ? 32u : 0u) ^ (static_cast<unsigned>(x.act) << 6));
   }
 };
 
 struct Entry {
   dnnl::matmul prim;
-  dnnl::memory::desc a, b, c;
+  dnnl::memory::desc a, b, c, bias, mul, rowScale;
   size_t scratch = 0;
 };
 
@@ -80,12 +84,23 @@ Entry create(const Key& key) {
   e.c = matrix(key.m, key.n, key.ldc, false);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (key.accumulate) {
-    dnnl::post_ops po;
-    po.append_sum(1.0f);
-    attr.set_post_ops(po);
+  dnnl::post_ops po;
+  if (key.accumulate) po.append_sum(1.0f);
+  // post-ops run in order on the product (plus bias): activation, then the products
+  const dnnl::algorithm alg[] = {dnnl::algorithm::undef, dnnl::algorithm::eltwise_relu, dnnl::algorithm::eltwise_gelu_erf,
+                                 dnnl::algorithm::eltwise_gelu_tanh, dnnl::algorithm::eltwise_swish};
+  if (key.act != EpilogueAct::none) po.append_eltwise(1.0f, alg[static_cast<int>(key.act)], key.act == EpilogueAct::silu ? 1.0f : 0.0f, 0.0f);
+  if (key.mul) {
+    e.mul = matrix(key.m, key.n, key.n, false);
+    po.append_binary(dnnl::algorithm::binary_mul, e.mul);
   }
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e.a, e.b, e.c), attr, engine());
+  if (key.rowScale) {
+    e.rowScale = dnnl::memory::desc({key.m, 1}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, 1});
+    po.append_binary(dnnl::algorithm::binary_mul, e.rowScale);
+  }
+  attr.set_post_ops(po);
+  if (key.bias) e.bias = dnnl::memory::desc({1, key.n}, dnnl::memory::data_type::f32, dnnl::memory::dims{key.n, 1});
+  dnnl::matmul::primitive_desc pd(key.bias ? dnnl::matmul::desc(e.a, e.b, e.bias, e.c) : dnnl::matmul::desc(e.a, e.b, e.c), attr, engine());
   e.scratch = pd.scratchpad_desc().get_size();
   e.prim = dnnl::matmul(pd);
   created.fetch_add(1, std::memory_order_relaxed);
@@ -148,23 +163,30 @@ const char* isaName(dnnl::cpu_isa isa) {
 
 bool dnnlCompiled() { return true; }
 
-bool dnnlSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-               bool accumulate, float* c, int64_t ldc) {
+namespace {
+
+/** Runs key's primitive on these buffers; the optional ones (null) only when key has no such operand. */
+bool run(const Key& key, const float* a, const float* b, float* c, const float* bias, const float* mul, const float* rowScale) {
   try {
-    const Entry e = lookup(Key{m, n, k, lda, ldb, ldc, transA, transB, accumulate});
+    const Entry e = lookup(key);
     // The scratchpad belongs to the calling thread: two JS threads may run products at once.
     thread_local std::vector<unsigned char> scratch;
     if (scratch.size() < e.scratch) scratch.resize(e.scratch);
     applyThreads();
     parkPool();  // oneDNN runs OpenMP's threads: ours must not spin on their cores meanwhile
     dnnl::stream s(engine());
-    dnnl::memory am(e.a, engine(), const_cast<float*>(a)), bm(e.b, engine(), const_cast<float*>(b)), cm(e.c, engine(), c);
-    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+    auto mem = [](const dnnl::memory::desc& md, const float* p) { return dnnl::memory(md, engine(), const_cast<float*>(p)); };
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, mem(e.a, a)}, {DNNL_ARG_WEIGHTS, mem(e.b, b)}, {DNNL_ARG_DST, mem(e.c, c)}};
     if (e.scratch > 0) {
       args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(dnnl::memory::desc({static_cast<int64_t>(e.scratch)}, dnnl::memory::data_type::u8,
                                                                         dnnl::memory::dims{1}),
                                                      engine(), scratch.data()));
     }
+    if (key.bias) args.emplace(DNNL_ARG_BIAS, mem(e.bias, bias));
+    // binary post-ops are numbered by their place in the chain (sum and eltwise count too)
+    int idx = (key.accumulate ? 1 : 0) + (key.act != EpilogueAct::none ? 1 : 0);
+    if (key.mul) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx++) | DNNL_ARG_SRC_1, mem(e.mul, mul));
+    if (key.rowScale) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx++) | DNNL_ARG_SRC_1, mem(e.rowScale, rowScale));
     e.prim.execute(s, args);
     s.wait();
     return true;
@@ -174,6 +196,23 @@ bool dnnlSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const 
     lastError = err.what();
     return false;
   }
+}
+
+}  // namespace
+
+bool dnnlSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+               bool accumulate, float* c, int64_t ldc) {
+  return run(Key{m, n, k, lda, ldb, ldc, transA, transB, accumulate}, a, b, c, nullptr, nullptr, nullptr);
+}
+
+bool dnnlGemmEpilogue(bool transB, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias, EpilogueAct act,
+                      const float* mul, const float* rowScale, float* c) {
+  Key key{m, n, k, k, transB ? k : n, n, false, transB, false};
+  key.act = act;
+  key.bias = bias != nullptr;
+  key.mul = mul != nullptr;
+  key.rowScale = rowScale != nullptr;
+  return run(key, a, b, c, bias, mul, rowScale);
 }
 
 void dnnlSetThreads(int threads) { wantThreads.store(threads, std::memory_order_relaxed); }
@@ -217,6 +256,9 @@ DnnlInfo dnnlInfo() {
 namespace moe {
 bool dnnlCompiled() { return false; }
 bool dnnlSgemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, bool, float*, int64_t) { return false; }
+bool dnnlGemmEpilogue(bool, int64_t, int64_t, int64_t, const float*, const float*, const float*, EpilogueAct, const float*, const float*, float*) {
+  return false;
+}
 void dnnlSetThreads(int) {}
 DnnlInfo dnnlInfo() { return DnnlInfo{}; }
 }  // namespace moe

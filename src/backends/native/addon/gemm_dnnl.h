@@ -18,6 +18,17 @@ bool dnnlCompiled();
 bool dnnlSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                bool accumulate, float* c, int64_t ldc);
 
+/** The activation of a fused epilogue (codes shared with gemm_epilogue.cc and the TypeScript hook). */
+enum class EpilogueAct { none = 0, relu = 1, gelu = 2, geluTanh = 3, silu = 4 };
+
+/**
+ * C (m x n, row-major, dense) = act(A @ op(B) + bias) * mul * rowScale in one oneDNN matmul with
+ * post-ops: bias [n], mul [m x n] (SwiGLU's up projection), rowScale [m] (the gates), each optional
+ * (null). A is m x k row-major; B is k x n, or n x k when transB. False as dnnlSgemm.
+ */
+bool dnnlGemmEpilogue(bool transB, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias, EpilogueAct act,
+                      const float* mul, const float* rowScale, float* c);
+
 /** oneDNN's OpenMP threads for every later call, from any thread (MOE_NATIVE_THREADS); 0 leaves OpenMP's default. */
 void dnnlSetThreads(int threads);
 
