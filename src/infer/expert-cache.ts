@@ -7,6 +7,7 @@ import { readFullyAt } from '../io/safetensors.js';
 import { QuantWeight } from './quant/weight.js';
 import { quantGroupedMatmul } from './quant/matmul.js';
 import { SlotPool, type EvictionRule } from './expert-slots.js';
+import { adviseHugePages } from '../backends/native/index.js';
 
 /** An expert projection's bytes in the model file. */
 export interface ExpertRange {
@@ -84,8 +85,15 @@ export class LayerExperts {
     this.pool = new SlotPool(numExperts, numSlots, rule);
     this.slots = shapes.map((sh, p) => {
       const bytes = ranges[p]![0]!.bytes;
-      if (type === 'f32') return new Tensor(new Float32Array((numSlots * bytes) / 4), [numSlots, sh[0], sh[1]]);
-      return new QuantWeight(type, [numSlots, sh[0], sh[1]], new Uint8Array(numSlots * bytes));
+      // huge pages as for resident weights (advised while the pages are untouched): fewer TLB misses when the kernels stream a slot
+      if (type === 'f32') {
+        const data = new Float32Array((numSlots * bytes) / 4);
+        adviseHugePages(data);
+        return new Tensor(data, [numSlots, sh[0], sh[1]]);
+      }
+      const data = new Uint8Array(numSlots * bytes);
+      adviseHugePages(data);
+      return new QuantWeight(type, [numSlots, sh[0], sh[1]], data);
     });
     this.slotBytes = this.slots.map((w) => (w instanceof QuantWeight ? w.data : new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength)));
     this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0 };
