@@ -1,9 +1,10 @@
 // GEMM libraries side by side (oneDNN, OpenBLAS; the portable GEMM on request) per shape class: the
 // square sizes and the MoE layer's products, forward and backward, interleaved so that a noisy
-// neighbour hits every library alike. Run: node dist/bench/gemm-libs.js [--json] [--with-fallback] | [--mixed]
+// neighbour hits every library alike. Run: node dist/bench/gemm-libs.js [--json] [--with-fallback] | [--mixed] | [--epilogue]
 
 import { Rng } from '../src/index.js';
-import { nativeGemmLibraries, nativeGemmWith, nativeInfo, type GemmLibrary } from '../src/backends/native/index.js';
+import { findBackend } from '../src/kernels/registry.js';
+import { EPILOGUE_ACT, nativeGemmEpilogue, nativeGemmLibraries, nativeGemmWith, nativeInfo, type GemmLibrary } from '../src/backends/native/index.js';
 import { formatTable } from './timing.js';
 
 export interface GemmShape {
@@ -131,7 +132,45 @@ export function benchMixed(libs: GemmLibrary[]): Array<{ small: GemmLibrary; lar
   return pairs.map((p) => ({ small: p.small, large: p.large, medianMs: median(p.times) }));
 }
 
-if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--mixed')) {
+/**
+ * The MoE layer's first expert GEMM with its bias + GELU, [4096 x 512] @ [512 x 2048]: fused in oneDNN's
+ * post-ops against the path the layer runs today (the GEMM on the library the CPU class or MOE_GEMM
+ * picks, then the native backend's broadcast add and vectorised GELU kernels), and the GEMM alone;
+ * interleaved rounds, median ms each.
+ */
+export function benchEpilogue(rounds = 7): { fusedMs: number | null; unfusedMs: number; gemmOnlyMs: number } {
+  const epi = nativeGemmEpilogue();
+  const gemm = nativeGemmWith();
+  const kernels = findBackend('native')?.kernels;
+  if (!epi || !gemm || !kernels) throw new Error('bench gemm-libs: the native addon is not built');
+  const fusedOk = nativeGemmLibraries().includes('onednn');
+  const lib = nativeInfo()!.gemm;
+  const rng = new Rng(3);
+  const m = 4096, k = 512, n = 2048;
+  const a = new Float32Array(m * k), b = new Float32Array(k * n), bias = new Float32Array(n), out = new Float32Array(m * n);
+  const withBias = new Float32Array(m * n), act = new Float32Array(m * n);
+  rng.fillUniform(a, -1, 1);
+  rng.fillUniform(b, -1, 1);
+  rng.fillUniform(bias, -1, 1);
+  const fused: number[] = [], unfused: number[] = [], plain: number[] = [];
+  const time = (xs: number[], fn: () => void): void => { fn(); const t0 = performance.now(); fn(); xs.push(performance.now() - t0); };
+  for (let r = 0; r < rounds; r++) {
+    if (fusedOk) time(fused, () => epi(true, a, b, bias, EPILOGUE_ACT.gelu, null, null, out, m, n, k, false));
+    time(unfused, () => {
+      gemm(lib, a, b, out, m, n, k, false, false, false);
+      kernels.binary!('add', out, [m, n], bias, [n], withBias, [m, n]);
+      kernels.unary!('gelu', withBias, act);
+    });
+    time(plain, () => gemm(lib, a, b, out, m, n, k, false, false, false));
+  }
+  return { fusedMs: fusedOk ? median(fused) : null, unfusedMs: median(unfused), gemmOnlyMs: median(plain) };
+}
+
+if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--epilogue')) {
+  const r = benchEpilogue();
+  console.log(`GELU + bias on [4096x512]@[512x2048], GEMMs on ${nativeInfo()!.gemm}: fused (oneDNN post-ops) ${r.fusedMs?.toFixed(1) ?? 'n/a'} ms, ` +
+    `GEMM + add + gelu kernels ${r.unfusedMs.toFixed(1)} ms, the GEMM alone ${r.gemmOnlyMs.toFixed(1)} ms (medians of 7 interleaved)`);
+} else if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--mixed')) {
   for (const r of benchMixed(nativeGemmLibraries().filter((l) => l !== 'fallback'))) {
     console.log(`256^3 x4 on ${r.small.padEnd(8)} + 1024^3 on ${r.large.padEnd(8)} x5: ${r.medianMs.toFixed(1)} ms (median of 7)`);
   }
