@@ -13,6 +13,8 @@ import { loadLM, type LoadLMOptions } from '../src/models/load-lm.js';
 import type { MoEDecoder } from '../src/models/moe-decoder.js';
 import { SlotPool, LRU, LFU } from '../src/infer/expert-slots.js';
 import { slotsForBudget } from '../src/infer/expert-offload.js';
+import { parseArgs } from '../src/cli/args.js';
+import { expertFlags } from '../src/cli/generate-command.js';
 
 const PROMPT = Int32Array.from(Buffer.from('All human beings are born free'));
 const NEW = 10;
@@ -145,6 +147,21 @@ describe('expert offload: refusals and errors', () => {
     // the GGUF reader already checks its tensors' ranges at open
     await assert.rejects(loadLM(copy, { expertMemory: 0.5 }), /short\.gguf.*(truncated|past the end)/);
   });
+});
+
+test('--expert-memory and --expert-policy parse bytes, fractions and percentages; bad values are named', () => {
+  const flags = (...a: string[]) => expertFlags(parseArgs(a, new Set()), 'generate');
+  assert.deepEqual(flags('--expert-memory', '25%', '--expert-policy', 'lfu'), { expertMemory: 0.25, expertPolicy: 'lfu' });
+  assert.deepEqual(flags('--expert-memory', '0.5'), { expertMemory: 0.5 });
+  assert.deepEqual(flags('--expert-memory', '512M'), { expertMemory: 512 * 2 ** 20 });
+  assert.deepEqual(flags('--expert-memory', '2GB'), { expertMemory: 2e9 });
+  assert.deepEqual(flags('--expert-memory', '300000000'), { expertMemory: 3e8 });
+  assert.deepEqual(flags(), {});
+  assert.throws(() => flags('--expert-memory', '12X'), /generate: --expert-memory 12X: expected bytes/);
+  assert.throws(() => flags('--expert-memory', '150%'), /--expert-memory 150%/);
+  assert.throws(() => flags('--expert-memory', '0'), /--expert-memory 0/);
+  assert.throws(() => flags('--expert-policy', 'lru'), /--expert-policy needs --expert-memory/);
+  assert.throws(() => flags('--expert-memory', '1G', '--expert-policy', 'fifo'), /--expert-policy fifo: expected one of lru, lfu, pregate/);
 });
 
 describe('slot pool eviction order', () => {
