@@ -39,6 +39,7 @@ Commands:
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
   bench decode --model M [--json]               batch-1 prefill/decode tokens/s of a MoE LM vs the bandwidth floor
+  bench cost-model --model M [--batch 1,2,4]   fit time per step = bytes / bandwidth + FLOPs / throughput
   bench serve --model M [--clients 1,4,16]      moe serve under N concurrent streaming clients: tokens/s, TTFT, TPOT
   info                                          backends, BLAS and threads in use
 
