@@ -45,7 +45,7 @@ constexpr bool kHaveOpenblas =
 
 bool compiled(Library l) { return l == Library::fallback || (l == Library::onednn ? dnnlCompiled() : kHaveOpenblas); }
 
-// MOE_GEMM forces one library for every product (benchmarks, A/B runs); -1: choose per shape.
+// MOE_GEMM forces one library for every product (benchmarks, A/B runs); -1: chooseLibrary's choice.
 std::atomic<int> forced{-1};
 
 /**
@@ -53,9 +53,9 @@ std::atomic<int> forced{-1};
  * benchmarks.md, "oneDNN vs OpenBLAS"), oneDNN 2.6 over OpenBLAS 0.3.21, interleaved medians:
  *
  *   CPU class            shape class                          oneDNN / OpenBLAS   chosen
- *   AVX2 (EPYC, 2 vCPU)  large: squares >= 512, MoE up/down,  0.82-1.05x          OpenBLAS
- *                        their dX (NT) and dW (TN) products
- *   AVX2                 few rows (m = 64, E = 128 groups)    0.43-1.28x (noise)  OpenBLAS
+ *   AVX2 (EPYC, 2 vCPU)  large: squares >= 512, MoE up/down,  0.58-1.11x, mostly  OpenBLAS
+ *                        their dX (NT) and dW (TN) products   0.86-0.99x
+ *   AVX2                 few rows (m = 64, E = 128 groups)    0.32-0.70x (2 thr.) OpenBLAS
  *   AVX2                 small (256^3) alone                  1.25-1.9x           OpenBLAS: see below
  *   AVX-512 (Zen 5)      square 2048 (issue 12)               459 / 246 GFLOP/s   oneDNN
  *
