@@ -131,7 +131,7 @@ function infoCommand(args: ParsedArgs): number {
     const capped = info.threadsFrom === 'MOE_NATIVE_THREADS' && info.blasThreads < info.threads ? `; fewer than asked: this OpenBLAS build caps threads (${/MAX_THREADS=\d+/.exec(info.blasConfig)?.[0] ?? 'MAX_THREADS'})` : '';
     console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads${capped})` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
     console.log(`BLAS: ${info.blasConfig}`);
-    console.log(`GEMM library: ${info.gemm} (${info.gemmForced ? 'forced by MOE_GEMM' : 'per shape class; MOE_GEMM=onednn|openblas|fallback forces one'})`);
+    console.log(`GEMM library: ${info.gemm} (${info.gemmForced ? 'forced by MOE_GEMM' : 'the default; MOE_GEMM=onednn|openblas|fallback forces one'})`);
     const d = info.onednn;
     console.log(d ? `oneDNN ${d.version}: ${d.isa} kernels (${d.impl}), ${d.threading} threads: ${d.threads}${d.failures > 0 ? `; ${d.failures} calls failed over to another library: ${d.lastError}` : ''}` : 'oneDNN: not linked (libdnnl-dev not found at build, or MOE_NO_DNNL=1)');
     console.log(`vector ISA: ${info.simd}`);

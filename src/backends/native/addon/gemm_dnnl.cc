@@ -6,6 +6,7 @@
 #ifdef MOE_HAVE_DNNL
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -169,9 +170,23 @@ namespace {
 bool run(const Key& key, const float* a, const float* b, float* c, const float* bias, const float* mul, const float* rowScale) {
   try {
     const Entry e = lookup(key);
-    // The scratchpad belongs to the calling thread: two JS threads may run products at once.
-    thread_local std::vector<unsigned char> scratch;
-    if (scratch.size() < e.scratch) scratch.resize(e.scratch);
+    // The scratchpad belongs to the calling thread: two JS threads may run products at once. Page
+    // aligned, as oneDNN's own scratchpads are (a suspect of the heap corruption noted at
+    // chooseLibrary; it did not remove it: 9 of 12 runs crashed with a std::vector, 3 of 12 with this).
+    struct Scratch {
+      unsigned char* p = nullptr;
+      size_t size = 0;
+      ~Scratch() { std::free(p); }
+    };
+    thread_local Scratch scratch;
+    if (scratch.size < e.scratch) {
+      const size_t want = (e.scratch + 4095) / 4096 * 4096;
+      void* p = std::aligned_alloc(4096, want);
+      if (!p) throw std::bad_alloc();
+      std::free(scratch.p);
+      scratch.p = static_cast<unsigned char*>(p);
+      scratch.size = want;
+    }
     applyThreads();
     parkPool();  // oneDNN runs OpenMP's threads: ours must not spin on their cores meanwhile
     dnnl::stream s(engine());
@@ -180,7 +195,7 @@ bool run(const Key& key, const float* a, const float* b, float* c, const float* 
     if (e.scratch > 0) {
       args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(dnnl::memory::desc({static_cast<int64_t>(e.scratch)}, dnnl::memory::data_type::u8,
                                                                         dnnl::memory::dims{1}),
-                                                     engine(), scratch.data()));
+                                                     engine(), scratch.p));
     }
     if (key.bias) args.emplace(DNNL_ARG_BIAS, mem(e.bias, bias));
     // binary post-ops are numbered by their place in the chain (sum and eltwise count too)
