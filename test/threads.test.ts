@@ -113,16 +113,18 @@ const threadDelta = (threads: string) => node(threads, `
   const a = ops.ones([256, 256]);
   for (let i = 0; i < 3; i++) { ops.matmul(a, a); ops.exp(ops.ones([1 << 20])); }
   const after = readdirSync('/proc/self/task').length;
-  console.log(JSON.stringify({ started: after - before, blas: nativeInfo().blas }));`);
+  console.log(JSON.stringify({ started: after - before, blas: nativeInfo().blas, gemm: nativeInfo().gemm }));`);
 
-test('MOE_NATIVE_THREADS=1 starts no thread at all; =2 starts one pool worker and one OpenBLAS worker', { skip: noNative || (process.platform !== 'linux' && 'counts threads through /proc') }, () => {
+test('MOE_NATIVE_THREADS=1 starts no thread at all; =2 one worker per pool (ours, OpenBLAS, OpenMP under oneDNN)', { skip: noNative || (process.platform !== 'linux' && 'counts threads through /proc') }, () => {
   const one = threadDelta('1');
   assert.equal(one.code, 0, one.err);
   assert.deepEqual((JSON.parse(one.out) as { started: number }).started, 0, 'threads started with MOE_NATIVE_THREADS=1');
   const two = threadDelta('2');
   assert.equal(two.code, 0, two.err);
-  const r = JSON.parse(two.out) as { started: number; blas: string };
-  assert.equal(r.started, r.blas === 'openblas' ? 2 : 1, 'threads started with MOE_NATIVE_THREADS=2');
+  const r = JSON.parse(two.out) as { started: number; blas: string; gemm: string };
+  // the pool's worker, OpenBLAS's (started when it loads, used or not), and OpenMP's when oneDNN runs the GEMMs
+  const expected = 1 + (r.blas === 'openblas' ? 1 : 0) + (r.gemm === 'onednn' ? 1 : 0);
+  assert.equal(r.started, expected, `threads started with MOE_NATIVE_THREADS=2 (blas ${r.blas}, gemm ${r.gemm})`);
 });
 
 test('moe --help documents MOE_NATIVE_THREADS', () => {
