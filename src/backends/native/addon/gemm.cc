@@ -286,12 +286,13 @@ Napi::Value GroupedMatmulWeightGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Test hook: runs the portable SGEMM even in an OpenBLAS build, with matmul's single-matrix arguments.
-Napi::Value FallbackGemm(const Napi::CallbackInfo& info) {
-  Args args(info, "fallbackGemm", 9);
-  Buf<float> a = args.f32(0, "a"), b = args.f32(1, "b"), out = args.f32(2, "out");
-  i64 m = args.size(3, "m"), n = args.size(4, "n"), k = args.size(5, "k");
-  bool transA = args.boolean(6, "transA"), transB = args.boolean(7, "transB"), accumulate = args.boolean(8, "accumulate");
+// The test hooks' product: matmul's single-matrix arguments from index `at` on (a, b, out, m, n, k,
+// transA, transB, accumulate), checked, then run(...) unless the product is empty.
+template <typename Run>
+Napi::Value testProduct(const Args& args, const Napi::CallbackInfo& info, size_t at, Run&& run) {
+  Buf<float> a = args.f32(at, "a"), b = args.f32(at + 1, "b"), out = args.f32(at + 2, "out");
+  i64 m = args.size(at + 3, "m"), n = args.size(at + 4, "n"), k = args.size(at + 5, "k");
+  bool transA = args.boolean(at + 6, "transA"), transB = args.boolean(at + 7, "transB"), accumulate = args.boolean(at + 8, "accumulate");
   args.need(a, args.mul({m, k}), "a");
   args.need(b, args.mul({k, n}), "b");
   args.need(out, args.mul({m, n}), "out");
@@ -300,8 +301,14 @@ Napi::Value FallbackGemm(const Napi::CallbackInfo& info) {
     if (!accumulate) zero(out.data, m * n);
     return info.Env().Undefined();
   }
-  fallbackSgemm(transA, transB, m, n, k, a.data, transA ? m : k, b.data, transB ? k : n, accumulate, out.data, n);
+  run(transA, transB, m, n, k, a.data, transA ? m : k, b.data, transB ? k : n, accumulate, out.data, n);
   return info.Env().Undefined();
+}
+
+// Test hook: runs the portable SGEMM even in an OpenBLAS build, with matmul's single-matrix arguments.
+Napi::Value FallbackGemm(const Napi::CallbackInfo& info) {
+  Args args(info, "fallbackGemm", 9);
+  return testProduct(args, info, 0, fallbackSgemm);
 }
 
 /** A library's name as MOE_GEMM and gemmWith take it; fails naming the accepted values. */
@@ -321,20 +328,10 @@ Napi::Value GemmWith(const Napi::CallbackInfo& info) {
   Args args(info, "gemmWith", 10);
   if (!info[0].IsString()) args.fail("library must be a string");
   Library lib = parseLibrary(args, info[0].As<Napi::String>().Utf8Value(), "library");
-  Buf<float> a = args.f32(1, "a"), b = args.f32(2, "b"), out = args.f32(3, "out");
-  i64 m = args.size(4, "m"), n = args.size(5, "n"), k = args.size(6, "k");
-  bool transA = args.boolean(7, "transA"), transB = args.boolean(8, "transB"), accumulate = args.boolean(9, "accumulate");
-  args.need(a, args.mul({m, k}), "a");
-  args.need(b, args.mul({k, n}), "b");
-  args.need(out, args.mul({m, n}), "out");
-  if (m == 0 || n == 0) return info.Env().Undefined();
-  if (k == 0) {
-    if (!accumulate) zero(out.data, m * n);
-    return info.Env().Undefined();
-  }
-  if (lib == Library::openblas) checkBlasInt(args, {m, n, k});
-  sgemmOn(lib, transA, transB, m, n, k, a.data, transA ? m : k, b.data, transB ? k : n, accumulate, out.data, n);
-  return info.Env().Undefined();
+  return testProduct(args, info, 1, [&](bool tA, bool tB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool acc, float* c, i64 ldc) {
+    if (lib == Library::openblas) checkBlasInt(args, {m, n, k});
+    sgemmOn(lib, tA, tB, m, n, k, a, lda, b, ldb, acc, c, ldc);
+  });
 }
 
 // setGemmLibrary(name | null): every product on that library (the binding passes MOE_GEMM), or null
