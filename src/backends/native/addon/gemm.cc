@@ -73,7 +73,12 @@ std::atomic<int> forced{-1};
 // OpenBLAS: 0 of 12 with it), cause not found. Repro: a groupedMatmul of x [64, 512] with w
 // [4, 128, 512] transW, groupSizes [16, 16, 16, 16], ten times, MOE_GEMM=onednn node --cpu-prof.
 // Until that is understood a signal (SIGCHLD, a profiler) must not be able to crash a run, so the
-// AVX-512 choice above is not made by default.
+// AVX-512 choice above is not made by default. Known so far: with OMP_NUM_THREADS=1 it still
+// crashes (8 of 8, every shape tried, transposed or not), so it is no race between threads; without
+// the profiler, 0 of 6 even under MALLOC_CHECK_=3; the failing free() is inside oneDNN's own GEMM
+// driver (libdnnl.so.2 under GOMP_parallel, from dnnl_primitive_execute), not on our buffers. A
+// suspect: JIT code using stack below the red zone, clobbered by signal frames. Next: a newer
+// oneDNN, or its TBB/threadpool runtime, or ONEDNN_VERBOSE to see which kernel runs.
 Library chooseLibrary() {
   const int f = forced.load(std::memory_order_relaxed);
   if (f >= 0) return static_cast<Library>(f);
