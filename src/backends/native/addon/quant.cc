@@ -133,16 +133,13 @@ float dotScalar(const uint8_t* w, const BlockQ8* x, const float* dx, i64 nb) {
   return acc;
 }
 
-// Four outputs at once: rows w, w + rowBytes, ... against one activation row.
-using Dot4Fn = void (*)(const uint8_t* w, i64 rowBytes, const BlockQ8* x, const float* dx, i64 nb, float* out);
 // Weight rows [o0, o1) against R activation rows (R = index + 1), out[r * ldo + o].
 using RowDotsFn = void (*)(const uint8_t* w, i64 rowBytes, i64 o0, i64 o1, const BlockQ8* x, const float* dx, i64 nb, float* out, i64 ldo);
 
 struct Kernels {
   bool (*quantizeRow)(const float* x, BlockQ8* y, float* ds, i64 nb);  // activations to Q8_0
   DotFn dot[2];
-  Dot4Fn dot4[2];       // null: one row at a time
-  RowDotsFn rows[2][4];  // null: the tiled loop
+  RowDotsFn rows[2][4];  // null (scalar build): one output at a time
 };
 
 #ifdef MOE_QUANT_X86
@@ -171,7 +168,7 @@ struct Simd {
 };
 
 Simd pickSimd() {
-  static const Kernels scalarKernels = {quantizeRowQ8, {dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {nullptr, nullptr}, {{nullptr}, {nullptr}}};
+  static const Kernels scalarKernels = {quantizeRowQ8, {dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {{nullptr}, {nullptr}}};
   Simd scalar{"scalar", &scalarKernels};
 #ifdef MOE_QUANT_X86
   __builtin_cpu_init();
@@ -227,27 +224,31 @@ struct Job {
   i64 rows, n, nb, rowBytes;
 };
 
-// Weight rows [lo, hi) of one job. Up to 4 activation rows (decode, small batches): the few-row
-// kernel, which reads each weight row once, front to back. More: rows of W in tiles of 8, every
-// activation row against a tile while it is hot in cache. Both sum each output in the same order.
+// Weight rows [lo, hi) of one job, through the few-row kernel (each weight row read once, front to
+// back, against up to 4 activation rows). More activation rows: weight rows in tiles of 16 (17 KiB
+// of Q8_0 at in = 1024, held in L1), every group of 4 activation rows against a tile while it is
+// hot, each weight block's sign and scale serving 4 rows. It replaced four weight rows against one
+// activation row (dot4): 1024 x 1024 Q8_0, 8 rows 279 -> 187 us, 16 rows 505 -> 393 us. Both sum each output in the same order, so results do not depend on the row count.
 void runRows(const Job& j, const Kernels& kn, int type, i64 lo, i64 hi) {
-  if (j.rows <= 4 && kn.rows[type][0]) {
-    kn.rows[type][j.rows - 1](j.w, j.rowBytes, lo, hi, j.xq, j.xd, j.nb, j.out, j.n);
+  if (kn.rows[type][0]) {
+    if (j.rows <= 4) {
+      kn.rows[type][j.rows - 1](j.w, j.rowBytes, lo, hi, j.xq, j.xd, j.nb, j.out, j.n);
+      return;
+    }
+    constexpr i64 kTile = 16;
+    for (i64 o0 = lo; o0 < hi; o0 += kTile) {
+      const i64 o1 = std::min(hi, o0 + kTile);
+      for (i64 r0 = 0; r0 < j.rows; r0 += 4) {
+        const i64 R = std::min<i64>(4, j.rows - r0);
+        kn.rows[type][R - 1](j.w, j.rowBytes, o0, o1, j.xq + r0 * j.nb, j.xd + r0 * j.nb, j.nb, j.out + r0 * j.n, j.n);
+      }
+    }
     return;
   }
+  // scalar build: one output at a time
   const DotFn dot = kn.dot[type];
-  const Dot4Fn dot4 = kn.dot4[type];
-  constexpr i64 kTile = 8;
-  for (i64 o0 = lo; o0 < hi; o0 += kTile) {
-    const i64 o1 = std::min(hi, o0 + kTile);
-    for (i64 r = 0; r < j.rows; r++) {
-      const BlockQ8* xr = j.xq + r * j.nb;
-      const float* dr = j.xd + r * j.nb;
-      float* orow = j.out + r * j.n;
-      i64 o = o0;
-      if (dot4) for (; o + 4 <= o1; o += 4) dot4(j.w + o * j.rowBytes, j.rowBytes, xr, dr, j.nb, orow + o);
-      for (; o < o1; o++) orow[o] = dot(j.w + o * j.rowBytes, xr, dr, j.nb);
-    }
+  for (i64 r = 0; r < j.rows; r++) {
+    for (i64 o = lo; o < hi; o++) j.out[r * j.n + o] = dot(j.w + o * j.rowBytes, j.xq + r * j.nb, j.xd + r * j.nb, j.nb);
   }
 }
 
