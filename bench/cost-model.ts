@@ -11,6 +11,7 @@
 import { Rng } from '../src/index.js';
 import type { MoEDecoder } from '../src/models/moe-decoder.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
+import { argmax } from '../src/infer/sampler.js';
 import { activeBytesPerToken, floorBandwidthGBs, measureBandwidth } from './decode.js';
 
 export interface CostPoint {
@@ -52,19 +53,27 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** Bytes and FLOPs of one decode step from the routing it used (distinct experts per layer) and the context lengths. */
-function stepCost(model: MoEDecoder, distinct: number[], contexts: number[]): { bytes: number; flops: number } {
+/** What a step's cost is made of, per model (computed once, not per step). */
+interface ModelCost {
+  /** Bytes every step reads whatever the routing: non-expert weights and the LM head. */
+  fixedBytes: number;
+  /** One embedding row per sequence (0 when tied: the head reads the table). */
+  embeddingRow: number;
+  /** One expert's three projections in one layer. */
+  perExpert: number;
+  /** K and V of one cached position over all layers, float32. */
+  kvRow: number;
+  /** 2 per weight one token uses: dense weights and its k experts. */
+  flopsPerToken: number;
+  /** Attention FLOPs per token and cached position: q.K and p.V over all heads and layers. */
+  attnFlopsPerPosition: number;
+}
+
+function modelCost(model: MoEDecoder): ModelCost {
   const c = model.config;
   const a = activeBytesPerToken(model);
-  // a.experts counts k experts per MoE layer; one expert of one layer (w1, w2, w3) costs:
+  // a.experts counts k experts per MoE layer
   const moeLayers = model.layers.filter((l) => l.moe).length;
-  const perExpert = moeLayers > 0 ? a.experts / (c.topK * moeLayers) : 0;
-  const kvRow = 2 * c.numKVHeads * c.headDim * 4 * c.numLayers; // K and V, float32, every layer
-  let bytes = a.nonExpert + a.lmHead + a.embeddingRow * contexts.length;
-  for (const n of distinct) bytes += n * perExpert;
-  for (const L of contexts) bytes += L * kvRow;
-  // FLOPs: 2 per weight used per token (dense weights and the k experts each token runs), plus
-  // attention's q.K and p.V over each context, for every token of the batch.
   let dense = 0;
   let expertParams = 0;
   for (const [name, w] of model.namedWeights()) {
@@ -72,9 +81,25 @@ function stepCost(model: MoEDecoder, distinct: number[], contexts: number[]): { 
     if (/\.moe\.w[123]$/.test(name)) expertParams += n / c.numExperts;
     else if (name !== 'embed' || !model.lmHead) dense += n;
   }
-  const perToken = 2 * (dense + c.topK * expertParams * (moeLayers > 0 ? 1 : 0));
-  let flops = perToken * contexts.length;
-  for (const L of contexts) flops += 4 * L * c.numHeads * c.headDim * c.numLayers;
+  return {
+    fixedBytes: a.nonExpert + a.lmHead,
+    embeddingRow: a.embeddingRow,
+    perExpert: moeLayers > 0 ? a.experts / (c.topK * moeLayers) : 0,
+    kvRow: 2 * c.numKVHeads * c.headDim * 4 * c.numLayers,
+    flopsPerToken: 2 * (dense + (moeLayers > 0 ? c.topK * expertParams : 0)),
+    attnFlopsPerPosition: 4 * c.numHeads * c.headDim * c.numLayers,
+  };
+}
+
+/** Bytes and FLOPs of one decode step from the routing it used (distinct experts per layer) and the context lengths. */
+function stepCost(m: ModelCost, distinct: number[], contexts: number[]): { bytes: number; flops: number } {
+  let bytes = m.fixedBytes + m.embeddingRow * contexts.length;
+  for (const n of distinct) bytes += n * m.perExpert;
+  let flops = m.flopsPerToken * contexts.length;
+  for (const L of contexts) {
+    bytes += L * m.kvRow;
+    flops += L * m.attnFlopsPerPosition;
+  }
   return { bytes, flops };
 }
 
@@ -112,6 +137,7 @@ export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): 
   for (const b of batches) if (!(Number.isInteger(b) && b >= 1 && b <= 256)) throw new Error(`bench cost-model: batch size ${b} must be an integer in [1, 256]`);
   if (P + S + 1 > c.maxPositionEmbeddings) throw new Error(`bench cost-model: ${P} prompt tokens + ${S + 1} steps exceed the model's context of ${c.maxPositionEmbeddings}`);
   const rng = new Rng(opts.seed ?? 0);
+  const cost0 = modelCost(model);
   const previousHook = model.onRouting;
   const points: Array<Omit<CostPoint, 'predictedMs' | 'relError'>> = [];
   try {
@@ -120,7 +146,7 @@ export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): 
       // prefill each sequence alone (not timed), then B-token decode steps
       let next = caches.map((cache) => {
         const logits = model.forwardBatch([{ ids: Int32Array.from({ length: P }, () => rng.int(c.vocabSize)), cache }])[0]!;
-        return argmaxLast(logits.data as Float32Array, c.vocabSize);
+        return argmax(logits.data, logits.size - c.vocabSize, c.vocabSize);
       });
       const perLayer = new Map<number, Set<number>>();
       model.onRouting = (layer, experts) => {
@@ -136,10 +162,10 @@ export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): 
         const t0 = performance.now();
         const out = model.forwardBatch(caches.map((cache, i) => ({ ids: Int32Array.of(next[i]!), cache })));
         const dt = performance.now() - t0;
-        next = out.map((l) => argmaxLast(l.data as Float32Array, c.vocabSize));
+        next = out.map((l) => argmax(l.data, l.size - c.vocabSize, c.vocabSize));
         if (step === 0) continue; // warm-up step: first touches, JIT
         const distinct = [...perLayer.values()].map((s) => s.size);
-        const cost = stepCost(model, distinct, contexts);
+        const cost = stepCost(cost0, distinct, contexts);
         ms.push(dt);
         bytes += cost.bytes;
         flops += cost.flops;
@@ -172,13 +198,6 @@ export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): 
     promptTokens: P,
     steps: S,
   };
-}
-
-function argmaxLast(logits: Float32Array, V: number): number {
-  const off = logits.length - V;
-  let best = 0;
-  for (let j = 1; j < V; j++) if (logits[off + j]! > logits[off + best]!) best = j;
-  return best;
 }
 
 export function formatCostModelReport(r: CostModelReport): string {

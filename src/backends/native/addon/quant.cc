@@ -106,8 +106,6 @@ bool quantizeRowQ8(const float* x, BlockQ8* y, float* ds, i64 nb) {
   return finite;
 }
 
-// One output: sum over nb blocks of (integer block dot) * d_w * d_x. w points at a row of blocks.
-using DotFn = float (*)(const uint8_t* w, const BlockQ8* x, const float* dx, i64 nb);
 
 // Scalar: the js reference's order exactly (float32, block by block), so it matches bit for bit.
 template <int T>
@@ -138,9 +136,15 @@ using RowDotsFn = void (*)(const uint8_t* w, i64 rowBytes, i64 o0, i64 o1, const
 
 struct Kernels {
   bool (*quantizeRow)(const float* x, BlockQ8* y, float* ds, i64 nb);  // activations to Q8_0
-  DotFn dot[2];
-  RowDotsFn rows[2][4];  // null (scalar build): one output at a time
+  RowDotsFn rows[2][4];  // [type][R - 1]: weight rows against R activation rows
 };
+
+// The scalar build's few-row kernel: one output at a time, in the js reference's order.
+template <int T, int R>
+void rowDotsScalar(const uint8_t* w, i64 rowBytes, i64 o0, i64 o1, const BlockQ8* x, const float* dx, i64 nb, float* out, i64 ldo) {
+  for (i64 o = o0; o < o1; o++)
+    for (int r = 0; r < R; r++) out[r * ldo + o] = dotScalar<T>(w + o * rowBytes, x + r * nb, dx + r * nb, nb);
+}
 
 #ifdef MOE_QUANT_X86
 #pragma GCC push_options
@@ -168,7 +172,9 @@ struct Simd {
 };
 
 Simd pickSimd() {
-  static const Kernels scalarKernels = {quantizeRowQ8, {dotScalar<kQ8_0>, dotScalar<kQ4_0>}, {{nullptr}, {nullptr}}};
+  static const Kernels scalarKernels = {quantizeRowQ8,
+                                               {{rowDotsScalar<kQ8_0, 1>, rowDotsScalar<kQ8_0, 2>, rowDotsScalar<kQ8_0, 3>, rowDotsScalar<kQ8_0, 4>},
+                                                {rowDotsScalar<kQ4_0, 1>, rowDotsScalar<kQ4_0, 2>, rowDotsScalar<kQ4_0, 3>, rowDotsScalar<kQ4_0, 4>}}};
   Simd scalar{"scalar", &scalarKernels};
 #ifdef MOE_QUANT_X86
   __builtin_cpu_init();
@@ -228,27 +234,16 @@ struct Job {
 // back, against up to 4 activation rows). More activation rows: weight rows in tiles of 16 (17 KiB
 // of Q8_0 at in = 1024, held in L1), every group of 4 activation rows against a tile while it is
 // hot, each weight block's sign and scale serving 4 rows. It replaced four weight rows against one
-// activation row (dot4): 1024 x 1024 Q8_0, 8 rows 279 -> 187 us, 16 rows 505 -> 393 us. Both sum each output in the same order, so results do not depend on the row count.
+// activation row (dot4): 1024 x 1024 Q8_0, 8 rows 279 -> 187 us, 16 rows 505 -> 393 us. With up to
+// 4 rows (decode) the tiles just cut one sequential pass over the weights into 16-row calls.
 void runRows(const Job& j, const Kernels& kn, int type, i64 lo, i64 hi) {
-  if (kn.rows[type][0]) {
-    if (j.rows <= 4) {
-      kn.rows[type][j.rows - 1](j.w, j.rowBytes, lo, hi, j.xq, j.xd, j.nb, j.out, j.n);
-      return;
+  constexpr i64 kTile = 16;
+  for (i64 o0 = lo; o0 < hi; o0 += kTile) {
+    const i64 o1 = std::min(hi, o0 + kTile);
+    for (i64 r0 = 0; r0 < j.rows; r0 += 4) {
+      const i64 R = std::min<i64>(4, j.rows - r0);
+      kn.rows[type][R - 1](j.w, j.rowBytes, o0, o1, j.xq + r0 * j.nb, j.xd + r0 * j.nb, j.nb, j.out + r0 * j.n, j.n);
     }
-    constexpr i64 kTile = 16;
-    for (i64 o0 = lo; o0 < hi; o0 += kTile) {
-      const i64 o1 = std::min(hi, o0 + kTile);
-      for (i64 r0 = 0; r0 < j.rows; r0 += 4) {
-        const i64 R = std::min<i64>(4, j.rows - r0);
-        kn.rows[type][R - 1](j.w, j.rowBytes, o0, o1, j.xq + r0 * j.nb, j.xd + r0 * j.nb, j.nb, j.out + r0 * j.n, j.n);
-      }
-    }
-    return;
-  }
-  // scalar build: one output at a time
-  const DotFn dot = kn.dot[type];
-  for (i64 r = 0; r < j.rows; r++) {
-    for (i64 o = lo; o < hi; o++) j.out[r * j.n + o] = dot(j.w + o * j.rowBytes, j.xq + r * j.nb, j.xd + r * j.nb, j.nb);
   }
 }
 
