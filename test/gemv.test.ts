@@ -29,10 +29,10 @@ function reference(a: Float32Array, b: Float32Array, out: Float32Array, m: numbe
   js.kernels.matmul!(a, b, out, 1, m, n, k, tA, tB, false, false, acc);
 }
 
-function checkAll(what: string, gemm: Gemm): void {
+function checkAll(what: string, gemm: Gemm, rows: readonly number[] = [1, 2, 3, 4], shapes = SHAPES): void {
   const rng = new Rng(7);
-  for (let m = 1; m <= 4; m++) {
-    for (const [n, k] of SHAPES) {
+  for (const m of rows) {
+    for (const [n, k] of shapes) {
       for (const transA of [false, true]) {
         for (const transB of [false, true]) {
           for (const acc of [false, true]) {
@@ -54,6 +54,32 @@ function checkAll(what: string, gemm: Gemm): void {
 
 test('native matmul with 1-4 rows matches the js reference (both transposes, accumulate, odd sizes)', { skip: noNative }, () => {
   checkAll('matmul', (a, b, out, m, n, k, tA, tB, acc) => native!.kernels.matmul!(a, b, out, 1, m, n, k, tA, tB, false, false, acc));
+});
+
+// 5-16 rows (a batched decode step) stay on the addon's kernel, in L2 tiles of B (128 KiB): shapes
+// with many tiles per thread in both layouts ([613, 1031]: 31 rows of B [n, k] per tile, 2.5 MiB
+// so two threads; [2100, 300]: 15 rows of B [k, n] per tile), tails of 1-3 rows after the 4-row slabs.
+const FEW_ROW_SHAPES: ReadonlyArray<[number, number]> = [[7, 3], [263, 517], [613, 1031], [2100, 300], [17, 8195]];
+
+test('native matmul with 5-16 rows matches the js reference (tiled passes over B)', { skip: noNative }, () => {
+  checkAll('matmul', (a, b, out, m, n, k, tA, tB, acc) => native!.kernels.matmul!(a, b, out, 1, m, n, k, tA, tB, false, false, acc), [5, 8, 11, 16], FEW_ROW_SHAPES);
+});
+
+test('a row of a 5-16 row product equals the same row alone, bit for bit, with B stored [n, k] (batched decode = decode alone)', { skip: noNative }, () => {
+  const rng = new Rng(11);
+  for (const [n, k] of FEW_ROW_SHAPES) {
+    for (const m of [6, 16]) {
+      const a = rand(rng, m * k);
+      const b = rand(rng, n * k);
+      const all = new Float32Array(m * n);
+      native!.kernels.matmul!(a, b, all, 1, m, n, k, false, true, false, false, false);
+      for (const i of [0, m - 1]) {
+        const one = new Float32Array(n);
+        native!.kernels.matmul!(a.subarray(i * k, (i + 1) * k), b, one, 1, 1, n, k, false, true, false, false, false);
+        assert.deepEqual(all.subarray(i * n, (i + 1) * n), one, `m=${m} row ${i} n=${n} k=${k}`);
+      }
+    }
+  }
 });
 
 test("the addon's own few-row kernel (fallbackGemm: the path of builds without OpenBLAS) matches the js reference", { skip: noNative }, () => {

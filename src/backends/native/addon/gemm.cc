@@ -110,7 +110,7 @@ void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 ld
   // sgemm packs all of B first even for one row; its sgemv is as fast in isolation, but in decode it
   // alternates with the pool's jobs, and on 2 cores the two sets of spinning threads starved each
   // other (grouped calls 2.3 ms instead of 0.5 ms).
-  if (m <= kSmallM) {
+  if (m <= kFewM) {
     smallMSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
     return;
   }
@@ -213,7 +213,7 @@ i64 groupRows(const Args& args, const Buf<int32_t>& sizes) {
 }
 
 /**
- * A decode step's expert GEMM: every non-empty group has at most kSmallM rows. The groups are split
+ * A decode step's expert GEMM: every non-empty group has at most kFewM rows. The groups are split
  * across the pool in one job, each run on one thread by the matrix-vector kernel: one hand-off per
  * call instead of one per expert (each expert alone is too small to split well). False when the
  * groups are not all small, or too few to share out.
@@ -223,7 +223,7 @@ bool fewRowsPerGroup(const float* x, const float* w, const Buf<int32_t>& sizes, 
   i64 row = 0;
   for (i64 g = 0; g < sizes.length; g++) {
     const i64 rows = sizes.data[g];
-    if (rows > kSmallM) return false;
+    if (rows > kFewM) return false;
     if (rows > 0) {
       groups.push_back(g);
       starts.push_back(row);
@@ -365,7 +365,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("blasThreads", poolThreads());
   o.Set("blasConfig", "portable blocked SGEMM");
 #endif
-  // Which library runs products of more than kSmallM rows (one per CPU class; see chooseLibrary).
+  // Which library runs products of more than kFewM rows (one per CPU class; see chooseLibrary).
   o.Set("gemm", libraryName(chooseLibrary()));
   o.Set("gemmForced", forced.load() >= 0);
   if (dnnlCompiled()) {

@@ -171,6 +171,9 @@ constexpr i64 kUnit = 16;
 // 256 KiB, decode of the small preset (1 MiB dense products) ran slower than OpenBLAS's single
 // thread on a loaded 2-vCPU machine: a hand-off to a descheduled worker costs more than it saves.
 constexpr i64 kMinBytesPerThread = 1024 * 1024;
+// Bytes of B per tile when A has more than 4 rows: well inside a 1 MiB L2 (with the A rows and
+// the next tile's prefetch), large enough that the slabs' loop overhead is noise.
+constexpr i64 kTileBytes = 128 * 1024;
 
 }  // namespace
 
@@ -190,43 +193,58 @@ void smallMSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, 
   }
   const i64 bytesB = n * k * static_cast<i64>(sizeof(float));
   const i64 want = threaded ? bytesB / kMinBytesPerThread : 1;
-  for (i64 i0 = 0; i0 < m; i0 += 4) {
-    const i64 mi = m - i0 < 4 ? m - i0 : 4;
-    float* ci = c + i0 * ldc;
-    if (transB) {
-      Gemv G{mi, n, k, ldb, ldc, ar + i0 * k, b, accumulate, ci};
-      const i64 units = (n + kUnit - 1) / kUnit;
-      const i64 bytesPerUnit = kUnit * k * static_cast<i64>(sizeof(float));
-      const i64 minUnits = threaded ? (kMinBytesPerThread + bytesPerUnit - 1) / bytesPerUnit : units;
-      parallelFor(units, minUnits < 1 ? 1 : minUnits, [&](i64 u0, i64 u1) {
-        kernel(true, G, u0 * kUnit, u1 * kUnit < n ? u1 * kUnit : n);
-      });
-      continue;
-    }
-    // B's rows split into `parts` stretches, each summed into its own partial C, then added up.
-    i64 parts = std::min<i64>({static_cast<i64>(poolThreads()), want, k});
-    if (parts <= 1) {
-      if (!accumulate)
-        for (i64 i = 0; i < mi; i++) std::memset(ci + i * ldc, 0, sizeof(float) * static_cast<size_t>(n));
-      kernel(false, Gemv{mi, n, k, ldb, ldc, ar + i0 * k, b, true, ci}, 0, k);
-      continue;
-    }
-    static thread_local std::vector<float> partial;
-    const size_t per = static_cast<size_t>(mi * n);
-    partial.assign(per * static_cast<size_t>(parts), 0.0f);
-    float* pd = partial.data();
-    parallelFor(parts, 1, [&](i64 q0, i64 q1) {
-      for (i64 q = q0; q < q1; q++) {
-        kernel(false, Gemv{mi, n, k, ldb, n, ar + i0 * k, b, true, pd + per * static_cast<size_t>(q)}, k * q / parts, k * (q + 1) / parts);
+  if (transB) {
+    // One pass over B for all m rows: each thread walks its columns in tiles of B rows small enough
+    // to stay in L2, and every 4-row slab of A passes over a tile before the next one is read, so
+    // B comes from memory once whatever m is (slab after slab over all of B read it m / 4 times).
+    const i64 units = (n + kUnit - 1) / kUnit;
+    const i64 bytesPerUnit = kUnit * k * static_cast<i64>(sizeof(float));
+    const i64 minUnits = threaded ? (kMinBytesPerThread + bytesPerUnit - 1) / bytesPerUnit : units;
+    const i64 tile = m <= 4 ? n : std::max<i64>(1, kTileBytes / (k * static_cast<i64>(sizeof(float))));
+    parallelFor(units, minUnits < 1 ? 1 : minUnits, [&](i64 u0, i64 u1) {
+      const i64 end = u1 * kUnit < n ? u1 * kUnit : n;
+      for (i64 j0 = u0 * kUnit; j0 < end; j0 += tile) {
+        const i64 j1 = end - j0 < tile ? end : j0 + tile;
+        for (i64 i0 = 0; i0 < m; i0 += 4) {
+          const i64 mi = m - i0 < 4 ? m - i0 : 4;
+          kernel(true, Gemv{mi, n, k, ldb, ldc, ar + i0 * k, b, accumulate, c + i0 * ldc}, j0, j1);
+        }
       }
     });
-    for (i64 i = 0; i < mi; i++) {
-      float* dst = ci + i * ldc;
-      for (i64 j = 0; j < n; j++) {
-        float s = accumulate ? dst[j] : 0.0f;
-        for (i64 q = 0; q < parts; q++) s += pd[per * static_cast<size_t>(q) + static_cast<size_t>(i * n + j)];
-        dst[j] = s;
+    return;
+  }
+  // B stored [k, n]: the same, over stretches of B's rows (each slab adds a stretch's products into C).
+  const i64 rowTile = m <= 4 ? k : std::max<i64>(1, kTileBytes / (n * static_cast<i64>(sizeof(float))));
+  auto slabs = [&](float* cBase, i64 ldcOut, i64 p0, i64 p1) {
+    for (i64 q0 = p0; q0 < p1; q0 += rowTile) {
+      const i64 q1 = p1 - q0 < rowTile ? p1 : q0 + rowTile;
+      for (i64 i0 = 0; i0 < m; i0 += 4) {
+        const i64 mi = m - i0 < 4 ? m - i0 : 4;
+        kernel(false, Gemv{mi, n, k, ldb, ldcOut, ar + i0 * k, b, true, cBase + i0 * ldcOut}, q0, q1);
       }
+    }
+  };
+  const i64 parts = std::min<i64>({static_cast<i64>(poolThreads()), want, k});
+  if (parts <= 1) {
+    if (!accumulate)
+      for (i64 i = 0; i < m; i++) std::memset(c + i * ldc, 0, sizeof(float) * static_cast<size_t>(n));
+    slabs(c, ldc, 0, k);
+    return;
+  }
+  // B's rows split into `parts` stretches, each summed into its own partial C, then added up.
+  static thread_local std::vector<float> partial;
+  const size_t per = static_cast<size_t>(m * n);
+  partial.assign(per * static_cast<size_t>(parts), 0.0f);
+  float* pd = partial.data();
+  parallelFor(parts, 1, [&](i64 q0, i64 q1) {
+    for (i64 q = q0; q < q1; q++) slabs(pd + per * static_cast<size_t>(q), n, k * q / parts, k * (q + 1) / parts);
+  });
+  for (i64 i = 0; i < m; i++) {
+    float* dst = c + i * ldc;
+    for (i64 j = 0; j < n; j++) {
+      float s = accumulate ? dst[j] : 0.0f;
+      for (i64 q = 0; q < parts; q++) s += pd[per * static_cast<size_t>(q) + static_cast<size_t>(i * n + j)];
+      dst[j] = s;
     }
   }
 }

@@ -7,7 +7,7 @@ namespace moe {
 
 /**
  * Row-major C (m x n, ldc) = op(A) @ op(B) (+ C when accumulate); op(A) is m x k, op(B) is k x n.
- * All of m, n, k are >= 1. OpenBLAS when built with it, else the blocked fallback; m <= kSmallM
+ * All of m, n, k are >= 1. OpenBLAS when built with it, else the blocked fallback; m <= kFewM
  * goes to smallMSgemm, the addon's matrix-vector kernel (a GEMM would pack, i.e. copy, all of B first).
  */
 void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
@@ -18,9 +18,10 @@ void fallbackSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, co
                    bool accumulate, float* c, int64_t ldc);
 
 /**
- * The same product for few rows (m <= kSmallM, batch-1 decode): streams B once, threaded over the
- * pool (threaded = false: on the calling thread only, for callers that split work themselves), vector
- * code picked at run time. Any m works; it is only fast while m is small.
+ * The same product for few rows (m <= kFewM: decode of one to a few sequences): streams B once from
+ * memory (beyond 4 rows, in L2-sized tiles that every 4-row slab of A passes over), threaded over
+ * the pool (threaded = false: on the calling thread only, for callers that split work themselves),
+ * vector code picked at run time. Any m works; it is only fast while m is small.
  */
 void smallMSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                  bool accumulate, float* c, int64_t ldc, bool threaded = true);
@@ -28,8 +29,17 @@ void smallMSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, cons
 /** Bytes of B below which the matrix-vector kernel stays on one thread (per extra thread, above). */
 int64_t smallMMinBytesPerThread();
 
-/** Row counts up to which sgemm() and fallbackSgemm() take the matrix-vector path. */
+/** Row counts up to which fallbackSgemm() takes the matrix-vector path. */
 constexpr int64_t kSmallM = 4;
+
+/**
+ * Row counts up to which sgemm() stays on the addon's pool with smallMSgemm instead of calling a
+ * BLAS: a batched decode step's dense and router products (one row per sequence). OpenBLAS's
+ * workers spin for ~0.1 s after each call; on 2 cores they then took a core from the pool's own
+ * kernels for the rest of the step (a 16-sequence 1b Q8_0 step: attention 30 ms of 155, against
+ * 7 ms with OpenBLAS's spin cut short), and 16 rows of small matrices gained nothing from its packing.
+ */
+constexpr int64_t kFewM = 16;
 
 /** "avx512", "avx2" or "baseline": the widest vector unit the running CPU offers. */
 const char* simdLevel();
