@@ -7,6 +7,7 @@ import { nativeInfo } from '../backends/native/index.js';
 import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
+import { benchSoftMoE, formatSoftMoEReport } from '../../bench/soft-moe.js';
 import { experimentCommand, EXPERIMENT_HELP } from './experiment-commands.js';
 import { predictCommand, PREDICT_HELP } from './predict-command.js';
 import { createCommand, CREATE_HELP } from './create-command.js';
@@ -38,6 +39,7 @@ Commands:
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
+  bench soft-moe [--json] [--experts 16,512]    Soft MoE classifier step time as n grows at fixed parameters
   bench decode --model M [--json]               batch-1 prefill/decode tokens/s of a MoE LM vs the bandwidth floor
   bench cost-model --model M [--batch 1,2,4]   fit time per step = bytes / bandwidth + FLOPs / throughput
   bench serve --model M [--clients 1,4,16]      moe serve under N concurrent streaming clients: tokens/s, TTFT, TPOT
@@ -75,6 +77,13 @@ forward+backward tokens per second (medians after warm-up), the share of kernel 
 same at E = 32 and 128 with the same active parameters per token, peak resident memory, and the
 bytes the autograd graph keeps per token for backward next to the minimum it needs.
 --json prints {"forwardTokensPerSec", "forwardBackwardTokensPerSec", "cases": [...], ...}.`,
+  'soft-moe': `moe bench soft-moe [--json] [--experts 16,64,256,512]
+
+One training step (forward, backward, Adam) of the Soft MoE patch classifier of the paper's grid
+(batch 256, 4 tokens of 14x14 pixels, one slot per expert, h = floor(784 / n), so the parameters
+stay fixed as n grows): the median step time per n after a warm-up step, sizes interleaved (one
+step of each n per round), its ratio to the first n, and the kernel profile of one step.
+--json prints {"backend", "batch", "cases": [{"numExperts", "stepMs", "ratio", "kernels", ...}]}.`,
 };
 
 function version(): string {
@@ -131,6 +140,7 @@ function infoCommand(args: ParsedArgs): number {
     const capped = info.threadsFrom === 'MOE_NATIVE_THREADS' && info.blasThreads < info.threads ? `; fewer than asked: this OpenBLAS build caps threads (${/MAX_THREADS=\d+/.exec(info.blasConfig)?.[0] ?? 'MAX_THREADS'})` : '';
     console.log(info.blas === 'openblas' ? `OpenBLAS threads: ${info.blasThreads} (openblas_get_num_threads${capped})` : 'OpenBLAS: not linked (portable GEMM on the pool threads)');
     console.log(`BLAS: ${info.blasConfig}`);
+    if (info.blas === 'openblas') console.log(`OpenBLAS workers spin 2^${process.env['OPENBLAS_THREAD_TIMEOUT']} cycles after a call (OPENBLAS_THREAD_TIMEOUT; moe-ts sets 20 when it is unset)`);
     console.log(`GEMM library: ${info.gemm} (${info.gemmForced ? 'forced by MOE_GEMM' : 'the default; MOE_GEMM=onednn|openblas|fallback forces one'})`);
     const d = info.onednn;
     console.log(d ? `oneDNN ${d.version}: ${d.isa} kernels (${d.impl}), ${d.threading} threads: ${d.threads}${d.failures > 0 ? `; ${d.failures} calls failed over to another library: ${d.lastError}` : ''}` : 'oneDNN: not linked (libdnnl-dev not found at build, or MOE_NO_DNNL=1)');
@@ -173,7 +183,7 @@ async function main(argv: string[]): Promise<number> {
       if (sub === 'decode') return benchDecodeCommand(args);
       if (sub === 'serve') return benchServeCommand(args);
       if (sub === 'cost-model') return benchCostModelCommand(args);
-      const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'] };
+      const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'], 'soft-moe': ['json', 'experts'] };
       rejectUnknown(args, known[sub]!, `bench ${sub}`);
       warnSlowPath();
       const json = args.flags.has('json');
@@ -193,6 +203,10 @@ async function main(argv: string[]): Promise<number> {
         const experts = args.flags.get('experts')?.[0]?.split(',').map((v) => positiveInt('--experts', v));
         const report = benchMoELayer({ ...(tokens ? { tokens } : {}), ...(experts ? { experts } : {}), log });
         console.log(json ? JSON.stringify(report) : `\n${formatMoELayerReport(report)}`);
+      } else if (sub === 'soft-moe') {
+        const experts = args.flags.get('experts')?.[0]?.split(',').map((v) => positiveInt('--experts', v));
+        const report = benchSoftMoE({ ...(experts ? { experts } : {}), log });
+        console.log(json ? JSON.stringify(report) : `\n${formatSoftMoEReport(report)}`);
       } else {
         const report = benchElementwise({ ...(backends ? { backends } : {}), log });
         console.log(json ? JSON.stringify(report) : `\n${formatBandwidthReport(report)}`);

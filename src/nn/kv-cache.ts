@@ -107,6 +107,18 @@ export class KVCache {
     const kb = this.keys(layer);
     const vb = this.values(layer);
     const hd = this.headDim;
+    if (k instanceof Float32Array && v instanceof Float32Array) {
+      // typed-array copies: the element loop over ArrayLike cost ~25 us per layer and sequence
+      for (let t = 0; t < T; t++) {
+        for (let h = 0; h < this.numKVHeads; h++) {
+          const src = t * row + h * hd;
+          const dst = (h * this.maxLen + this.len + t) * hd;
+          kb.set(k.subarray(src, src + hd), dst);
+          vb.set(v.subarray(src, src + hd), dst);
+        }
+      }
+      return;
+    }
     for (let t = 0; t < T; t++) {
       for (let h = 0; h < this.numKVHeads; h++) {
         const src = t * row + h * hd;

@@ -134,6 +134,13 @@ function loadAddon(): Addon | null {
     // OpenBLAS starts its threads when the library is loaded (with the addon), reading
     // OPENBLAS_NUM_THREADS then; setting it first means it never starts more than asked.
     if (threads !== null) process.env['OPENBLAS_NUM_THREADS'] = String(threads);
+    // OpenBLAS's workers spin for 2^28 cycles (~0.1 s) after each call before they sleep; the
+    // addon's pool runs the kernels between those calls (attention, elementwise, quantised and
+    // few-row products), and on 2 cores a spinning OpenBLAS worker took one of its cores: a
+    // 16-sequence decode step after a router product on OpenBLAS spent 30 ms in attention that
+    // takes 7 ms otherwise. 2^20 cycles (~0.3 ms) is the order of the pool's own 2 ms spin; a user's
+    // own setting is kept.
+    if (process.env['OPENBLAS_THREAD_TIMEOUT'] === undefined) process.env['OPENBLAS_THREAD_TIMEOUT'] = '20';
     try {
       const a = createRequire(import.meta.url)(path) as Addon;
       if (typeof a.setThreads !== 'function') throw new Error('it predates MOE_NATIVE_THREADS support (no setThreads); run npm run build:native');
