@@ -4,7 +4,8 @@
 //   permute: gather rows into expert order
 //   experts: grouped GEMMs over the actual group sizes
 //   unpermute: scatter back, weighted by the gates, summed over each token's experts
-// Aux losses and metrics stay off the main path.
+// Permute, experts and unpermute run as one op (ops/expert-mlp.ts) so that backward keeps only
+// the hidden pre-activations and the indices. Aux losses and metrics stay off the main path.
 
 import { Module } from '../nn/module.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -14,11 +15,10 @@ import { ExpertBank, type Activation } from './experts/bank.js';
 import { createRouter, type RouterConfig } from './routers/index.js';
 import type { Router, Routing } from './routers/types.js';
 import { expertCapacity, planDispatch, type DispatchPlan, type DropPolicy } from './permute/bins.js';
-import { permute, unpermute } from './permute/permute.js';
 import { loadBalanceLoss, sequenceLoadBalanceLoss, zLoss } from './losses/balance.js';
 import { routerMetrics, type RouterMetrics } from './metrics.js';
 import { checkKeys, checkType } from './config.js';
-import { checkInt } from './util.js';
+import { checkInt, takeFlat } from './util.js';
 
 export interface MoELayerConfig {
   /** Token width d. */
@@ -136,9 +136,10 @@ export class MoELayer extends Module {
     // routers that fix their own capacity (expert choice) dispatch dropless
     const capacity = cf === null || routing.capacity !== undefined ? null : expertCapacity(cf, routing.token.length, routing.experts);
     const plan = planDispatch(routing.token, routing.expert, routing.gates.data, routing.experts, capacity, this.config.dropPolicy);
-    const xp = permute(x2, plan);
-    const yp = this.experts.forward(xp, plan.groupSizes, this.config.bias ? plan.expertOfRow : undefined);
-    let y = unpermute(yp, routing.gates, plan, T);
+    // permute, experts and weighted un-permute as one op: backward keeps the hidden
+    // pre-activations and the indices, re-gathering the permuted rows (see ops/expert-mlp.ts)
+    const gateOfRow = takeFlat(routing.gates, plan.order);
+    let y = this.experts.forwardRouted(x2, plan.tokenOfRow, plan.groupSizes, gateOfRow, this.config.bias ? plan.expertOfRow : undefined);
     if (this.shared) y = add(y, this.shared.forward(x2, Int32Array.of(T), this.config.bias ? new Int32Array(T) : undefined));
 
     const losses: Record<string, Tensor> = {};

@@ -1,11 +1,12 @@
 // The expert bank: E two-layer MLPs with weights stacked [E, d, h] and [E, h, d], run as grouped
-// GEMMs over the permuted rows (never a loop over experts in TypeScript).
+// GEMMs over the permuted rows (never a loop over experts in TypeScript), through the fused
+// expertMLP op whose backward keeps only the hidden pre-activations.
 
 import { Module } from '../../nn/module.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { Rng } from '../../tensor/rng.js';
 import { uniform } from '../../nn/init.js';
-import { add, gatherRows, gelu, geluTanh, groupedMatmul, mul, relu, silu } from '../../ops/index.js';
+import { expertMLP, type ExpertMLPWeights } from '../../ops/expert-mlp.js';
 import { checkInt } from '../util.js';
 
 export const ACTIVATIONS = ['gelu', 'geluTanh', 'relu', 'silu', 'swiglu'] as const;
@@ -56,20 +57,29 @@ export class ExpertBank extends Module {
     if (x.rank !== 2 || x.shape[1] !== this.dModel) {
       throw new Error(`ExpertBank: input must be [rows, ${this.dModel}], got [${x.shape.join(', ')}]`);
     }
-    const rowBias = (b: Tensor | null, h: Tensor): Tensor => {
-      if (!b) return h;
-      if (!expertOfRow) throw new Error('ExpertBank: expertOfRow is required when the experts have biases');
-      return add(h, gatherRows(b, expertOfRow));
-    };
-    let h = rowBias(this.b1, groupedMatmul(x, this.w1, groupSizes));
-    switch (this.activation) {
-      case 'gelu': h = gelu(h); break;
-      case 'geluTanh': h = geluTanh(h); break;
-      case 'relu': h = relu(h); break;
-      case 'silu': h = silu(h); break;
-      case 'swiglu': h = mul(silu(h), groupedMatmul(x, this.w3!, groupSizes)); break;
+    return expertMLP(x, groupSizes, this.activation, this.weights(), this.rowExpert(expertOfRow));
+  }
+
+  /**
+   * The routed form: x [T, d] token rows; expert row r reads token tokenOfRow[r], is weighted by
+   * gates [A'] and summed back into that token -> [T, d]. One op, so backward keeps the hidden
+   * pre-activations and the indices, not the permuted rows or the expert outputs.
+   */
+  forwardRouted(x: Tensor, tokenOfRow: Int32Array, groupSizes: Int32Array, gates: Tensor, expertOfRow?: Int32Array): Tensor {
+    if (x.rank !== 2 || x.shape[1] !== this.dModel) {
+      throw new Error(`ExpertBank: input must be [tokens, ${this.dModel}], got [${x.shape.join(', ')}]`);
     }
-    return rowBias(this.b2, groupedMatmul(h, this.w2, groupSizes));
+    return expertMLP(x, groupSizes, this.activation, this.weights(), { rowIndex: tokenOfRow, gates, ...this.rowExpert(expertOfRow) });
+  }
+
+  private weights(): ExpertMLPWeights {
+    return { w1: this.w1, w2: this.w2, w3: this.w3, b1: this.b1, b2: this.b2 };
+  }
+
+  private rowExpert(expertOfRow: Int32Array | undefined): { rowExpert?: Int32Array } {
+    if (!this.b1) return {};
+    if (!expertOfRow) throw new Error('ExpertBank: expertOfRow is required when the experts have biases');
+    return { rowExpert: expertOfRow };
   }
 }
 
