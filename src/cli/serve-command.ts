@@ -9,7 +9,7 @@ import { ModelServer } from '../serve/http.js';
 
 export const SERVE_HELP = `moe serve --model DIR|FILE.gguf [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-queue 64]
           [--ctx N] [--prefill-chunk 64] [--timeout SECONDS] [--grace SECONDS] [--name NAME] [--dtype T]
-          [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate]
+          [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate] [--rare-threshold F]
 
 Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/completions
 (streaming with "stream": true), GET /v1/models, /health and /metrics (Prometheus).
@@ -24,11 +24,15 @@ Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/
   --grace S          on SIGTERM/SIGINT: refuse new requests, let running ones finish for S
                      seconds, end the rest, exit 0 (default 10)
   --name NAME        the model id clients name (default: the model's file or directory name)
+  --rare-threshold F an expert is "rarely trained" when its share of its layer's training tokens
+                     (config.json moe_ts.expert_token_counts) is below F / E (default 0.25);
+                     /metrics counts tokens routed to such experts, and a request with
+                     "moe_rare_experts": true gets usage.moe_rare_experts (docs/serving.md)
 ${DTYPE_HELP}
 ${EXPERT_HELP}
 The URL is printed on stdout once the server listens (--port 0 picks a free port).`;
 
-const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'expert-memory', 'expert-policy', 'help'];
+const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'expert-memory', 'expert-policy', 'rare-threshold', 'help'];
 
 function intFlag(args: ParsedArgs, key: string, min: number): number | undefined {
   const raw = args.flags.get(key)?.[0];
@@ -51,6 +55,9 @@ export async function serveCommand(args: ParsedArgs): Promise<number> {
   const prefillChunk = intFlag(args, 'prefill-chunk', 1);
   const timeoutS = intFlag(args, 'timeout', 1) ?? 600;
   const graceS = intFlag(args, 'grace', 0) ?? 10;
+  const rareRaw = args.flags.get('rare-threshold')?.[0];
+  const rareThreshold = rareRaw === undefined ? undefined : Number(rareRaw);
+  if (rareThreshold !== undefined && !(rareRaw!.trim() !== '' && rareThreshold > 0 && rareThreshold <= 1)) throw new Error(`serve: --rare-threshold ${rareRaw}: expected a number in (0, 1]`);
 
   const lm = await loadLM(path, { ...dtypeFlag(args, 'serve'), ...expertFlags(args, 'serve') });
   for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
@@ -60,7 +67,9 @@ export async function serveCommand(args: ParsedArgs): Promise<number> {
   const server = new ModelServer({
     model: lm.model, tokenizer, modelName, maxBatch, maxQueue, requestTimeoutMs: timeoutS * 1000,
     ...(ctx !== undefined ? { contextLength: ctx } : {}), ...(prefillChunk !== undefined ? { prefillChunk } : {}),
+    ...(rareThreshold !== undefined ? { rareThreshold } : {}), expertCache: lm.expertCache,
   });
+  if (server.rareNote) process.stderr.write(`moe serve: note: ${server.rareNote}\n`);
   const url = await server.listen(port, host);
   const kv = server.kvCacheBytes === null ? '' : `, KV caches ${(server.kvCacheBytes / 2 ** 20).toFixed(1)} MiB`;
   console.log(`moe serve: ${modelName} on ${url} (max batch ${maxBatch}, queue ${maxQueue}, context ${server.contextLength}${kv})`);

@@ -8,6 +8,10 @@ import { Scheduler, type BatchModel, type SequenceResult, type SubmitRequest } f
 import { DecoderBatchModel } from './batch-model.js';
 import { EngineLoop } from './engine.js';
 import { ServeMetrics, type Outcome } from './metrics.js';
+import { RareExpertTracker } from './rare-tracking.js';
+import { RareExperts, rareShare, type RareTally } from '../infer/rare-experts.js';
+import { expertTokenCountsOf } from '../models/expert-token-counts.js';
+import type { ExpertCache } from '../infer/expert-cache.js';
 import {
   ChatRequest, CompletionRequest, ProtocolError, checkSupported, chatBody, chatChunk, completionBody, completionChunk,
   messageText, parseRequest, sse, stopList, usage, usageChunk, type OpenAIFinish,
@@ -33,6 +37,10 @@ export interface ServerOptions {
   perSequence?: boolean;
   /** Replaces the model's step (tests wrap it). */
   batchModel?: BatchModel;
+  /** An expert is rarely trained when its share of its layer's training tokens is below rareThreshold / E (default 0.25; see src/infer/rare-experts.ts). */
+  rareThreshold?: number;
+  /** The routed experts' cache of a model loaded with an expert budget: its hits and misses go to /metrics. */
+  expertCache?: ExpertCache | null;
 }
 
 type Endpoint = 'completions' | 'chat';
@@ -56,18 +64,35 @@ export class ModelServer {
   private draining = false;
   private readonly created = Math.floor(Date.now() / 1000);
   private readonly requestTimeoutMs: number;
+  /** The model's rarely trained experts, from the training counts in its config.json; null without counts (see rareNote). */
+  readonly rareExperts: RareExperts | null;
+  /** Why rare-expert accounting is off (null when on). */
+  readonly rareNote: string | null;
+  private readonly rareTracker: RareExpertTracker | null;
 
   constructor(private readonly opts: ServerOptions) {
     const maxBatch = opts.maxBatch ?? 8;
     const ctxOpt = opts.contextLength === undefined ? {} : { contextLength: opts.contextLength };
-    const batchModel = opts.batchModel ?? new DecoderBatchModel(opts.model, { slots: maxBatch, ...ctxOpt, perSequence: opts.perSequence ?? false });
+    const inner = opts.batchModel ?? new DecoderBatchModel(opts.model, { slots: maxBatch, ...ctxOpt, perSequence: opts.perSequence ?? false });
+    const c = opts.model.config;
+    const counts = expertTokenCountsOf(opts.model);
+    const rare = counts ? new RareExperts(counts, { numExperts: c.numExperts, topK: c.topK, ...(opts.rareThreshold !== undefined ? { threshold: opts.rareThreshold } : {}) }) : null;
+    this.rareExperts = rare && rare.trackedLayers.length > 0 ? rare : null;
+    this.rareNote = !counts
+      ? 'the model records no per-expert training token counts (config.json moe_ts.expert_token_counts); rare-expert accounting is off'
+      : this.rareExperts ? null : 'the model\'s recorded training token counts are all zero; rare-expert accounting is off';
+    this.rareTracker = this.rareExperts ? new RareExpertTracker(inner, this.rareExperts) : null;
+    const batchModel = this.rareTracker ?? inner;
     this.contextLength = batchModel.contextLength;
-    this.kvCacheBytes = batchModel instanceof DecoderBatchModel ? batchModel.cacheBytes() : null;
+    this.kvCacheBytes = inner instanceof DecoderBatchModel ? inner.cacheBytes() : null;
     this.scheduler = new Scheduler(batchModel, { maxBatch, maxQueue: opts.maxQueue ?? 64, ...(opts.prefillChunk ? { prefillChunk: opts.prefillChunk } : {}) });
-    this.metrics = new ServeMetrics(this.scheduler);
-    this.engine = new EngineLoop(this.scheduler, (info) => this.metrics.observeStep(info));
+    this.metrics = new ServeMetrics(this.scheduler, { rare: this.rareExperts, expertCache: opts.expertCache ?? null });
+    this.engine = new EngineLoop(this.scheduler, (info) => {
+      this.rareTracker?.attribute(info.sequences);
+      this.metrics.observeStep(info);
+    });
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 600_000;
-    opts.model.onRouting = this.metrics.routingHook();
+    opts.model.onRouting = this.metrics.routingHook(this.rareTracker?.hook);
     this.app = Fastify({ bodyLimit: opts.bodyLimit ?? 1 << 20, logger: false });
     this.routes();
   }
@@ -128,7 +153,7 @@ export class ModelServer {
   }
 
   /** Request -> prompt ids and scheduler options; throws ProtocolError naming the field. */
-  private prepare(kind: Endpoint, body: unknown): { stream: boolean; includeUsage: boolean; promptIds: ArrayLike<number>; req: Omit<SubmitRequest, 'promptIds'>; maxField: string } {
+  private prepare(kind: Endpoint, body: unknown): { stream: boolean; includeUsage: boolean; rareExperts: boolean; promptIds: ArrayLike<number>; req: Omit<SubmitRequest, 'promptIds'>; maxField: string } {
     const tok = this.opts.tokenizer;
     const r = kind === 'chat' ? parseRequest(ChatRequest, body) : parseRequest(CompletionRequest, body);
     checkSupported(r);
@@ -167,7 +192,7 @@ export class ModelServer {
       seed: r.seed ?? Math.floor(Math.random() * 2 ** 31),
     };
     return {
-      stream: r.stream ?? false, includeUsage: r.stream_options?.include_usage ?? false, promptIds, maxField,
+      stream: r.stream ?? false, includeUsage: r.stream_options?.include_usage ?? false, rareExperts: r.moe_rare_experts ?? false, promptIds, maxField,
       req: { maxTokens: max, sampler, eosIds: r.ignore_eos ? [] : tok.eosIds, stop, textDecoder: tok.streamDecoder({ skipSpecialTokens: true }), deadline: performance.now() + this.requestTimeoutMs },
     };
   }
@@ -224,6 +249,7 @@ export class ModelServer {
       raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
       if (kind === 'chat') raw.write(sse(chatChunk(id, created, model, { role: 'assistant', content: '' }, null)));
       const r = await finished;
+      const rare = this.rareField(sub.handle.id, prep.rareExperts);
       if (raw.writableEnded || raw.destroyed) return;
       const finish = OPENAI_FINISH[r.reason];
       if (finish) {
@@ -231,17 +257,37 @@ export class ModelServer {
       } else {
         raw.write(sse(failure(r).body()));
       }
-      if (prep.includeUsage) raw.write(sse(usageChunk(kind, id, created, model, usage(r.promptTokens, r.completionTokens))));
+      // asking for moe_rare_experts brings the usage chunk that carries it
+      if (prep.includeUsage || rare) raw.write(sse(usageChunk(kind, id, created, model, { ...usage(r.promptTokens, r.completionTokens), ...rare })));
       raw.end(sse('[DONE]'));
       return;
     }
     const r = await finished;
+    const rare = this.rareField(sub.handle.id, prep.rareExperts);
     const finish = OPENAI_FINISH[r.reason];
     if (!finish) {
       if (r.reason === 'cancelled') { reply.hijack(); return; } // nobody is listening
       throw failure(r);
     }
-    const u = usage(r.promptTokens, r.completionTokens);
+    const u = { ...usage(r.promptTokens, r.completionTokens), ...rare };
     reply.send(kind === 'chat' ? chatBody(id, created, model, r.text, finish, u) : completionBody(id, created, model, r.text, finish, u));
+  }
+
+  /**
+   * A finished sequence's rare-expert tally: observed in /metrics, and returned as the usage
+   * extension { moe_rare_experts } when the request asked for it (else undefined, so a plain
+   * OpenAI response stays plain).
+   */
+  private rareField(sequenceId: number, asked: boolean): { moe_rare_experts: object } | undefined {
+    const t: RareTally | null = this.rareTracker ? this.rareTracker.take(sequenceId) : null;
+    if (t) this.metrics.observeRare(t);
+    if (!asked) return undefined;
+    if (!t || !this.rareExperts) return { moe_rare_experts: { available: false, reason: this.rareNote } };
+    return {
+      moe_rare_experts: {
+        available: true, threshold: this.rareExperts.threshold, tokens: t.tokens, rare_tokens: t.rareTokens,
+        routed_tokens: t.routed, rare_routed_tokens: t.rareRouted, rare_share: rareShare(t),
+      },
+    };
   }
 }

@@ -24,6 +24,8 @@ const common = {
   frequency_penalty: z.number().nullish(),
   logprobs: z.unknown().optional(),
   user: z.string().optional(),
+  /** Not in OpenAI's API; moe-ts's: report in usage.moe_rare_experts how much of this request reached rarely trained experts. */
+  moe_rare_experts: z.boolean('moe_rare_experts must be true or false').nullish(),
 };
 
 export const CompletionRequest = z.object({
