@@ -145,39 +145,34 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     const u = emptyLike([rows, h], dt);
     gemm(F(gp), F(w2), sizes, F(u), d, h, true);
     let dGates: Tensor | null = null;
-    let gps = gp; // gate-scaled output gradient, the gradient of act W2 + b2
+    if (gates?.requiresGrad) {
+      dGates = emptyLike([rows], dt);
+      // the bias part <gp_r, b2_e> of dgate_r, read before gp is scaled in place below
+      if (b2) addBiasDot(F(dGates), F(gp), F(b2), ex!, d);
+    }
+    // gps: the gate-scaled output gradient, the gradient of act W2 + b2 (gp is ours when
+    // gathered; otherwise it is the caller's gradient and must stay unchanged)
+    let gps = gp;
     if (gates) {
-      const ug = F(u);
-      const a = F(hAct);
-      if (gates.requiresGrad) {
-        dGates = emptyLike([rows], dt);
-        const dg = F(dGates);
-        for (let r = 0; r < rows; r++) {
-          const s0 = r * h;
-          let s = 0;
-          for (let j = s0; j < s0 + h; j++) s += ug[j]! * a[j]!;
-          dg[r] = s;
-        }
-      }
-      // u becomes d(act) = gate * u, in place
-      scaleRows(u, gates);
-      if (dGates && b2) {
-        const dg = F(dGates);
-        const gpd = F(gp);
-        const bd = F(b2);
-        for (let r = 0; r < rows; r++) {
-          let s = 0;
-          const o = ex![r]! * d;
-          for (let j = 0; j < d; j++) s += gpd[r * d + j]! * bd[o + j]!;
-          dg[r] = dg[r]! + s;
-        }
-      }
-      // gp is ours when gathered; otherwise it is the caller's gradient and must stay unchanged
       gps = idx ? gp : copyOf(gp);
       scaleRows(gps, gates);
     }
     const dw2 = w2.requiresGrad ? weightGrad(w2, hAct, gps, sizes, h, d) : null;
     const db2 = b2?.requiresGrad ? sumRowsByExpert(F(gps), ex!, E, d, dt) : null;
+    if (gates) {
+      if (dGates) {
+        // + <u_r, act_r>, as a native elementwise product and row sum; act is not needed past dW2,
+        // so the product overwrites it (same-index elementwise, safe in place)
+        kernel('binary')('mul', F(u), [rows, h], F(hAct), [rows, h], F(hAct), [rows, h]);
+        const dot = emptyLike([rows], dt);
+        kernel('reduce')('sum', F(hAct), F(dot), null, rows, h, 1);
+        const dg = F(dGates);
+        const dd = F(dot);
+        for (let r = 0; r < rows; r++) dg[r] = dg[r]! + dd[r]!;
+      }
+      // u becomes d(act) = gate * u, in place
+      scaleRows(u, gates);
+    }
     // dact = u (already gate-scaled); dpre = dact * act'(pre)
     let dpre3: Tensor | null = null;
     if (pre3) {
@@ -255,6 +250,16 @@ function addRowBias(out: FloatArray, b: FloatArray, ex: Int32Array, n: number): 
     const o = r * n;
     const bo = ex[r]! * n;
     for (let j = 0; j < n; j++) out[o + j] = out[o + j]! + b[bo + j]!;
+  }
+}
+
+/** dg[r] += <gp[r, :], b[ex[r], :]> (the gate gradient's part from the output bias). */
+function addBiasDot(dg: FloatArray, gp: FloatArray, b: FloatArray, ex: Int32Array, d: number): void {
+  for (let r = 0; r < ex.length; r++) {
+    let s = 0;
+    const o = ex[r]! * d;
+    for (let j = 0; j < d; j++) s += gp[r * d + j]! * b[o + j]!;
+    dg[r] = dg[r]! + s;
   }
 }
 
