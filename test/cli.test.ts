@@ -72,7 +72,7 @@ test("every command's --help prints its own full help, naming every option the c
   // the options a command accepts are the ones its unknown-option error lists: each must be in its help
   const commands = [['train'], ['eval'], ['inspect'], ['plot'], ['predict'], ['create'], ['convert'], ['generate'], ['generate', '--checkpoint', 'x'],
     ['serve'], ['info'], ['experiment', 'implicit-bias'], ['experiment', 'l2-norm'], ['experiment', 'inference-cost'],
-    ['bench', 'gemm'], ['bench', 'elementwise'], ['bench', 'moe-layer'], ['bench', 'decode']];
+    ['bench', 'gemm'], ['bench', 'elementwise'], ['bench', 'moe-layer'], ['bench', 'soft-moe'], ['bench', 'decode']];
   for (const cmd of commands) {
     const bad = await inProcess([...cmd, '--no-such-option']);
     const known = /\(known: ([^)]*)\)/.exec(bad.err)?.[1]?.split(', ');
@@ -91,7 +91,7 @@ test('unknown commands, benchmarks and options are named in the error', () => {
   assert.equal(r.code, 2);
   assert.match(r.err, /unknown command 'frobnicate'/);
   r = moe('bench', 'nope');
-  assert.match(r.err, /bench: unknown benchmark 'nope' \(available: gemm, elementwise, decode, serve, cost-model, moe-layer\)/);
+  assert.match(r.err, /bench: unknown benchmark 'nope' \(available: gemm, elementwise, decode, serve, cost-model, moe-layer, soft-moe\)/);
   r = moe('bench', 'gemm', '--jsn');
   assert.match(r.err, /option --jsn needs a value|unknown option --jsn/);
   r = moe('bench', 'gemm', '--fast=1');

@@ -82,8 +82,10 @@ bytes the autograd graph keeps per token for backward next to the minimum it nee
 One training step (forward, backward, Adam) of the Soft MoE patch classifier of the paper's grid
 (batch 256, 4 tokens of 14x14 pixels, one slot per expert, h = floor(784 / n), so the parameters
 stay fixed as n grows): the median step time per n after a warm-up step, sizes interleaved (one
-step of each n per round), its ratio to the first n, and the kernel profile of one step.
---json prints {"backend", "batch", "cases": [{"numExperts", "stepMs", "ratio", "kernels", ...}]}.`,
+step of each n per round), its ratio to the first n, and the kernel profile of one step. Each n
+runs twice: with the slots formed (the paper's order; the code path before the token-side
+reassociation) and with the formulation the layer picks ('auto').
+--json prints {"backend", "batch", "cases": [{"numExperts", "formulation", "ran", "stepMs", "ratio", "kernels", ...}]}.`,
 };
 
 function version(): string {

@@ -77,7 +77,8 @@ export class SoftMoEClassifier extends Module {
     const tokens = this.patchify(images);
     const out = this.moe.forward(tokens);
     const B = tokens.shape[0]!;
-    return { logits: this.decoder.forward(reshape(out.y, [B, this.tokens * this.tokenDim])), metrics: out.metrics };
+    // metrics stay lazy (read through out): most callers only want the logits
+    return { logits: this.decoder.forward(reshape(out.y, [B, this.tokens * this.tokenDim])), get metrics(): SoftMoEMetrics { return out.metrics; } };
   }
 
   /** Logits with only k experts per input (Algorithm 1, or a random subset with opts.random). */

@@ -9,7 +9,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { noGrad } from '../tensor/autograd.js';
 import { normal } from '../nn/init.js';
-import { add, div, matmul, mul, reshape, softmax, sqrt, square, sum, transpose } from '../ops/index.js';
+import { add, div, gelu, geluTanh, matmul, mul, relu, reshape, silu, softmax, sqrt, square, sum, transpose } from '../ops/index.js';
 import { ExpertBank, expertOfRows, type Activation } from './experts/bank.js';
 import { checkKeys, checkType } from './config.js';
 import { checkInt } from './util.js';
@@ -35,6 +35,16 @@ export interface SoftMoEConfig {
 
 const KEYS = ['dModel', 'numExperts', 'slotsPerExpert', 'dFF', 'activation', 'bias', 'normalize', 'seed'] as const;
 
+/**
+ * What the slot side pays per element of a [B, n*p, d] slot tensor beyond its multiply-adds, in
+ * multiply-adds: strided copies, fresh output pages, and GEMMs too small or thin to run near peak
+ * (see chooseFormulation). Calibrated with `moe bench soft-moe` on the paper's grid (m = 4, d = 196,
+ * h = floor(784/n); 2 vCPUs AVX2 EPYC, 2026-11-30): the two sides tie at n = 16 (single-thread
+ * CPU time per training step 84 vs 83 ms), which puts the constant near 290; the token side wins
+ * from n = 32 on (98 vs 82 ms) and by 12x at n = 512.
+ */
+const SLOT_TRAFFIC = 256;
+
 export interface SoftMoEMetrics {
   /** Sum of C per expert, over the batch, tokens and the expert's slots. */
   combineSumPerExpert: number[];
@@ -50,7 +60,8 @@ export interface SoftMoEOutput {
   dispatch: Tensor;
   /** Combine weights C [B, m, n*p] (softmax over slots). */
   combine: Tensor;
-  metrics: SoftMoEMetrics;
+  /** Computed on first read. */
+  readonly metrics: SoftMoEMetrics;
 }
 
 /** x / sqrt(sum(x^2) + eps) along an axis. */
@@ -66,6 +77,13 @@ export class SoftMoELayer extends Module {
   readonly numExperts: number;
   readonly dModel: number;
   readonly normalize: boolean;
+  /**
+   * Which of two equal formulations forward runs: 'slots' forms the slots (the paper's order),
+   * 'tokens' reassociates so that no [B, n*p, d] tensor is formed (see tokenSide), 'auto' (the
+   * default) picks the cheaper by a cost estimate; many experts with few hidden units each favour
+   * 'tokens'. Outputs and gradients agree up to float rounding.
+   */
+  formulation: 'auto' | 'slots' | 'tokens' = 'auto';
 
   constructor(config: SoftMoEConfig) {
     super();
@@ -123,24 +141,106 @@ export class SoftMoELayer extends Module {
 
   forward(x: Tensor): SoftMoEOutput {
     const { x3, dispatch, combine } = this.weights(x);
+    const y = this.chooseFormulation(x3.shape[1]!) === 'slots' ? this.slotSide(x3, dispatch, combine) : this.tokenSide(x3, dispatch, combine);
+    // metrics on first read: they cost a pass over D and C that a training step need not pay
+    let metrics: SoftMoEMetrics | null = null;
+    const n = this.numExperts;
+    const p = this.slotsPerExpert;
+    return {
+      y: reshape(y, x.shape), dispatch, combine,
+      get metrics(): SoftMoEMetrics { return (metrics ??= noGrad(() => softMetrics(dispatch, combine, n, p))); },
+    };
+  }
+
+  /** The formulation forward uses for groups of m tokens (see `formulation`). */
+  chooseFormulation(m: number): 'slots' | 'tokens' {
+    if (this.formulation !== 'auto') return this.formulation;
+    const { numExperts: n, slotsPerExpert: p, dModel: d } = this;
+    const h = this.experts.dHidden;
+    const L = this.experts.activation === 'swiglu' ? 3 : 2; // expert matrices
+    // multiply-adds per group (forward; backward scales alike): the slot side contracts D and C
+    // with [n*p, d] slots and runs each expert on its p slots; the token side runs every expert on
+    // all m tokens and contracts D and C with [n*p, h] hidden rows. The slot side also streams
+    // [n*p, d] slot tensors through memory several times (transposes, expert inputs and outputs,
+    // their gradients): SLOT_TRAFFIC weighs that per element, measured by `moe bench soft-moe`.
+    const slotSide = n * p * d * (2 * m + L * h + SLOT_TRAFFIC);
+    const tokenSide = m * n * h * (L * d + 2 * p);
+    return tokenSide < slotSide ? 'tokens' : 'slots';
+  }
+
+  /** The paper's order: slots = D^T X [B, n*p, d], expert j on its p slots, Y = C outputs. */
+  slotSide(x3: Tensor, dispatch: Tensor, combine: Tensor): Tensor {
     const slots = matmul(dispatch, x3, { transA: true }); // [B, n*p, d]
-    const y = matmul(combine, this.runExperts(slots)); // [B, m, d]
-    return { y: reshape(y, x.shape), dispatch, combine, metrics: noGrad(() => softMetrics(dispatch, combine, this.numExperts, this.slotsPerExpert)) };
+    return matmul(combine, this.runExperts(slots)); // [B, m, d]
+  }
+
+  /**
+   * The same function reassociated so that no [B, n*p, d] tensor exists. An expert's first layer
+   * is linear in its slot, and a slot is a D-weighted sum of tokens, so slot (j, q)'s pre-activation
+   * is sum_t D[t, (j,q)] (x_t W1_j): one GEMM of all tokens against every expert's W1 side by side
+   * ([B*m, d] @ [d, n*h]), then a contraction over the m tokens. Likewise Y = sum_s C[:, s]
+   * (a_s W2_j) = (sum_q C[:, (j,q)] a_(j,q))_j @ [W2_1; ...; W2_n]: one [B*m, n*h] @ [n*h, d] GEMM.
+   * The biggest intermediates are [B, m, n*p, h] (p times the m*n*h of the GEMM outputs).
+   */
+  tokenSide(x3: Tensor, dispatch: Tensor, combine: Tensor): Tensor {
+    const [B, m, d] = x3.shape as [number, number, number];
+    const n = this.numExperts;
+    const p = this.slotsPerExpert;
+    const bank = this.experts;
+    const h = bank.dHidden;
+    const x2 = reshape(x3, [B * m, d]);
+    const D = reshape(dispatch, [B, m, n, p, 1]);
+    // pre-activation of every slot [B, n, p, h]: sum over tokens of D times the token's W1_j row
+    const slotPre = (w: Tensor): Tensor => {
+      const xw = reshape(matmul(x2, reshape(transpose(w, [1, 0, 2]), [d, n * h])), [B, m, n, 1, h]);
+      return sum(mul(D, xw), 1);
+    };
+    let a = slotPre(bank.w1);
+    if (bank.b1) a = add(a, reshape(bank.b1, [n, 1, h]));
+    switch (bank.activation) {
+      case 'gelu': a = gelu(a); break;
+      case 'geluTanh': a = geluTanh(a); break;
+      case 'relu': a = relu(a); break;
+      case 'silu': a = silu(a); break;
+      case 'swiglu': a = mul(silu(a), slotPre(bank.w3!)); break;
+    }
+    // each token's C-weighted hidden rows per expert [B, m, n, h], summed over the expert's p slots
+    const Cw = mul(reshape(combine, [B, m, n, p, 1]), reshape(a, [B, 1, n, p, h]));
+    const z = p === 1 ? reshape(Cw, [B * m, n * h]) : reshape(sum(Cw, 3), [B * m, n * h]);
+    let y = matmul(z, reshape(bank.w2, [n * h, d]));
+    if (bank.b2) {
+      // sum_s C[:, s] b2_j(s): each token's total combine weight per expert times the expert's bias
+      const cPerExpert = p === 1 ? reshape(combine, [B * m, n]) : sum(reshape(combine, [B * m, n, p]), 2);
+      y = add(y, matmul(cPerExpert, bank.b2));
+    }
+    return reshape(y, [B, m, d]);
   }
 }
 
 export function softMetrics(D: Tensor, C: Tensor, n: number, p: number): SoftMoEMetrics {
-  const per = new Array<number>(n).fill(0);
+  // plain indexed loops: this runs on every training step of a configured run, over B*m*n*p values
+  const per = new Float64Array(n);
   const cd = C.data;
   const np = n * p;
-  for (let i = 0; i < cd.length; i++) per[Math.floor((i % np) / p)]! += cd[i]!;
+  for (let o = 0; o < cd.length; o += np) {
+    for (let j = 0, i = o; j < n; j++) {
+      let s = 0;
+      for (let q = 0; q < p; q++) s += cd[i++]!;
+      per[j]! += s;
+    }
+  }
   const range = (t: Tensor): [number, number] => {
+    const v = t.data;
     let lo = Infinity;
     let hi = -Infinity;
-    for (const v of t.data) { if (v < lo) lo = v; if (v > hi) hi = v; }
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i]!;
+      if (x < lo) lo = x;
+      if (x > hi) hi = x;
+    }
     return [lo, hi];
   };
   const [dispatchMin, dispatchMax] = range(D);
   const [combineMin, combineMax] = range(C);
-  return { combineSumPerExpert: per, dispatchMin, dispatchMax, combineMin, combineMax };
+  return { combineSumPerExpert: Array.from(per), dispatchMin, dispatchMax, combineMin, combineMax };
 }
