@@ -140,6 +140,25 @@ for (const backend of backendsUnderTest()) {
   });
 }
 
+test('expertMLP with only some inputs requiring gradients gives the composed ops\' gradients to those', () => {
+  for (const [name, c] of CASES.slice(0, 3)) {
+    for (const frozen of [['x', 'gates'], ['w1', 'w2', 'w3'], ['gates', 'b1', 'w2']]) {
+      const a = inputsOf(new Rng(13), c, 'swiglu', 'float32');
+      const aList = listed(a.x, a.w, a.gates);
+      const b = new Map(aList.map(([n, t]) => [n, new Tensor(Float32Array.from(t.data), [...t.shape])] as const));
+      for (const [n, t] of aList) if (!frozen.includes(n)) { t.requireGrad(); b.get(n)!.requireGrad(); }
+      const bw = { w1: b.get('w1')!, w2: b.get('w2')!, w3: b.get('w3') ?? null, b1: b.get('b1') ?? null, b2: b.get('b2') ?? null };
+      const g = randTensor(new Rng(3), [c.N, c.d]);
+      fused(a.x, c, 'swiglu', a.w, a.gates).backward(g);
+      composed(b.get('x')!, c, 'swiglu', bw, b.get('gates') ?? null).backward(g);
+      for (const [n, t] of aList) {
+        if (frozen.includes(n)) { assert.equal(t.grad, null, `${name}: frozen ${n} got a gradient`); continue; }
+        assertClose(t.grad!, b.get(n)!.grad!, 1e-4, 1e-5, `${name}, frozen ${frozen.join('+')}: d${n}`);
+      }
+    }
+  }
+});
+
 for (const act of ACTS) {
   test(`expertMLP gradients match float64 finite differences (${act})`, () => {
     withBackend('js', () => {

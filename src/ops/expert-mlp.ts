@@ -128,7 +128,6 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   return record(out, 'expertMLP', inputs, (gOut) => {
     // gp [A', d]: the output gradient of each expert row, before the gate
     const gp = idx ? gatherRowsRaw(gOut, idx) : gOut;
-    const xr = idx ? gatherRowsRaw(x, idx) : x; // the permuted input rows, re-gathered
     // recompute the hidden activation from the kept pre-activation
     let silu1: Tensor | null = null;
     let hAct: Tensor;
@@ -183,9 +182,14 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
       kernel('binary')('mul', F(u), [rows, h], F(pre3), [rows, h], F(u), [rows, h]);
       kernel('unaryBackward')('silu', F(pre), F(silu1!), F(u), F(u));
     } else {
+      // y = hAct may hold the gate product by now: these four activations' derivatives read x
+      // alone on every backend (the composed-ops test of each activation would catch a change)
       kernel('unaryBackward')(activation as Exclude<ExpertMLPActivation, 'swiglu'>, F(pre), F(hAct), F(u), F(u));
     }
     const dpre = u;
+    // the permuted input rows, re-gathered only now that they are needed (cheap next to the GEMMs)
+    const needX = w1.requiresGrad || (w3?.requiresGrad ?? false);
+    const xr = needX && idx ? gatherRowsRaw(x, idx) : x;
     const dw1 = w1.requiresGrad ? weightGrad(w1, xr, dpre, sizes, d, h) : null;
     const dw3 = w3?.requiresGrad ? weightGrad(w3, xr, dpre3!, sizes, d, h) : null;
     const db1 = b1?.requiresGrad ? sumRowsByExpert(F(dpre), ex!, E, h, dt) : null;
