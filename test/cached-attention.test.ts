@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { Rng, Tensor, withBackend, ops } from '../src/index.js';
 import { kernel } from '../src/kernels/registry.js';
 import { nativeInfo } from '../src/backends/native/index.js';
+import { floatToHalf, halfToFloat } from '../src/tensor/half.js';
 
 interface Case { T: number; H: number; G: number; hd: number; maxLen: number; P: number; window: number }
 
@@ -86,6 +87,62 @@ test('cachedAttention: T = 0 writes nothing; bad arguments are refused by name',
       k(new Float32Array(0), keys, keys, out, 0, 2, 2, 4, 8, 3, 0, 0.5);
       assert.throws(() => k(new Float32Array(12), keys, keys, new Float32Array(12), 1, 3, 2, 4, 8, 3, 0, 0.5), /not a multiple of G/);
       assert.throws(() => k(new Float32Array(8), keys, keys, new Float32Array(8), 1, 2, 2, 4, 8, 8, 0, 0.5), /exceed maxLen/);
+    });
+  }
+});
+
+// A half-precision cache: keys and values as f16 bit patterns (Uint16Array).
+function toHalfArray(x: Float32Array): Uint16Array {
+  return Uint16Array.from(x, (v) => floatToHalf(v));
+}
+
+test('cachedAttention over an f16 cache equals the float32 kernel over the same values widened (js and native)', () => {
+  for (const backend of nativeInfo() ? (['js', 'native'] as const) : (['js'] as const)) {
+    for (const [name, c] of CASES) {
+      const { q, keys, values } = inputs(c, 3);
+      const kh = toHalfArray(keys);
+      const vh = toHalfArray(values);
+      const widened = (h: Uint16Array): Float32Array => Float32Array.from(h, (b) => halfToFloat(b));
+      const want = new Float32Array(c.T * c.H * c.hd);
+      withBackend('js', () => kernel('cachedAttention')(q, widened(kh), widened(vh), want, c.T, c.H, c.G, c.hd, c.maxLen, c.P, c.window, 1 / Math.sqrt(c.hd)));
+      const got = new Float32Array(c.T * c.H * c.hd).fill(Number.NaN);
+      withBackend(backend, () => kernel('cachedAttention')(q, kh, vh, got, c.T, c.H, c.G, c.hd, c.maxLen, c.P, c.window, 1 / Math.sqrt(c.hd)));
+      const d = maxDiff(got, want);
+      assert.ok(d < 2e-6, `${backend} ${name}: f16 cache vs widened float32 differ by ${d}`);
+      // and the f16 rounding itself stays small against the float32 cache (values ~N(0, 1))
+      const exact = run('js', c, 3);
+      assert.ok(maxDiff(got, exact) < 5e-3, `${backend} ${name}: f16 cache far from float32: ${maxDiff(got, exact)}`);
+    }
+  }
+});
+
+test('kvWrite: rows [T, G, hd] land head-major at pos, rounded to nearest-even f16 in a Uint16Array; bad sizes refused', () => {
+  const T = 3, G = 2, hd = 12, maxLen = 7, pos = 4;
+  const rng = new Rng(5);
+  // values around f16 rounding ties and beyond its range too
+  const src = Float32Array.from({ length: T * G * hd }, (_, i) => (i % 7 === 0 ? 1 + 2 ** -11 : i % 11 === 0 ? 70000 : rng.normal() * 3));
+  for (const backend of nativeInfo() ? (['js', 'native'] as const) : (['js'] as const)) {
+    withBackend(backend, () => {
+      const f = new Float32Array(G * maxLen * hd).fill(-7);
+      const h = new Uint16Array(G * maxLen * hd).fill(0xbeef);
+      kernel('kvWrite')(src, f, T, G, hd, maxLen, pos);
+      kernel('kvWrite')(src, h, T, G, hd, maxLen, pos);
+      for (let g = 0; g < G; g++) {
+        for (let p = 0; p < maxLen; p++) {
+          for (let i = 0; i < hd; i++) {
+            const at = (g * maxLen + p) * hd + i;
+            if (p < pos) {
+              assert.equal(f[at], -7, `${backend}: position ${p} before pos was written`);
+              assert.equal(h[at], 0xbeef);
+              continue;
+            }
+            const v = src[((p - pos) * G + g) * hd + i]!;
+            assert.equal(f[at], v, `${backend}: float32 g=${g} p=${p} i=${i}`);
+            assert.equal(h[at], floatToHalf(v), `${backend}: f16 g=${g} p=${p} i=${i} of ${v}`);
+          }
+        }
+      }
+      assert.throws(() => kernel('kvWrite')(src, h, T, G, hd, maxLen, maxLen - 2), /exceed maxLen/);
     });
   }
 });

@@ -22,7 +22,7 @@ they allow, peak RSS, 429s and errors (anything but a complete 200 stream).
 ${DTYPE_HELP}
 --json prints the report as one JSON object.`;
 
-const OPTIONS = ['model', 'clients', 'requests', 'max-new-tokens', 'prompt-tokens', 'rounds', 'prompts', 'prefill-chunk', 'dtype', 'json', 'help'];
+const OPTIONS = ['model', 'clients', 'requests', 'max-new-tokens', 'prompt-tokens', 'rounds', 'prompts', 'prefill-chunk', 'dtype', 'kv-dtype', 'json', 'help'];
 
 export async function benchServeCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, OPTIONS, 'bench serve');

@@ -5,13 +5,19 @@ import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP
 import { loadLM } from '../models/load-lm.js';
 import { LOAD_DTYPES, type LoadDType } from '../models/moe-decoder-weights.js';
 import { EXPERT_POLICIES, type ExpertPolicy } from '../infer/expert-slots.js';
+import type { KVCacheDtype } from '../nn/kv-cache.js';
 
-/** --dtype: weights in memory (q8_0/q4_0 quantised at load; f16/bf16 rounded, held as f32); absent: loadLM's default. */
-export function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType } {
+/**
+ * --dtype: weights in memory (q8_0/q4_0 quantised at load; f16/bf16 rounded, held as f32); absent:
+ * loadLM's default. --kv-dtype f32|f16: the KV caches' element type (default f32).
+ */
+export function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType; kvDtype?: KVCacheDtype } {
   const v = args.flags.get('dtype')?.[0];
-  if (v === undefined) return {};
-  if (!(LOAD_DTYPES as readonly string[]).includes(v)) throw new Error(`${cmd}: --dtype ${v}: expected one of ${LOAD_DTYPES.join(', ')}`);
-  return { dtype: v as LoadDType };
+  const kv = args.flags.get('kv-dtype')?.[0];
+  if (v !== undefined && !(LOAD_DTYPES as readonly string[]).includes(v)) throw new Error(`${cmd}: --dtype ${v}: expected one of ${LOAD_DTYPES.join(', ')}`);
+  const kvNames: Record<string, KVCacheDtype> = { f32: 'float32', float32: 'float32', f16: 'float16', float16: 'float16' };
+  if (kv !== undefined && kvNames[kv] === undefined) throw new Error(`${cmd}: --kv-dtype ${kv}: expected f32 or f16`);
+  return { ...(v !== undefined ? { dtype: v as LoadDType } : {}), ...(kv !== undefined ? { kvDtype: kvNames[kv]! } : {}) };
 }
 /** --expert-memory BYTES|FRACTION and --expert-policy: routed experts beyond the budget stay in the model file (loadLM's expertMemory). */
 export function expertFlags(args: ParsedArgs, cmd: string): { expertMemory?: number; expertPolicy?: ExpertPolicy } {
@@ -37,7 +43,9 @@ export const EXPERT_HELP = `  --expert-memory M   routed experts resident at mos
                       the next MoE layer's router predicts its experts and loads them ahead)`;
 export const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or q4_0 (quantised at load, or a GGUF's blocks as
                       stored; norms and router stay f32), f16 or bf16 (rounded, held as f32). Default:
-                      f32, or the GGUF's Q8_0/Q4_0 when its experts are stored so`;
+                      f32, or the GGUF's Q8_0/Q4_0 when its experts are stored so
+  --kv-dtype T        KV cache elements: f32 (default) or f16 (llama.cpp's default: half the cache
+                      memory and the bytes attention reads per token; logits move by f16 rounding)`;
 import type { KVCache } from '../nn/kv-cache.js';
 import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js';
 import { generate, type RoutingEvent } from '../infer/generate.js';
@@ -75,7 +83,7 @@ ${EXPERT_HELP}
 The byte-level LM of moe train keeps its own form:
 ${BYTE_LM_HELP}`;
 
-const OPTIONS = ['model', 'dtype', 'expert-memory', 'expert-policy', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
+const OPTIONS = ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
 
 function numberFlag(args: ParsedArgs, key: string, check: (v: number) => boolean, what: string): number | undefined {
   const raw = args.flags.get(key)?.[0];
@@ -209,7 +217,7 @@ ${DTYPE_HELP}
 ${EXPERT_HELP}`;
 
 export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['model', 'dtype', 'expert-memory', 'expert-policy', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
+  rejectUnknown(args, ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
   const int = (key: string, min: number): number | undefined => intFlag(args, key, min, 'bench decode');

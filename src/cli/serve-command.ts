@@ -32,7 +32,7 @@ ${DTYPE_HELP}
 ${EXPERT_HELP}
 The URL is printed on stdout once the server listens (--port 0 picks a free port).`;
 
-const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'expert-memory', 'expert-policy', 'rare-threshold', 'help'];
+const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'rare-threshold', 'help'];
 
 function intFlag(args: ParsedArgs, key: string, min: number): number | undefined {
   const raw = args.flags.get(key)?.[0];

@@ -116,8 +116,16 @@ export interface KernelImpls {
    * when window > 0); query head h reads key head floor(h / (H / G)). Scores are scaled by scale,
    * then softmax, then the probability-weighted sum of values.
    */
-  cachedAttention(q: F, keys: F, values: F, out: F, T: number, H: number, G: number, hd: number, maxLen: number, P: number,
-    window: number, scale: number): void;
+  cachedAttention(q: F, keys: F | Uint16Array, values: F | Uint16Array, out: F, T: number, H: number, G: number, hd: number, maxLen: number,
+    P: number, window: number, scale: number): void;
+
+  /**
+   * Writes src [T, G, hd] (new tokens' keys or values) into one layer of a head-major cache dst [G,
+   * maxLen, hd] at positions pos .. pos + T - 1. dst is float32, or a Uint16Array of f16 bit patterns
+   * (a half-precision cache: each value rounded to nearest even, as floatToHalf); cachedAttention
+   * reads either kind.
+   */
+  kvWrite(src: F, dst: F | Uint16Array, T: number, G: number, hd: number, maxLen: number, pos: number): void;
 }
 
 export type KernelName = keyof KernelImpls;
@@ -127,7 +135,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
   'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
   'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward', 'quantMatmul', 'quantGroupedMatmul',
-  'cachedAttention',
+  'cachedAttention', 'kvWrite',
 ];
 
 export interface Backend {

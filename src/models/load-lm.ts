@@ -9,6 +9,7 @@ import { fromHF } from './moe-decoder-hf.js';
 import { LOAD_DTYPES, type LoadDType } from './moe-decoder-weights.js';
 import type { MoEDecoder } from './moe-decoder.js';
 import { offloadExperts } from '../infer/expert-offload.js';
+import { KV_CACHE_DTYPES, type KVCacheDtype } from '../nn/kv-cache.js';
 import type { ExpertCache } from '../infer/expert-cache.js';
 import type { ExpertPolicy } from '../infer/expert-slots.js';
 
@@ -53,6 +54,8 @@ export interface LoadLMOptions {
   expertMemory?: number;
   /** Which expert leaves a full pool: 'lru' (default), 'lfu', or 'pregate' (lru + the next layer's router loads its predicted experts ahead). */
   expertPolicy?: ExpertPolicy;
+  /** Element type of the model's KV caches (MoEDecoder.kvCacheDtype): 'float32' (default) or 'float16'. */
+  kvDtype?: KVCacheDtype;
 }
 
 /** A directory -> HF reader; a .gguf file -> GGUF reader (HF names and layouts). Weights are read one tensor at a time. */
@@ -67,7 +70,9 @@ export async function loadLM(pathOrDir: string, opts: LoadLMOptions = {}): Promi
     const offload = opts.expertMemory !== undefined;
     if (!offload && opts.expertPolicy !== undefined) throw new Error('loadLM: expertPolicy needs expertMemory (the budget it manages)');
     if (offload && (dtype === 'f16' || dtype === 'bf16')) throw new Error(`loadLM: dtype ${dtype} rounds weights at load, but offloaded experts are read as stored; use f32, q8_0 or q4_0 matching the file`);
+    if (opts.kvDtype !== undefined && !KV_CACHE_DTYPES.includes(opts.kvDtype)) throw new Error(`loadLM: kvDtype '${String(opts.kvDtype)}' is not one of ${KV_CACHE_DTYPES.join(', ')}`);
     const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`, { dtype, skipExperts: offload });
+    if (opts.kvDtype !== undefined) model.kvCacheDtype = opts.kvDtype;
     const expertCache = offload
       ? offloadExperts(model, opened.source, { expertMemory: opts.expertMemory!, ...(opts.expertPolicy !== undefined ? { policy: opts.expertPolicy } : {}) })
       : null;

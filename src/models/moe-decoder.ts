@@ -5,7 +5,7 @@
 
 import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
-import { KVCache } from '../nn/kv-cache.js';
+import { KVCache, type KVCacheDtype } from '../nn/kv-cache.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled, noGrad } from '../tensor/autograd.js';
 import { add, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
@@ -350,10 +350,16 @@ export class MoEDecoder extends Module {
    * A cache sized for this model. Default capacity: maxPositionEmbeddings up to 4096 positions
    * (real configs say 32768 and more, gigabytes of cache that a short generation never uses).
    */
-  newCache(maxLen = Math.min(this.config.maxPositionEmbeddings, 4096)): KVCache {
+  newCache(maxLen = Math.min(this.config.maxPositionEmbeddings, 4096), dtype: KVCacheDtype = this.kvCacheDtype): KVCache {
     const c = this.config;
-    return new KVCache({ numLayers: c.numLayers, maxLen, numKVHeads: c.numKVHeads, headDim: c.headDim });
+    return new KVCache({ numLayers: c.numLayers, maxLen, numKVHeads: c.numKVHeads, headDim: c.headDim, dtype });
   }
+
+  /**
+   * Element type of the caches newCache makes by default (generate, the server): float32, or
+   * float16 as llama.cpp does by default (half the cache memory and attention's bytes per token).
+   */
+  kvCacheDtype: KVCacheDtype = 'float32';
 
   /** Logits [T, V] of the new tokens ids; with a cache, positions continue from cache.length and the cache grows by T. */
   forward(ids: Int32Array, cache: KVCache | null = null): Tensor {

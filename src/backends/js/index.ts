@@ -9,7 +9,7 @@ import { gatherRows, scatterAddRows } from './rows.js';
 import { layerNorm, layerNormBackward, rmsNorm, rmsNormBackward } from './norm.js';
 import { crossEntropy, crossEntropyBackward } from './loss.js';
 import { quantGroupedMatmul, quantMatmul } from './quant.js';
-import { cachedAttention } from './attention.js';
+import { cachedAttention, kvWrite } from './attention.js';
 
 export const jsBackend: Backend = {
   name: 'js',
@@ -20,6 +20,7 @@ export const jsBackend: Backend = {
     reduce, sumToShape, broadcastTo, scatterArg, topk, topkBackward, gatherRows, scatterAddRows, copyStrided,
     layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, crossEntropy, crossEntropyBackward, quantMatmul, quantGroupedMatmul,
     cachedAttention,
+    kvWrite,
   },
 };
 

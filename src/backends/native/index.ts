@@ -64,7 +64,8 @@ interface Addon {
   quantGroupedMatmul(x: F32, w: Uint8Array, groupSizes: I32, out: F32, n: number, k: number, type: number): void;
   /** Which block-dot code the CPU got: 'avx512vnni', 'avx2' or 'scalar' (MOE_QUANT_SIMD forces one). */
   quantSimd(): string;
-  cachedAttention(q: F32, keys: F32, values: F32, out: F32, T: number, H: number, G: number, hd: number, maxLen: number, P: number,
+  kvWrite(src: F32, dst: F32 | Uint16Array, T: number, G: number, hd: number, maxLen: number, pos: number): void;
+  cachedAttention(q: F32, keys: F32 | Uint16Array, values: F32 | Uint16Array, out: F32, T: number, H: number, G: number, hd: number, maxLen: number, P: number,
     window: number, scale: number): void;
 }
 
@@ -227,8 +228,10 @@ function makeKernels(n: Addon): KernelImpls {
       n.quantGroupedMatmul(f32('quantGroupedMatmul', x), w, groupSizes, f32('quantGroupedMatmul', out), nn, k, QUANT_CODE[type]),
     cachedAttention: (q, keys, values, out, T, H, G, hd, maxLen, P, window, scale) => {
       const k = 'cachedAttention';
-      n.cachedAttention(f32(k, q), f32(k, keys), f32(k, values), f32(k, out), T, H, G, hd, maxLen, P, window, scale);
+      n.cachedAttention(f32(k, q), keys instanceof Uint16Array ? keys : f32(k, keys), values instanceof Uint16Array ? values : f32(k, values),
+        f32(k, out), T, H, G, hd, maxLen, P, window, scale);
     },
+    kvWrite: (src, dst, T, G, hd, maxLen, pos) => n.kvWrite(f32('kvWrite', src), dst instanceof Uint16Array ? dst : f32('kvWrite', dst), T, G, hd, maxLen, pos),
   };
 }
 

@@ -14,18 +14,26 @@
 #include "simd_math.h"
 #include "threadpool.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 namespace moe {
 namespace {
 
 // One query row against keys [lo, hi] of its key head; s is scratch of hi - lo + 1 floats.
 // The order of the js reference: scores, max, exp, sum, probabilities, then sum of p_j v_j.
-MOE_CLONES void attendOne(const float* q, const float* keys, const float* values, i64 lo, i64 hi, i64 hd, float scale, float* s, float* out) {
+// KV is float (a float32 cache) or _Float16 (a half-precision one: each element widened exactly
+// to float as it is read, vcvtph2ps in the AVX2 and AVX-512 clones).
+template <typename KV>
+__attribute__((always_inline)) inline void attendBody(const float* q, const KV* keys, const KV* values, i64 lo, i64 hi, i64 hd, float scale,
+                                                      float* s, float* out) {
   float mx = -std::numeric_limits<float>::infinity();
   for (i64 j = lo; j <= hi; j++) {
-    const float* kj = keys + j * hd;
+    const KV* kj = keys + j * hd;
     float d = 0.0f;
 #pragma omp simd reduction(+ : d)
-    for (i64 i = 0; i < hd; i++) d += q[i] * kj[i];
+    for (i64 i = 0; i < hd; i++) d += q[i] * static_cast<float>(kj[i]);
     d *= scale;
     s[j - lo] = d;
     mx = d > mx ? d : mx;
@@ -41,30 +49,146 @@ MOE_CLONES void attendOne(const float* q, const float* keys, const float* values
   for (i64 i = 0; i < hd; i++) out[i] = 0.0f;
   for (i64 j = 0; j < n; j++) {
     const float p = s[j] / sum;
-    const float* vj = values + (lo + j) * hd;
+    const KV* vj = values + (lo + j) * hd;
 #pragma omp simd
-    for (i64 i = 0; i < hd; i++) out[i] += p * vj[i];
+    for (i64 i = 0; i < hd; i++) out[i] += p * static_cast<float>(vj[i]);
   }
+}
+
+MOE_CLONES void attendOne(const float* q, const float* keys, const float* values, i64 lo, i64 hi, i64 hd, float scale, float* s, float* out) {
+  attendBody<float>(q, keys, values, lo, hi, hd, scale, s, out);
+}
+
+// Half-precision cache. GCC 12 widens _Float16 one element at a time even where F16C exists, so
+// the AVX2 path is written out: 8 halves widened per vcvtph2ps, 8-wide FMAs. Portable path: the
+// generic body (the compiler's software conversion) for CPUs without F16C.
+void attendOneHalfBase(const float* q, const _Float16* keys, const _Float16* values, i64 lo, i64 hi, i64 hd, float scale, float* s, float* out) {
+  attendBody<_Float16>(q, keys, values, lo, hi, hd, scale, s, out);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma,f16c"))) void attendOneHalfAvx2(const float* q, const _Float16* keys, const _Float16* values, i64 lo, i64 hi,
+                                                                i64 hd, float scale, float* s, float* out) {
+  const i64 hv = hd / 8 * 8;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (i64 j = lo; j <= hi; j++) {
+    const _Float16* kj = keys + j * hd;
+    __m256 acc = _mm256_setzero_ps();
+    for (i64 i = 0; i < hv; i += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kj + i))), acc);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float d = _mm_cvtss_f32(h);
+    for (i64 i = hv; i < hd; i++) d += q[i] * static_cast<float>(kj[i]);
+    d *= scale;
+    s[j - lo] = d;
+    mx = d > mx ? d : mx;
+  }
+  const i64 n = hi - lo + 1;
+  float sum = 0.0f;
+  for (i64 j = 0; j < n; j++) {
+    const float e = vexp(s[j] - mx);
+    s[j] = e;
+    sum += e;
+  }
+  for (i64 i = 0; i < hd; i++) out[i] = 0.0f;
+  for (i64 j = 0; j < n; j++) {
+    const __m256 p = _mm256_set1_ps(s[j] / sum);
+    const float ps = s[j] / sum;
+    const _Float16* vj = values + (lo + j) * hd;
+    for (i64 i = 0; i < hv; i += 8)
+      _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vj + i))), _mm256_loadu_ps(out + i)));
+    for (i64 i = hv; i < hd; i++) out[i] += ps * static_cast<float>(vj[i]);
+  }
+}
+
+__attribute__((target("avx2,fma,f16c"))) void kvWriteHalfAvx2(const float* src, _Float16* dst, i64 T, i64 G, i64 hd, i64 maxLen, i64 pos) {
+  const i64 hv = hd / 8 * 8;
+  for (i64 t = 0; t < T; t++)
+    for (i64 g = 0; g < G; g++) {
+      const float* a = src + (t * G + g) * hd;
+      _Float16* b = dst + (g * maxLen + pos + t) * hd;
+      for (i64 i = 0; i < hv; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(b + i), _mm256_cvtps_ph(_mm256_loadu_ps(a + i), _MM_FROUND_TO_NEAREST_INT));
+      for (i64 i = hv; i < hd; i++) b[i] = static_cast<_Float16>(a[i]);
+    }
+}
+#endif
+
+bool haveF16c() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+void attendOneHalf(const float* q, const _Float16* keys, const _Float16* values, i64 lo, i64 hi, i64 hd, float scale, float* s, float* out) {
+  static const bool f16c = haveF16c();
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (f16c) return attendOneHalfAvx2(q, keys, values, lo, hi, hd, scale, s, out);
+#endif
+  attendOneHalfBase(q, keys, values, lo, hi, hd, scale, s, out);
+}
+
+// [T, G, hd] rows into [G, maxLen, hd] at positions pos .. pos + T - 1, narrowed to f16 (round to
+// nearest even, as the js floatToHalf) when the cache is half precision.
+template <typename KV>
+__attribute__((always_inline)) inline void kvWriteBody(const float* src, KV* dst, i64 T, i64 G, i64 hd, i64 maxLen, i64 pos) {
+  for (i64 t = 0; t < T; t++)
+    for (i64 g = 0; g < G; g++) {
+      const float* a = src + (t * G + g) * hd;
+      KV* b = dst + (g * maxLen + pos + t) * hd;
+#pragma omp simd
+      for (i64 i = 0; i < hd; i++) b[i] = static_cast<KV>(a[i]);
+    }
+}
+
+void kvWriteHalf(const float* src, _Float16* dst, i64 T, i64 G, i64 hd, i64 maxLen, i64 pos) {
+  static const bool f16c = haveF16c();
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (f16c) return kvWriteHalfAvx2(src, dst, T, G, hd, maxLen, pos);
+#endif
+  kvWriteBody<_Float16>(src, dst, T, G, hd, maxLen, pos);
 }
 
 // cachedAttention(q, keys, values, out, T, H, G, hd, maxLen, P, window, scale)
 Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
   Args args(info, "cachedAttention", 12);
-  Buf<float> q = args.f32(0, "q"), keys = args.f32(1, "keys"), values = args.f32(2, "values"), out = args.f32(3, "out");
+  // keys and values: float32, or f16 bit patterns (Uint16Array) for a half-precision cache
+  const bool half = args.isU16(1);
+  Buf<float> q = args.f32(0, "q"), out = args.f32(3, "out"), keys, values;
+  Buf<uint16_t> keysH, valuesH;
+  if (half) {
+    keysH = args.u16(1, "keys");
+    valuesH = args.u16(2, "values");
+  } else {
+    keys = args.f32(1, "keys");
+    values = args.f32(2, "values");
+  }
   const i64 T = args.size(4, "T"), H = args.size(5, "H"), G = args.size(6, "G"), hd = args.size(7, "hd");
   const i64 maxLen = args.size(8, "maxLen"), P = args.size(9, "P"), window = args.size(10, "window");
   const float scale = static_cast<float>(args.number(11, "scale"));
   if (G == 0 || H % G != 0) args.fail("H = " + std::to_string(H) + " query heads are not a multiple of G = " + std::to_string(G) + " key/value heads");
   if (P + T > maxLen) args.fail("P + T = " + std::to_string(P + T) + " positions exceed maxLen = " + std::to_string(maxLen));
   args.need(q, args.mul({T, H, hd}), "q");
-  args.need(keys, args.mul({G, maxLen, hd}), "keys");
-  args.need(values, args.mul({G, maxLen, hd}), "values");
+  if (half) {
+    args.need(keysH, args.mul({G, maxLen, hd}), "keys");
+    args.need(valuesH, args.mul({G, maxLen, hd}), "values");
+  } else {
+    args.need(keys, args.mul({G, maxLen, hd}), "keys");
+    args.need(values, args.mul({G, maxLen, hd}), "values");
+  }
   args.need(out, args.mul({T, H, hd}), "out");
   if (T == 0 || H == 0 || hd == 0) return info.Env().Undefined();
   const i64 g = H / G, L = P + T;
   const float* qd = q.data;
   const float* kd = keys.data;
   const float* vd = values.data;
+  const _Float16* kh16 = reinterpret_cast<const _Float16*>(keysH.data);
+  const _Float16* vh16 = reinterpret_cast<const _Float16*>(valuesH.data);
   float* od = out.data;
   // one unit = one (query, head) pair, ~2 * L * hd flops
   parallelFor(T * H, std::max<i64>(1, 16384 / std::max<i64>(1, L * hd)), [=](i64 lo, i64 hi) {
@@ -73,11 +197,31 @@ Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
     for (i64 u = lo; u < hi; u++) {
       const i64 t = u / H, h = u % H, kv = h / g, pos = P + t;
       const i64 first = window > 0 ? std::max<i64>(0, pos - window + 1) : 0;
-      const float* kh = kd + kv * maxLen * hd;
-      const float* vh = vd + kv * maxLen * hd;
-      attendOne(qd + u * hd, kh, vh, first, pos, hd, scale, scratch.data(), od + u * hd);
+      if (half) attendOneHalf(qd + u * hd, kh16 + kv * maxLen * hd, vh16 + kv * maxLen * hd, first, pos, hd, scale, scratch.data(), od + u * hd);
+      else attendOne(qd + u * hd, kd + kv * maxLen * hd, vd + kv * maxLen * hd, first, pos, hd, scale, scratch.data(), od + u * hd);
     }
   });
+  return info.Env().Undefined();
+}
+
+// kvWrite(src, dst, T, G, hd, maxLen, pos): src [T, G, hd] float32 into the cache layer dst [G,
+// maxLen, hd] (Float32Array, or Uint16Array of f16 bit patterns) at positions pos .. pos + T - 1.
+Napi::Value KvWrite(const Napi::CallbackInfo& info) {
+  Args args(info, "kvWrite", 7);
+  Buf<float> src = args.f32(0, "src");
+  const bool half = args.isU16(1);
+  const i64 T = args.size(2, "T"), G = args.size(3, "G"), hd = args.size(4, "hd"), maxLen = args.size(5, "maxLen"), pos = args.size(6, "pos");
+  if (pos + T > maxLen) args.fail("pos + T = " + std::to_string(pos + T) + " positions exceed maxLen = " + std::to_string(maxLen));
+  args.need(src, args.mul({T, G, hd}), "src");
+  if (half) {
+    Buf<uint16_t> dst = args.u16(1, "dst");
+    args.need(dst, args.mul({G, maxLen, hd}), "dst");
+    kvWriteHalf(src.data, reinterpret_cast<_Float16*>(dst.data), T, G, hd, maxLen, pos);
+  } else {
+    Buf<float> dst = args.f32(1, "dst");
+    args.need(dst, args.mul({G, maxLen, hd}), "dst");
+    kvWriteBody<float>(src.data, dst.data, T, G, hd, maxLen, pos);
+  }
   return info.Env().Undefined();
 }
 
@@ -85,6 +229,7 @@ Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
 
 void registerAttention(Napi::Env env, Napi::Object exports) {
   exports.Set("cachedAttention", Napi::Function::New(env, CachedAttention, "cachedAttention"));
+  exports.Set("kvWrite", Napi::Function::New(env, KvWrite, "kvWrite"));
 }
 
 }  // namespace moe

@@ -37,6 +37,9 @@ class Args {
 
   Buf<float> f32(size_t i, const char* name) const { return typed<float>(i, name, napi_float32_array, "Float32Array"); }
   Buf<int32_t> i32(size_t i, const char* name) const { return typed<int32_t>(i, name, napi_int32_array, "Int32Array"); }
+  Buf<uint16_t> u16(size_t i, const char* name) const { return typed<uint16_t>(i, name, napi_uint16_array, "Uint16Array"); }
+  /** Whether argument i is a Uint16Array (f16 bit patterns), e.g. a half-precision KV cache. */
+  bool isU16(size_t i) const { return info_[i].IsTypedArray() && info_[i].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array; }
 
   // A Float32Array or null.
   Buf<float> f32OrNull(size_t i, const char* name) const {
