@@ -1,14 +1,15 @@
 // Benchmark (not a test): batch-1 prefill and decode tokens/s, moe-ts vs llama.cpp (node-llama-cpp) on the same GGUF.
 //
 //   MOE_NATIVE_THREADS=2 node dist/bench/llama-cpp.js [--arch olmoe] [--preset small] [--dtype f32,q8_0]
-//       [--rounds 3] [--prompt-tokens 64] [--new-tokens 32] [--json]
+//       [--rounds 3] [--prompt-tokens 64] [--new-tokens 32] [--kv f32|f16] [--json]
 //
 // Needs node-llama-cpp in $MOE_LLAMA_CPP_DIR (see scripts/llama-cpp-check.mjs --install). Both
 // engines run in this one process, one after the other, interleaved round by round (the order
 // flips every round), 2 threads each, on the same GGUF written by `moe convert`, with the same
 // prompt ids. moe loads the file with the dtype it holds (q8_0: moe's Q8_0 kernels, which quantise
 // activations as llama.cpp does; `moe bench decode` itself has no --dtype and dequantises to f32).
-// llama.cpp runs with the reference options (flash attention off, F32 KV cache). Prefill = time to
+// llama.cpp runs with the reference options (flash attention off, F32 KV cache; --kv f16: both engines
+// keep the KV cache in f16, llama.cpp's default type). Prefill = time to
 // the first new token (prompt in one batch); decode = the remaining new tokens, one step each.
 
 import { existsSync } from 'node:fs';
@@ -69,6 +70,9 @@ async function main(argv: string[]): Promise<number> {
   const rounds = Number(opt('rounds', '3'));
   const P = Number(opt('prompt-tokens', '64'));
   const N = Number(opt('new-tokens', '32'));
+  // KV cache element type on both sides: f32 (default; llama.cpp's reference mode) or f16 (llama.cpp's own default)
+  const kv = opt('kv', 'f32');
+  if (kv !== 'f32' && kv !== 'f16') { console.error(`bench llama-cpp: --kv ${kv}: expected f32 or f16`); return 2; }
   const check = (await import(pathToFileURL(join(ROOT, 'scripts/llama-cpp-check.mjs')).href)) as CheckModule;
   const { entry, reason } = check.llamaCppEntry();
   if (!entry) { console.error(`bench llama-cpp: skipped: ${reason}`); return 3; }
@@ -87,10 +91,11 @@ async function main(argv: string[]): Promise<number> {
   for (const dtype of dtypes) {
     const gguf = join(work, `${arch}-${preset}-${dtype}.gguf`);
     if (!existsSync(gguf)) check.moe(['convert', hf, gguf, '--format', 'gguf', '--dtype', dtype]);
-    const lm = await loadLM(gguf, { dtype: dtype as 'f32' | 'q8_0' });
+    const lm = await loadLM(gguf, { dtype: dtype as 'f32' | 'q8_0', kvDtype: kv === 'f16' ? 'float16' : 'float32' });
     V = lm.model.config.vocabSize;
     const model = await llama.loadModel({ modelPath: gguf });
-    const ctx = await model.createContext(check.referenceContextOptions(2, Math.max(128, P + N)));
+    const ctxOpts = check.referenceContextOptions(2, Math.max(128, P + N));
+    const ctx = await model.createContext(kv === 'f16' ? { ...ctxOpts, experimentalKvCacheKeyType: 'F16', experimentalKvCacheValueType: 'F16' } : ctxOpts);
     engines.push({ dtype, gguf, moeModel: lm.model, ctx, model, moe: [], llama: [] });
   }
   const rng = new Rng(1);
@@ -117,7 +122,7 @@ async function main(argv: string[]): Promise<number> {
     bestPrefillTokensPerSec: Math.max(...xs.map((s) => s.prefillTokensPerSec)), bestDecodeTokensPerSec: Math.max(...xs.map((s) => s.decodeTokensPerSec)),
   });
   const results = engines.map((e) => ({ gguf: e.gguf, dtype: e.dtype, moe: stats(e.moe), llamaCpp: stats(e.llama) })) as Array<{ gguf: string; dtype: string; moe: Speed; llamaCpp: Speed }>;
-  const summary = { arch, preset, promptTokens: P, newTokens: N, rounds, threads: 2, cpu: cpus()[0]?.model, loadavg1: { min: Math.min(...loads), max: Math.max(...loads) }, results };
+  const summary = { arch, preset, promptTokens: P, newTokens: N, kvCache: kv, rounds, threads: 2, cpu: cpus()[0]?.model, loadavg1: { min: Math.min(...loads), max: Math.max(...loads) }, results };
   if (argv.includes('--json')) console.log(JSON.stringify(summary));
   else for (const r of results) {
     console.log(`${arch} ${preset} ${r.dtype}: prefill moe ${r.moe.prefillTokensPerSec.toFixed(1)} vs llama.cpp ${r.llamaCpp.prefillTokensPerSec.toFixed(1)} tokens/s; ` +
