@@ -8,6 +8,7 @@ import { Tensor } from '../tensor/tensor.js';
 export * from './create.js';
 export * from './elementwise.js';
 export * from './matmul.js';
+export * from './expert-mlp.js';
 export * from './reduce.js';
 export * from './shape.js';
 export * from './rows.js';
