@@ -1,6 +1,7 @@
 // `moe bench cost-model`: the seed's inference cost model, time per step = bytes loaded / bandwidth
 // + FLOPs / throughput, fitted to decode steps measured on this machine at several batch sizes, with
-// the error of the fit at every point.
+// the error of the fit at every point; and the roofline form, fixed + max(bytes / bandwidth, FLOPs /
+// throughput), side by side.
 //
 // A decode step of B sequences reads the non-expert weights once, each expert that at least one of
 // the B tokens chose (once, however many chose it: tokens routed to the same expert share its
@@ -26,6 +27,9 @@ export interface CostPoint {
   predictedMs: number;
   /** (predicted - measured) / measured. */
   relError: number;
+  /** The roofline fit's prediction and error at this point. */
+  rooflinePredictedMs: number;
+  rooflineRelError: number;
   tokensPerSec: number;
 }
 
@@ -33,6 +37,8 @@ export interface CostModelReport {
   points: CostPoint[];
   /** Fitted: bytes / bandwidthGBs + flops / throughputGflops (ms from GB/s and GFLOP/s). */
   fit: { bandwidthGBs: number; throughputGflops: number; maxAbsRelError: number; meanAbsRelError: number };
+  /** Fitted: fixedMs + max(bytes / bandwidthGBs, flops / throughputGflops) (fitRoofline). */
+  roofline: { bandwidthGBs: number; throughputGflops: number; fixedMs: number; maxAbsRelError: number; meanAbsRelError: number };
   /** The bandwidth probe of the same run, for comparison with the fitted bandwidth. */
   measuredBandwidthGBs: number;
   promptTokens: number;
@@ -126,6 +132,38 @@ export function fitCostModel(points: Array<{ bytes: number; flops: number; ms: n
   return { msPerByte: x1 / sb, msPerFlop: x2 / sf };
 }
 
+/**
+ * The roofline form: t = fixed + max(bytes * msPerByte, flops * msPerFlop): a step is bound by
+ * whichever of reading weights and arithmetic takes longer (they overlap, not add), plus a fixed
+ * cost per step (JS, kernel hand-offs). Fitted by minimising the squared relative error over a log
+ * grid of bandwidths (0.5-200 GB/s) and throughputs (1-2000 GFLOP/s), 1% apart, the fixed term in
+ * closed form for each (>= 0). Needs at least 3 points to mean anything.
+ */
+export function fitRoofline(points: Array<{ bytes: number; flops: number; ms: number }>): { msPerByte: number; msPerFlop: number; fixedMs: number; sqRelError: number } {
+  const grid = (lo: number, hi: number): number[] => {
+    const out: number[] = [];
+    for (let v = lo; v <= hi; v *= 1.01) out.push(v);
+    return out;
+  };
+  let best = { msPerByte: 0, msPerFlop: 0, fixedMs: 0, sqRelError: Infinity };
+  const bws = grid(0.5, 200).map((gbs) => 1 / (gbs * 1e6));
+  const tps = grid(1, 2000).map((gf) => 1 / (gf * 1e6));
+  const w = points.map((p) => 1 / (p.ms * p.ms));
+  const wSum = w.reduce((a, b) => a + b, 0);
+  for (const a of bws) {
+    for (const b of tps) {
+      let num = 0;
+      const m = points.map((p) => Math.max(p.bytes * a, p.flops * b));
+      for (let i = 0; i < points.length; i++) num += w[i]! * (points[i]!.ms - m[i]!);
+      const c = Math.max(0, num / wSum);
+      let err = 0;
+      for (let i = 0; i < points.length; i++) err += ((c + m[i]! - points[i]!.ms) / points[i]!.ms) ** 2;
+      if (err < best.sqRelError) best = { msPerByte: a, msPerFlop: b, fixedMs: c, sqRelError: err };
+    }
+  }
+  return best;
+}
+
 export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): CostModelReport {
   const log = opts.log ?? (() => {});
   const batches = opts.batches ?? [1, 2, 4, 8, 16];
@@ -139,7 +177,7 @@ export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): 
   const rng = new Rng(opts.seed ?? 0);
   const cost0 = modelCost(model);
   const previousHook = model.onRouting;
-  const points: Array<Omit<CostPoint, 'predictedMs' | 'relError'>> = [];
+  const points: Array<Omit<CostPoint, 'predictedMs' | 'relError' | 'rooflinePredictedMs' | 'rooflineRelError'>> = [];
   try {
     for (const B of batches) {
       const caches: KVCache[] = Array.from({ length: B }, () => model.newCache(P + S + 2));
@@ -180,14 +218,27 @@ export function benchCostModel(model: MoEDecoder, opts: CostModelOptions = {}): 
     model.onRouting = previousHook;
   }
   const { msPerByte, msPerFlop } = fitCostModel(points.map((p) => ({ bytes: p.bytesPerStep, flops: p.flopsPerStep, ms: p.stepMs })));
-  const full: CostPoint[] = points.map((p) => {
+  const full = points.map((p) => {
     const predictedMs = msPerByte * p.bytesPerStep + msPerFlop * p.flopsPerStep;
     return { ...p, predictedMs, relError: (predictedMs - p.stepMs) / p.stepMs };
   });
   const errs = full.map((p) => Math.abs(p.relError));
+  const rf = fitRoofline(points.map((p) => ({ bytes: p.bytesPerStep, flops: p.flopsPerStep, ms: p.stepMs })));
+  const rfErr = points.map((p) => {
+    const predictedMs = rf.fixedMs + Math.max(rf.msPerByte * p.bytesPerStep, rf.msPerFlop * p.flopsPerStep);
+    return { predictedMs, relError: (predictedMs - p.stepMs) / p.stepMs };
+  });
+  const rfAbs = rfErr.map((e) => Math.abs(e.relError));
   const bw = measureBandwidth();
   return {
-    points: full,
+    points: full.map((p, i) => ({ ...p, rooflinePredictedMs: rfErr[i]!.predictedMs, rooflineRelError: rfErr[i]!.relError })),
+    roofline: {
+      bandwidthGBs: 1 / (rf.msPerByte * 1e6),
+      throughputGflops: 1 / (rf.msPerFlop * 1e6),
+      fixedMs: rf.fixedMs,
+      maxAbsRelError: Math.max(...rfAbs),
+      meanAbsRelError: rfAbs.reduce((a, b) => a + b, 0) / rfAbs.length,
+    },
     fit: {
       bandwidthGBs: msPerByte > 0 ? 1 / (msPerByte * 1e6) : Infinity,
       throughputGflops: msPerFlop > 0 ? 1 / (msPerFlop * 1e6) : Infinity,
@@ -206,11 +257,14 @@ export function formatCostModelReport(r: CostModelReport): string {
     `fit: time per step = bytes / ${f.bandwidthGBs.toFixed(1)} GB/s + FLOPs / ${f.throughputGflops.toFixed(1)} GFLOP/s` +
       ` (bandwidth probe of this run: ${r.measuredBandwidthGBs.toFixed(1)} GB/s)`,
     `error: mean ${(100 * f.meanAbsRelError).toFixed(1)}%, max ${(100 * f.maxAbsRelError).toFixed(1)}% over ${r.points.length} batch sizes`,
+    `roofline fit: time per step = ${r.roofline.fixedMs.toFixed(2)} ms + max(bytes / ${r.roofline.bandwidthGBs.toFixed(1)} GB/s, FLOPs / ${r.roofline.throughputGflops.toFixed(1)} GFLOP/s)` +
+      `; error: mean ${(100 * r.roofline.meanAbsRelError).toFixed(1)}%, max ${(100 * r.roofline.maxAbsRelError).toFixed(1)}%`,
     '',
-    'batch  ms/step  predicted  error   tokens/s  MB/step  GFLOP/step  experts/layer',
+    'batch  ms/step  predicted  error  roofline  error   tokens/s  MB/step  GFLOP/step  experts/layer',
   ];
   for (const p of r.points) {
     lines.push(`${String(p.batch).padStart(5)}  ${p.stepMs.toFixed(2).padStart(7)}  ${p.predictedMs.toFixed(2).padStart(9)}  ${(100 * p.relError).toFixed(1).padStart(5)}%  ` +
+      `${p.rooflinePredictedMs.toFixed(2).padStart(8)}  ${(100 * p.rooflineRelError).toFixed(1).padStart(5)}%  ` +
       `${p.tokensPerSec.toFixed(1).padStart(8)}  ${(p.bytesPerStep / 1e6).toFixed(1).padStart(7)}  ${(p.flopsPerStep / 1e9).toFixed(2).padStart(10)}  ${p.distinctExperts.toFixed(1).padStart(13)}`);
   }
   return lines.join('\n');

@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fitCostModel, benchCostModel } from '../bench/cost-model.js';
+import { fitCostModel, fitRoofline, benchCostModel } from '../bench/cost-model.js';
 import { presetConfig, randomHFTensors } from '../src/models/moe-decoder-create.js';
 import { fromHF } from '../src/models/moe-decoder-hf.js';
 import { decoderConfigToHF } from '../src/models/moe-decoder-config.js';
@@ -42,4 +42,23 @@ test('benchCostModel on a tiny model: distinct experts, bytes and FLOPs grow wit
   for (const p of r.points) assert.ok(Number.isFinite(p.predictedMs) && p.stepMs > 0);
   assert.ok(r.fit.bandwidthGBs > 0 && r.fit.throughputGflops > 0);
   assert.equal(model.onRouting, undefined, 'the routing hook is restored');
+});
+
+test('fitRoofline recovers t = fixed + max(bytes / bw, flops / tp) from exact points on both sides of the ridge', () => {
+  const msPerByte = 1 / 16e6; // 16 GB/s
+  const msPerFlop = 1 / 80e6; // 80 GFLOP/s
+  const fixed = 3;
+  // bytes-bound at small batches, FLOP-bound at large ones (the ridge in between)
+  const pts = [[180e6, 3e8], [300e6, 7e8], [500e6, 1.4e9], [760e6, 2.7e9], [1030e6, 5.4e9]].map(([bytes, flops]) => ({
+    bytes: bytes!, flops: flops!, ms: fixed + Math.max(bytes! * msPerByte, flops! * msPerFlop),
+  }));
+  const f = fitRoofline(pts);
+  // the grid is 1% apart: the fit lands within a grid step of the truth
+  assert.ok(Math.abs(f.msPerByte / msPerByte - 1) < 0.011, `bandwidth ${1 / (f.msPerByte * 1e6)} GB/s`);
+  assert.ok(Math.abs(f.msPerFlop / msPerFlop - 1) < 0.011, `throughput ${1 / (f.msPerFlop * 1e6)} GFLOP/s`);
+  assert.ok(Math.abs(f.fixedMs - fixed) < 1, `fixed ${f.fixedMs} ms`);
+  // and the linear sum cannot fit the same points as well
+  const lin = fitCostModel(pts);
+  const linErr = pts.reduce((s, p) => s + ((lin.msPerByte * p.bytes + lin.msPerFlop * p.flops - p.ms) / p.ms) ** 2, 0);
+  assert.ok(f.sqRelError < linErr, `roofline ${f.sqRelError} vs linear ${linErr}`);
 });
