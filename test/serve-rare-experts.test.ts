@@ -292,3 +292,22 @@ test('serve: --rare-threshold is checked before the model loads', async () => {
   await assert.rejects(serveCommand(parseArgs(['--model', join(root, 'nope'), '--rare-threshold', '2'], new Set())), /--rare-threshold 2: expected a number in \(0, 1\]/);
   await assert.rejects(serveCommand(parseArgs(['--model', join(root, 'nope'), '--rare-threshold', 'x'], new Set())), /--rare-threshold x/);
 });
+
+test('rare-experts study: a few steps end to end (train, record, save, load, evaluate) give consistent counts and tallies', async () => {
+  const { runRareExperts } = await import('../src/experiments/rare-experts.js');
+  const out = join(root, 'study');
+  const r = await runRareExperts({ out, steps: 4, seqLen: 32, unseen: ['fin'], thresholds: [0.25] });
+  assert.equal(r.counts.tokens, 4 * 32);
+  for (const l of r.counts.layers) assert.equal(l!.reduce((a, b) => a + b, 0), 4 * 32 * r.config.topK);
+  assert.deepEqual(r.languages.map((l) => [l.language, l.role]), [['eng', 'high'], ['swh', 'low'], ['fin', 'unseen']]);
+  const eng = r.languages[0]!;
+  assert.ok(Math.abs(r.languages[1]!.trainBytes * 20 - eng.trainBytes) < 40, 'the low-resource language gets 1/20 of the bytes');
+  for (const l of r.languages) {
+    const t = l.rare[0]!.tally;
+    assert.equal(t.tokens, l.heldOutBytes - 1, `${l.language}: every held-out byte but the last is routed`);
+    assert.equal(t.routed, t.tokens * r.config.numLayers * r.config.topK);
+    assert.ok(Number.isFinite(l.bitsPerByte));
+  }
+  const lm = await loadLM(join(out, 'model'));
+  assert.deepEqual(expertTokenCountsOf(lm.model), r.counts);
+});
