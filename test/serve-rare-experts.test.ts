@@ -116,6 +116,12 @@ test('rare experts: shares, the rare set and tallies on hand-built routing', () 
   assert.throws(() => new RareExperts(c, { numExperts: 4, topK: 2, threshold: 1.5 }), /threshold/);
   assert.throws(() => r.tally([Int32Array.of(0, 1)], 3), /layer 0 routing has 2 entries, expected T \* k = 3 \* 2/);
   assert.equal(rareShare(emptyTally()), 0);
+  // edge cases: T = 0; E = 1 (its one expert has the whole share, never rare); k = E
+  assert.deepEqual(r.tally([new Int32Array(0), null, new Int32Array(0)], 0), { tokens: 0, rareTokens: 0, routed: 0, rareRouted: 0 });
+  assert.equal(new RareExperts({ tokens: 5, layers: [[5]] }, { numExperts: 1, topK: 1, threshold: 1 }).rareCount(0), 0);
+  const all = new RareExperts({ tokens: 5, layers: [[5, 5, 0]] }, { numExperts: 3, topK: 3 });
+  assert.deepEqual(all.tally([Int32Array.of(2, 0, 1, 0, 1, 2)], 2), { tokens: 2, rareTokens: 2, routed: 6, rareRouted: 2 });
+  assert.throws(() => new RareExperts(c, { numExperts: 4, topK: 5 }), /topK must be an integer in \[1, 4\]/);
 });
 
 test('rare experts: the tracker splits a step\'s routing by batch entry and attributes it to the named sequences', () => {
@@ -289,6 +295,7 @@ test('serve: /metrics exposes the expert cache\'s hits and misses per layer (--e
 });
 
 test('serve: --rare-threshold is checked before the model loads', async () => {
+  assert.throws(() => new ModelServer({ model: plain.model, tokenizer: tok, modelName: 'x', rareThreshold: 0 }), /serve: the rare-expert threshold must be a number in \(0, 1\]/);
   await assert.rejects(serveCommand(parseArgs(['--model', join(root, 'nope'), '--rare-threshold', '2'], new Set())), /--rare-threshold 2: expected a number in \(0, 1\]/);
   await assert.rejects(serveCommand(parseArgs(['--model', join(root, 'nope'), '--rare-threshold', 'x'], new Set())), /--rare-threshold x/);
 });

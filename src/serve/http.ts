@@ -9,7 +9,7 @@ import { DecoderBatchModel } from './batch-model.js';
 import { EngineLoop } from './engine.js';
 import { ServeMetrics, type Outcome } from './metrics.js';
 import { RareExpertTracker } from './rare-tracking.js';
-import { RareExperts, rareShare, type RareTally } from '../infer/rare-experts.js';
+import { RareExperts, checkThreshold, rareShare, type RareTally } from '../infer/rare-experts.js';
 import { expertTokenCountsOf } from '../models/expert-token-counts.js';
 import type { ExpertCache } from '../infer/expert-cache.js';
 import {
@@ -75,6 +75,7 @@ export class ModelServer {
     const ctxOpt = opts.contextLength === undefined ? {} : { contextLength: opts.contextLength };
     const inner = opts.batchModel ?? new DecoderBatchModel(opts.model, { slots: maxBatch, ...ctxOpt, perSequence: opts.perSequence ?? false });
     const c = opts.model.config;
+    if (opts.rareThreshold !== undefined) checkThreshold(opts.rareThreshold, 'serve'); // checked with or without counts
     const counts = expertTokenCountsOf(opts.model);
     const rare = counts ? new RareExperts(counts, { numExperts: c.numExperts, topK: c.topK, ...(opts.rareThreshold !== undefined ? { threshold: opts.rareThreshold } : {}) }) : null;
     this.rareExperts = rare && rare.trackedLayers.length > 0 ? rare : null;
