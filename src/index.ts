@@ -27,6 +27,8 @@ export * as models from './models/index.js';
 export { loadModel, type LoadedModel, type ClassifierHead, type ImageGeometry, type PreprocessOptions } from './models/load.js';
 export { MoEDecoder, type MoEDecoderConfig, type MoEFamily, type RoutingHook } from './models/moe-decoder.js';
 export { fromHF, toHF } from './models/moe-decoder-hf.js';
+export { ExpertTokenCounter, expertTokenCountsOf, setExpertTokenCounts, type ExpertTokenCounts } from './models/expert-token-counts.js';
+export { RareExperts, DEFAULT_RARE_THRESHOLD, type RareTally } from './infer/rare-experts.js';
 export { loadLM, type LoadedLM, type LoadLMOptions } from './models/load-lm.js';
 export { LOAD_DTYPES, type LoadDType, type Weight } from './models/moe-decoder-weights.js';
 export { KVCache, type KVCacheOptions } from './nn/kv-cache.js';
