@@ -161,3 +161,39 @@ test('MOE_NATIVE_THREADS=1 reaches oneDNN (its OpenMP threads), and moe info nam
   assert.match(text.stdout, new RegExp(`GEMM library: ${info.native.gemm}`));
   assert.match(text.stdout, new RegExp(`oneDNN ${info.native.onednn.version.replace(/\./g, '\\.')}.*${info.native.onednn.isa}`));
 });
+
+// oneDNN's GEMM with a signal handler running on the same thread corrupted the heap (V8's profiler
+// samples with SIGPROF: 5-6 of 6-8 runs of this loop crashed under node --cpu-prof before the addon
+// blocked signals around oneDNN's calls). A child process profiled at a 50 us interval runs 300
+// grouped products of 32 rows per group through oneDNN and must exit cleanly with the right sums.
+test('oneDNN products under a profiler\'s signal storm: no heap corruption, correct results', { skip: !libs?.includes('onednn') && 'this build has no oneDNN' }, () => {
+  const script = `
+    const { findBackend } = await import(${JSON.stringify(REGISTRY)});
+    await import(${JSON.stringify(OPS)});
+    const nat = findBackend('native');
+    const R = 32, G = 4, k = 512, n = 128;
+    const x = new Float32Array(R * G * k).fill(0.5), w = new Float32Array(G * n * k).fill(0.25), out = new Float32Array(R * G * n);
+    for (let i = 0; i < 300; i++) nat.kernels.groupedMatmul(x, w, new Int32Array(G).fill(R), out, k, n, true);
+    if (!out.every((v) => v === 0.125 * k)) throw new Error('wrong sums');
+    console.log('done');`;
+  const dir = fileURLToPath(new URL('../../.cpu-prof-tmp/', import.meta.url));
+  const r = spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-interval', '50', '--cpu-prof-dir', dir, '--input-type=module', '-e', script], {
+    env: { ...process.env, MOE_GEMM: 'onednn' }, encoding: 'utf8',
+  });
+  spawnSync('rm', ['-rf', dir]);
+  assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal}: ${r.stderr.slice(-400)}`);
+  assert.match(r.stdout, /done/);
+});
+
+test('the default GEMM library follows the CPU class: oneDNN on AVX-512 (or without OpenBLAS), else OpenBLAS', { skip: noNative }, () => {
+  const e = { ...process.env };
+  delete e['MOE_GEMM'];
+  const r = spawnSync(process.execPath, [MAIN, 'info', '--json'], { encoding: 'utf8', env: e });
+  assert.equal(r.status, 0, r.stderr);
+  const info = JSON.parse(r.stdout) as { native: { gemm: string; gemmForced: boolean; simd: string; blas: string } };
+  const hasDnnl = libs.includes('onednn');
+  const hasBlas = libs.includes('openblas');
+  const want = hasDnnl && (!hasBlas || info.native.simd === 'avx512') ? 'onednn' : hasBlas ? 'openblas' : 'fallback';
+  assert.equal(info.native.gemmForced, false);
+  assert.equal(info.native.gemm, want, `simd ${info.native.simd}, libraries ${libs.join(', ')}`);
+});

@@ -67,22 +67,19 @@ std::atomic<int> forced{-1};
  * portable GEMM on every class.
  */
 //
-// oneDNN is opt-in for now (MOE_GEMM=onednn), on every CPU class: grouped products of 16 rows per
-// group through it corrupted the heap ("corrupted size vs. prev_size while consolidating", abort or
-// segfault) in 9 of 12 runs under node --cpu-prof (none in 12 runs without the profiler's signals;
-// OpenBLAS: 0 of 12 with it), cause not found. Repro: a groupedMatmul of x [64, 512] with w
-// [4, 128, 512] transW, groupSizes [16, 16, 16, 16], ten times, MOE_GEMM=onednn node --cpu-prof.
-// Until that is understood a signal (SIGCHLD, a profiler) must not be able to crash a run, so the
-// AVX-512 choice above is not made by default. Known so far: with OMP_NUM_THREADS=1 it still
-// crashes (8 of 8, every shape tried, transposed or not), so it is no race between threads; without
-// the profiler, 0 of 6 even under MALLOC_CHECK_=3; the failing free() is inside oneDNN's own GEMM
-// driver (libdnnl.so.2 under GOMP_parallel, from dnnl_primitive_execute), not on our buffers. A
-// suspect: JIT code using stack below the red zone, clobbered by signal frames. Next: a newer
-// oneDNN, or its TBB/threadpool runtime, or ONEDNN_VERBOSE to see which kernel runs.
+// oneDNN was opt-in for a while: its GEMM corrupted the heap when a signal handler ran on the thread
+// inside it (node --cpu-prof: 5-6 of 6-8 runs crashed, even single-threaded). The signal frame written
+// at the interrupted stack pointer was the cause (with the handler on an alternate stack: 0 of 16
+// crashed); gemm_dnnl.cc now blocks signals around every oneDNN call (0 of 27 runs crashed, a test
+// repeats it under a 50 us profiler), so the AVX-512 choice is the default again.
 Library chooseLibrary() {
   const int f = forced.load(std::memory_order_relaxed);
   if (f >= 0) return static_cast<Library>(f);
-  return kHaveOpenblas ? Library::openblas : Library::fallback;
+  static const Library byCpu = [] {
+    if (dnnlCompiled() && (!kHaveOpenblas || std::strcmp(simdLevel(), "avx512") == 0)) return Library::onednn;
+    return kHaveOpenblas ? Library::openblas : Library::fallback;
+  }();
+  return byCpu;
 }
 
 /** One product on one library (which must be compiled in); m, n, k >= 1. */
