@@ -18,5 +18,4 @@ export * from './routers/sigmoid-group.js';
 export * from './routers/dynamic.js';
 export * from './routers/differentiable.js';
 export * from './soft.js';
-export * from './soft-contract.js';
 export * from './select.js';

@@ -11,7 +11,6 @@ import { noGrad } from '../tensor/autograd.js';
 import { normal } from '../nn/init.js';
 import { add, div, gelu, geluTanh, matmul, mul, relu, reshape, silu, softmax, sqrt, square, sum, transpose } from '../ops/index.js';
 import { ExpertBank, expertOfRows, type Activation } from './experts/bank.js';
-import { slotMix, tokenMix } from './soft-contract.js';
 import { checkKeys, checkType } from './config.js';
 import { checkInt } from './util.js';
 
@@ -40,10 +39,9 @@ const KEYS = ['dModel', 'numExperts', 'slotsPerExpert', 'dFF', 'activation', 'bi
  * What the slot side pays per element of a [B, n*p, d] slot tensor beyond its multiply-adds, in
  * multiply-adds: strided copies, fresh output pages, and GEMMs too small or thin to run near peak
  * (see chooseFormulation). Calibrated on the paper's grid (m = 4, d = 196, h = floor(784/n);
- * 2 vCPUs AVX2 EPYC, shared, 2026-11-30; single-thread CPU time per training step, medians of 21
- * interleaved rounds): slots win at n = 8 (45 vs 64 ms), the two tie at n = 16 (58.2 vs 58.6 ms),
- * which puts the constant near 290, and tokens win from n = 32 on (101 vs 72 ms; 1239 vs 149 ms
- * at n = 512).
+ * 2 vCPUs AVX2 EPYC, shared, 2026-11-30; ms per training step, slots vs tokens, medians of 21
+ * interleaved rounds, MOE_NATIVE_THREADS=1): n = 8: 32 vs 47, n = 16: 40 vs 53, n = 32: 75 vs 50;
+ * the estimate crosses between n = 16 and 32 for constants from ~140 to ~290.
  */
 const SLOT_TRAFFIC = 256;
 
@@ -182,8 +180,10 @@ export class SoftMoELayer extends Module {
    * is sum_t D[t, (j,q)] (x_t W1_j): one GEMM of all tokens against every expert's W1 side by side
    * ([B*m, d] @ [d, n*h]), then a contraction over the m tokens. Likewise Y = sum_s C[:, s]
    * (a_s W2_j) = (sum_q C[:, (j,q)] a_(j,q))_j @ [W2_1; ...; W2_n]: one [B*m, n*h] @ [n*h, d] GEMM.
-   * The two contractions over m tokens and p slots are fused loops (soft-contract.ts); the biggest
-   * intermediates are the [B, m, n*h] GEMM outputs.
+   * The contractions over the m tokens and p slots are broadcast products summed over an axis: the
+   * biggest intermediates are [B, m, n*p, h] (p times the m*n*h of the GEMM outputs). (Fused loops
+   * in TypeScript did the same in one pass each but ran 2-6x slower than the native elementwise
+   * kernels here; a native kernel would need the backend registry.)
    */
   tokenSide(x3: Tensor, dispatch: Tensor, combine: Tensor): Tensor {
     const [B, m, d] = x3.shape as [number, number, number];
@@ -192,9 +192,12 @@ export class SoftMoELayer extends Module {
     const bank = this.experts;
     const h = bank.dHidden;
     const x2 = reshape(x3, [B * m, d]);
-    const D = reshape(dispatch, [B, m, n, p]);
+    const D = reshape(dispatch, [B, m, n, p, 1]);
     // pre-activation of every slot [B, n, p, h]: sum over tokens of D times the token's W1_j row
-    const slotPre = (w: Tensor): Tensor => slotMix(D, reshape(matmul(x2, reshape(transpose(w, [1, 0, 2]), [d, n * h])), [B, m, n, h]));
+    const slotPre = (w: Tensor): Tensor => {
+      const xw = reshape(matmul(x2, reshape(transpose(w, [1, 0, 2]), [d, n * h])), [B, m, n, 1, h]);
+      return sum(mul(D, xw), 1);
+    };
     let a = slotPre(bank.w1);
     if (bank.b1) a = add(a, reshape(bank.b1, [n, 1, h]));
     switch (bank.activation) {
@@ -205,7 +208,8 @@ export class SoftMoELayer extends Module {
       case 'swiglu': a = mul(silu(a), slotPre(bank.w3!)); break;
     }
     // each token's C-weighted hidden rows per expert [B, m, n, h], summed over the expert's p slots
-    const z = reshape(tokenMix(reshape(combine, [B, m, n, p]), a), [B * m, n * h]);
+    const Cw = mul(reshape(combine, [B, m, n, p, 1]), reshape(a, [B, 1, n, p, h]));
+    const z = p === 1 ? reshape(Cw, [B * m, n * h]) : reshape(sum(Cw, 3), [B * m, n * h]);
     let y = matmul(z, reshape(bank.w2, [n * h, d]));
     if (bank.b2) {
       // sum_s C[:, s] b2_j(s): each token's total combine weight per expert times the expert's bias
