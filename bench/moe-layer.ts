@@ -2,8 +2,58 @@
 // of time in GEMM kernels, flatness as E grows at fixed active parameters, peak memory and the
 // bytes the autograd graph keeps per token for backward.
 
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Rng, Tensor, noGrad, ops, moe, profileKernels, getBackend, savedForBackward, type KernelProfile, type SavedEntry } from '../src/index.js';
 import { measure, formatTable } from './timing.js';
+
+const PYTHON = '/usr/bin/python3';
+
+/** reference/moe_layer_bench.py, found from dist/bench or bench/. */
+function torchScript(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    const p = join(dir, 'reference', 'moe_layer_bench.py');
+    if (existsSync(p)) return p;
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+/** Why PyTorch cannot be compared here, or null when it can. */
+export function torchUnavailable(): string | null {
+  if (!existsSync(PYTHON)) return `${PYTHON} not found`;
+  if (!torchScript()) return 'reference/moe_layer_bench.py not found';
+  const r = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+  return r.status === 0 ? null : `torch is not importable by ${PYTHON} (apt-get install python3-torch)`;
+}
+
+interface TorchRun { forwardTokensPerSec: number; forwardBackwardTokensPerSec: number; peakRssMiB: number; threads: number; torch: string }
+
+/**
+ * One run of the PyTorch reference layer in a child process: the same threads as the native pool
+ * (MOE_NATIVE_THREADS, else the cores), and OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs (its best
+ * here: the environment's Haswell holds OpenBLAS to AVX2) unless the user set one for torch.
+ */
+function torchRun(E: number, T: number, budgetS: number): TorchRun {
+  const threads = Number(process.env['MOE_NATIVE_THREADS'] || cpus().length);
+  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: String(threads) };
+  const avx512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+  if (avx512 && process.env['MOE_TORCH_OPENBLAS_CORETYPE'] === undefined) env['OPENBLAS_CORETYPE'] = 'SkylakeX';
+  if (process.env['MOE_TORCH_OPENBLAS_CORETYPE']) env['OPENBLAS_CORETYPE'] = process.env['MOE_TORCH_OPENBLAS_CORETYPE'];
+  const r = spawnSync(PYTHON, [torchScript()!, '--experts', String(E), '--tokens', String(T), '--threads', String(threads), '--budget', String(budgetS)], { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`bench moe-layer --compare-torch: the PyTorch reference failed (exit ${r.status}): ${r.stderr.slice(-500)}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchRun;
+}
+
+const median = (xs: number[]): number => {
+  const v = [...xs].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+};
 
 export interface MoELayerCase {
   numExperts: number;
@@ -21,6 +71,10 @@ export interface MoELayerCase {
   keptBytesPerToken: number;
   /** The largest kept buffers: op and shape. */
   kept: SavedEntry[];
+  /** With compareTorch: PyTorch's reference layer, medians of the rounds interleaved with moe-ts's. */
+  torchForwardTokensPerSec?: number;
+  torchForwardBackwardTokensPerSec?: number;
+  torchPeakRssMiB?: number;
 }
 
 export interface MoELayerReport {
@@ -35,9 +89,16 @@ export interface MoELayerReport {
   /** Minimum bytes per token that backward needs (see formatMoELayerReport). */
   minimumBytesPerToken: number;
   cases: MoELayerCase[];
+  /** With compareTorch, the first case's PyTorch numbers (as forwardTokensPerSec is the first case's). */
+  torchForwardTokensPerSec?: number;
+  torchForwardBackwardTokensPerSec?: number;
+  /** Rounds per case (moe-ts and PyTorch alternate, the order flipping every round). */
+  rounds: number;
+  /** Why PyTorch was not compared although asked, or null. */
+  torchSkipped: string | null;
 }
 
-export function benchMoELayer(opts: { tokens?: number; experts?: number[]; log?: (l: string) => void } = {}): MoELayerReport {
+export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compareTorch?: boolean; rounds?: number; log?: (l: string) => void } = {}): MoELayerReport {
   const T = opts.tokens ?? 4096;
   const d = 512;
   const dFF = 2048;
@@ -49,15 +110,37 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; log?:
   const g = Tensor.empty([T, d]);
   rng.fillNormal(g.data as Float32Array);
   const cases: MoELayerCase[] = [];
+  const torchSkipped = opts.compareTorch ? torchUnavailable() : null;
+  if (torchSkipped) log(`bench moe-layer: PyTorch not compared: ${torchSkipped}`);
+  const withTorch = opts.compareTorch === true && torchSkipped === null;
+  const rounds = opts.rounds ?? (withTorch ? 3 : 1);
+  if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error(`bench moe-layer: rounds must be a positive integer, got ${rounds}`);
   for (const E of opts.experts ?? [8, 32, 128]) {
     const layer = new moe.MoELayer({ dModel: d, dFF, numExperts: E, router: { type: 'topk', k }, activation: 'gelu', seed: 1 });
-    const fwd = measure(() => { noGrad(() => layer.forward(x)); }, { budgetMs: 3000, minRuns: 5 });
-    const fb = measure(() => {
-      const xr = x.detach().requireGrad();
-      const out = layer.forward(xr);
-      ops.add(ops.sum(ops.mul(out.y, g)), out.auxLoss).backward();
-      layer.zeroGrad();
-    }, { budgetMs: 4000, minRuns: 5 });
+    // rounds of (moe-ts, PyTorch), the order flipping every round so drift hits both alike
+    const fwdMs: number[] = [], fbMs: number[] = [], torch: TorchRun[] = [];
+    const budget = withTorch ? 2000 : 3000;
+    const moeRound = (): void => {
+      fwdMs.push(measure(() => { noGrad(() => layer.forward(x)); }, { budgetMs: budget, minRuns: 5 }).medianMs);
+      fbMs.push(measure(() => {
+        const xr = x.detach().requireGrad();
+        const out = layer.forward(xr);
+        ops.add(ops.sum(ops.mul(out.y, g)), out.auxLoss).backward();
+        layer.zeroGrad();
+      }, { budgetMs: (budget * 4) / 3, minRuns: 5 }).medianMs);
+    };
+    for (let r = 0; r < rounds; r++) {
+      if (withTorch && r % 2 === 1) torch.push(torchRun(E, T, budget / 1000));
+      moeRound();
+      if (withTorch && r % 2 === 0) torch.push(torchRun(E, T, budget / 1000));
+      if (withTorch) {
+        const t = torch.at(-1)!;
+        log(`E=${E} round ${r}: moe-ts ${(T / (fwdMs.at(-1)! / 1000)).toFixed(0)} / ${(T / (fbMs.at(-1)! / 1000)).toFixed(0)}, ` +
+          `torch ${t.forwardTokensPerSec.toFixed(0)} / ${t.forwardBackwardTokensPerSec.toFixed(0)} tok/s (forward / forward+backward)`);
+      }
+    }
+    const fwd = { medianMs: median(fwdMs) };
+    const fb = { medianMs: median(fbMs) };
     const { profile } = profileKernels(() => {
       const out = layer.forward(x.detach().requireGrad());
       ops.add(ops.sum(ops.mul(out.y, g)), out.auxLoss).backward();
@@ -81,6 +164,11 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; log?:
       kernels: profile,
       keptBytesPerToken: kept.bytes / T,
       kept: kept.entries.sort((a, b) => b.bytes - a.bytes).slice(0, 8),
+      ...(withTorch ? {
+        torchForwardTokensPerSec: median(torch.map((t) => t.forwardTokensPerSec)),
+        torchForwardBackwardTokensPerSec: median(torch.map((t) => t.forwardBackwardTokensPerSec)),
+        torchPeakRssMiB: Math.max(...torch.map((t) => t.peakRssMiB)),
+      } : {}),
     };
     cases.push(c);
     log(`E=${E}: forward ${c.forwardTokensPerSec.toFixed(0)} tok/s, forward+backward ${c.forwardBackwardTokensPerSec.toFixed(0)} tok/s, GEMM ${(100 * c.gemmShare).toFixed(0)}% of kernel time, kept ${(c.keptBytesPerToken / 1024).toFixed(1)} KiB/token`);
@@ -92,20 +180,29 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; log?:
   return {
     backend: getBackend().name, tokens: T, dModel: d, dFF, k,
     forwardTokensPerSec: first.forwardTokensPerSec, forwardBackwardTokensPerSec: first.forwardBackwardTokensPerSec,
-    peakRssMiB: process.resourceUsage().maxRSS / 1024, minimumBytesPerToken, cases,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024, minimumBytesPerToken, cases, rounds, torchSkipped,
+    ...(withTorch ? { torchForwardTokensPerSec: first.torchForwardTokensPerSec!, torchForwardBackwardTokensPerSec: first.torchForwardBackwardTokensPerSec! } : {}),
   };
 }
 
 export function formatMoELayerReport(r: MoELayerReport): string {
+  const torch = r.cases.some((c) => c.torchForwardTokensPerSec !== undefined);
   const rows = r.cases.map((c) => [
     String(c.numExperts), c.forwardTokensPerSec.toFixed(0), c.forwardBackwardTokensPerSec.toFixed(0), c.forwardMs.toFixed(1),
     c.forwardBackwardMs.toFixed(1), `${(100 * c.gemmShare).toFixed(1)}%`, `${(c.keptBytesPerToken / 1024).toFixed(1)}`,
+    ...(torch ? [
+      (c.torchForwardTokensPerSec ?? 0).toFixed(0), (c.torchForwardBackwardTokensPerSec ?? 0).toFixed(0),
+      `${(c.forwardTokensPerSec / c.torchForwardTokensPerSec!).toFixed(2)}x`, `${(c.forwardBackwardTokensPerSec / c.torchForwardBackwardTokensPerSec!).toFixed(2)}x`,
+    ] : []),
   ]);
   const top = Object.entries(r.cases[0]!.kernels).sort((a, b) => b[1].ms - a[1].ms).slice(0, 8)
     .map(([n, p]) => `${n} ${p.ms.toFixed(1)} ms (${p.calls})`).join(', ');
   return [
     `MoE layer, backend ${r.backend}: T=${r.tokens}, d=${r.dModel}, d_ff=${r.dFF}, top-${r.k} softmax, GELU experts, float32`,
-    formatTable(['E', 'fwd tok/s', 'fwd+bwd tok/s', 'fwd ms', 'fwd+bwd ms', 'GEMM share', 'kept KiB/tok'], rows),
+    formatTable(['E', 'fwd tok/s', 'fwd+bwd tok/s', 'fwd ms', 'fwd+bwd ms', 'GEMM share', 'kept KiB/tok',
+      ...(torch ? ['torch fwd', 'torch fwd+bwd', 'fwd vs torch', 'fwd+bwd vs torch'] : [])], rows),
+    ...(torch ? [`PyTorch: reference/moe_layer_bench.py, medians of ${r.rounds} rounds interleaved with moe-ts's; peak RSS ${r.cases.map((c) => `E=${c.numExperts} ${c.torchPeakRssMiB!.toFixed(0)} MiB`).join(', ')}`] : []),
+    ...(r.torchSkipped ? [`PyTorch not compared: ${r.torchSkipped}`] : []),
     '',
     `kernels at E=${r.cases[0]!.numExperts} (one forward+backward): ${top}`,
     `largest buffers kept for backward at E=${r.cases[0]!.numExperts}: ${r.cases[0]!.kept.map((e) => `${e.op} [${e.shape.join('x')}] ${(e.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`,

@@ -18,6 +18,7 @@ import { benchCostModelCommand, BENCH_COST_MODEL_HELP } from './cost-model-comma
 import { EVAL_HELP, INSPECT_HELP } from './model-commands.js';
 import { serveCommand, SERVE_HELP } from './serve-command.js';
 import { benchServeCommand, BENCH_SERVE_HELP } from './bench-serve-command.js';
+import { dashboardCommand, DASHBOARD_HELP } from '../dashboard/command.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
@@ -34,6 +35,7 @@ Commands:
   generate --checkpoint DIR [--prompt TEXT]     sample text from a byte-level language model
   serve --model DIR|FILE.gguf [--port P] [--max-batch N]   OpenAI-compatible HTTP server (continuous batching)
   plot RUN_DIR... --out FILE [--metric loss]    one curve per run from metrics.jsonl, to SVG and PNG
+  dashboard RUN_DIR... [--port P] [--host H]   live web page of runs: loss, accuracy, routing
   predict --checkpoint DIR --input FILE [--top N] [--json]   top classes of images (IDX, PNG, JSON)
   experiment implicit-bias|l2-norm|inference-cost [--quick]   the Soft MoE paper's studies (docs/results/)
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
@@ -70,13 +72,17 @@ against a plain memory copy measured in the same run.`,
   decode: BENCH_DECODE_HELP,
   serve: BENCH_SERVE_HELP,
   'cost-model': BENCH_COST_MODEL_HELP,
-  'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128]
+  'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128] [--compare-torch] [--rounds N]
 
 The MoE layer at d=512, d_ff=2048, top-2 softmax, GELU experts, float32, T=4096 tokens: forward and
 forward+backward tokens per second (medians after warm-up), the share of kernel time in GEMMs, the
 same at E = 32 and 128 with the same active parameters per token, peak resident memory, and the
 bytes the autograd graph keeps per token for backward next to the minimum it needs.
---json prints {"forwardTokensPerSec", "forwardBackwardTokensPerSec", "cases": [...], ...}.`,
+--compare-torch: the same layer in PyTorch (reference/moe_layer_bench.py, run by /usr/bin/python3
+with the same thread count; OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs) in rounds interleaved with
+moe-ts's (default 3, --rounds N), medians of each; skipped with the reason when torch is absent.
+--json prints {"forwardTokensPerSec", "forwardBackwardTokensPerSec", "cases": [...], ...}, with
+--compare-torch also "torchForwardTokensPerSec" and "torchForwardBackwardTokensPerSec".`,
   'soft-moe': `moe bench soft-moe [--json] [--experts 16,64,256,512]
 
 One training step (forward, backward, Adam) of the Soft MoE patch classifier of the paper's grid
@@ -164,12 +170,13 @@ const COMMANDS = new Map<string, { help: string | ((args: ParsedArgs) => string)
   ['create', { help: CREATE_HELP, run: createCommand }],
   ['convert', { help: CONVERT_HELP, run: convertCommand }],
   ['plot', { help: PLOT_HELP, run: plotCommand }],
+  ['dashboard', { help: DASHBOARD_HELP, run: dashboardCommand }],
   ['predict', { help: PREDICT_HELP, run: predictCommand }],
   ['info', { help: INFO_HELP, run: infoCommand }],
 ]);
 
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels', 'force', 'chat', 'show-routing']));
+  const args = parseArgs(argv, new Set(['json', 'help', 'version', 'log-y', 'quick', 'normalize-pixels', 'force', 'chat', 'show-routing', 'compare-torch']));
 
   const [cmd, sub] = args.positional;
   const help = args.flags.has('help');
@@ -185,7 +192,7 @@ async function main(argv: string[]): Promise<number> {
       if (sub === 'decode') return benchDecodeCommand(args);
       if (sub === 'serve') return benchServeCommand(args);
       if (sub === 'cost-model') return benchCostModelCommand(args);
-      const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts'], 'soft-moe': ['json', 'experts'] };
+      const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts', 'compare-torch', 'rounds'], 'soft-moe': ['json', 'experts'] };
       rejectUnknown(args, known[sub]!, `bench ${sub}`);
       warnSlowPath();
       const json = args.flags.has('json');
@@ -203,7 +210,8 @@ async function main(argv: string[]): Promise<number> {
       } else if (sub === 'moe-layer') {
         const tokens = intOption(args.flags, 'tokens');
         const experts = args.flags.get('experts')?.[0]?.split(',').map((v) => positiveInt('--experts', v));
-        const report = benchMoELayer({ ...(tokens ? { tokens } : {}), ...(experts ? { experts } : {}), log });
+        const rounds = intOption(args.flags, 'rounds');
+        const report = benchMoELayer({ ...(tokens ? { tokens } : {}), ...(experts ? { experts } : {}), ...(rounds ? { rounds } : {}), compareTorch: args.flags.has('compare-torch'), log });
         console.log(json ? JSON.stringify(report) : `\n${formatMoELayerReport(report)}`);
       } else if (sub === 'soft-moe') {
         const experts = args.flags.get('experts')?.[0]?.split(',').map((v) => positiveInt('--experts', v));
