@@ -2,7 +2,8 @@
 // n*p slots, with tokens and Phi's columns l2-normalised and a learned scale. D = softmax over
 // tokens (each slot a convex combination of tokens), C = softmax over slots (each output a convex
 // combination of slot outputs): slots = D^T X; expert j runs on its p slots; Y = C * outputs.
-// Replaces router, bins, permute and un-permute; the expert bank (step 4) is shared.
+// Replaces router, bins, permute and un-permute; the expert bank (step 4) is shared. With many
+// small experts the same function runs reassociated, without forming slots (tokenSide).
 
 import { Module } from '../nn/module.js';
 import { Tensor } from '../tensor/tensor.js';
