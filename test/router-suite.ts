@@ -19,8 +19,8 @@ export interface RouterSuiteOptions {
   stochasticInTraining: boolean;
   /** Tests skipped, each with its reason. */
   skip?: Array<{ reason: string; tests: string[] }>;
-  /** Extra route options (token ids for hash routing). */
-  routeOptions?: (T: number) => moe.RouteOptions;
+  /** Extra route options (token ids for hash routing, cluster labels for hierarchical routing) for T tokens and E experts. */
+  routeOptions?: (T: number, E: number) => moe.RouteOptions;
 }
 
 const SHAPES: Array<[number, number, number]> = [[1, 4, 1], [1, 3, 4], [9, 6, 4], [16, 8, 8], [0, 4, 4], [7, 5, 3]];
@@ -32,7 +32,7 @@ export function runRouterSuite(o: RouterSuiteOptions): void {
     const reason = skipped.get(name);
     test(`${o.name}: ${name}`, reason ? { skip: reason } : {}, fn);
   };
-  const opts = (T: number) => o.routeOptions?.(T) ?? {};
+  const opts = (T: number, E: number) => o.routeOptions?.(T, E) ?? {};
 
   def('shapes, ranges and gate sums', () => {
     for (const [T, d, E] of SHAPES) {
@@ -40,7 +40,7 @@ export function runRouterSuite(o: RouterSuiteOptions): void {
       const x = randTensor(new Rng(T + E), [T, d]);
       for (const training of [true, false]) {
         r.train(training);
-        const out = noGrad(() => r.route(x, opts(T)));
+        const out = noGrad(() => r.route(x, opts(T, E)));
         const A = out.token.length;
         assert.equal(out.expert.length, A);
         assert.deepEqual([...out.gates.shape], [A]);
@@ -84,23 +84,23 @@ export function runRouterSuite(o: RouterSuiteOptions): void {
     for (const training of [true, false]) {
       const a = o.newRouter(6, 4, 7).train(training);
       const b = o.newRouter(6, 4, 7).train(training);
-      const ra = noGrad(() => a.route(x, opts(12)));
-      const rb = noGrad(() => b.route(x, opts(12)));
+      const ra = noGrad(() => a.route(x, opts(12, 4)));
+      const rb = noGrad(() => b.route(x, opts(12, 4)));
       assert.deepEqual([...ra.expert], [...rb.expert]);
       assert.deepEqual([...ra.token], [...rb.token]);
       assert.deepEqual([...ra.gates.data], [...rb.gates.data]);
     }
     const r = o.newRouter(6, 4, 7).eval();
-    const r1 = noGrad(() => r.route(x, opts(12)));
-    const r2 = noGrad(() => r.route(x, opts(12)));
+    const r1 = noGrad(() => r.route(x, opts(12, 4)));
+    const r2 = noGrad(() => r.route(x, opts(12, 4)));
     assert.deepEqual([...r1.gates.data], [...r2.gates.data]);
   });
 
   def('training adds noise or jitter; eval does not', () => {
     const x = randTensor(new Rng(4), [12, 6]);
     const r = o.newRouter(6, 4, 7).train(true);
-    const g1 = noGrad(() => r.route(x, opts(12))).gates.data;
-    const g2 = noGrad(() => r.route(x, opts(12))).gates.data;
+    const g1 = noGrad(() => r.route(x, opts(12, 4))).gates.data;
+    const g2 = noGrad(() => r.route(x, opts(12, 4))).gates.data;
     const same = g1.length === g2.length && g1.every((v, i) => v === g2[i]);
     assert.equal(!same, o.stochasticInTraining, o.stochasticInTraining ? 'two training calls gave identical gates' : 'training calls differ');
   });
@@ -116,17 +116,17 @@ export function runRouterSuite(o: RouterSuiteOptions): void {
         const x = randTensor(rng, [T, d], 'float64', -1.5, 1.5).requireGrad();
         const params = r.parameters();
         if (params.length === 0) {
-          const out = r.route(x, opts(T));
+          const out = r.route(x, opts(T, E));
           assert.equal(out.gates.requiresGrad, false, 'a router without parameters has constant gates');
           return;
         }
         const reseed = (): void => { (r as unknown as { reseed?: (s: number) => void }).reseed?.(5); };
         reseed();
-        const probe = noGrad(() => r.route(x, opts(T)));
+        const probe = noGrad(() => r.route(x, opts(T, E)));
         const w = randTensor(rng, [probe.gates.size], 'float64');
         const loss = (): Tensor => {
           reseed();
-          const out = r.route(x, opts(T));
+          const out = r.route(x, opts(T, E));
           let l = ops.sum(ops.mul(out.gates, w));
           for (const a of Object.values(out.aux)) l = ops.add(l, a);
           return l;

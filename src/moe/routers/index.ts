@@ -8,7 +8,10 @@ import { SigmoidGroupRouter, type SigmoidGroupRouterOptions } from './sigmoid-gr
 import { DynamicRouter, type DynamicRouterOptions } from './dynamic.js';
 import { DifferentiableTopKRouter, type DifferentiableTopKOptions } from './differentiable.js';
 import { NoisyTopKRouter, type NoisyTopKRouterOptions } from './noisy.js';
+import { HierarchicalRouter, type HierarchicalRouterOptions } from './hierarchical.js';
 import { checkKeys } from '../config.js';
+
+export { HierarchicalRouter, type HierarchicalRouterOptions, type HierarchicalRouteOptions } from './hierarchical.js';
 
 export type RouterConfig =
   | ({ type: 'topk' } & TopKRouterOptions)
@@ -18,7 +21,8 @@ export type RouterConfig =
   | ({ type: 'expert-choice' } & ExpertChoiceRouterOptions)
   | ({ type: 'sigmoid-group' } & SigmoidGroupRouterOptions)
   | ({ type: 'dynamic' } & DynamicRouterOptions)
-  | ({ type: 'differentiable-topk' } & DifferentiableTopKOptions);
+  | ({ type: 'differentiable-topk' } & DifferentiableTopKOptions)
+  | ({ type: 'hierarchical' } & HierarchicalRouterOptions);
 
 export type RouterType = RouterConfig['type'];
 
@@ -55,3 +59,5 @@ registerRouter('sigmoid-group', [...LINEAR, 'k', 'groups', 'topkGroups', 'biasRa
 registerRouter('dynamic', [...LINEAR, 'mode', 'p', 'threshold', 'minK', 'maxK', 'normalize'], (c, d, e) => new DynamicRouter(d, e, c as DynamicRouterOptions));
 registerRouter('differentiable-topk', [...LINEAR, 'k', 'temperature', 'minGate'],
   (c, d, e) => new DifferentiableTopKRouter(d, e, c as DifferentiableTopKOptions));
+registerRouter('hierarchical', [...LINEAR, 'groups', 'k', 'normalize', 'scaleByCluster', 'supervised'],
+  (c, d, e) => new HierarchicalRouter(d, e, c as HierarchicalRouterOptions));
