@@ -9,8 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # compilers, OpenBLAS and oneDNN (the GEMM libraries; the build finds each by itself) for the
 # native addon; Fashion-MNIST (the real data of the training examples and tests); DejaVu fonts so
-# that plots rendered to PNG have text
-PACKAGES=(g++ make python3 libopenblas-dev libdnnl-dev dataset-fashion-mnist fonts-dejavu-core)
+# that plots rendered to PNG have text; chromium for the dashboard's browser test (puppeteer-core
+# drives it and downloads no browser)
+PACKAGES=(g++ make python3 libopenblas-dev libdnnl-dev dataset-fashion-mnist fonts-dejavu-core chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
