@@ -15,6 +15,8 @@ declare const window: any;
 type HTMLCanvasElement = any;
 
 const FIXTURE = fileURLToPath(new URL('../../test/fixtures/dashboard-run', import.meta.url));
+/** A real quickstart (Soft MoE, E = 16) run of 12 steps: overlaid on the first, it logs combineEntropy instead of router stats. */
+const SOFT_FIXTURE = fileURLToPath(new URL('../../test/fixtures/dashboard-run-softmoe', import.meta.url));
 /** Git-ignored (.gitignore /test-artifacts/): screenshots a person can look at after the run. */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts', import.meta.url));
 
@@ -37,7 +39,9 @@ test('dashboard page in headless chromium: charts render, live update and heatma
   const root = mkdtempSync(join(tmpdir(), 'moe-dash-browser-'));
   const dir = join(root, 'vit-moe-run');
   cpSync(FIXTURE, dir, { recursive: true });
-  const server = new DashboardServer({ runs: [dir], tail: { intervalMs: 50 } });
+  const soft = join(root, 'softmoe-run');
+  cpSync(SOFT_FIXTURE, soft, { recursive: true });
+  const server = new DashboardServer({ runs: [dir, soft], tail: { intervalMs: 50 } });
   const url = await server.listen(0);
   const browser = await puppeteer.launch({
     executablePath: chromium!,
@@ -72,17 +76,28 @@ test('dashboard page in headless chromium: charts render, live update and heatma
     assert.equal(lineries.length, 7);
     for (const [i, l] of lineries.entries()) assert.ok(l.ink > 1000 && l.blue > 20, `canvas ${i} draws lines: ${JSON.stringify(l)}`);
     const legend = await page.$eval('#panel-entropy', (e) => e.textContent ?? '');
-    assert.match(legend, /log E = 2\.079/);
+    assert.match(legend, /vit-moe-run log E = 2\.079/);
+    assert.match(legend, /softmoe-run H\(Csum share\).*softmoe-run log E = 2\.773/);
+    // the second run is overlaid in its own colour (#d62728) on the loss chart
+    const red = await page.$eval('#panel-loss canvas', (c) => {
+      const d = (c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i]! - 214) < 12 && Math.abs(d[i + 1]! - 39) < 12 && Math.abs(d[i + 2]! - 40) < 12 && d[i + 3]! > 200) n++;
+      return n;
+    });
+    assert.ok(red > 20, `the second run's loss line is drawn (${red} pixels)`);
     assert.equal(await page.$('#heatmaps canvas'), null, 'the fixture logs no per-expert load: no heatmap');
     assert.match(await page.$eval('#runs', (e) => e.textContent ?? ''), /vit-moe-run \(vit-moe, E = 8\): 12 steps/);
 
     // live: two steps carrying per-expert load arrive over SSE; the heatmap appears with one column per step
     const load = [0, 16, 8, 8, 8, 8, 8, 8]; // mean 8: expert 0 idle (blue), expert 1 twice the mean (red)
     appendFileSync(join(dir, 'metrics.jsonl'), `${JSON.stringify({ type: 'step', step: 13, loss: 1.6, accuracy: 0.5, entropy: 1.5, entropyOfMean: 1.9, tokensPerExpert: load })}\n`);
-    appendFileSync(join(dir, 'metrics.jsonl'), `${JSON.stringify({ type: 'step', step: 14, loss: 1.55, accuracy: 0.52, entropy: 1.4, entropyOfMean: 1.9, tokensPerExpert: load })}\n`);
+    appendFileSync(join(dir, 'metrics.jsonl'), `${JSON.stringify({ type: 'step', step: 14, loss: 1.55, accuracy: 0.52, entropy: 1.4, entropyOfMean: 1.9, 'block0.entropy': 1.3, tokensPerExpert: load })}\n`);
     await page.waitForFunction(() => window.__dashboard.steps(0) === 14 && document.querySelector('#heatmaps canvas') !== null, { timeout: 10_000 });
     await page.waitForFunction(() => document.getElementById('runs')!.textContent!.includes('14 steps'), { timeout: 5_000 });
     assert.ok(await page.evaluate(() => window.__dashboard.updates) >= 1);
+    // a per-layer entropy key gets its own line on the entropy chart
+    assert.match(await page.$eval('#panel-entropy', (e) => e.textContent ?? ''), /block0\.H\(G\) per token/);
     const heat = await page.$eval('#heatmaps canvas', (c) => {
       const canvas = c as HTMLCanvasElement;
       const px = (x: number, y: number) => Array.from(canvas.getContext('2d')!.getImageData(x, y, 1, 1).data.slice(0, 3));

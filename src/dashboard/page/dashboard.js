@@ -7,10 +7,12 @@ const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf'
 const PANELS = [
   { id: 'loss', title: 'Loss', lines: [['step', 'loss', 'train'], ['val', 'loss', 'val']] },
   { id: 'accuracy', title: 'Accuracy', lines: [['step', 'accuracy', 'train'], ['val', 'accuracy', 'val']] },
-  { id: 'entropy', title: 'Router entropy (nats) vs log E', lines: [['step', 'entropy', 'H(G) per token'], ['step', 'entropyOfMean', 'H(mean P)']], logE: true },
-  { id: 'drop', title: 'Drop fraction (capacity)', lines: [['step', 'dropFraction', 'dropped']] },
+  // averaged over layers ('entropy'), per layer ('<layer>.entropy'), per MMoE task gate ('<task>.gateEntropy'),
+  // Soft MoE's entropy of the combine-weight share per expert ('combineEntropy')
+  { id: 'entropy', title: 'Router entropy (nats) vs log E', match: /(^|\.)(entropy|entropyOfMean|gateEntropy|gateEntropyOfMean|combineEntropy)$/, logE: true },
+  { id: 'drop', title: 'Drop fraction (capacity)', lines: [['step', 'dropFraction', 'dropped']], fromZero: true },
   { id: 'loadCV', title: 'Load CV (std / mean of tokens per expert)', lines: [['step', 'loadCV', 'CV'], ['step', 'maxOverMean', 'max / mean']] },
-  { id: 'dead', title: 'Dead experts (no token)', lines: [['step', 'deadExperts', 'dead']] },
+  { id: 'dead', title: 'Dead experts (no token)', lines: [['step', 'deadExperts', 'dead']], fromZero: true },
   { id: 'aux', title: 'Auxiliary losses (load-balance + z-loss)', lines: [['step', 'auxLoss', 'aux']] },
 ];
 
@@ -43,17 +45,25 @@ function series(run, source, key) {
   return [xs, ys];
 }
 
+/** Lines of a panel chosen by key pattern: every step key matching it, named as logged (entropyOfMean as H(mean P)). */
+function matchedLines(run, re) {
+  const keys = new Set();
+  for (const r of run.steps) for (const k of Object.keys(r)) if (re.test(k) && typeof r[k] === 'number') keys.add(k);
+  const label = (k) => k.replace(/combineEntropy$/, 'H(Csum share)').replace(/(gateE|e)ntropyOfMean$/, 'H(mean P)').replace(/(gateE|e)ntropy$/, 'H(G) per token');
+  return [...keys].sort().map((k) => ['step', k, label(k)]);
+}
+
 function drawPanel(panel) {
   const tables = [];
   const opts = [];
   state.runs.forEach((run, i) => {
     const color = COLORS[i % COLORS.length];
     const before = tables.length;
-    for (const [source, key, label] of panel.lines) {
+    for (const [source, key, label] of panel.lines || matchedLines(run, panel.match)) {
       const [xs, ys] = series(run, source, key);
       if (xs.length === 0) continue;
       tables.push([xs, ys]);
-      opts.push({ label: `${run.name} ${label}`, stroke: color, width: 1.5, dash: source === 'val' || key === 'entropyOfMean' || key === 'maxOverMean' ? [6, 4] : undefined, points: { show: source === 'val' }, spanGaps: true });
+      opts.push({ label: `${run.name} ${label}`, stroke: color, width: 1.5, dash: source === 'val' || /OfMean$|maxOverMean/.test(key) ? [6, 4] : undefined, points: { show: source === 'val' }, spanGaps: true });
     }
     if (panel.logE && run.logE !== null && tables.length > before) {
       const xs = run.steps.map((r) => r.step);
@@ -83,7 +93,7 @@ function drawPanel(panel) {
   }
   el.hidden = false;
   const width = Math.max(400, el.clientWidth || 460);
-  const plot = new uPlot({ width, height: 240, scales: { x: { time: false } }, axes: [{ label: 'step' }, {}], series: [{ label: 'step' }, ...opts] }, data, el);
+  const plot = new uPlot({ width, height: 240, scales: { x: { time: false }, ...(panel.fromZero ? { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } } : {}) }, axes: [{ label: 'step' }, {}], series: [{ label: 'step' }, ...opts] }, data, el);
   state.plots.set(panel.id, { plot, sig });
 }
 
