@@ -10,7 +10,7 @@
 // drops it (gates then sum to 1, and the cluster gate learns from its own loss only).
 
 import { Tensor } from '../../tensor/tensor.js';
-import { add, crossEntropy, div, gatherRows, groupedMatmul, matmul, mul, narrow, reshape, softmax, sum, topk } from '../../ops/index.js';
+import { add, crossEntropy, div, gatherRows, groupedMatmul, matmul, mul, reshape, softmax, sum, topk } from '../../ops/index.js';
 import { noGrad } from '../../tensor/autograd.js';
 import { uniform } from '../../nn/init.js';
 import { LinearRouter, type LinearRouterOptions } from './base.js';
@@ -135,10 +135,14 @@ export class HierarchicalRouter extends LinearRouter implements Router {
       order[r] = t;
       rowOf[t] = r;
     }
-    const xSorted = gatherRows(xin, order); // [T, d]
+    // the permutation is a copy of x as large as the product's input: skip it when tokens already
+    // come in cluster order (always at T = 1, the decode step)
+    let sorted = true;
+    for (let r = 0; r < T && sorted; r++) sorted = order[r] === r;
+    const xSorted = sorted ? xin : gatherRows(xin, order); // [T, d]
     const logitsSorted = groupedMatmul(xSorted, reshape(this.weight, [G, per, this.dModel]), sizes, { transW: true }); // [T, E/G]
     const pSorted = softmax(logitsSorted); // p(e | c_t, x_t) over the cluster's experts
-    const pe = gatherRows(pSorted, rowOf); // [T, E/G], token order
+    const pe = sorted ? pSorted : gatherRows(pSorted, rowOf); // [T, E/G], token order
     const sel = topk(pe, k);
     let g = this.normalize ? div(sel.values, sum(sel.values, -1, true)) : sel.values;
     if (this.scaleByCluster) g = mul(g, pChosen);
@@ -147,16 +151,18 @@ export class HierarchicalRouter extends LinearRouter implements Router {
     for (let i = 0; i < T * k; i++) expert[i] = cluster[Math.floor(i / k)]! * per + local[i]!;
     const token = repeatEach(T, k);
 
-    // [T, E] distribution for metrics: p(e | c_t) in the chosen cluster's block, 0 elsewhere (the
-    // experts of other clusters are never scored). No gradient: the router's own losses balance.
-    const probs = noGrad(() => putFlat(reshape(pe, [T * per]), blockPositions(cluster, per, E), [T, E]));
+    // q [T, E]: p(e | c_t) in the token's cluster block, 0 elsewhere (other clusters' experts are
+    // never scored). Returned detached as probs (rows sum to 1) for metrics: the router's own
+    // losses do the balancing, so the layer's loadBalance on it is reported but does not train.
+    const q = putFlat(reshape(pe, [T * per]), blockPositions(cluster, per, E), [T, E]);
+    const probs = q.detach();
 
     const aux: Record<string, Tensor> = {};
     if (T > 0) {
       // cluster level: Switch balance over clusters (learned), or cross-entropy to the labels (supervised)
       if (labels) aux['clusterCE'] = crossEntropy(clusterLogits, labels);
       else if (!this.supervised) aux['clusterBalance'] = loadBalanceLoss(pc, cluster, 1);
-      aux['expertBalance'] = this.expertBalance(pSorted, offsets, order, local, T);
+      aux['expertBalance'] = this.expertBalance(q, sizes, expert, T);
       // ST-MoE's z-loss on both gates' logits (the layer weights it by zLossCoef; logits is null)
       aux['zLoss'] = add(zLoss(clusterLogits), zLoss(logitsSorted));
     }
@@ -168,21 +174,21 @@ export class HierarchicalRouter extends LinearRouter implements Router {
   }
 
   /**
-   * Within-cluster balance: Switch's loss over each cluster's E/G experts and tokens, weighted by
-   * the cluster's share of tokens. 1 when every cluster's experts are used evenly.
+   * Within-cluster balance: Switch's loss over each cluster's E/G experts and T_c tokens,
+   * per * sum_j f_cj P_cj, weighted by T_c / T and summed; 1 when every cluster's experts are used
+   * evenly. With f_e = count_e / (T_c k) and P_e = colsum(q)_e / T_c this is one weighted sum over
+   * the columns of q, sum_e colsum(q)_e * per * count_e / (T k T_c(e)), instead of G small losses.
    */
-  private expertBalance(pSorted: Tensor, offsets: Int32Array, order: Int32Array, local: Int32Array, T: number): Tensor {
-    const k = this.k;
-    let total: Tensor | null = null;
-    for (let c = 0; c < this.groups; c++) {
-      const Tc = offsets[c + 1]! - offsets[c]!;
-      if (Tc === 0) continue;
-      const chosen = new Int32Array(Tc * k);
-      for (let r = 0; r < Tc; r++) chosen.set(local.subarray(order[offsets[c]! + r]! * k, order[offsets[c]! + r]! * k + k), r * k);
-      const lc = mul(loadBalanceLoss(narrow(pSorted, 0, offsets[c]!, Tc), chosen, k), Tc / T);
-      total = total ? add(total, lc) : lc;
+  private expertBalance(q: Tensor, sizes: Int32Array, expert: Int32Array, T: number): Tensor {
+    const E = this.numExperts;
+    const per = this.perGroup;
+    const w = Tensor.empty([E], q.dtype); // a constant: counts carry no gradient, as in loadBalanceLoss
+    for (const e of expert) w.data[e]! += 1;
+    for (let e = 0; e < E; e++) {
+      const Tc = sizes[Math.floor(e / per)]!;
+      w.data[e] = Tc > 0 ? (w.data[e]! * per) / (T * this.k * Tc) : 0;
     }
-    return total!;
+    return sum(mul(sum(q, 0), w));
   }
 }
 
