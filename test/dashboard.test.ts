@@ -160,6 +160,14 @@ test('dashboard SSE: an appended line arrives once, a partial line waits for its
     await sse.next((e) => e.event === 'reset', 'reset after replacement');
     const again = await sse.next((e) => e.event === 'records', 'records of the new file');
     assert.deepEqual(again.data.records.map((r: MetricsRecord) => r['step']), [1, 2]);
+    // replaced by a longer file: only the new inode tells (its size is past what was read)
+    const longer = Array.from({ length: 30 }, (_, i) => step(i + 1)).join('');
+    writeFileSync(tmp, longer);
+    renameSync(tmp, log);
+    await sse.next((e) => e.event === 'reset', 'reset after replacement by a longer file');
+    const steps: unknown[] = [];
+    while (steps.length < 30) steps.push(...(await sse.next((e) => e.event === 'records', 'records of the longer file')).data.records.map((r: MetricsRecord) => r['step']));
+    assert.deepEqual(steps, Array.from({ length: 30 }, (_, i) => i + 1));
 
     sse.close();
     await until(() => server.openStreams === 0, 'the server to drop the closed stream');
@@ -254,5 +262,24 @@ test('tail: a backlog larger than a chunk arrives whole over several polls; an e
     assert.equal(resets, 1);
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('moe dashboard CLI: prints the URL on stdout, serves /health, exits 0 on SIGTERM', async () => {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [CLI, 'dashboard', FIXTURE, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c: string) => { out += c; });
+    await until(() => /http:\/\/127\.0\.0\.1:\d+/.test(out), 'the URL on stdout', 20_000);
+    const url = /http:\/\/127\.0\.0\.1:\d+/.exec(out)![0];
+    assert.match(out, /^moe dashboard: dashboard-run on http/);
+    assert.deepEqual(await getJson(`${url}/health`), { status: 200, body: { status: 'ok', runs: 1 } });
+    const code = new Promise<number | null>((r) => child.on('exit', r));
+    child.kill('SIGTERM');
+    assert.equal(await code, 0);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
   }
 });
