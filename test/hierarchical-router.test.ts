@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Rng, Tensor, noGrad, ops, withBackend, getBackend, registerBackend, moe, type Backend, type KernelImpls } from '../src/index.js';
+import { Rng, Tensor, noGrad, ops, withBackend, getBackend, registerBackend, moe, models, type Backend, type KernelImpls } from '../src/index.js';
 import { runRouterSuite } from './router-suite.js';
 import { assertClose, randTensor } from './helpers.js';
 
@@ -286,4 +286,42 @@ test('hierarchical configuration errors name the key', () => {
   assert.doesNotThrow(() => noGrad(() => sup.eval().route(x)), 'eval without labels routes by the learned gate');
   assert.throws(() => new moe.HierarchicalRouter(4, 8, { groups: 2 }).route(x, { clusterIds: Int32Array.of(0, 1, 0) }), /clusterIds were given but supervised = false/);
   assert.throws(() => new moe.HierarchicalRouter(4, 8, { groups: 2 }).route(randTensor(new Rng(1), [3, 5])), /HierarchicalRouter: input must be \[T, 4\]/);
+});
+
+test('a byte LM trains with the hierarchical router, learned and supervised by sequence labels', () => {
+  const text = Buffer.from('the cat sat on the mat. le chat est sur le tapis. ');
+  const B = 2;
+  const T = 16;
+  const ids = Tensor.empty([B, T + 1], 'int32');
+  for (let b = 0; b < B; b++) for (let t = 0; t <= T; t++) ids.data[b * (T + 1) + t] = text[(b * 25 + t) % text.length]!;
+  const inputs = ops.narrow(ids, 1, 0, T);
+  const targets = Int32Array.from(ops.narrow(ids, 1, 1, T).data as Int32Array);
+  for (const supervised of [false, true]) {
+    const lm = new models.ByteLM({
+      dModel: 16, layers: 1, heads: 2, maxSeqLen: 32, numExperts: 8, k: 2, dFF: 16,
+      router: { type: 'hierarchical', groups: 2, k: 2, supervised },
+    }, 3);
+    const routers = lm.namedModules().map(([, m]) => m).filter((m): m is moe.HierarchicalRouter => m instanceof moe.HierarchicalRouter);
+    assert.equal(routers.length, 1);
+    // supervised: sequence b's tokens belong to cluster b (the "language" of the sequence)
+    if (supervised) for (const r of routers) r.setClusterLabels(Int32Array.from({ length: B * T }, (_, i) => Math.floor(i / T)));
+    const step = (): number => {
+      lm.zeroGrad();
+      const out = lm.forward(inputs);
+      const task = ops.crossEntropy(ops.reshape(out.logits, [B * T, 256]), targets);
+      const loss = out.auxLoss ? ops.add(task, out.auxLoss) : task;
+      loss.backward();
+      for (const p of lm.parameters()) if (p.grad) for (let i = 0; i < p.size; i++) p.data[i]! -= 0.05 * p.grad.data[i]!;
+      return task.item();
+    };
+    const first = step();
+    let last = first;
+    for (let i = 0; i < 30; i++) last = step();
+    assert.ok(last < first - 0.5, `supervised=${supervised}: task loss ${first} -> ${last}`);
+    assert.ok(routers[0]!.clusterWeight.grad!.data.some((v) => v !== 0), 'the cluster gate is trained');
+    if (supervised) {
+      const out = noGrad(() => routers[0]!.route(randTensor(new Rng(1), [B * T, 16])));
+      assert.deepEqual(out.stats['clusterTokens'], [T, T], 'labels route each sequence to its cluster');
+    }
+  }
 });
