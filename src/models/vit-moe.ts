@@ -75,7 +75,7 @@ export function averageRouterMetrics(ms: readonly RouterMetrics[]): Record<strin
   };
 }
 
-const ROUTERS_WITH_K = ['topk', 'noisy-topk', 'sigmoid-group', 'differentiable-topk', 'hash'];
+const ROUTERS_WITH_K = ['topk', 'noisy-topk', 'sigmoid-group', 'differentiable-topk', 'hash', 'hierarchical'];
 
 export class VitMoE extends Module {
   readonly embed: Linear;
