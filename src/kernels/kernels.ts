@@ -145,4 +145,9 @@ export interface Backend {
   readonly kernels: Partial<KernelImpls>;
   /** One line on how the backend was built (e.g. which BLAS). */
   readonly info: string;
+  /**
+   * A hint: read data's bytes into the caches in the background when the backend can (the native
+   * pool's idle workers, between kernels; MOE_PREFETCH=0 turns it off). Absent: nothing to do.
+   */
+  readonly prefetch?: (data: ArrayBufferView) => void;
 }

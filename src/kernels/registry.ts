@@ -125,6 +125,11 @@ function timed<F extends (...args: never[]) => void>(name: string, f: F, into: K
   }) as F;
 }
 
+/** Passes a prefetch hint to the current backend (see Backend.prefetch); a no-op where it has none. */
+export function prefetchHint(data: ArrayBufferView): void {
+  getBackend().prefetch?.(data);
+}
+
 export function kernel<K extends KernelName>(name: K): KernelImpls[K] {
   const b = getBackend();
   const k = b.kernels[name];

@@ -6,6 +6,7 @@
 import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
 import { KVCache, type KVCacheDtype } from '../nn/kv-cache.js';
+import { prefetchHint } from '../kernels/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled, noGrad } from '../tensor/autograd.js';
 import { add, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
@@ -275,8 +276,17 @@ export class DecoderLayer extends Module {
     return this.ffn(add(x, this.attn.forwardSegments(this.inputNorm.forward(x), cos, sin, segs, this.index)), hook);
   }
 
+  /**
+   * The layer after this one (set by MoEDecoder): during decode its attention weights are queued
+   * for the native pool's idle workers to read ahead (prefetchHint) while this layer's MoE block
+   * runs with JS between its kernels.
+   */
+  next: DecoderLayer | null = null;
+
   /** h + MoE or dense MLP of norm(h). */
   private ffn(h: Tensor, hook: RoutingHook | undefined): Tensor {
+    // decode-sized steps only: a prefill's products are compute-bound and read their weights anyway
+    if (this.next && h.shape[0]! <= 16) for (const w of [this.next.attn.qkv, this.next.attn.o]) prefetchHint(w.data);
     const n = this.postAttnNorm.forward(h);
     const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
     return add(h, f);
@@ -320,6 +330,7 @@ export class MoEDecoder extends Module {
     const reg = (n: string, t: Tensor): Tensor => this.param(n, t);
     this.embed = newMatrix(reg, 'embed', [V, d], quant);
     this.layers = Array.from({ length: config.numLayers }, (_, l) => this.module(`layers.${l}`, new DecoderLayer(this.config, l, quant)));
+    this.layers.forEach((layer, l) => { layer.next = this.layers[l + 1] ?? null; });
     this.norm = this.module('norm', new RMSNorm(d, { eps: config.rmsNormEps }));
     this.lmHead = config.tieWordEmbeddings ? null : newMatrix(reg, 'lmHead', [V, d], quant);
   }

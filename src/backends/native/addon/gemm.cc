@@ -400,9 +400,21 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// prefetchIdle(typedArray): the array's bytes queued for the pool's idle workers to read ahead
+// (threadpool.h). The caller keeps the array alive (model weights); a hint, nothing is returned.
+Napi::Value PrefetchIdle(const Napi::CallbackInfo& info) {
+  Args args(info, "prefetchIdle", 1);
+  if (!info[0].IsTypedArray()) args.fail("data must be a typed array");
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  const size_t bytes = ta.ByteLength();
+  if (bytes > 0) prefetchIdle(static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), bytes);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerGemm(Napi::Env env, Napi::Object exports) {
+  exports.Set("prefetchIdle", Napi::Function::New(env, PrefetchIdle, "prefetchIdle"));
   exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
   exports.Set("groupedMatmul", Napi::Function::New(env, GroupedMatmul, "groupedMatmul"));
   exports.Set("groupedMatmulWeightGrad", Napi::Function::New(env, GroupedMatmulWeightGrad, "groupedMatmulWeightGrad"));

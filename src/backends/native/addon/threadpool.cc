@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -41,6 +42,15 @@ class Pool {
   }
   int threads() const { return threads_; }
   void park() { park_.store(true, std::memory_order_relaxed); }
+
+  // Queues [p, p + n) for the idle workers to read into the caches (see prefetchIdle in threadpool.h).
+  void prefetch(const void* p, size_t n) {
+    if (threads_ < 2 || n == 0) return;
+    std::lock_guard<std::mutex> lk(pf_);
+    if (nRegions_ == kMaxRegions) return;  // a full queue drops the hint
+    regions_[nRegions_++] = Region{static_cast<const char*>(p), n};
+    pfPending_.store(true, std::memory_order_release);
+  }
 
   void run(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx) {
     int64_t parts = minChunk > 0 ? n / minChunk : n;
@@ -82,6 +92,10 @@ class Pool {
         auto t0 = std::chrono::steady_clock::now();
         int spins = 0;
         while ((g = gen_.load(std::memory_order_acquire)) == seen) {
+          if (pfPending_.load(std::memory_order_acquire)) {
+            prefetchChunk();
+            continue;
+          }
           MOE_PAUSE();
           if (park_.load(std::memory_order_relaxed) ||
               (++spins % 256 == 0 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(kSpinMicros))) {
@@ -96,6 +110,48 @@ class Pool {
       pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
+
+  // One chunk of the oldest queued region: small enough (16 KiB, ~1-2 us from memory) that a job
+  // arriving meanwhile waits no longer than that for this worker.
+  void prefetchChunk() {
+    const char* p = nullptr;
+    size_t n = 0;
+    {
+      std::unique_lock<std::mutex> lk(pf_, std::try_to_lock);
+      if (!lk.owns_lock()) return;
+      if (nRegions_ == 0) {
+        pfPending_.store(false, std::memory_order_relaxed);
+        return;
+      }
+      Region& r = regions_[0];
+      p = r.p;
+      n = r.n < kChunk ? r.n : kChunk;
+      r.p += n;
+      r.n -= n;
+      if (r.n == 0) {
+        for (int i = 1; i < nRegions_; i++) regions_[i - 1] = regions_[i];
+        nRegions_--;
+        if (nRegions_ == 0) pfPending_.store(false, std::memory_order_relaxed);
+      }
+    }
+    // real loads (a prefetch instruction may be dropped when the fill buffers are full); the sum
+    // goes to a volatile sink so the loop is kept
+    unsigned s = 0;
+    for (size_t i = 0; i < n; i += 64) s += static_cast<unsigned char>(p[i]);
+    sink_ = s;
+  }
+
+  static constexpr int kMaxRegions = 16;
+  static constexpr size_t kChunk = 16384;
+  struct Region {
+    const char* p;
+    size_t n;
+  };
+  std::mutex pf_;
+  Region regions_[kMaxRegions] = {};
+  int nRegions_ = 0;
+  std::atomic<bool> pfPending_{false};
+  volatile unsigned sink_ = 0;
 
   int threads_;
   std::vector<std::thread> workers_;
@@ -143,6 +199,14 @@ void setPoolThreads(int threads) {
 }
 
 void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx) { pool().run(n, minChunk, fn, ctx); }
+
+void prefetchIdle(const void* p, size_t bytes) {
+  static const bool enabled = [] {
+    const char* v = std::getenv("MOE_PREFETCH");
+    return !(v && v[0] == '0');
+  }();
+  if (enabled) pool().prefetch(p, bytes);
+}
 
 void parkPool() {
   if (Pool* p = current.load(std::memory_order_acquire)) p->park();

@@ -3,6 +3,7 @@
 // sends them to sleep at once.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace moe {
@@ -24,6 +25,14 @@ void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx);
 
 /** Sends spinning workers to sleep now (before a call into another library's thread pool). */
 void parkPool();
+
+/**
+ * Queues [p, p + bytes) for the pool's workers to read into the caches while they spin idle between
+ * jobs, 16 KiB at a time (a job waits at most one chunk). Decode leaves the workers idle while JS
+ * runs between kernels; reading the next layer's weights then lets its products find them in the
+ * cache. A hint: dropped when the queue (16 regions) is full, with one thread, or MOE_PREFETCH=0.
+ */
+void prefetchIdle(const void* p, size_t bytes);
 
 template <typename F>
 inline void parallelFor(int64_t n, int64_t minChunk, F&& f) {
