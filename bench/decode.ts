@@ -78,6 +78,10 @@ export interface DecodeBenchOptions {
   promptTokens?: number;
   newTokens?: number;
   seed?: number;
+  /** Timed generations, each followed by a bandwidth probe (default 3): decode, prefill and bandwidth are medians. */
+  rounds?: number;
+  /** The bandwidth probe (default measureBandwidth: ~3 s each); tests pass a cheap one. */
+  probe?: () => Bandwidth;
   log?: (line: string) => void;
 }
 
@@ -98,6 +102,8 @@ export interface DecodeBenchReport {
     /** decodeTokensPerSec / floorTokensPerSec. */
     fractionOfFloor: number;
     threads: string;
+    /** Every round: its generation's speeds and the probe that followed it. */
+    rounds: Array<{ prefillTokensPerSec: number; decodeTokensPerSec: number; bandwidthGBs: number }>;
   };
 }
 
@@ -115,15 +121,32 @@ export function benchDecode(model: MoEDecoder, opts: DecodeBenchOptions = {}): D
   log(`active bytes per decoded token: ${(bytes.total / 1e6).toFixed(2)} MB (experts ${(bytes.experts / 1e6).toFixed(2)}, other ${(bytes.nonExpert / 1e6).toFixed(2)}, lm_head ${(bytes.lmHead / 1e6).toFixed(2)}) of ${(bytes.allWeights / 1e6).toFixed(1)} MB of weights`);
   // warm-up: first-call costs (kernel setup, page faults on the weights) out of the timed run
   generate<KVCache>(model, prompt.subarray(0, Math.min(P, 8)), { maxNewTokens: 2 });
-  // greedy; no EOS, so every run decodes exactly N tokens
-  const run = generate<KVCache>(model, prompt, { maxNewTokens: N });
-  const prefill = run.prefillTokensPerSec;
-  const decode = run.decodeTokensPerSec ?? 0;
-  log(`prefill ${P} tokens: ${prefill.toFixed(1)} tokens/s; decode ${N - 1} steps: ${decode.toFixed(2)} tokens/s`);
-  const bw = measureBandwidth();
-  const bandwidthGBs = floorBandwidthGBs(bw);
+  // Rounds of (greedy generation, bandwidth probe): one 63-step run and one probe moved by 30-60%
+  // between runs on a shared VM (Q8_0 1b: 35 tokens/s in one run, 57-62 in the same minutes in
+  // others; the probe 14-19 GB/s), so both are medians over rounds taken alternately.
+  const R = opts.rounds ?? 3;
+  if (!(Number.isInteger(R) && R >= 1)) throw new Error(`bench decode: --rounds must be a positive integer, got ${R}`);
+  const rounds: Array<{ prefillTokensPerSec: number; decodeTokensPerSec: number; bandwidthGBs: number }> = [];
+  let bw = null as ReturnType<typeof measureBandwidth> | null;
+  for (let r = 0; r < R; r++) {
+    // greedy; no EOS, so every run decodes exactly N tokens
+    const run = generate<KVCache>(model, prompt, { maxNewTokens: N });
+    bw = (opts.probe ?? measureBandwidth)();
+    rounds.push({ prefillTokensPerSec: run.prefillTokensPerSec, decodeTokensPerSec: run.decodeTokensPerSec ?? 0, bandwidthGBs: floorBandwidthGBs(bw) });
+    const x = rounds.at(-1)!;
+    log(`round ${r + 1}/${R}: prefill ${P} tokens ${x.prefillTokensPerSec.toFixed(1)} tokens/s; decode ${N - 1} steps ${x.decodeTokensPerSec.toFixed(2)} tokens/s; bandwidth ${x.bandwidthGBs.toFixed(1)} GB/s`);
+  }
+  const med = (xs: number[]): number => {
+    const v = [...xs].sort((a, b) => a - b);
+    const m = v.length >> 1;
+    return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+  };
+  const prefill = med(rounds.map((x) => x.prefillTokensPerSec));
+  const decode = med(rounds.map((x) => x.decodeTokensPerSec));
+  const bandwidthGBs = med(rounds.map((x) => x.bandwidthGBs));
+  bw = bw!;
   const threaded = bw.threadedReadGBs === null ? 'no native probe' : `threaded read (1 GiB, median of 5) ${bw.threadedReadGBs.toFixed(1)} GB/s`;
-  log(`memory bandwidth: ${threaded}; ops.sum read ${bw.readGBs.toFixed(1)} GB/s, copy ${bw.copyGBs.toFixed(1)} GB/s (${(bw.bufferBytes / 2 ** 20).toFixed(0)} MiB buffers)`);
+  log(`memory bandwidth (last probe): ${threaded}; ops.sum read ${bw.readGBs.toFixed(1)} GB/s, copy ${bw.copyGBs.toFixed(1)} GB/s (${(bw.bufferBytes / 2 ** 20).toFixed(0)} MiB buffers)`);
   const floor = (bandwidthGBs * 1e9) / bytes.total;
   const kvPerPos = 2 * c.numLayers * c.numKVHeads * c.headDim * 4;
   return {
@@ -137,6 +160,7 @@ export function benchDecode(model: MoEDecoder, opts: DecodeBenchOptions = {}): D
       kvBytesPerTokenMean: kvPerPos * (P + N / 2),
       fractionOfFloor: decode / floor,
       threads: process.env['MOE_NATIVE_THREADS'] ?? 'default',
+      rounds,
     },
   };
 }
@@ -144,9 +168,9 @@ export function benchDecode(model: MoEDecoder, opts: DecodeBenchOptions = {}): D
 export function formatDecodeReport(r: DecodeBenchReport): string {
   const d = r.details;
   return [
-    `prefill (${d.promptTokens} tokens, batch 1): ${r.prefillTokensPerSec.toFixed(1)} tokens/s`,
-    `decode (${d.newTokens - 1} steps, batch 1):   ${r.decodeTokensPerSec.toFixed(2)} tokens/s`,
-    `floor: ${r.floorTokensPerSec.toFixed(1)} tokens/s = ${r.bandwidthGBs.toFixed(1)} GB/s / ${(r.activeBytesPerToken / 1e6).toFixed(2)} MB per token`,
+    `prefill (${d.promptTokens} tokens, batch 1): ${r.prefillTokensPerSec.toFixed(1)} tokens/s (median of ${d.rounds.length})`,
+    `decode (${d.newTokens - 1} steps, batch 1):   ${r.decodeTokensPerSec.toFixed(2)} tokens/s (median of ${d.rounds.length}: ${d.rounds.map((x) => x.decodeTokensPerSec.toFixed(1)).join(', ')})`,
+    `floor: ${r.floorTokensPerSec.toFixed(1)} tokens/s = ${r.bandwidthGBs.toFixed(1)} GB/s (median probe: ${d.rounds.map((x) => x.bandwidthGBs.toFixed(1)).join(', ')}) / ${(r.activeBytesPerToken / 1e6).toFixed(2)} MB per token`,
     `decode is ${(100 * d.fractionOfFloor).toFixed(1)}% of the floor (KV cache adds ~${(d.kvBytesPerTokenMean / 1e6).toFixed(2)} MB per token at the mean context, not in the floor)`,
   ].join('\n');
 }

@@ -13,7 +13,7 @@ import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { loadLM } from '../src/models/load-lm.js';
 import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
-import { activeBytesPerToken } from '../bench/decode.js';
+import { activeBytesPerToken, benchDecode } from '../bench/decode.js';
 import { assertClose } from './helpers.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -302,6 +302,29 @@ test('bench decode: active bytes per token = all weights less the unused experts
       assert.ok(Math.abs(b.total - expected) < 1e-6, `${family}: ${b.total} vs ${expected}`);
       assert.equal(b.lmHead, embed);
     }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('bench decode: speeds and bandwidth are medians of the rounds, each round reported', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moe-bdec-'));
+  try {
+    createRandomHFDir({ family: 'olmoe', preset: 'tiny', out: join(root, 'm') });
+    const m = (await loadLM(join(root, 'm'))).model;
+    // a stand-in probe (the real one reads 1.5 GiB per round): 10, 30, 20 GB/s in turn
+    let i = 0;
+    const probe = () => ({ readGBs: 1, copyGBs: 1, bufferBytes: 1, threadedReadGBs: [10, 30, 20][i++]! });
+    const r = benchDecode(m, { promptTokens: 4, newTokens: 3, rounds: 3, probe });
+    const rs = r.details.rounds;
+    assert.equal(rs.length, 3);
+    const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[1]!;
+    assert.equal(r.decodeTokensPerSec, med(rs.map((x) => x.decodeTokensPerSec)));
+    assert.equal(r.prefillTokensPerSec, med(rs.map((x) => x.prefillTokensPerSec)));
+    assert.deepEqual(rs.map((x) => x.bandwidthGBs), [10, 30, 20]);
+    assert.equal(r.bandwidthGBs, 20);
+    assert.ok(Math.abs(r.floorTokensPerSec - (r.bandwidthGBs * 1e9) / r.activeBytesPerToken) < 1e-6 * r.floorTokensPerSec);
+    assert.throws(() => benchDecode(m, { rounds: 0 }), /--rounds must be a positive integer, got 0/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

