@@ -14,6 +14,7 @@ import type { MoEDecoder } from '../src/models/moe-decoder.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
 import { argmax } from '../src/infer/sampler.js';
 import { activeBytesPerToken, floorBandwidthGBs, measureBandwidth } from './decode.js';
+import { median } from './timing.js';
 
 export interface CostPoint {
   batch: number;
@@ -52,12 +53,6 @@ export interface CostModelOptions {
   seed?: number;
   log?: (line: string) => void;
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** What a step's cost is made of, per model (computed once, not per step). */
 interface ModelCost {

@@ -6,7 +6,7 @@ import type { MoEDecoder, Weight } from '../src/models/moe-decoder.js';
 import { weightBytes } from '../src/models/moe-decoder-weights.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
 import { generate } from '../src/infer/generate.js';
-import { measure } from './timing.js';
+import { measure, median } from './timing.js';
 import { measureReadBandwidth, nativeInfo } from '../src/backends/native/index.js';
 
 export interface ActiveBytes {
@@ -136,14 +136,9 @@ export function benchDecode(model: MoEDecoder, opts: DecodeBenchOptions = {}): D
     const x = rounds.at(-1)!;
     log(`round ${r + 1}/${R}: prefill ${P} tokens ${x.prefillTokensPerSec.toFixed(1)} tokens/s; decode ${N - 1} steps ${x.decodeTokensPerSec.toFixed(2)} tokens/s; bandwidth ${x.bandwidthGBs.toFixed(1)} GB/s`);
   }
-  const med = (xs: number[]): number => {
-    const v = [...xs].sort((a, b) => a - b);
-    const m = v.length >> 1;
-    return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-  };
-  const prefill = med(rounds.map((x) => x.prefillTokensPerSec));
-  const decode = med(rounds.map((x) => x.decodeTokensPerSec));
-  const bandwidthGBs = med(rounds.map((x) => x.bandwidthGBs));
+  const prefill = median(rounds.map((x) => x.prefillTokensPerSec));
+  const decode = median(rounds.map((x) => x.decodeTokensPerSec));
+  const bandwidthGBs = median(rounds.map((x) => x.bandwidthGBs));
   bw = bw!;
   const threaded = bw.threadedReadGBs === null ? 'no native probe' : `threaded read (1 GiB, median of 5) ${bw.threadedReadGBs.toFixed(1)} GB/s`;
   log(`memory bandwidth (last probe): ${threaded}; ops.sum read ${bw.readGBs.toFixed(1)} GB/s, copy ${bw.copyGBs.toFixed(1)} GB/s (${(bw.bufferBytes / 2 ** 20).toFixed(0)} MiB buffers)`);

@@ -5,7 +5,7 @@
 import { Rng } from '../src/index.js';
 import { findBackend } from '../src/kernels/registry.js';
 import { EPILOGUE_ACT, nativeGemmEpilogue, nativeGemmLibraries, nativeGemmWith, nativeInfo, type GemmLibrary } from '../src/backends/native/index.js';
-import { formatTable } from './timing.js';
+import { formatTable, median } from './timing.js';
 
 export interface GemmShape {
   /** The shape class, as chooseLibrary (gemm.cc) names it. */
@@ -44,12 +44,6 @@ export interface LibResult {
 
 /** Timed calls per library per round, after one untimed call. */
 const BLOCK = 3;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 /** Each shape: one warm-up call per library, then rounds of a block of calls per library in turn, until the budget. */
 export function benchGemmLibs(opts: { libraries?: GemmLibrary[]; budgetMs?: number; minRounds?: number; log?: (l: string) => void } = {}): LibResult[] {

@@ -18,6 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import type { KVCache } from '../src/nn/kv-cache.js';
+import { median } from './timing.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 if (!process.env['MOE_NATIVE_THREADS']) process.env['MOE_NATIVE_THREADS'] = '2';
@@ -54,12 +55,6 @@ async function llamaRun(ctx: LlamaContext, prompt: number[], n: number): Promise
   } finally {
     seq.dispose();
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 async function main(argv: string[]): Promise<number> {

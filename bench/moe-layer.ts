@@ -8,7 +8,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Rng, Tensor, noGrad, ops, moe, profileKernels, getBackend, savedForBackward, type KernelProfile, type SavedEntry } from '../src/index.js';
-import { measure, formatTable } from './timing.js';
+import { measure, median, formatTable } from './timing.js';
 
 const PYTHON = '/usr/bin/python3';
 
@@ -48,12 +48,6 @@ function torchRun(E: number, T: number, budgetS: number): TorchRun {
   if (r.status !== 0) throw new Error(`bench moe-layer --compare-torch: the PyTorch reference failed (exit ${r.status}): ${r.stderr.slice(-500)}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchRun;
 }
-
-const median = (xs: number[]): number => {
-  const v = [...xs].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-};
 
 export interface MoELayerCase {
   numExperts: number;

@@ -6,7 +6,7 @@ import type { LoadedTokenizer } from '../src/formats/hf/tokenizer.js';
 import { weightBytes } from '../src/models/moe-decoder-weights.js';
 import { ModelServer } from '../src/serve/http.js';
 import { Rng } from '../src/index.js';
-import { formatTable } from './timing.js';
+import { formatTable, median } from './timing.js';
 
 export interface ServeBenchOptions {
   /** Concurrent clients per configuration (default 1, 4, 16); the server's --max-batch is the largest. */
@@ -78,11 +78,6 @@ const quantile = (xs: number[], q: number): number => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-};
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
 /** Prompt ids: consecutive windows of a text's ids (each request a different window), or seeded random ids. */

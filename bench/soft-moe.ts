@@ -4,7 +4,7 @@
 // paper's slot-side order (the code path before the reassociation) and what the layer picks.
 
 import { Rng, Tensor, ops, getBackend, profileKernels, train, models, type KernelProfile } from '../src/index.js';
-import { formatTable } from './timing.js';
+import { formatTable, median } from './timing.js';
 
 export interface SoftMoECase {
   numExperts: number;
@@ -80,11 +80,6 @@ export function benchSoftMoE(opts: {
       times[i]!.push(performance.now() - t0);
     });
   }
-  const median = (v: number[]): number => {
-    const a = [...v].sort((x, y) => x - y);
-    const mid = a.length >> 1;
-    return a.length % 2 ? a[mid]! : (a[mid - 1]! + a[mid]!) / 2;
-  };
   const cases: SoftMoECase[] = setups.map((s, i) => {
     const { profile } = profileKernels(() => s.step());
     return {

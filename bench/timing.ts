@@ -25,10 +25,14 @@ export function measure(fn: () => void, opts: { budgetMs?: number; minRuns?: num
     fn();
     times.push(performance.now() - s);
   }
-  times.sort((a, b) => a - b);
-  const mid = times.length >> 1;
-  const medianMs = times.length % 2 ? times[mid]! : (times[mid - 1]! + times[mid]!) / 2;
-  return { medianMs, runs: times.length };
+  return { medianMs: median(times), runs: times.length };
+}
+
+/** The median (the mean of the two middle values for an even count); xs is not modified. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** Right-aligned table for terminal output. */

@@ -286,7 +286,10 @@ export class DecoderLayer extends Module {
   /** h + MoE or dense MLP of norm(h). */
   private ffn(h: Tensor, hook: RoutingHook | undefined): Tensor {
     // decode-sized steps only: a prefill's products are compute-bound and read their weights anyway
-    if (this.next && h.shape[0]! <= 16) for (const w of [this.next.attn.qkv, this.next.attn.o]) prefetchHint(w.data);
+    if (this.next && h.shape[0]! <= 16) {
+      prefetchHint(this.next.attn.qkv.data);
+      prefetchHint(this.next.attn.o.data);
+    }
     const n = this.postAttnNorm.forward(h);
     const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
     return add(h, f);

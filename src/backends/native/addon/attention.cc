@@ -21,86 +21,98 @@
 namespace moe {
 namespace {
 
+// The inner loops over one head row of hd elements: the score q . k_j, and out += p v_j. The
+// portable ones are plain loops the compiler vectorises (each KV element widened exactly to float
+// as it is read); HalfAvx2 is written out because GCC 12 widens _Float16 one element at a time
+// even where F16C exists (8 halves per vcvtph2ps, 8-wide FMAs).
+template <typename KV>
+struct RowOps {
+  // the softmax's sum of exponentials as a vector reduction (HalfAvx2's stays sequential: each
+  // path keeps the summation order it was tested and measured with)
+  static constexpr bool kSimdSum = true;
+  static inline float dot(const float* q, const KV* k, i64 hd) {
+    float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+    for (i64 i = 0; i < hd; i++) d += q[i] * static_cast<float>(k[i]);
+    return d;
+  }
+  static inline void axpy(float p, const KV* v, float* out, i64 hd) {
+#pragma omp simd
+    for (i64 i = 0; i < hd; i++) out[i] += p * static_cast<float>(v[i]);
+  }
+};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+struct HalfAvx2 {
+  static constexpr bool kSimdSum = false;
+  __attribute__((target("avx2,fma,f16c"))) static inline float dot(const float* q, const _Float16* k, i64 hd) {
+    const i64 hv = hd / 8 * 8;
+    __m256 acc = _mm256_setzero_ps();
+    for (i64 i = 0; i < hv; i += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k + i))), acc);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float d = _mm_cvtss_f32(h);
+    for (i64 i = hv; i < hd; i++) d += q[i] * static_cast<float>(k[i]);
+    return d;
+  }
+  __attribute__((target("avx2,fma,f16c"))) static inline void axpy(float p, const _Float16* v, float* out, i64 hd) {
+    const i64 hv = hd / 8 * 8;
+    const __m256 pv = _mm256_set1_ps(p);
+    for (i64 i = 0; i < hv; i += 8)
+      _mm256_storeu_ps(out + i, _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + i))), _mm256_loadu_ps(out + i)));
+    for (i64 i = hv; i < hd; i++) out[i] += p * static_cast<float>(v[i]);
+  }
+};
+#endif
+
 // One query row against keys [lo, hi] of its key head; s is scratch of hi - lo + 1 floats.
 // The order of the js reference: scores, max, exp, sum, probabilities, then sum of p_j v_j.
-// KV is float (a float32 cache) or _Float16 (a half-precision one: each element widened exactly
-// to float as it is read, vcvtph2ps in the AVX2 and AVX-512 clones).
-template <typename KV>
+// KV is float (a float32 cache) or _Float16 (a half-precision one); Ops supplies the row loops.
+template <typename KV, typename Ops>
 __attribute__((always_inline)) inline void attendBody(const float* q, const KV* keys, const KV* values, i64 lo, i64 hi, i64 hd, float scale,
                                                       float* s, float* out) {
   float mx = -std::numeric_limits<float>::infinity();
   for (i64 j = lo; j <= hi; j++) {
-    const KV* kj = keys + j * hd;
-    float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-    for (i64 i = 0; i < hd; i++) d += q[i] * static_cast<float>(kj[i]);
-    d *= scale;
+    const float d = Ops::dot(q, keys + j * hd, hd) * scale;
     s[j - lo] = d;
     mx = d > mx ? d : mx;
   }
   const i64 n = hi - lo + 1;
   float sum = 0.0f;
+  if constexpr (Ops::kSimdSum) {
 #pragma omp simd reduction(+ : sum)
-  for (i64 j = 0; j < n; j++) {
-    const float e = vexp(s[j] - mx);
-    s[j] = e;
-    sum += e;
+    for (i64 j = 0; j < n; j++) {
+      const float e = vexp(s[j] - mx);
+      s[j] = e;
+      sum += e;
+    }
+  } else {
+    for (i64 j = 0; j < n; j++) {
+      const float e = vexp(s[j] - mx);
+      s[j] = e;
+      sum += e;
+    }
   }
   for (i64 i = 0; i < hd; i++) out[i] = 0.0f;
-  for (i64 j = 0; j < n; j++) {
-    const float p = s[j] / sum;
-    const KV* vj = values + (lo + j) * hd;
-#pragma omp simd
-    for (i64 i = 0; i < hd; i++) out[i] += p * static_cast<float>(vj[i]);
-  }
+  for (i64 j = 0; j < n; j++) Ops::axpy(s[j] / sum, values + (lo + j) * hd, out, hd);
 }
 
 MOE_CLONES void attendOne(const float* q, const float* keys, const float* values, i64 lo, i64 hi, i64 hd, float scale, float* s, float* out) {
-  attendBody<float>(q, keys, values, lo, hi, hd, scale, s, out);
+  attendBody<float, RowOps<float>>(q, keys, values, lo, hi, hd, scale, s, out);
 }
 
-// Half-precision cache. GCC 12 widens _Float16 one element at a time even where F16C exists, so
-// the AVX2 path is written out: 8 halves widened per vcvtph2ps, 8-wide FMAs. Portable path: the
-// generic body (the compiler's software conversion) for CPUs without F16C.
+// Half-precision cache: the written-out F16C loops where the CPU has them, else the portable ones
+// (the compiler's software conversion).
 void attendOneHalfBase(const float* q, const _Float16* keys, const _Float16* values, i64 lo, i64 hi, i64 hd, float scale, float* s, float* out) {
-  attendBody<_Float16>(q, keys, values, lo, hi, hd, scale, s, out);
+  attendBody<_Float16, RowOps<_Float16>>(q, keys, values, lo, hi, hd, scale, s, out);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2,fma,f16c"))) void attendOneHalfAvx2(const float* q, const _Float16* keys, const _Float16* values, i64 lo, i64 hi,
                                                                 i64 hd, float scale, float* s, float* out) {
-  const i64 hv = hd / 8 * 8;
-  float mx = -std::numeric_limits<float>::infinity();
-  for (i64 j = lo; j <= hi; j++) {
-    const _Float16* kj = keys + j * hd;
-    __m256 acc = _mm256_setzero_ps();
-    for (i64 i = 0; i < hv; i += 8)
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kj + i))), acc);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    float d = _mm_cvtss_f32(h);
-    for (i64 i = hv; i < hd; i++) d += q[i] * static_cast<float>(kj[i]);
-    d *= scale;
-    s[j - lo] = d;
-    mx = d > mx ? d : mx;
-  }
-  const i64 n = hi - lo + 1;
-  float sum = 0.0f;
-  for (i64 j = 0; j < n; j++) {
-    const float e = vexp(s[j] - mx);
-    s[j] = e;
-    sum += e;
-  }
-  for (i64 i = 0; i < hd; i++) out[i] = 0.0f;
-  for (i64 j = 0; j < n; j++) {
-    const __m256 p = _mm256_set1_ps(s[j] / sum);
-    const float ps = s[j] / sum;
-    const _Float16* vj = values + (lo + j) * hd;
-    for (i64 i = 0; i < hv; i += 8)
-      _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vj + i))), _mm256_loadu_ps(out + i)));
-    for (i64 i = hv; i < hd; i++) out[i] += ps * static_cast<float>(vj[i]);
-  }
+  attendBody<_Float16, HalfAvx2>(q, keys, values, lo, hi, hd, scale, s, out);
 }
 
 __attribute__((target("avx2,fma,f16c"))) void kvWriteHalfAvx2(const float* src, _Float16* dst, i64 T, i64 G, i64 hd, i64 maxLen, i64 pos) {
