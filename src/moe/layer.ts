@@ -70,6 +70,9 @@ export interface MoEOutput {
   plan: DispatchPlan;
 }
 
+/** The routed-expert computation of a layer: token rows x [T, d], the plan, the gate of each plan row [A'] -> [T, d]. */
+export type RoutedExperts = (x: Tensor, plan: DispatchPlan, gateOfRow: Tensor) => Tensor;
+
 /** Parameters a token uses in a model: all, less the experts it is not routed to in every MoE layer. */
 export function activeParameterCount(model: Module, k: number): number {
   let inactive = 0;
@@ -120,6 +123,12 @@ export class MoELayer extends Module {
    */
   lastMetrics: RouterMetrics | null = null;
 
+  /**
+   * When set, runs the routed experts in place of experts.forwardRouted (expert parallelism,
+   * src/parallel/): same inputs, same result, another place to compute it.
+   */
+  routedExperts: RoutedExperts | null = null;
+
   /** Parameters a token uses: router, k experts, shared experts. */
   activeParameters(k: number): number {
     return this.router.numParameters() + k * this.experts.paramsPerExpert() + (this.shared?.numParameters() ?? 0);
@@ -139,7 +148,9 @@ export class MoELayer extends Module {
     // permute, experts and weighted un-permute as one op: backward keeps the hidden
     // pre-activations and the indices, re-gathering the permuted rows (see ops/expert-mlp.ts)
     const gateOfRow = takeFlat(routing.gates, plan.order);
-    let y = this.experts.forwardRouted(x2, plan.tokenOfRow, plan.groupSizes, gateOfRow, this.config.bias ? plan.expertOfRow : undefined);
+    let y = this.routedExperts
+      ? this.routedExperts(x2, plan, gateOfRow)
+      : this.experts.forwardRouted(x2, plan.tokenOfRow, plan.groupSizes, gateOfRow, this.config.bias ? plan.expertOfRow : undefined);
     if (this.shared) y = add(y, this.shared.forward(x2, Int32Array.of(T), this.config.bias ? new Int32Array(T) : undefined));
 
     const losses: Record<string, Tensor> = {};

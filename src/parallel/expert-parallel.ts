@@ -1,0 +1,216 @@
+// Expert parallelism on one host: every MoELayer of a model runs its routed experts on N worker
+// threads (ranks), each holding a token shard and E/N experts, with dispatch and combine as an
+// all-to-all over shared memory (layout.ts, protocol.ts). The router, aux losses, metrics and
+// shared experts stay on the main thread; the expert computation is one recorded op whose backward
+// runs the same exchange for the gradients. Results equal the single-process layer bit for bit
+// (same kernels, same rows, same summation order per token); see docs/results/expert-parallel.md.
+//
+// Not done here: the optimizer state of the experts stays on the main thread (the weights are
+// published to shared memory each forward, a copy of the expert parameters per step).
+
+import { Module } from '../nn/module.js';
+import { Tensor } from '../tensor/tensor.js';
+import { isGradEnabled, record } from '../tensor/autograd.js';
+import { getBackend } from '../kernels/registry.js';
+import { MoELayer } from '../moe/layer.js';
+import type { ExpertBank } from '../moe/experts/bank.js';
+import type { DispatchPlan } from '../moe/permute/bins.js';
+import { ExpertGroup, type ExpertGroupOptions } from './group.js';
+import { exchangeLayout, rowMatrix } from './layout.js';
+import { BACKENDS, FLAG, OP, PARAMS, f32, type ParamName } from './protocol.js';
+
+export type ExpertParallelOptions = ExpertGroupOptions;
+
+interface Registered {
+  id: number;
+  layer: MoELayer;
+  bank: ExpertBank;
+  params: Partial<Record<ParamName, SharedArrayBuffer>>;
+  grads: Partial<Record<ParamName, SharedArrayBuffer>>;
+  shapes: string;
+}
+
+/** Bytes that crossed between ranks (off the diagonal) and stayed on a rank, summed over exchanges. */
+export interface ExchangeBytes {
+  crossRank: number;
+  local: number;
+  exchanges: number;
+}
+
+export class ExpertParallel {
+  readonly group: ExpertGroup;
+  readonly layers: MoELayer[];
+  readonly bytes: ExchangeBytes = { crossRank: 0, local: 0, exchanges: 0 };
+  /** Called with each exchange's [N][N] row matrix (a routing trace for the simulator). */
+  onExchange: ((layer: number, rows: number[][], tokens: number) => void) | null = null;
+  private readonly registered: Registered[] = [];
+  private callId = 0;
+
+  constructor(layers: MoELayer[], opts: ExpertParallelOptions) {
+    if (layers.length === 0) throw new Error('expert-parallel: the model has no MoELayer to distribute');
+    for (const l of layers) {
+      if (l.config.numExperts < opts.workers) {
+        throw new Error(`expert-parallel: ${opts.workers} workers for a layer of ${l.config.numExperts} experts (parallel.experts must not exceed numExperts)`);
+      }
+    }
+    this.layers = layers;
+    this.group = new ExpertGroup(opts);
+    layers.forEach((layer, id) => {
+      const reg: Registered = { id, layer, bank: layer.experts, params: {}, grads: {}, shapes: '' };
+      this.registered.push(reg);
+      this.register(reg);
+      layer.routedExperts = (x, plan, gates) => this.forward(reg, x, plan, gates);
+    });
+  }
+
+  /** Restores the layers' own expert computation and stops the workers. */
+  async close(): Promise<void> {
+    for (const l of this.layers) l.routedExperts = null;
+    await this.group.close();
+  }
+
+  /** (Re-)allocates a layer's shared parameter and gradient regions for the bank's current shapes. */
+  private register(reg: Registered): void {
+    const bank = reg.layer.experts;
+    reg.bank = bank;
+    reg.shapes = shapesKey(bank);
+    reg.params = {};
+    reg.grads = {};
+    for (const name of PARAMS) {
+      const p = bank[name];
+      if (!p) continue;
+      reg.params[name] = new SharedArrayBuffer(p.size * 4);
+      reg.grads[name] = new SharedArrayBuffer(p.size * 4);
+    }
+    this.group.registerLayer({
+      type: 'layer', id: reg.id, numExperts: bank.numExperts, dModel: bank.dModel, dHidden: bank.dHidden,
+      activation: bank.activation, params: reg.params, grads: reg.grads,
+    });
+  }
+
+  private forward(reg: Registered, x: Tensor, plan: DispatchPlan, gates: Tensor): Tensor {
+    // a grown or replaced expert bank gets new regions
+    if (reg.layer.experts !== reg.bank || shapesKey(reg.layer.experts) !== reg.shapes) this.register(reg);
+    const bank = reg.bank;
+    const params = PARAMS.map((n) => bank[n]).filter((p): p is Tensor => p !== null);
+    for (const t of [x, gates, ...params]) {
+      if (t.dtype !== 'float32') throw new Error(`expert-parallel: float32 tensors only, got ${t.dtype} (${t === x ? 'input' : t === gates ? 'gates' : 'expert weights'})`);
+    }
+    const T = x.shape[0]!;
+    const d = bank.dModel;
+    const rows = plan.tokenOfRow.length;
+    const E = bank.numExperts;
+    const g = this.group;
+    // validates the plan and gives the bytes per link
+    const layout = exchangeLayout(plan.tokenOfRow, plan.groupSizes, T, g.ranks);
+    this.account(reg.id, rowMatrix(layout), T, d);
+    for (const name of PARAMS) {
+      const p = bank[name];
+      if (p) f32(reg.params[name]!, p.size).set(p.data as Float32Array);
+    }
+    g.ensure('input', T * d * 4);
+    g.ensure('output', T * d * 4);
+    g.ensure('send', rows * d * 4);
+    g.ensure('ret', rows * d * 4);
+    g.ensure('gates', rows * 4);
+    g.ensure('gateGrads', rows * 4);
+    g.ensure('meta', (rows + E) * 4);
+    const tokenOfRow = Int32Array.from(plan.tokenOfRow);
+    const groupSizes = Int32Array.from(plan.groupSizes);
+    writeMeta(g, tokenOfRow, groupSizes);
+    f32(g.regions.input, T * d).set(x.data as Float32Array);
+    f32(g.regions.gates, rows).set(gates.data as Float32Array);
+    const needGrad = isGradEnabled() && [x, gates, ...params].some((t) => t.requiresGrad);
+    let flags = needGrad ? FLAG.needGrad : 0;
+    if (x.requiresGrad) flags |= FLAG.xGrad;
+    if (gates.requiresGrad) flags |= FLAG.gateGrad;
+    PARAMS.forEach((n, i) => { if (bank[n]?.requiresGrad) flags |= 1 << (FLAG.paramGrad0 + i); });
+    const callId = ++this.callId;
+    const args = { layer: reg.id, callId, tokens: T, rows, flags, backend: backendCode() };
+    const what = `layer ${reg.id} forward`;
+    g.run(OP.pack, args, what);
+    g.run(OP.expertForward, args, what);
+    g.run(OP.combine, args, what);
+    const out = new Tensor(f32(g.regions.output, T * d).slice(), [T, d]);
+    if (!needGrad) return out;
+
+    const inputs: Tensor[] = [x, ...params, gates];
+    return record(out, 'expertParallel', inputs, (gOut) => {
+      if (reg.bank !== bank) throw new Error(`expert-parallel: layer ${reg.id}'s experts changed between forward and backward`);
+      writeMeta(g, tokenOfRow, groupSizes);
+      f32(g.regions.input, T * d).set(gOut.data as Float32Array);
+      let bflags = flags;
+      PARAMS.forEach((n, i) => {
+        const p = bank[n];
+        // the single-process op adds into an existing gradient in place (ops/expert-mlp.ts weightGrad): so do the workers
+        if (p?.requiresGrad && accumulatesInPlace(p)) {
+          f32(reg.grads[n]!, p.size).set(p.grad!.data as Float32Array);
+          bflags |= 1 << (FLAG.accumulate0 + i);
+        }
+      });
+      const bargs = { ...args, flags: bflags };
+      const bwhat = `layer ${reg.id} backward`;
+      g.run(OP.pack, bargs, bwhat);
+      g.run(OP.expertBackward, bargs, bwhat);
+      if (x.requiresGrad) g.run(OP.combine, bargs, bwhat);
+      this.account(reg.id, rowMatrix(layout), T, d);
+      const grads: Array<Tensor | null> = [x.requiresGrad ? new Tensor(f32(g.regions.output, T * d).slice(), [T, d]) : null];
+      PARAMS.forEach((n, i) => {
+        const p = bank[n];
+        if (!p) return;
+        if (!p.requiresGrad) { grads.push(null); return; }
+        const data = f32(reg.grads[n]!, p.size);
+        if (bflags & (1 << (FLAG.accumulate0 + i))) {
+          (p.grad!.data as Float32Array).set(data);
+          grads.push(null);
+        } else {
+          grads.push(new Tensor(data.slice(), p.shape));
+        }
+      });
+      grads.push(gates.requiresGrad ? new Tensor(f32(g.regions.gateGrads, rows).slice(), [rows]) : null);
+      return grads;
+    }, [tokenOfRow, groupSizes]);
+  }
+
+  private account(layer: number, m: number[][], tokens: number, d: number): void {
+    const rowBytes = d * 4;
+    for (let r = 0; r < m.length; r++) {
+      for (let j = 0; j < m.length; j++) {
+        // dispatch r -> j and combine j -> r
+        if (r === j) this.bytes.local += 2 * m[r]![j]! * rowBytes;
+        else this.bytes.crossRank += 2 * m[r]![j]! * rowBytes;
+      }
+    }
+    this.bytes.exchanges++;
+    this.onExchange?.(layer, m, tokens);
+  }
+}
+
+/** Every MoELayer of the model (in module order) runs its experts on `workers` threads. */
+export function attachExpertParallel(model: Module, opts: ExpertParallelOptions): ExpertParallel {
+  const layers = model.namedModules().map(([, m]) => m).filter((m): m is MoELayer => m instanceof MoELayer);
+  return new ExpertParallel(layers, opts);
+}
+
+function shapesKey(bank: ExpertBank): string {
+  return PARAMS.map((n) => bank[n]?.shape.join('x') ?? '-').join(',');
+}
+
+/** The condition under which ops/expert-mlp.ts adds a weight gradient into the existing buffer. */
+function accumulatesInPlace(w: Tensor): boolean {
+  const g = w.grad;
+  return !w.node && g !== null && g.dtype === w.dtype && g.size === w.size && g.data.buffer !== w.data.buffer;
+}
+
+function writeMeta(g: ExpertGroup, tokenOfRow: Int32Array, groupSizes: Int32Array): void {
+  const meta = new Int32Array(g.regions.meta, 0, tokenOfRow.length + groupSizes.length);
+  meta.set(tokenOfRow);
+  meta.set(groupSizes, tokenOfRow.length);
+}
+
+function backendCode(): number {
+  const name = getBackend().name;
+  const i = (BACKENDS as readonly string[]).indexOf(name);
+  if (i < 0) throw new Error(`expert-parallel: backend '${name}' is not supported by the workers (supported: ${BACKENDS.join(', ')})`);
+  return i;
+}
