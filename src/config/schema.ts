@@ -16,6 +16,8 @@ export interface Field {
   oneOf?: readonly string[];
   /** null is allowed (e.g. capacityFactor: null for dropless). */
   nullable?: boolean;
+  /** Checks a structured (json) value after the type check and returns it normalised; errors name `path`, the field's full name. */
+  check?: (value: unknown, path: string) => unknown;
 }
 
 export type Schema = Record<string, Field>;
@@ -63,7 +65,7 @@ export function validate<T>(schema: Schema, obj: unknown, path: string): T {
       if (f.max !== undefined && v > f.max) throw new Error(`${path}.${k}: ${v} is above the maximum ${f.max}`);
     }
     if (typeof v === 'string' && f.oneOf && !f.oneOf.includes(v)) throw new Error(`${path}.${k}: '${v}' is not one of ${f.oneOf.join(', ')}`);
-    out[k] = v;
+    out[k] = f.check && v !== null ? f.check(v, `${path}.${k}`) : v;
   }
   return out as T;
 }

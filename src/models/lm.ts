@@ -11,6 +11,7 @@ import { normal } from '../nn/init.js';
 import { TransformerBlock, type FeedForwardConfig } from '../nn/transformer.js';
 import { MoELayer, activeParameterCount } from '../moe/layer.js';
 import type { RouterConfig } from '../moe/routers/index.js';
+import { validateGrowSchedule, type GrowEntry } from '../moe/grow.js';
 import type { RouterMetrics } from '../moe/metrics.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
@@ -41,6 +42,8 @@ export interface LMConfig {
   denseHidden: number | null;
   dropout: number;
   tieEmbeddings: boolean;
+  /** Continual MoE growth schedule, applied by the trainer (train/growth.ts); the model is built with numExperts. */
+  grow: GrowEntry[];
 }
 
 export const LM_SCHEMA: Schema = {
@@ -63,6 +66,10 @@ export const LM_SCHEMA: Schema = {
   denseHidden: { type: 'integer', default: null, nullable: true, min: 1, doc: 'hidden width of dense blocks; null = k * dFF, so a dense model has the active expert parameters per token of the MoE model' },
   dropout: { type: 'number', default: 0, min: 0, max: 1, doc: 'dropout on the embeddings, attention weights and residual branches, in training mode' },
   tieEmbeddings: { type: 'boolean', default: false, doc: 'the output head reuses the byte embedding matrix (no separate [256, d] head)' },
+  grow: {
+    type: 'json', default: [], check: validateGrowSchedule,
+    doc: 'continual MoE: [{ step, add, freezeOld?, offset?, rampSteps? }], every MoE block gains `add` experts before optimizer step `step` (see docs/variants.md)',
+  },
 };
 
 // Router types whose constructor takes k; the others fix it (switch: 1) or have none (expert choice, dynamic).

@@ -22,6 +22,7 @@ import { byteSplits, encodeBytes, loadJsonl, loadTextFile } from '../data/text.j
 import { writeFileAtomic } from '../io/atomic.js';
 import { Progress } from './progress.js';
 import type { Module } from '../nn/module.js';
+import { growthControllerFor } from './growth.js';
 
 /** Loads the configured image dataset with its seeded validation split. */
 export function loadImageData(d: DataConfig, seed: number): ImageSplits {
@@ -167,6 +168,7 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
   const { model, task: kind } = buildRunModel(config);
   const { task, summary } = await makeTask(config, model, kind);
   const optimizer = makeOptimizer(model, config.optim);
+  const growth = growthControllerFor(config.model, model, config.train.seed, log);
   const totalSteps = config.train.epochs * task.batchesPerEpoch;
   const metricsFile = join(opts.out, 'metrics.jsonl');
   const outExisted = existsSync(opts.out);
@@ -177,6 +179,8 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
     if (resume) {
       // read under the lock, so that no other writer can replace the checkpoint before this run's first save
       const ckpt = loadCheckpoint(resume.checkpointDir);
+      // a grown model's checkpoint loads into the model grown by the same schedule up to its step
+      growth?.replay((ckpt.trainerState as TrainerState | null)?.step ?? 0);
       loadModelWeights(model, ckpt.model);
       if (ckpt.optimizerState) optimizer.loadState(Object.fromEntries(ckpt.optimizerState));
       resumeState = ckpt.trainerState as TrainerState;
@@ -223,6 +227,7 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
       metricsFile, checkpointDir: join(opts.out, 'checkpoint'), config, evalEvery: config.train.evalEvery, scheduleSteps,
       ...(resumeState ? { resume: resumeState } : {}), ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
       progress, ...(opts.onStep ? { onStep: opts.onStep } : {}),
+      ...(growth ? { hooks: { beforeStep: (s: number) => growth.beforeStep(s, optimizer), afterBackward: () => growth.afterBackward() } } : {}),
     });
     return { ...result, config, out: opts.out, parameters, nothingToDo: false, stepsRun: result.state.step - (resumeState?.step ?? 0) };
   } catch (e) {

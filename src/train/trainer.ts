@@ -78,6 +78,8 @@ export interface TrainerOptions {
   divergence?: DivergenceLimits | null;
   /** Where warnings go (default: the progress display, else stderr). */
   warn?: (line: string) => void;
+  /** Called with the steps taken so far before each step's forward, and after its backward (continual MoE growth: train/growth.ts). */
+  hooks?: { beforeStep?: (step: number) => void; afterBackward?: (step: number) => void };
 }
 
 export interface TrainResult {
@@ -134,6 +136,7 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
         progress?.done();
         return { state, last, test: null, seconds: (performance.now() - t0) / 1000 };
       }
+      opts.hooks?.beforeStep?.(state.step);
       const lr = opts.schedule(state.step);
       opts.optimizer.lr = lr;
       task.model.reseedAll(deriveSeed(opts.seed, state.step));
@@ -142,6 +145,7 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
       const lossValue = out.loss.item();
       guard.checkLoss(stepNo, lr, lossValue);
       guard.run(stepNo, lr, () => out.loss.backward());
+      opts.hooks?.afterBackward?.(state.step);
       const gradNorm = clipNorm !== null ? clipGradNorm(params, clipNorm) : NaN;
       guard.checkGradients(stepNo, lr, clipNorm !== null ? gradNorm : globalGradNorm(params));
       opts.optimizer.step();
