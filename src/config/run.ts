@@ -48,6 +48,12 @@ export interface RunConfig {
   data: DataConfig;
   optim: OptimConfig;
   train: TrainConfig;
+  /** Present only when the config or a --set gives it (a run without it is one process). */
+  parallel?: ParallelConfig;
+}
+
+export interface ParallelConfig {
+  experts: number;
 }
 
 export const DATA_SCHEMA: Schema = {
@@ -89,7 +95,11 @@ export const TRAIN_SCHEMA: Schema = {
   evalEvery: { type: 'integer', default: 1, min: 0, doc: 'evaluate on the validation split every N epochs (0: never)' },
 };
 
-const SECTIONS: Record<string, Schema> = { data: DATA_SCHEMA, optim: OPTIM_SCHEMA, train: TRAIN_SCHEMA };
+export const PARALLEL_SCHEMA: Schema = {
+  experts: { type: 'integer', default: 1, min: 1, max: 256, doc: 'worker threads the experts of every MoE layer are split across (expert parallelism; at most numExperts)' },
+};
+
+const SECTIONS: Record<string, Schema> = { data: DATA_SCHEMA, optim: OPTIM_SCHEMA, train: TRAIN_SCHEMA, parallel: PARALLEL_SCHEMA };
 
 /** Applies `section.key=value` overrides; values are parsed by the field's type. */
 export function applySets(raw: Record<string, unknown>, sets: readonly string[]): void {
@@ -99,7 +109,7 @@ export function applySets(raw: Record<string, unknown>, sets: readonly string[])
     const key = s.slice(0, eq);
     const value = s.slice(eq + 1);
     const [section, field, ...more] = key.split('.');
-    if (!section || (section !== 'name' && (!field || more.length > 0))) throw new Error(`--set ${key}: expected section.key (sections: name, model, data, optim, train)`);
+    if (!section || (section !== 'name' && (!field || more.length > 0))) throw new Error(`--set ${key}: expected section.key (sections: name, model, data, optim, train, parallel)`);
     if (section === 'name') { raw['name'] = value; continue; }
     let schema: Schema | undefined = SECTIONS[section];
     if (section === 'model') {
@@ -112,7 +122,7 @@ export function applySets(raw: Record<string, unknown>, sets: readonly string[])
       if (typeof type !== 'string') throw new Error(`--set ${key}: set model.type first (in the config or --set model.type=...)`);
       schema = modelSpec(type).schema;
     }
-    if (!schema) throw new Error(`--set ${key}: unknown section '${section}' (sections: name, model, data, optim, train)`);
+    if (!schema) throw new Error(`--set ${key}: unknown section '${section}' (sections: name, model, data, optim, train, parallel)`);
     const f = schema[field!];
     if (!f) throw new Error(`--set ${key}: unknown key '${field}' in ${section} (known: ${Object.keys(schema).join(', ')})`);
     const target = (raw[section] ??= {}) as Record<string, unknown>;
@@ -125,7 +135,7 @@ export function validateRun(raw: unknown): RunConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('config: expected a JSON object');
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!['name', 'model', 'data', 'optim', 'train'].includes(k)) throw new Error(`config.${k}: unknown key (known: name, model, data, optim, train)`);
+    if (!['name', 'model', 'data', 'optim', 'train', 'parallel'].includes(k)) throw new Error(`config.${k}: unknown key (known: name, model, data, optim, train, parallel)`);
   }
   const name = r['name'] ?? 'run';
   if (typeof name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(name)) throw new Error(`config.name: expected letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
@@ -140,6 +150,7 @@ export function validateRun(raw: unknown): RunConfig {
     data: validate<DataConfig>(DATA_SCHEMA, r['data'], 'config.data'),
     optim: validate<OptimConfig>(OPTIM_SCHEMA, r['optim'], 'config.optim'),
     train: validate<TrainConfig>(TRAIN_SCHEMA, r['train'], 'config.train'),
+    ...(r['parallel'] !== undefined ? { parallel: validate<ParallelConfig>(PARALLEL_SCHEMA, r['parallel'], 'config.parallel') } : {}),
   };
   checkModelFitsData(config);
   return config;
@@ -196,5 +207,6 @@ export function describeRunConfig(): string {
     'data:', ...describe(DATA_SCHEMA, 'data.'),
     'optim:', ...describe(OPTIM_SCHEMA, 'optim.'),
     'train:', ...describe(TRAIN_SCHEMA, 'train.'),
+    'parallel:', ...describe(PARALLEL_SCHEMA, 'parallel.'),
   ].join('\n');
 }

@@ -22,6 +22,7 @@ import { byteSplits, encodeBytes, loadJsonl, loadTextFile } from '../data/text.j
 import { writeFileAtomic } from '../io/atomic.js';
 import { Progress } from './progress.js';
 import type { Module } from '../nn/module.js';
+import { attachExpertParallel, type ExpertParallel } from '../parallel/expert-parallel.js';
 import { growthControllerFor } from './growth.js';
 
 /** Loads the configured image dataset with its seeded validation split. */
@@ -173,7 +174,11 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
   const metricsFile = join(opts.out, 'metrics.jsonl');
   const outExisted = existsSync(opts.out);
   const lock = openRunDir(opts.out, { fresh: !inPlace, ...(opts.force ? { force: true } : {}), log });
+  let parallel: ExpertParallel | null = null;
   try {
+    // parallel.experts > 1: every MoE layer's experts run on that many worker threads (src/parallel/)
+    const workers = config.parallel?.experts ?? 1;
+    if (workers > 1) parallel = attachExpertParallel(model, { workers });
     let resumeState: TrainerState | undefined;
     let scheduleSteps = totalSteps;
     if (resume) {
@@ -237,6 +242,7 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
     throw e;
   } finally {
     lock.release();
+    await parallel?.close();
   }
 }
 
