@@ -15,6 +15,7 @@ import { saveCheckpoint } from '../models/checkpoint.js';
 import { Progress } from './progress.js';
 import { deriveSeed } from '../tensor/rng.js';
 import { DEFAULT_DIVERGENCE_LIMITS, DivergenceGuard, globalGradNorm, type DivergenceLimits } from './divergence.js';
+import { LayerLog } from './layer-log.js';
 
 /** One training batch as the task defines it (images and labels, token windows, ...). */
 export interface TaskBatch {
@@ -107,6 +108,8 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
     }
   };
   if (opts.metricsFile) mkdirSync(dirname(opts.metricsFile), { recursive: true });
+  // per-MoE-layer load, entropies, drops and aux losses in each step record's `moe` field (layer-log.ts)
+  const layerLog = opts.metricsFile ? new LayerLog(task.model) : null;
   let last: Record<string, number> = {};
   let stepsThisCall = 0;
   const guard = new DivergenceGuard({
@@ -134,6 +137,7 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
       if (i++ < state.batchInEpoch) continue; // consumed before the resume point
       if (opts.maxSteps !== undefined && stepsThisCall >= opts.maxSteps) {
         progress?.done();
+        layerLog?.stop();
         return { state, last, test: null, seconds: (performance.now() - t0) / 1000 };
       }
       opts.hooks?.beforeStep?.(state.step);
@@ -142,6 +146,7 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
       task.model.reseedAll(deriveSeed(opts.seed, state.step));
       const stepNo = state.step + 1; // as metrics.jsonl counts
       const out = guard.run(stepNo, lr, () => task.step(batch));
+      const layers = layerLog?.take() ?? null;
       const lossValue = out.loss.item();
       guard.checkLoss(stepNo, lr, lossValue);
       guard.run(stepNo, lr, () => out.loss.backward());
@@ -154,7 +159,7 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
       state.batchInEpoch++;
       stepsThisCall++;
       last = { step: state.step, epoch: state.epoch, lr, loss: lossValue, ...(Number.isNaN(gradNorm) ? {} : { gradNorm }), ...out.values };
-      log({ type: 'step', ...last });
+      log({ type: 'step', ...last, ...(layers ? { moe: layers } : {}) });
       opts.onStep?.(last);
       progress?.update(state.step, progressFields(last), started);
     }
@@ -174,6 +179,7 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   const test = task.evaluate('test');
   if (test) log({ type: 'eval', split: 'test', step: state.step, epoch: state.epoch, ...test });
   task.model.train();
+  layerLog?.stop();
   return { state, last, test, seconds: (performance.now() - t0) / 1000 };
 }
 
