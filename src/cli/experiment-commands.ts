@@ -6,6 +6,7 @@ import { runL2Norm } from '../experiments/l2-norm.js';
 import { runContributions } from '../experiments/contributions.js';
 import { runInferenceCost } from '../experiments/inference-cost.js';
 import { shellCommand } from '../experiments/common.js';
+import { variantExperiment, VARIANT_EXPERIMENTS, VARIANT_EXPERIMENT_HELP } from './variant-experiments.js';
 
 export const EXPERIMENT_HELP = `moe experiment <name> [options]
 
@@ -81,7 +82,7 @@ function intListFlag(args: ParsedArgs, key: string): number[] | undefined {
 export async function experimentCommand(args: ParsedArgs): Promise<number> {
   const name = args.positional[1];
   if (args.flags.has('help') || name === undefined) {
-    console.log(EXPERIMENT_HELP);
+    console.log(EXPERIMENT_HELP + VARIANT_EXPERIMENT_HELP);
     return name === undefined && !args.flags.has('help') ? 1 : 0;
   }
   if (args.positional.length > 2) throw new Error(`experiment: unexpected argument '${args.positional[2]}'`);
@@ -139,7 +140,10 @@ export async function experimentCommand(args: ParsedArgs): Promise<number> {
       console.log(`inference-cost: ${r.records.length} records in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
       return 0;
     }
-    default:
-      throw new Error(`experiment: unknown experiment '${name}' (available: ${EXPERIMENTS.join(', ')})`);
+    default: {
+      const rc = await variantExperiment(name, args, command);
+      if (rc !== null) return rc;
+      throw new Error(`experiment: unknown experiment '${name}' (available: ${[...EXPERIMENTS, ...VARIANT_EXPERIMENTS].join(', ')})`);
+    }
   }
 }

@@ -73,7 +73,7 @@ export const LM_SCHEMA: Schema = {
 };
 
 // Router types whose constructor takes k; the others fix it (switch: 1) or have none (expert choice, dynamic).
-const ROUTERS_WITH_K = new Set(['topk', 'noisy-topk', 'hash', 'sigmoid-group', 'differentiable-topk', 'hierarchical']);
+const ROUTERS_WITH_K = new Set(['topk', 'noisy-topk', 'hash', 'sigmoid-group', 'differentiable-topk', 'hierarchical', 'straight-through']);
 
 /** Fills defaults and rejects unknown keys and wrong types (the schema's rules), then checks cross-field constraints. */
 export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {

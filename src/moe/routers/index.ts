@@ -9,6 +9,7 @@ import { DynamicRouter, type DynamicRouterOptions } from './dynamic.js';
 import { DifferentiableTopKRouter, type DifferentiableTopKOptions } from './differentiable.js';
 import { NoisyTopKRouter, type NoisyTopKRouterOptions } from './noisy.js';
 import { HierarchicalRouter, type HierarchicalRouterOptions } from './hierarchical.js';
+import { StraightThroughRouter, type StraightThroughOptions } from './straight-through.js';
 import { checkKeys } from '../config.js';
 
 export { HierarchicalRouter, type HierarchicalRouterOptions, type HierarchicalRouteOptions } from './hierarchical.js';
@@ -22,7 +23,8 @@ export type RouterConfig =
   | ({ type: 'sigmoid-group' } & SigmoidGroupRouterOptions)
   | ({ type: 'dynamic' } & DynamicRouterOptions)
   | ({ type: 'differentiable-topk' } & DifferentiableTopKOptions)
-  | ({ type: 'hierarchical' } & HierarchicalRouterOptions);
+  | ({ type: 'hierarchical' } & HierarchicalRouterOptions)
+  | ({ type: 'straight-through' } & StraightThroughOptions);
 
 export type RouterType = RouterConfig['type'];
 
@@ -61,3 +63,4 @@ registerRouter('differentiable-topk', [...LINEAR, 'k', 'temperature', 'minGate']
   (c, d, e) => new DifferentiableTopKRouter(d, e, c as DifferentiableTopKOptions));
 registerRouter('hierarchical', [...LINEAR, 'groups', 'k', 'normalize', 'scaleByCluster', 'supervised'],
   (c, d, e) => new HierarchicalRouter(d, e, c as HierarchicalRouterOptions));
+registerRouter('straight-through', [...LINEAR, 'k', 'gumbel', 'temperature'], (c, d, e) => new StraightThroughRouter(d, e, c as StraightThroughOptions));

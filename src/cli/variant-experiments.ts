@@ -1,0 +1,61 @@
+// `moe experiment continual | straight-through`: the MoE-variant experiments of issue 15, dispatched from
+// experiment-commands.ts (parsing here, the experiments in src/experiments/).
+
+import { rejectUnknown, type ParsedArgs } from './args.js';
+import { runContinual } from '../experiments/continual.js';
+import { runStraightThrough } from '../experiments/straight-through.js';
+
+export const VARIANT_EXPERIMENTS = ['continual', 'straight-through'] as const;
+
+export const VARIANT_EXPERIMENT_HELP = `
+  continual [--quick] [--out DIR] [--seed S] [--steps N]
+      Continual MoE (docs/variants.md): a byte-level MoE LM trains N steps on UDHR languages
+      eng, fra, deu, spa, then N steps on rus, ell, arb, hin; with no growth, with 4 experts added
+      at the switch (trainable, or old ones frozen), and with 8 experts from the start. Forgetting
+      of the first group, learning of the second, share of routing to the new experts.
+      Default N = 150 (--quick: 60, batch 8). Default --out docs/results/continual[-quick].
+
+  straight-through [--quick] [--out DIR] [--steps N] [--seeds S]
+      Trains a k = 1 byte-level MoE LM on UDHR eng, fra, deu, spa for N steps with the gate-only
+      gradient (topk), the straight-through estimator (plain and Gumbel) and the differentiable
+      top-k; validation bits/byte and training loss, seeds 0..S-1 (default N = 150, S = 2; --quick: N = 40).
+      Default --out docs/results/straight-through[-quick].
+`;
+
+function one(args: ParsedArgs, key: string): string | undefined {
+  const v = args.flags.get(key);
+  if (v && v.length > 1) throw new Error(`experiment: option --${key} given ${v.length} times`);
+  return v?.[0];
+}
+
+function int(args: ParsedArgs, key: string, min: number): number | undefined {
+  const v = one(args, key);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new Error(`experiment: option --${key}: '${v}' is not an integer >= ${min}`);
+  return n;
+}
+
+/** Runs a variant experiment; null when `name` is not one of them. */
+export async function variantExperiment(name: string, args: ParsedArgs, command: string): Promise<number | null> {
+  if (!(VARIANT_EXPERIMENTS as readonly string[]).includes(name)) return null;
+  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : ['seeds'])], `experiment ${name}`);
+  const out = one(args, 'out');
+  const steps = int(args, 'steps', 1);
+  const q = one(args, 'quick');
+  if (q !== undefined && !['true', '1', 'yes', ''].includes(q)) throw new Error(`experiment: option --quick takes no value (got '${q}')`);
+  if (name === 'straight-through') {
+    const seeds = int(args, 'seeds', 1);
+    const r = await runStraightThrough({
+      quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seeds !== undefined ? { seeds } : {}),
+    });
+    console.log(`straight-through: ${r.runs.length} runs in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
+    return 0;
+  }
+  const seed = int(args, 'seed', 0);
+  const r = await runContinual({
+    quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(seed !== undefined ? { seed } : {}), ...(steps !== undefined ? { steps } : {}),
+  });
+  console.log(`continual: ${r.conditions.length} conditions in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
+  return 0;
+}
