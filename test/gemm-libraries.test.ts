@@ -27,9 +27,11 @@ function rand(rng: Rng, n: number): Float32Array {
 }
 
 // m = 1-5 (the hook runs the library itself even where sgemm() would take the few-row kernel), odd
-// sizes for vector and block tails, k = 0, one shape past the libraries' blocking (k and n > 256).
+// sizes for vector and block tails, k = 0, one shape past the libraries' blocking (k and n > 256),
+// one wider than the portable GEMM's column block (n > 3072) with few rows (threads split columns).
 const SHAPES: ReadonlyArray<[number, number, number]> = [
   [1, 1, 1], [2, 17, 3], [4, 9, 33], [5, 7, 3], [5, 64, 0], [7, 1, 13], [13, 31, 0], [33, 65, 17], [67, 129, 257], [130, 300, 520],
+  [9, 3100, 300],
 ];
 
 function check(lib: string, m: number, n: number, k: number, rng: Rng): void {
