@@ -1,7 +1,13 @@
 // Expert cache under a budget: batch-1 decode tokens/s, hit rate and bytes loaded per token, on real text (UDHR English) fed one token per step.
 //
-// Run: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate] [--json]
+// Batch B > 1: B sequences over different stretches of the text, decoded together (one forwardBatch step
+// feeds each its next token), as a server's decode step does.
+//
+// Run: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate]
+//      [--batch 1,8] [--plot DIR] [--json]
 
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadLM } from '../src/models/load-lm.js';
 import type { MoEDecoder } from '../src/models/moe-decoder.js';
@@ -9,9 +15,13 @@ import type { ExpertCache } from '../src/infer/expert-cache.js';
 import { EXPERT_POLICIES, type ExpertPolicy } from '../src/infer/expert-slots.js';
 import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { loadUdhr } from '../src/data/text.js';
+import type { KVCache } from '../src/nn/kv-cache.js';
+import { lineChart, writePlot } from '../src/report/plot.js';
 
 export interface TextDecodeResult {
   steps: number;
+  /** Sequences decoded together per step. */
+  batch: number;
   tokensPerSec: number;
   hitRate: number | null;
   bytesLoadedPerToken: number | null;
@@ -33,36 +43,52 @@ export async function udhrIds(tokenizerJson: object | null, tokenizerConfig: obj
 /**
  * Prefill `prefix` ids, 8 untimed decode steps, then `steps` timed decode steps, each feeding the
  * next id of the text (teacher forcing: greedy generation from a random model repeats one token,
- * which would route to the same experts every step and flatter any cache). Cache stats count the
- * timed steps only. Several models run interleaved, one step each in turn, so that the shared
- * machine's load falls on all of them alike (their ratio is then meaningful).
+ * which would route to the same experts every step and flatter any cache). With `batch` B > 1,
+ * sequence j reads the text from offset j * (prefix + 8 + steps) (wrapping round), and each step
+ * feeds all B their next ids in one forwardBatch call. Cache stats count the timed steps only.
+ * Several models run interleaved, one step each in turn, so that the shared machine's load falls
+ * on all of them alike (their ratio is then meaningful).
  */
-export function textDecodeInterleaved(runs: ReadonlyArray<{ model: MoEDecoder; cache: ExpertCache | null }>, ids: Int32Array, opts: { prefix?: number; steps?: number } = {}): TextDecodeResult[] {
+export function textDecodeInterleaved(
+  runs: ReadonlyArray<{ model: MoEDecoder; cache: ExpertCache | null }>,
+  ids: Int32Array,
+  opts: { prefix?: number; steps?: number; batch?: number } = {},
+): TextDecodeResult[] {
   const prefix = opts.prefix ?? 16;
   const steps = opts.steps ?? 64;
+  const batch = opts.batch ?? 1;
+  if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`bench expert-cache: batch ${batch} is not a positive integer`);
   const warm = 8;
-  if (ids.length < prefix + warm + steps) throw new Error(`bench expert-cache: the text has ${ids.length} tokens, need ${prefix + warm + steps}`);
-  const kvs = runs.map(({ model }) => model.newCache(prefix + warm + steps + 1));
+  const span = prefix + warm + steps;
+  if (ids.length < span) throw new Error(`bench expert-cache: the text has ${ids.length} tokens, need ${span}`);
+  // each sequence's own stretch of the text, copied out (wrapping round when the text is short)
+  const texts = Array.from({ length: batch }, (_, j) => Int32Array.from({ length: span }, (_, i) => ids[(j * span + i) % ids.length]!));
+  const kvs: KVCache[][] = runs.map(({ model }) => texts.map(() => model.newCache(span + 1)));
+  const step = (model: MoEDecoder, caches: KVCache[], from: number, to: number): void => {
+    model.forwardBatch(texts.map((t, j) => ({ ids: t.subarray(from, to), cache: caches[j]! })), 'bench expert-cache', { lastOnly: true });
+  };
   runs.forEach(({ model }, i) => {
-    model.forward(ids.subarray(0, prefix), kvs[i]!);
-    for (let at = prefix; at < prefix + warm; at++) model.forward(ids.subarray(at, at + 1), kvs[i]!);
+    step(model, kvs[i]!, 0, prefix);
+    for (let at = prefix; at < prefix + warm; at++) step(model, kvs[i]!, at, at + 1);
   });
   for (const r of runs) r.cache?.resetStats();
   const ms = runs.map(() => 0);
-  for (let at = prefix + warm; at < prefix + warm + steps; at++) {
+  for (let at = prefix + warm; at < span; at++) {
     runs.forEach(({ model }, i) => {
       const t0 = performance.now();
-      model.forward(ids.subarray(at, at + 1), kvs[i]!);
+      step(model, kvs[i]!, at, at + 1);
       ms[i]! += performance.now() - t0;
     });
   }
   return runs.map(({ cache }, i) => {
     const st = cache?.stats() ?? null;
+    const tokens = steps * batch;
     return {
       steps,
-      tokensPerSec: (1000 * steps) / ms[i]!,
+      batch,
+      tokensPerSec: (1000 * tokens) / ms[i]!,
       hitRate: st ? st.hitRate : null,
-      bytesLoadedPerToken: st ? st.bytesLoaded / steps : null,
+      bytesLoadedPerToken: st ? st.bytesLoaded / tokens : null,
       prefetched: st ? st.prefetched : null,
       prefetchUsed: st ? st.prefetchUsed : null,
     };
@@ -70,64 +96,99 @@ export function textDecodeInterleaved(runs: ReadonlyArray<{ model: MoEDecoder; c
 }
 
 /** textDecodeInterleaved for one model. */
-export function textDecode(model: MoEDecoder, ids: Int32Array, cache: ExpertCache | null, opts: { prefix?: number; steps?: number } = {}): TextDecodeResult {
+export function textDecode(model: MoEDecoder, ids: Int32Array, cache: ExpertCache | null, opts: { prefix?: number; steps?: number; batch?: number } = {}): TextDecodeResult {
   return textDecodeInterleaved([{ model, cache }], ids, opts)[0]!;
+}
+
+const USAGE = 'usage: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate] [--batch 1,8] [--plot DIR] [--json]';
+
+function numberList(flag: string, text: string, ok: (x: number) => boolean): number[] {
+  const xs = text.split(',').map(Number);
+  const bad = xs.find((x) => !ok(x));
+  if (bad !== undefined) throw new Error(`--${flag} ${text}: ${bad} is not allowed here\n${USAGE}`);
+  return xs;
+}
+
+/** Hit rate and tokens/s (as a share of all-resident) against the budget, one line per policy, dashed by batch. */
+async function plot(dir: string, rows: ReadonlyArray<Record<string, unknown>>): Promise<void> {
+  const data = rows
+    .filter((r) => typeof r['budget'] === 'number' && typeof r['hitRate'] === 'number')
+    .map((r) => ({ budget: 100 * (r['budget'] as number), hit: 100 * (r['hitRate'] as number), of: 100 * (r['ofResident'] as number), policy: r['policy'], batch: `batch ${r['batch']}` }));
+  if (data.length === 0) throw new Error('bench expert-cache --plot: no budget ran (all refused?)');
+  mkdirSync(dir, { recursive: true });
+  await writePlot(join(dir, 'expert-cache-hit-rate'), lineChart({
+    title: 'Expert-cache hit rate against the budget', data, series: 'policy', dash: 'batch',
+    x: { field: 'budget', title: 'expert budget (% of expert bytes)' }, y: { field: 'hit', title: 'hit rate (%)' },
+  }));
+  await writePlot(join(dir, 'expert-cache-speed'), lineChart({
+    title: 'Decode tokens/s under a budget, % of all-resident (same run)', data, series: 'policy', dash: 'batch',
+    x: { field: 'budget', title: 'expert budget (% of expert bytes)' }, y: { field: 'of', title: 'tokens/s, % of all experts resident' },
+  }));
 }
 
 async function main(argv: string[]): Promise<void> {
   const path = argv[0];
-  if (!path || path.startsWith('--')) throw new Error('usage: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate] [--json]');
+  if (!path || path.startsWith('--')) throw new Error(USAGE);
   const flag = (k: string): string | undefined => {
     const i = argv.indexOf(`--${k}`);
     return i < 0 ? undefined : argv[i + 1];
   };
   const steps = Number(flag('steps') ?? 64);
-  const budgets = (flag('budgets') ?? '1,0.5,0.25,0.125,0.1').split(',').map(Number);
+  if (!(Number.isInteger(steps) && steps >= 1)) throw new Error(`--steps ${flag('steps')}: expected a positive integer\n${USAGE}`);
+  const budgets = numberList('budgets', flag('budgets') ?? '1,0.5,0.25,0.125,0.1', (x) => Number.isFinite(x) && x > 0);
+  const batches = numberList('batch', flag('batch') ?? '1', (x) => Number.isInteger(x) && x >= 1 && x <= 64);
   const policies = (flag('policies') ?? EXPERT_POLICIES.join(',')).split(',') as ExpertPolicy[];
+  const unknown = policies.find((p) => !EXPERT_POLICIES.includes(p));
+  if (unknown) throw new Error(`--policies: unknown policy '${unknown}' (have ${EXPERT_POLICIES.join(', ')})`);
   const rows: Array<Record<string, unknown>> = [];
   const base = await loadLM(path);
   const E = base.model.config.numExperts;
   const ids = await udhrIds(base.tokenizerJson, base.tokenizerConfig, base.model.config.vocabSize);
-  // the machine is shared: each offloaded run is interleaved step by step with an all-resident run, and the ratio is per pair
-  const resident: number[] = [];
-  for (const budget of budgets) {
-    for (const policy of policies) {
-      let lm: Awaited<ReturnType<typeof loadLM>>;
-      try {
-        lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy });
-      } catch (e) {
-        rows.push({ budget, policy, refused: (e as Error).message });
-        process.stderr.write(`budget ${budget} ${policy}: refused: ${(e as Error).message}\n`);
-        break;
+  for (const batch of batches) {
+    // the machine is shared: each offloaded run is interleaved step by step with an all-resident run, and the ratio is per pair
+    const resident: number[] = [];
+    const at = rows.length;
+    for (const budget of budgets) {
+      for (const policy of policies) {
+        let lm: Awaited<ReturnType<typeof loadLM>>;
+        try {
+          lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy });
+        } catch (e) {
+          rows.push({ batch, budget, policy, refused: (e as Error).message });
+          process.stderr.write(`batch ${batch}, budget ${budget} ${policy}: refused: ${(e as Error).message}\n`);
+          break;
+        }
+        const [ref, r] = textDecodeInterleaved([{ model: base.model, cache: null }, { model: lm.model, cache: lm.expertCache }], ids, { steps, batch }) as [TextDecodeResult, TextDecodeResult];
+        resident.push(ref.tokensPerSec);
+        lm.expertCache!.close();
+        const slots = lm.expertCache!.layers[0]!.pool.numSlots;
+        rows.push({ budget, slots, policy, ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
+        process.stderr.write(`batch ${batch}, budget ${budget} (${slots} slots/layer) ${policy}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), hit rate ${(100 * r.hitRate!).toFixed(1)}%, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token\n`);
       }
-      const [ref, r] = textDecodeInterleaved([{ model: base.model, cache: null }, { model: lm.model, cache: lm.expertCache }], ids, { steps }) as [TextDecodeResult, TextDecodeResult];
-      resident.push(ref.tokensPerSec);
-      lm.expertCache!.close();
-      const slots = lm.expertCache!.layers[0]!.pool.numSlots;
-      rows.push({ budget, slots, policy, ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
-      process.stderr.write(`budget ${budget} (${slots} slots/layer) ${policy}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), hit rate ${(100 * r.hitRate!).toFixed(1)}%, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token\n`);
     }
+    resident.sort((a, b) => a - b);
+    rows.splice(at, 0, { batch, budget: 'all resident', slots: E, policy: '-', tokensPerSec: resident[Math.floor(resident.length / 2)] ?? 0, runs: resident.length });
   }
-  resident.sort((a, b) => a - b);
-  rows.unshift({ budget: 'all resident', slots: E, policy: '-', tokensPerSec: resident[Math.floor(resident.length / 2)] ?? 0, runs: resident.length });
+  const plotDir = flag('plot');
+  if (plotDir) await plot(plotDir, rows);
   if (argv.includes('--json')) {
     console.log(JSON.stringify(rows));
     return;
   }
-  console.log('| budget (of expert bytes) | slots/layer | policy | decode tokens/s | of all-resident (interleaved run) | hit rate | MB read/token | prefetched (used) |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| batch | budget (of expert bytes) | slots/layer | policy | decode tokens/s | of all-resident (interleaved run) | hit rate | MB read/token | prefetched (used) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) {
     const pct = (x: unknown): string => (typeof x === 'number' ? `${(100 * x).toFixed(1)}%` : '-');
     const budget = typeof r['budget'] === 'number' ? pct(r['budget']) : String(r['budget']);
     if (r['refused']) {
-      console.log(`| ${budget} | - | any | refused: ${String(r['refused'])} | | | | |`);
+      console.log(`| ${r['batch']} | ${budget} | - | any | refused: ${String(r['refused'])} | | | | |`);
       continue;
     }
     const mb = typeof r['bytesLoadedPerToken'] === 'number' ? (r['bytesLoadedPerToken'] / 1e6).toFixed(1) : '-';
     const pf = r['policy'] === 'pregate' ? `${r['prefetched']} (${r['prefetchUsed']})` : '-';
     const tps = (r['tokensPerSec'] as number).toFixed(1);
     const of = r['ofResident'] === undefined ? `median of ${r['runs']} runs` : `${pct(r['ofResident'])} (of ${(r['residentTokensPerSec'] as number).toFixed(1)})`;
-    console.log(`| ${budget} | ${r['slots']} | ${r['policy']} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${mb} | ${pf} |`);
+    console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${mb} | ${pf} |`);
   }
 }
 

@@ -193,3 +193,35 @@ describe('slot pool eviction order', () => {
     assert.deepEqual(p.place(4), { slot: 1, evicted: -1 }); // a free slot first
   });
 });
+
+test('batched decode under a budget smaller than one step\'s distinct experts = all resident, bit for bit', async () => {
+  // olmoe tiny: 16 experts top-4; 25% = 4 slots per layer, while 4 sequences route to up to 16 experts per step
+  const path = files['olmoe-gguf']!;
+  const ref = (await loadLM(path)).model;
+  const lm = await loadLM(path, { expertMemory: 0.25, expertPolicy: 'lru' });
+  try {
+    const texts = ['All human beings', 'Everyone has the right', 'No one shall be held', 'Men and women of full age'].map((t) => Int32Array.from(Buffer.from(t)));
+    let maxDistinct = 0;
+    lm.model.onRouting = (_l, idx) => { maxDistinct = Math.max(maxDistinct, new Set(idx).size); };
+    const run = (model: MoEDecoder): Float32Array[] => {
+      const caches = texts.map(() => model.newCache(64));
+      const out: Float32Array[] = [];
+      const prompt = 6;
+      for (let at = prompt; at <= 12; at++) {
+        const from = at === prompt ? 0 : at - 1;
+        const ys = model.forwardBatch(texts.map((t, j) => ({ ids: t.subarray(from, at), cache: caches[j]! })), 'test', { lastOnly: true });
+        for (const y of ys) out.push(y.data as Float32Array);
+      }
+      return out;
+    };
+    const want = run(ref);
+    const got = run(lm.model);
+    assert.ok(maxDistinct > 4, `the test needs a step with more distinct experts than slots (saw ${maxDistinct})`);
+    assert.equal(got.length, want.length);
+    got.forEach((g, i) => assert.deepEqual(g, want[i], `step output ${i} differs`));
+    const st = lm.expertCache!.stats();
+    assert.ok(st.misses > 0 && st.bytesLoaded > 0, 'a budget this small must load experts');
+  } finally {
+    lm.expertCache!.close();
+  }
+});
