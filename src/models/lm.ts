@@ -44,6 +44,10 @@ export interface LMConfig {
   tieEmbeddings: boolean;
   /** Continual MoE growth schedule, applied by the trainer (train/growth.ts); the model is built with numExperts. */
   grow: GrowEntry[];
+  /** Mixture-of-Depths capacity of the blocks that skip (1: off). */
+  depthCapacity: number;
+  /** With depthCapacity < 1: block i routes its depth when (i + 1) % depthEvery == 0. */
+  depthEvery: number;
 }
 
 export const LM_SCHEMA: Schema = {
@@ -70,6 +74,8 @@ export const LM_SCHEMA: Schema = {
     type: 'json', default: [], check: validateGrowSchedule,
     doc: 'continual MoE: [{ step, add, freezeOld?, offset?, rampSteps? }], every MoE block gains `add` experts before optimizer step `step` (see docs/variants.md)',
   },
+  depthCapacity: { type: 'number', default: 1, min: 0.001, max: 1, doc: 'Mixture-of-Depths: the fraction of each sequence\'s tokens that run a routed block, the rest skip it (1: off; needs positions learned; docs/variants.md)' },
+  depthEvery: { type: 'integer', default: 2, min: 1, doc: 'with depthCapacity < 1: block i routes its depth when (i + 1) % depthEvery == 0 (2: every other block, as Raposo et al.)' },
 };
 
 // Router types whose constructor takes k; the others fix it (switch: 1) or have none (expert choice, dynamic).
@@ -83,6 +89,7 @@ export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {
     throw new Error(`model (byte-lm).router: expected a router config object { type, ... }, got ${JSON.stringify(r)}`);
   }
   if (c.dModel % c.heads !== 0) throw new Error(`model (byte-lm): heads = ${c.heads} must divide dModel = ${c.dModel}`);
+  if (c.depthCapacity < 1 && c.positions === 'rope') throw new Error(`model (byte-lm).depthCapacity = ${c.depthCapacity} needs positions: 'learned' (tokens that skip a block would shift the rotary positions of the others)`);
   if (c.positions === 'rope' && (c.dModel / c.heads) % 2 !== 0) throw new Error(`model (byte-lm): rope needs an even head width, dModel / heads = ${c.dModel / c.heads}`);
   // a copy, so that the schema's default object is never shared between models
   return { ...c, router: { ...c.router } };
@@ -168,6 +175,7 @@ export class ByteLM extends Module {
       this.blocks.push(this.module(`blocks.${i}`, new TransformerBlock({
         dModel: d, heads: c.heads, maxSeqLen: c.maxSeqLen, causal: true, ffn, norm: c.norm,
         rope: c.positions === 'rope', dropout: c.dropout, rng,
+        ...(c.depthCapacity < 1 && (i + 1) % c.depthEvery === 0 ? { depthCapacity: c.depthCapacity } : {}),
       })));
     }
     this.finalNorm = this.module('finalNorm', c.norm === 'rms' ? new RMSNorm(d) : new LayerNorm(d));
@@ -262,7 +270,9 @@ export function generate(model: ByteLM, prompt: Uint8Array, opts: GenerateOption
   const out = new Uint8Array(prompt.length + n);
   out.set(prompt);
   const maxLen = model.config.maxSeqLen;
-  const cache = (opts.useCache ?? true) && n > 0 && prompt.length <= maxLen ? newByteLMCache(model, maxLen) : null;
+  // Mixture-of-Depths chooses tokens over the whole window: no cache, each step re-runs the window
+  const mod = model.blocks.some((b) => b.depth !== null);
+  const cache = (opts.useCache ?? true) && !mod && n > 0 && prompt.length <= maxLen ? newByteLMCache(model, maxLen) : null;
   const wasTraining = model.training;
   model.eval();
   try {

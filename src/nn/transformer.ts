@@ -13,6 +13,7 @@ import { LayerNorm, RMSNorm } from './norm.js';
 import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
 import type { RouterMetrics } from '../moe/metrics.js';
 import { checkKeys } from '../moe/config.js';
+import { DepthRouter } from './mixture-of-depths.js';
 
 /** Dense feed-forward: d -> hidden -> d. */
 export interface DenseFFNConfig {
@@ -52,10 +53,12 @@ export interface TransformerBlockConfig {
   bias?: boolean;
   /** Dropout on attention weights and on both residual branches, in training mode (default 0). */
   dropout?: number;
+  /** Mixture-of-Depths capacity c in (0, 1]: only the top ceil(c T) tokens of a sequence run the block (nn/mixture-of-depths.ts); default 1 (off). */
+  depthCapacity?: number;
   rng?: Rng;
 }
 
-const CONFIG_KEYS = ['dModel', 'heads', 'maxSeqLen', 'causal', 'ffn', 'norm', 'normEps', 'rope', 'ropeBase', 'bias', 'dropout', 'rng'] as const;
+const CONFIG_KEYS = ['dModel', 'heads', 'maxSeqLen', 'causal', 'ffn', 'norm', 'normEps', 'rope', 'ropeBase', 'bias', 'dropout', 'depthCapacity', 'rng'] as const;
 const DENSE_KEYS = ['type', 'hidden', 'activation', 'bias'] as const;
 
 export interface TransformerBlockOutput {
@@ -75,6 +78,8 @@ export class TransformerBlock extends Module {
   readonly norm2: Norm;
   /** Registered as 'mlp' (dense) or 'moe' (sparse), so parameter names say which. */
   readonly ffn: MLP | MoELayer;
+  /** The Mixture-of-Depths router (null at capacity 1). */
+  readonly depth: DepthRouter | null;
   readonly dropout: number;
   private rng: Rng | undefined;
 
@@ -104,10 +109,22 @@ export class TransformerBlock extends Module {
     this.norm2 = this.module('norm2', makeNorm());
     this.ffn = buildFFN(config.ffn, d, rngOpt);
     this.module(this.ffn instanceof MoELayer ? 'moe' : 'mlp', this.ffn);
+    const cap = config.depthCapacity ?? 1;
+    if (cap < 1 && config.rope) throw new Error(`TransformerBlock: depthCapacity = ${cap} needs rope: false (the chosen tokens would get rotary positions 0..C-1); use learned positions`);
+    this.depth = cap < 1 ? this.module('depth', new DepthRouter(d, cap)) : null;
   }
+
 
   /** x [B, T, d] -> y [B, T, d]; tokenIds (B*T ids) is passed to the MoE layer for hash routing. */
   forward(x: Tensor, opts: { tokenIds?: Int32Array } = {}): TransformerBlockOutput {
+    if (!this.depth) return this.inner(x, opts);
+    const ids = opts.tokenIds;
+    // hash routing inside the block reads the ids of the chosen tokens only
+    const out = this.depth.forward(x, (xs, sel) => this.inner(xs, ids ? { tokenIds: sel.rows.map((r) => ids[r]!) } : {}));
+    return { y: out.y, auxLoss: out.inner.auxLoss, metrics: out.inner.metrics };
+  }
+
+  private inner(x: Tensor, opts: { tokenIds?: Int32Array }): TransformerBlockOutput {
     x = add(x, this.attn.forward(this.norm1.forward(x)));
     const h = this.norm2.forward(x); // [B, T, d]
     if (this.ffn instanceof MoELayer) {
