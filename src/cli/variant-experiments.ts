@@ -1,11 +1,12 @@
-// `moe experiment continual | straight-through`: the MoE-variant experiments of issue 15, dispatched from
+// `moe experiment continual | straight-through | depth`: the MoE-variant experiments of issue 15, dispatched from
 // experiment-commands.ts (parsing here, the experiments in src/experiments/).
 
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { runContinual } from '../experiments/continual.js';
 import { runStraightThrough } from '../experiments/straight-through.js';
+import { runDepth } from '../experiments/depth.js';
 
-export const VARIANT_EXPERIMENTS = ['continual', 'straight-through'] as const;
+export const VARIANT_EXPERIMENTS = ['continual', 'straight-through', 'depth'] as const;
 
 export const VARIANT_EXPERIMENT_HELP = `
   continual [--quick] [--out DIR] [--seed S] [--steps N]
@@ -20,6 +21,12 @@ export const VARIANT_EXPERIMENT_HELP = `
       gradient (topk), the straight-through estimator (plain and Gumbel) and the differentiable
       top-k; validation bits/byte and training loss, seeds 0..S-1 (default N = 150, S = 2; --quick: N = 40).
       Default --out docs/results/straight-through[-quick].
+
+  depth [--quick] [--out DIR] [--steps N]
+      Mixture-of-Depths: the byte-level MoE LM (4 blocks, every other one routed by depth) trained
+      N steps at capacities 1, 0.5, 0.25, 0.125: forward FLOPs per token against validation
+      bits/byte, and the share of word starts, word-internal bytes and spaces the routed blocks run.
+      Default N = 200 (--quick: 50). Default --out docs/results/depth[-quick].
 `;
 
 function one(args: ParsedArgs, key: string): string | undefined {
@@ -39,11 +46,16 @@ function int(args: ParsedArgs, key: string, min: number): number | undefined {
 /** Runs a variant experiment; null when `name` is not one of them. */
 export async function variantExperiment(name: string, args: ParsedArgs, command: string): Promise<number | null> {
   if (!(VARIANT_EXPERIMENTS as readonly string[]).includes(name)) return null;
-  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : ['seeds'])], `experiment ${name}`);
+  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' ? ['seeds'] : [])], `experiment ${name}`);
   const out = one(args, 'out');
   const steps = int(args, 'steps', 1);
   const q = one(args, 'quick');
   if (q !== undefined && !['true', '1', 'yes', ''].includes(q)) throw new Error(`experiment: option --quick takes no value (got '${q}')`);
+  if (name === 'depth') {
+    const r = await runDepth({ quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}) });
+    console.log(`depth: ${r.runs.length} capacities in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
+    return 0;
+  }
   if (name === 'straight-through') {
     const seeds = int(args, 'seeds', 1);
     const r = await runStraightThrough({
