@@ -98,12 +98,16 @@ __attribute__((always_inline)) inline void packA(const Problem& P, i64 i0, i64 m
 }
 
 // Packs op(B)[p0:p0+kc, j0+jr0 : j0+jr1] (whole NR panels) into NR-column panels, zero-padded.
+// Plain B is read 8 rows at a time across all the panels: a panel at a time would touch a new page
+// for every row of B (row strides of kilobytes), which made packing cost as much as the arithmetic
+// when an expert's group has few rows.
 template <int NR>
 __attribute__((always_inline)) inline void packB(const Problem& P, i64 p0, i64 kc, i64 j0, i64 nc, i64 jr0, i64 jr1, float* dst) {
-  for (i64 jr = jr0; jr < jr1 && jr < nc; jr += NR) {
-    i64 nr = nc - jr < NR ? nc - jr : NR;
-    float* d = dst + jr * kc;
-    if (P.transB) {
+  if (jr1 > nc) jr1 = nc;
+  if (P.transB) {
+    for (i64 jr = jr0; jr < jr1; jr += NR) {
+      i64 nr = nc - jr < NR ? nc - jr : NR;
+      float* d = dst + jr * kc;
       for (i64 j = 0; j < NR; j++) {
         if (j >= nr) {
           for (i64 p = 0; p < kc; p++) d[p * NR + j] = 0.0f;
@@ -112,14 +116,22 @@ __attribute__((always_inline)) inline void packB(const Problem& P, i64 p0, i64 k
         const float* src = P.b + (j0 + jr + j) * P.ldb + p0;
         for (i64 p = 0; p < kc; p++) d[p * NR + j] = src[p];
       }
-      continue;
     }
-    for (i64 p = 0; p < kc; p++) {
-      const float* src = P.b + (p0 + p) * P.ldb + j0 + jr;
-      if (nr == NR) {
-        std::memcpy(d + p * NR, src, sizeof(float) * NR);
-      } else {
-        for (i64 j = 0; j < NR; j++) d[p * NR + j] = j < nr ? src[j] : 0.0f;
+    return;
+  }
+  constexpr i64 kRows = 8;
+  for (i64 pp = 0; pp < kc; pp += kRows) {
+    const i64 pe = pp + kRows < kc ? pp + kRows : kc;
+    for (i64 jr = jr0; jr < jr1; jr += NR) {
+      i64 nr = nc - jr < NR ? nc - jr : NR;
+      float* d = dst + jr * kc;
+      for (i64 p = pp; p < pe; p++) {
+        const float* src = P.b + (p0 + p) * P.ldb + j0 + jr;
+        if (nr == NR) {
+          std::memcpy(d + p * NR, src, sizeof(float) * NR);
+        } else {
+          for (i64 j = 0; j < NR; j++) d[p * NR + j] = j < nr ? src[j] : 0.0f;
+        }
       }
     }
   }
