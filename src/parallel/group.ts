@@ -76,7 +76,11 @@ export class ExpertGroup {
     }
     const deadline = Date.now() + (opts.startupTimeoutMs ?? 60_000);
     for (let r = 0; r < N; r++) {
-      while (Atomics.load(this.ctl, r * WORKER_CTL_WORDS + CTL.ready) !== 1) {
+      for (;;) {
+        const ready = Atomics.load(this.ctl, r * WORKER_CTL_WORDS + CTL.ready);
+        if (ready === 1) break;
+        if (ready === -1) this.fail(`expert-parallel: worker ${r} failed to start: ${this.errorText(r)}`);
+        if (Atomics.load(this.ctl, r * WORKER_CTL_WORDS + CTL.status) === STATUS.exited) this.fail(`expert-parallel: worker ${r} exited while starting`);
         const left = deadline - Date.now();
         if (left <= 0) {
           this.fail(`expert-parallel: worker ${r} did not start within ${opts.startupTimeoutMs ?? 60_000} ms`);

@@ -1,0 +1,256 @@
+// The loop of an expert-parallel worker thread (started by worker.ts): rank r of N. It holds token shard r and experts
+// [expertStart[r], expertStart[r+1]) of every registered layer, and runs the phases the main
+// thread issues (protocol.ts): pack my tokens for the dispatch, run my experts on what arrives,
+// sum what comes back into my tokens. Expert arithmetic is the single-process op (expertMLP) on
+// the same rows in the same order, so results match the one-process layer bit for bit.
+
+import { workerData, receiveMessageOnPort } from 'node:worker_threads';
+import '../backends/defaults.js';
+import '../ops/index.js';
+import { kernel, setBackend } from '../kernels/registry.js';
+import { Tensor } from '../tensor/tensor.js';
+import { noGrad } from '../tensor/autograd.js';
+import { expertMLP, type ExpertMLPActivation } from '../ops/expert-mlp.js';
+import { exchangeLayout, type ExchangeLayout } from './layout.js';
+import {
+  BACKENDS, CALL, CTL, ERR_BYTES, FLAG, OP, PARAMS, STATUS, WORKER_CTL_WORDS, f32, paramShape,
+  type LayerMessage, type ParamName, type WorkerInit,
+} from './protocol.js';
+
+const init = workerData as WorkerInit;
+const rank = init.rank;
+const ctl = new Int32Array(init.ctl, rank * WORKER_CTL_WORDS * 4, WORKER_CTL_WORDS);
+const call = new Int32Array(init.call);
+const errBytes = new Uint8Array(init.errors, rank * ERR_BYTES, ERR_BYTES);
+const R = init.regions;
+
+interface LocalLayer {
+  msg: LayerMessage;
+  e0: number;
+  e1: number;
+}
+/** What a forward keeps for its backward. */
+interface Saved {
+  out: Tensor | null;
+  x: Tensor | null;
+  gates: Tensor | null;
+  params: Partial<Record<ParamName, Tensor>>;
+  rows: number;
+}
+const layers = new Map<number, LocalLayer>();
+const saved = new Map<string, Saved>();
+/** Forwards whose backward never came are dropped past this many (main releases them too). */
+const MAX_SAVED = 256;
+
+function readMessages(): void {
+  for (;;) {
+    const m = receiveMessageOnPort(init.port);
+    if (!m) return;
+    const msg = m.message as LayerMessage;
+    if (msg.type === 'layer') {
+      const E = msg.numExperts;
+      layers.set(msg.id, { msg, e0: Math.floor((rank * E) / init.ranks), e1: Math.floor(((rank + 1) * E) / init.ranks) });
+    }
+  }
+}
+
+function currentLayout(tokens: number, rows: number, E: number): { layout: ExchangeLayout; tokenOfRow: Int32Array } {
+  const meta = new Int32Array(R.meta, 0, rows + E);
+  const tokenOfRow = meta.slice(0, rows);
+  return { layout: exchangeLayout(tokenOfRow, meta.slice(rows, rows + E), tokens, init.ranks), tokenOfRow };
+}
+
+/** Source side: copy my shard's rows for every expert into the send slots (r-major). */
+function pack(l: ExchangeLayout, tokenOfRow: Int32Array, d: number): void {
+  const E = l.experts;
+  const input = f32(R.input, l.tokens * d);
+  const send = f32(R.send, l.sendOffset[l.ranks * E]! * d);
+  for (let e = 0; e < E; e++) {
+    const n = l.count[rank * E + e]!;
+    const g0 = l.groupStart[e]! + l.before[rank * E + e]!;
+    const s0 = l.sendOffset[rank * E + e]!;
+    for (let i = 0; i < n; i++) send.set(input.subarray(tokenOfRow[g0 + i]! * d, (tokenOfRow[g0 + i]! + 1) * d), (s0 + i) * d);
+  }
+}
+
+/** Expert side: my experts' rows from every source, in plan order (expert, then source rank). */
+function receive(l: ExchangeLayout, from: Float32Array, e0: number, e1: number, d: number): Float32Array {
+  const rows = l.groupStart[e1]! - l.groupStart[e0]!;
+  const out = new Float32Array(rows * d);
+  let o = 0;
+  for (let e = e0; e < e1; e++) {
+    for (let r = 0; r < l.ranks; r++) {
+      const n = l.count[r * l.experts + e]!;
+      const s = l.sendOffset[r * l.experts + e]!;
+      out.set(from.subarray(s * d, (s + n) * d), o * d);
+      o += n;
+    }
+  }
+  return out;
+}
+
+/** Expert side: write rows (plan order of my experts) back into the slots they came from. */
+function sendBack(l: ExchangeLayout, rowsData: Float32Array, to: Float32Array, e0: number, e1: number, d: number): void {
+  let o = 0;
+  for (let e = e0; e < e1; e++) {
+    for (let r = 0; r < l.ranks; r++) {
+      const n = l.count[r * l.experts + e]!;
+      const s = l.sendOffset[r * l.experts + e]!;
+      to.set(rowsData.subarray(o * d, (o + n) * d), s * d);
+      o += n;
+    }
+  }
+}
+
+/** Source side: zero my shard of OUT and add the returned rows, expert order per token (as one process does). */
+function combine(l: ExchangeLayout, tokenOfRow: Int32Array, d: number): void {
+  const E = l.experts;
+  const t0 = l.shardStart[rank]!;
+  const nTok = l.shardStart[rank + 1]! - t0;
+  const out = f32(R.output, nTok * d, t0 * d);
+  out.fill(0);
+  const s0 = l.sendOffset[rank * E]!;
+  const s1 = l.sendOffset[(rank + 1) * E]!;
+  if (s1 === s0 || nTok === 0) return;
+  const idx = new Int32Array(s1 - s0);
+  let o = 0;
+  for (let e = 0; e < E; e++) {
+    const g0 = l.groupStart[e]! + l.before[rank * E + e]!;
+    for (let i = 0; i < l.count[rank * E + e]!; i++) idx[o++] = tokenOfRow[g0 + i]! - t0;
+  }
+  // the kernels get a private copy of the rows: a native addon may not accept shared memory
+  const rows = f32(R.ret, (s1 - s0) * d, s0 * d).slice();
+  const acc = new Float32Array(nTok * d);
+  kernel('scatterAddRows')(rows, idx, acc, nTok, d);
+  out.set(acc);
+}
+
+function paramTensor(lay: LocalLayer, name: ParamName, from: 'params' | 'grads'): Tensor | null {
+  const sab = lay.msg[from][name];
+  if (!sab) return null;
+  const { numExperts: E, dModel: d, dHidden: h } = lay.msg;
+  const shape = paramShape(name, E, d, h);
+  const per = shape.slice(1).reduce((a, b) => a * b, 1);
+  const local = [lay.e1 - lay.e0, ...shape.slice(1)];
+  // a private copy: the main thread may publish new weights while a backward still needs these
+  return new Tensor(f32(sab, (lay.e1 - lay.e0) * per, lay.e0 * per).slice(), local);
+}
+
+function expertForward(lay: LocalLayer, l: ExchangeLayout, key: string, flags: number, d: number): void {
+  const { e0, e1 } = lay;
+  const rows = l.groupStart[e1]! - l.groupStart[e0]!;
+  const needGrad = (flags & FLAG.needGrad) !== 0;
+  const params: Partial<Record<ParamName, Tensor>> = {};
+  PARAMS.forEach((name, i) => {
+    const t = paramTensor(lay, name, 'params');
+    if (t) params[name] = needGrad && (flags & (1 << (FLAG.paramGrad0 + i))) ? t.requireGrad() : t;
+  });
+  if (rows === 0) {
+    if (needGrad) remember(key, { out: null, x: null, gates: null, params, rows: 0 });
+    return;
+  }
+  const x = new Tensor(receive(l, f32(R.send, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d), [rows, d]);
+  const gates = new Tensor(f32(R.gates, rows, l.groupStart[e0]!).slice(), [rows]);
+  if (needGrad && flags & FLAG.xGrad) x.requireGrad();
+  if (needGrad && flags & FLAG.gateGrad) gates.requireGrad();
+  const sizes = Int32Array.from({ length: e1 - e0 }, (_, i) => l.groupStart[e0 + i + 1]! - l.groupStart[e0 + i]!);
+  const rowExpert = new Int32Array(rows);
+  for (let i = 0, r = 0; i < sizes.length; i++) for (let j = 0; j < sizes[i]!; j++) rowExpert[r++] = i;
+  const run = (): Tensor => expertMLP(x, sizes, lay.msg.activation as ExpertMLPActivation,
+    { w1: params.w1!, w2: params.w2!, w3: params.w3 ?? null, b1: params.b1 ?? null, b2: params.b2 ?? null },
+    { gates, ...(params.b1 ? { rowExpert } : {}) });
+  const out = needGrad ? run() : noGrad(run);
+  sendBack(l, out.data as Float32Array, f32(R.ret, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d);
+  if (needGrad) remember(key, { out, x, gates, params, rows });
+}
+
+function remember(key: string, s: Saved): void {
+  saved.set(key, s);
+  if (saved.size > MAX_SAVED) saved.delete(saved.keys().next().value!);
+}
+
+function expertBackward(lay: LocalLayer, l: ExchangeLayout, key: string, flags: number, d: number): void {
+  const s = saved.get(key);
+  if (!s) throw new Error(`no saved forward for ${key} (already back-propagated, released, or evicted)`);
+  saved.delete(key);
+  const { e0, e1 } = lay;
+  const { numExperts: E, dModel, dHidden: h } = lay.msg;
+  // gradients that accumulate in place start from the main thread's current gradient
+  PARAMS.forEach((name, i) => {
+    const p = s.params[name];
+    if (p?.requiresGrad) p.grad = flags & (1 << (FLAG.accumulate0 + i)) ? paramTensor(lay, name, 'grads') : null;
+  });
+  if (s.rows > 0 && s.out) {
+    const g = new Tensor(receive(l, f32(R.send, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d), [s.rows, d]);
+    s.out.backward(g);
+    if (s.x?.grad) sendBack(l, s.x.grad.data as Float32Array, f32(R.ret, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d);
+    if (s.gates?.grad) f32(R.gateGrads, s.rows, l.groupStart[e0]!).set(s.gates.grad.data as Float32Array);
+  }
+  PARAMS.forEach((name) => {
+    const p = s.params[name];
+    const sab = lay.msg.grads[name];
+    if (!p?.requiresGrad || !sab) return;
+    const per = paramShape(name, E, dModel, h).slice(1).reduce((a, b) => a * b, 1);
+    const dst = f32(sab, (e1 - e0) * per, e0 * per);
+    if (p.grad) dst.set(p.grad.data as Float32Array);
+    else dst.fill(0); // no rows reached my experts: their gradient is zero, as in one process
+  });
+}
+
+function runOp(): void {
+  readMessages();
+  const op = call[CALL.op]!;
+  if (op === OP.exit) process.exit(call[CALL.arg]!);
+  if (op === OP.fail) throw new Error('failure requested by the test hook');
+  setBackend(BACKENDS[call[CALL.backend]!]!);
+  const layerId = call[CALL.layer]!;
+  const lay = layers.get(layerId);
+  if (!lay) throw new Error(`layer ${layerId} is not registered on this worker`);
+  const key = `${layerId}:${call[CALL.callId]}`;
+  if (op === OP.release) { saved.delete(key); return; }
+  const { layout, tokenOfRow } = currentLayout(call[CALL.tokens]!, call[CALL.rows]!, lay.msg.numExperts);
+  const d = lay.msg.dModel;
+  const flags = call[CALL.flags]!;
+  switch (op) {
+    case OP.pack: pack(layout, tokenOfRow, d); return;
+    case OP.expertForward: expertForward(lay, layout, key, flags, d); return;
+    case OP.combine: combine(layout, tokenOfRow, d); return;
+    case OP.expertBackward: expertBackward(lay, layout, key, flags, d); return;
+    default: throw new Error(`unknown operation ${op}`);
+  }
+}
+
+function reportError(e: unknown): void {
+  const text = e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e);
+  const bytes = new TextEncoder().encode(text).subarray(0, ERR_BYTES);
+  errBytes.set(bytes);
+  Atomics.store(ctl, CTL.errLen, bytes.length);
+}
+
+// an exit from inside (process.exit, a fatal error in our code) tells the main thread at once;
+// a terminate() from outside cannot, and is found by the main thread's deadline instead
+process.on('exit', () => {
+  Atomics.store(ctl, CTL.status, STATUS.exited);
+  Atomics.notify(ctl, CTL.done);
+});
+
+let seen = Atomics.load(ctl, CTL.cmd);
+Atomics.store(ctl, CTL.ready, 1);
+Atomics.notify(ctl, CTL.ready);
+for (;;) {
+  // wake up now and then: an idle worker must not block forever if the main thread is gone
+  Atomics.wait(ctl, CTL.cmd, seen, 1000);
+  const cmd = Atomics.load(ctl, CTL.cmd);
+  if (cmd === seen) continue;
+  seen = cmd;
+  let status: number = STATUS.ok;
+  try {
+    runOp();
+  } catch (e) {
+    reportError(e);
+    status = STATUS.error;
+  }
+  Atomics.store(ctl, CTL.status, status);
+  Atomics.store(ctl, CTL.done, cmd);
+  Atomics.notify(ctl, CTL.done);
+}
