@@ -69,7 +69,11 @@ export function parseLines(lines: readonly string[]): { records: MetricsRecord[]
     if (line.trim() === '') continue;
     try {
       const v: unknown = JSON.parse(line);
-      if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof (v as { type?: unknown }).type === 'string') records.push(v as MetricsRecord);
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) { bad++; continue; }
+      const o = v as { type?: unknown; kind?: unknown };
+      // `kind` is accepted for `type` (the expertLanguage record was first specified with it)
+      if (typeof o.type !== 'string' && typeof o.kind === 'string') o.type = o.kind;
+      if (typeof o.type === 'string') records.push(v as MetricsRecord);
       else bad++;
     } catch {
       bad++;

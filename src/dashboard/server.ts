@@ -33,6 +33,7 @@ function uplotDir(): string {
 
 const ASSETS: Record<string, { dir: 'page' | 'uplot'; file: string; type: string }> = {
   'dashboard.js': { dir: 'page', file: 'dashboard.js', type: 'text/javascript; charset=utf-8' },
+  'heatmaps.js': { dir: 'page', file: 'heatmaps.js', type: 'text/javascript; charset=utf-8' },
   'dashboard.css': { dir: 'page', file: 'dashboard.css', type: 'text/css; charset=utf-8' },
   'uplot.js': { dir: 'uplot', file: 'uPlot.iife.min.js', type: 'text/javascript; charset=utf-8' },
   'uplot.css': { dir: 'uplot', file: 'uPlot.min.css', type: 'text/css; charset=utf-8' },

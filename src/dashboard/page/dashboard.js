@@ -1,5 +1,5 @@
 // The dashboard page: fetches the runs' records, draws them with uPlot and canvas heatmaps, and follows /events.
-/* global uPlot */
+/* global uPlot, moeHeat */
 'use strict';
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
@@ -10,10 +10,12 @@ const PANELS = [
   // averaged over layers ('entropy'), per layer ('<layer>.entropy'), per MMoE task gate ('<task>.gateEntropy'),
   // Soft MoE's entropy of the combine-weight share per expert ('combineEntropy')
   { id: 'entropy', title: 'Router entropy (nats) vs log E', match: /(^|\.)(entropy|entropyOfMean|gateEntropy|gateEntropyOfMean|combineEntropy)$/, logE: true },
-  { id: 'drop', title: 'Drop fraction (capacity)', lines: [['step', 'dropFraction', 'dropped']], fromZero: true },
-  { id: 'loadCV', title: 'Load CV (std / mean of tokens per expert)', lines: [['step', 'loadCV', 'CV'], ['step', 'maxOverMean', 'max / mean']] },
-  { id: 'dead', title: 'Dead experts (no token)', lines: [['step', 'deadExperts', 'dead']], fromZero: true },
-  { id: 'aux', title: 'Auxiliary losses (load-balance + z-loss)', lines: [['step', 'auxLoss', 'aux']] },
+  // the rest: the model's layer average ('dropFraction') and each layer's own ('<layer>.dropFraction', from the step's moe field)
+  { id: 'drop', title: 'Drop fraction (capacity)', match: /(^|\.)dropFraction$/, fromZero: true },
+  { id: 'loadCV', title: 'Load CV (std / mean of tokens per expert)', match: /(^|\.)(loadCV|maxOverMean)$/ },
+  { id: 'dead', title: 'Dead experts (no token)', match: /(^|\.)deadExperts$/, fromZero: true },
+  // auxLoss is weighted (what the loss adds); per layer, loadBalance and zLoss unweighted
+  { id: 'aux', title: 'Auxiliary losses (load-balance + z-loss)', match: /(^|\.)(auxLoss|loadBalance|zLoss)$/ },
 ];
 
 const state = { runs: [], plots: new Map(), es: null, updates: 0, pending: false };
@@ -26,10 +28,20 @@ function setStatus(text, cls) {
   el.className = cls || '';
 }
 
+/** The step's per-layer entries ({ moe: { layer: { key: value } } }, src/train/layer-log.ts) as flat '<layer>.<key>' fields, which the panels match. */
+function flattenLayers(r) {
+  const moe = r.moe;
+  if (typeof moe !== 'object' || moe === null) return;
+  for (const [layer, entry] of Object.entries(moe)) {
+    if (typeof entry === 'object' && entry !== null) for (const [k, v] of Object.entries(entry)) r[`${layer}.${k}`] = v;
+  }
+}
+
 function addRecords(run, records) {
   for (const r of records) {
-    if (r.type === 'step' && typeof r.step === 'number') run.steps.push(r);
+    if (r.type === 'step' && typeof r.step === 'number') { flattenLayers(r); run.steps.push(r); }
     else if (r.type === 'eval' && r.split === 'val' && typeof r.step === 'number') run.vals.push(r);
+    else if (r.type === 'expertLanguage') run.expertLanguage.set(typeof r.layer === 'string' || typeof r.layer === 'number' ? r.layer : 'all layers', r); // the latest per layer
   }
 }
 
@@ -49,7 +61,8 @@ function series(run, source, key) {
 function matchedLines(run, re) {
   const keys = new Set();
   for (const r of run.steps) for (const k of Object.keys(r)) if (re.test(k) && typeof r[k] === 'number') keys.add(k);
-  const label = (k) => k.replace(/combineEntropy$/, 'H(Csum share)').replace(/(gateE|e)ntropyOfMean$/, 'H(mean P)').replace(/(gateE|e)ntropy$/, 'H(G) per token');
+  const label = (k) => k.replace(/combineEntropy$/, 'H(Csum share)').replace(/(gateE|e)ntropyOfMean$/, 'H(mean P)').replace(/(gateE|e)ntropy$/, 'H(G) per token')
+    .replace(/dropFraction$/, 'dropped').replace(/deadExperts$/, 'dead').replace(/maxOverMean$/, 'max / mean').replace(/loadCV$/, 'CV').replace(/auxLoss$/, 'aux');
   return [...keys].sort().map((k) => ['step', k, label(k)]);
 }
 
@@ -63,7 +76,9 @@ function drawPanel(panel) {
       const [xs, ys] = series(run, source, key);
       if (xs.length === 0) continue;
       tables.push([xs, ys]);
-      opts.push({ label: `${run.name} ${label}`, stroke: color, width: 1.5, dash: source === 'val' || /OfMean$|maxOverMean/.test(key) ? [6, 4] : undefined, points: { show: source === 'val' }, spanGaps: true });
+      // a layer's own line (key '<layer>.<name>') is a lighter, thinner shade of the run's colour; the layer average keeps it plain
+      const perLayer = key.includes('.') && !/^[^.]+\.(gateE|e)ntropy(OfMean)?$/.test(key);
+      opts.push({ label: `${run.name} ${label}`, stroke: perLayer ? `${color}99` : color, width: perLayer ? 1 : 1.5, dash: source === 'val' || /OfMean$|maxOverMean/.test(key) ? [6, 4] : undefined, points: { show: source === 'val' }, spanGaps: true });
     }
     if (panel.logE && run.logE !== null && tables.length > before) {
       const xs = run.steps.map((r) => r.step);
@@ -97,61 +112,18 @@ function drawPanel(panel) {
   state.plots.set(panel.id, { plot, sig });
 }
 
-/** Layers whose per-expert load the steps carry: keys 'tokensPerExpert' or '<layer>.tokensPerExpert' with number arrays. */
-function loadKeys(run) {
-  const keys = new Set();
-  for (const r of run.steps) {
-    for (const k of Object.keys(r)) if (/(^|\.)tokensPerExpert$/.test(k) && Array.isArray(r[k])) keys.add(k);
-  }
-  return [...keys];
-}
-
-/** Colour of a load ratio (tokens / mean): dark blue at 0, pale at 1 (even), red at 2 and above. */
-function heatColor(ratio) {
-  const t = Math.max(0, Math.min(1, ratio / 2));
-  const lerp = (a, b, u) => Math.round(a + (b - a) * u);
-  if (t < 0.5) { const u = t / 0.5; return [lerp(8, 247, u), lerp(48, 247, u), lerp(107, 247, u)]; }
-  const u = (t - 0.5) / 0.5;
-  return [lerp(247, 165, u), lerp(247, 0, u), lerp(247, 38, u)];
-}
-
-function drawHeatmap(run, runIndex, key) {
-  const id = `heat-${runIndex}-${key.replace(/[^A-Za-z0-9_-]/g, '_')}`;
-  let box = document.getElementById(id);
-  if (!box) {
-    box = document.createElement('div');
-    box.className = 'heat';
-    box.id = id;
-    const layer = key === 'tokensPerExpert' ? 'all MoE layers' : key.slice(0, -'.tokensPerExpert'.length);
-    box.innerHTML = `<h3>${run.name}: ${layer}</h3><canvas></canvas><div class="scale">blue = no tokens, white = even share, red = 2x the mean or more</div>`;
-    document.getElementById('heatmaps').appendChild(box);
-  }
-  const rows = run.steps.filter((r) => Array.isArray(r[key]));
-  const E = rows.reduce((m, r) => Math.max(m, r[key].length), 0);
-  const canvas = box.querySelector('canvas');
-  canvas.width = Math.max(1, rows.length);
-  canvas.height = Math.max(1, E);
-  const ctx = canvas.getContext('2d');
-  const img = ctx.createImageData(canvas.width, canvas.height);
-  rows.forEach((r, x) => {
-    const load = r[key];
-    const mean = load.reduce((a, b) => a + b, 0) / (load.length || 1);
-    for (let e = 0; e < E; e++) {
-      const [R, G, B] = heatColor(mean > 0 ? (load[e] ?? 0) / mean : 0);
-      const o = (e * canvas.width + x) * 4;
-      img.data[o] = R; img.data[o + 1] = G; img.data[o + 2] = B; img.data[o + 3] = 255;
-    }
-  });
-  ctx.putImageData(img, 0, 0);
-}
-
 function render() {
   state.pending = false;
   document.getElementById('runs').innerHTML = state.runs.map((r, i) => `<span><i style="background:${COLORS[i % COLORS.length]}"></i>${r.name}${r.modelType ? ` (${r.modelType}${r.numExperts ? `, E = ${r.numExperts}` : ''})` : ''}: ${r.steps.length} steps</span>`).join('');
   for (const p of PANELS) drawPanel(p);
   let heat = false;
-  state.runs.forEach((run, i) => { for (const k of loadKeys(run)) { drawHeatmap(run, i, k); heat = true; } });
+  let lang = false;
+  state.runs.forEach((run, i) => {
+    for (const k of moeHeat.loadKeys(run)) { moeHeat.drawHeatmap(run, i, k); heat = true; }
+    if (run.expertLanguage.size > 0) { moeHeat.drawExpertLanguage(run, i); lang = true; }
+  });
   document.getElementById('heat-title').hidden = !heat;
+  document.getElementById('lang-title').hidden = !lang;
 }
 
 function scheduleRender() {
@@ -165,7 +137,7 @@ async function load() {
   const res = await fetch('/api/runs');
   if (!res.ok) throw new Error(`/api/runs: HTTP ${res.status}`);
   const body = await res.json();
-  state.runs = body.runs.map((r) => ({ name: r.name, modelType: r.modelType, numExperts: r.numExperts, logE: r.logE, steps: [], vals: [] }));
+  state.runs = body.runs.map((r) => ({ name: r.name, modelType: r.modelType, numExperts: r.numExperts, logE: r.logE, steps: [], vals: [], expertLanguage: new Map() }));
   body.runs.forEach((r, i) => addRecords(state.runs[i], r.records));
   render();
   // the tail starts where the snapshot ended, so no line is missed or repeated
@@ -182,6 +154,7 @@ async function load() {
     const run = state.runs[JSON.parse(ev.data).run];
     run.steps = [];
     run.vals = [];
+    run.expertLanguage = new Map();
     scheduleRender();
   });
   // the browser's own reconnect would replay from the old positions: start over from a fresh snapshot instead
