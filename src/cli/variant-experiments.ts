@@ -22,10 +22,11 @@ export const VARIANT_EXPERIMENT_HELP = `
       top-k; validation bits/byte and training loss, seeds 0..S-1 (default N = 150, S = 2; --quick: N = 40).
       Default --out docs/results/straight-through[-quick].
 
-  depth [--quick] [--out DIR] [--steps N]
+  depth [--quick] [--out DIR] [--steps N] [--every M] [--capacities 1,0.5,0.25,0.125]
       Mixture-of-Depths: the byte-level MoE LM (4 blocks, every other one routed by depth) trained
       N steps at capacities 1, 0.5, 0.25, 0.125: forward FLOPs per token against validation
       bits/byte, and the share of word starts, word-internal bytes and spaces the routed blocks run.
+      --every M: route every M-th block (default 2; 1: every block).
       Default N = 200 (--quick: 50). Default --out docs/results/depth[-quick].
 `;
 
@@ -46,13 +47,23 @@ function int(args: ParsedArgs, key: string, min: number): number | undefined {
 /** Runs a variant experiment; null when `name` is not one of them. */
 export async function variantExperiment(name: string, args: ParsedArgs, command: string): Promise<number | null> {
   if (!(VARIANT_EXPERIMENTS as readonly string[]).includes(name)) return null;
-  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' ? ['seeds'] : [])], `experiment ${name}`);
+  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' ? ['seeds'] : ['every', 'capacities'])], `experiment ${name}`);
   const out = one(args, 'out');
   const steps = int(args, 'steps', 1);
   const q = one(args, 'quick');
   if (q !== undefined && !['true', '1', 'yes', ''].includes(q)) throw new Error(`experiment: option --quick takes no value (got '${q}')`);
   if (name === 'depth') {
-    const r = await runDepth({ quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}) });
+    const every = int(args, 'every', 1);
+    const capList = one(args, 'capacities');
+    const capacities = capList?.split(',').map((c) => {
+      const v = Number(c);
+      if (c.trim() === '' || !(v > 0 && v <= 1)) throw new Error(`experiment depth: --capacities: '${c}' in '${capList}' is not a number in (0, 1]`);
+      return v;
+    });
+    const r = await runDepth({
+      quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}),
+      ...(every !== undefined ? { depthEvery: every } : {}), ...(capacities ? { capacities } : {}),
+    });
     console.log(`depth: ${r.runs.length} capacities in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
   }

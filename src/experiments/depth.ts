@@ -6,7 +6,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ByteLM, type LMConfig } from '../models/lm.js';
+import { ByteLM, lmConfig as lmConfigOf, type LMConfig } from '../models/lm.js';
 import { Adam, clipGradNorm } from '../train/optim.js';
 import { lmLoss, LanguageModelTask } from '../train/lm-task.js';
 import { loadUdhrCorpus } from '../data/udhr-corpus.js';
@@ -26,6 +26,8 @@ export interface DepthExperimentOptions {
   out?: string;
   steps?: number;
   capacities?: number[];
+  /** Route every this many blocks (default 2: blocks 2 and 4). */
+  depthEvery?: number;
   command?: string;
   log?: (line: string) => void;
 }
@@ -80,7 +82,8 @@ export async function runDepth(opts: DepthExperimentOptions = {}): Promise<{ run
   const out = opts.out ?? (quick ? 'docs/results/depth-quick' : 'docs/results/depth');
   const log = opts.log ?? ((l: string) => console.log(l));
   const languages = ['eng', 'fra', 'deu_1996', 'spa'];
-  const model: Partial<LMConfig> = { dModel: 48, layers: 4, heads: 4, maxSeqLen: 64, positions: 'learned', numExperts: 4, k: 1, dFF: 96, depthEvery: 2 };
+  const depthEvery = opts.depthEvery ?? 2;
+  const model: Partial<LMConfig> = { dModel: 48, layers: 4, heads: 4, maxSeqLen: 64, positions: 'learned', numExperts: 4, k: 1, dFF: 96, depthEvery };
   const train = { batchSize: 8, seqLen: 64, lr: 3e-3, clipNorm: 1, evalWindows: 32, seed: 0 };
   const corpus = await loadUdhrCorpus({ languages, valFraction: 0.1 });
   const runs: DepthRun[] = [];
@@ -123,7 +126,8 @@ export async function runDepth(opts: DepthExperimentOptions = {}): Promise<{ run
     runs.push(r);
     log(`  capacity ${capacity}: ${(flops / 1e6).toFixed(3)} MFLOP/token, val ${val.toFixed(3)} bits/byte; routed blocks take ${TYPES.map((t) => `${t} ${(100 * r.processedShare[t]).toFixed(0)}%`).join(', ')} (${formatSeconds(r.seconds)})`);
   }
-  const full = runs.find((r) => r.capacity === 1)?.flopsPerToken ?? runs[0]!.flopsPerToken;
+  // relative to the same model without skipping (computed, not trained, when capacity 1 is not in the list)
+  const full = lmFlopsPerToken(lmConfigOf({ ...model, depthCapacity: 1 }), train.seqLen);
   for (const r of runs) r.relativeFlops = r.flopsPerToken / full;
   const seconds = (performance.now() - t0) / 1000;
   const command = opts.command ?? 'moe experiment depth';
@@ -135,7 +139,7 @@ export async function runDepth(opts: DepthExperimentOptions = {}): Promise<{ run
     '',
     `Command: \`${command}\` (${formatSeconds(seconds)} on this machine).`,
     '',
-    `Byte-level MoE LM (d = ${model.dModel}, ${model.layers} blocks, blocks 2 and 4 routed by depth, E = ${model.numExperts}, k = 1, learned positions) on UDHR `
+    `Byte-level MoE LM (d = ${model.dModel}, ${model.layers} blocks, ${depthEvery === 1 ? 'every block' : `every ${depthEvery}${depthEvery === 2 ? 'nd' : 'th'} block`} routed by depth, E = ${model.numExperts}, k = 1, learned positions) on UDHR `
     + `${corpus.languages.join(', ')}; ${steps} steps of Adam (lr ${train.lr}, batch ${train.batchSize} x ${train.seqLen} bytes), seed 0, one run per capacity. `
     + 'FLOPs are counted analytically (forward, per token; see lmFlopsPerToken). Validation is teacher-forced with the same non-causal top-c selection as training, '
     + `so it is an optimistic estimate for autoregressive use. Processed share: of the bytes of each type in ${train.evalWindows} validation windows, the fraction a routed block ran (mean over routed blocks).`,
