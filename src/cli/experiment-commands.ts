@@ -6,6 +6,7 @@ import { runL2Norm } from '../experiments/l2-norm.js';
 import { runContributions } from '../experiments/contributions.js';
 import { runInferenceCost } from '../experiments/inference-cost.js';
 import { shellCommand } from '../experiments/common.js';
+import { multilingualCommand, multilingualHelp } from './multilingual-command.js';
 import { variantExperiment, VARIANT_EXPERIMENTS, VARIANT_EXPERIMENT_HELP } from './variant-experiments.js';
 
 export const EXPERIMENT_HELP = `moe experiment <name> [options]
@@ -43,7 +44,7 @@ plots to its output directory.
       share of time outside the experts. Default --out runs/experiments/inference-cost[-quick].
 `;
 
-const EXPERIMENTS = ['implicit-bias', 'contributions', 'l2-norm', 'inference-cost'] as const;
+const EXPERIMENTS = ['implicit-bias', 'contributions', 'l2-norm', 'inference-cost', 'multilingual'] as const;
 
 function flag(args: ParsedArgs, key: string): string | undefined {
   const v = args.flags.get(key);
@@ -82,9 +83,11 @@ function intListFlag(args: ParsedArgs, key: string): number[] | undefined {
 export async function experimentCommand(args: ParsedArgs): Promise<number> {
   const name = args.positional[1];
   if (args.flags.has('help') || name === undefined) {
-    console.log(EXPERIMENT_HELP + VARIANT_EXPERIMENT_HELP);
+    console.log(EXPERIMENT_HELP + VARIANT_EXPERIMENT_HELP + multilingualHelp());
     return name === undefined && !args.flags.has('help') ? 1 : 0;
   }
+  // multilingual takes its part as a positional argument: `moe experiment multilingual specialisation --quick`
+  if (name === 'multilingual') return multilingualCommand(args, shellCommand(['moe', 'experiment', ...args.positional.slice(1), ...[...args.flags].flatMap(([k, vs]) => vs.map((v) => (v === 'true' ? `--${k}` : `--${k}=${v}`)))]));
   if (args.positional.length > 2) throw new Error(`experiment: unexpected argument '${args.positional[2]}'`);
   const command = shellCommand(['moe', 'experiment', name, ...[...args.flags].flatMap(([k, vs]) => vs.map((v) => (v === 'true' ? `--${k}` : `--${k}=${v}`)))]);
   const out = flag(args, 'out');
