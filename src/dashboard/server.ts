@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openRuns, type RunInfo } from './runs.js';
 import { MetricsTail, readLog, type LogPosition, type TailOptions } from './tail.js';
+import { scrapeServe } from './prometheus.js';
 
 export interface DashboardOptions {
   /** Run directories written by `moe train` (checked at construction; a bad one throws naming it). */
@@ -15,6 +16,8 @@ export interface DashboardOptions {
   tail?: TailOptions;
   /** Milliseconds between SSE keep-alive comments (default 15 s): proxies close silent connections. */
   keepAliveMs?: number;
+  /** Base URL of a running `moe serve` (http://127.0.0.1:PORT): the page also shows its live expert load and cache hits. */
+  serve?: string;
 }
 
 /** The client files: compiled code runs from dist/src/dashboard, the page stays in src/dashboard/page (shipped: package.json files has src). */
@@ -34,6 +37,7 @@ function uplotDir(): string {
 const ASSETS: Record<string, { dir: 'page' | 'uplot'; file: string; type: string }> = {
   'dashboard.js': { dir: 'page', file: 'dashboard.js', type: 'text/javascript; charset=utf-8' },
   'heatmaps.js': { dir: 'page', file: 'heatmaps.js', type: 'text/javascript; charset=utf-8' },
+  'serve.js': { dir: 'page', file: 'serve.js', type: 'text/javascript; charset=utf-8' },
   'dashboard.css': { dir: 'page', file: 'dashboard.css', type: 'text/css; charset=utf-8' },
   'uplot.js': { dir: 'uplot', file: 'uPlot.iife.min.js', type: 'text/javascript; charset=utf-8' },
   'uplot.css': { dir: 'uplot', file: 'uPlot.min.css', type: 'text/css; charset=utf-8' },
@@ -60,7 +64,17 @@ export class DashboardServer {
   private readonly streams = new Set<() => void>();
 
   constructor(private readonly opts: DashboardOptions) {
-    this.runs = openRuns(opts.runs);
+    if (opts.serve !== undefined) {
+      let u: URL;
+      try {
+        u = new URL(opts.serve);
+      } catch {
+        throw new Error(`dashboard: --serve ${opts.serve} is not a URL (give http://HOST:PORT of moe serve)`);
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`dashboard: --serve ${opts.serve}: expected an http:// or https:// URL`);
+    }
+    // a serve-only page has no run directories
+    this.runs = opts.serve !== undefined && opts.runs.length === 0 ? [] : openRuns(opts.runs);
     this.pages = pageDir();
     this.uplot = uplotDir();
     this.app = Fastify({ logger: false });
@@ -94,7 +108,17 @@ export class DashboardServer {
       if (!a) return reply.code(404).send({ error: `no asset '${req.params.name}'` });
       return reply.type(a.type).send(readFileSync(join(a.dir === 'page' ? this.pages : this.uplot, a.file)));
     });
+    // the page polls this; the dashboard scrapes on the page's behalf (moe serve sends no CORS headers)
+    app.get('/api/serve', async (_req, reply) => {
+      if (this.opts.serve === undefined) return reply.code(404).send({ error: 'no --serve URL given' });
+      try {
+        return { url: this.opts.serve, ...(await scrapeServe(this.opts.serve)) };
+      } catch (e) {
+        return reply.code(502).send({ url: this.opts.serve, error: (e as Error).message });
+      }
+    });
     app.get('/api/runs', async () => ({
+      serve: this.opts.serve ?? null,
       runs: await Promise.all(this.runs.map(async (r) => {
         const log = await readLog(r.metricsFile);
         return {

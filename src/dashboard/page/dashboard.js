@@ -1,5 +1,5 @@
 // The dashboard page: fetches the runs' records, draws them with uPlot and canvas heatmaps, and follows /events.
-/* global uPlot, moeHeat */
+/* global uPlot, moeHeat, moeServe */
 'use strict';
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
@@ -137,6 +137,8 @@ async function load() {
   const res = await fetch('/api/runs');
   if (!res.ok) throw new Error(`/api/runs: HTTP ${res.status}`);
   const body = await res.json();
+  // the serve view polls on its own; started once, it survives the runs' reconnects
+  if (body.serve && !state.serveStarted) { state.serveStarted = true; moeServe.startServe(body.serve, Number(new URLSearchParams(location.search).get('servePollMs')) || 1000); }
   state.runs = body.runs.map((r) => ({ name: r.name, modelType: r.modelType, numExperts: r.numExperts, logE: r.logE, steps: [], vals: [], expertLanguage: new Map() }));
   body.runs.forEach((r, i) => addRecords(state.runs[i], r.records));
   render();

@@ -37,7 +37,7 @@ function heatBox(parent, id, title, note) {
 }
 
 /** One layer's load over steps: rows = experts, columns = steps (or buckets of steps), colour = share / even share. */
-function drawHeatmap(run, runIndex, key) {
+function drawHeatmap(run, runIndex, key, parent = 'heatmaps') {
   const soft = key.endsWith('combineSumPerExpert');
   const layer = key.replace(/\.?(tokensPerExpert|combineSumPerExpert)$/, '') || 'all MoE layers';
   const rows = run.steps.filter((r) => Array.isArray(r[key]));
@@ -46,7 +46,7 @@ function drawHeatmap(run, runIndex, key) {
   const first = rows[0]?.step;
   const last = rows[rows.length - 1]?.step;
   const id = `heat-${runIndex}-${key.replace(/[^A-Za-z0-9_-]/g, '_')}`;
-  const box = heatBox('heatmaps', id, `${run.name}: ${layer}${soft ? ' (Soft MoE: Csum per expert)' : ''}`,
+  const box = heatBox(parent, id, `${run.name}: ${layer}${soft ? ' (Soft MoE: Csum per expert)' : ''}`,
     `${E} experts (rows, expert 0 on top) x steps ${first}..${last}${cols < rows.length ? ` in ${cols} columns` : ''}: blue = none, white = even share, red = 2x the mean or more`);
   const canvas = box.querySelector('canvas');
   canvas.width = Math.max(1, cols);
