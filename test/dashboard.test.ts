@@ -129,7 +129,8 @@ test('dashboard SSE: an appended line arrives once, a partial line waits for its
   try {
     const { body } = await getJson(`${url}/api/runs`);
     const sse = new SseClient(`${url}/events?from=${body.runs[0].position}`);
-    await until(() => server.openStreams === 1, 'the stream to open');
+    // the server registers the stream before its headers reach the client: wait for both
+    await until(() => server.openStreams === 1 && sse.status !== undefined, 'the stream to open');
     assert.equal(sse.status, 200);
 
     appendFileSync(log, step(13));
@@ -189,7 +190,8 @@ test('dashboard /events refuses malformed positions; two runs get separate strea
     const { body } = await getJson(`${url}/api/runs`);
     assert.deepEqual(body.runs.map((r: { name: string }) => r.name), ['a', 'b']);
     const sse = new SseClient(`${url}/events?from=${body.runs.map((r: { position: string }) => r.position).join(',')}`);
-    await until(() => server.openStreams === 1, 'the stream to open');
+    // the server registers the stream before its headers reach the client: wait for both
+    await until(() => server.openStreams === 1 && sse.status !== undefined, 'the stream to open');
     appendFileSync(join(b, 'metrics.jsonl'), step(13));
     const ev = await sse.next((e) => e.event === 'records', 'for run b');
     assert.equal(ev.data.run, 1);
