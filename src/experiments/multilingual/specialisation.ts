@@ -51,8 +51,8 @@ async function plots(out: string, run: RunRecord, corpus: MultilingualCorpus): P
   return files;
 }
 
-function markdown(o: { command: string; seconds: number; corpus: MultilingualCorpus; runs: RunRecord[]; spec: Specialisation[]; plots: string[] }): string {
-  const { runs, spec } = o;
+function markdown(o: { command: string; seconds: number; corpus: MultilingualCorpus; runs: RunRecord[]; spec: Specialisation[]; initSpec: Specialisation[]; plots: string[] }): string {
+  const { runs, spec, initSpec } = o;
   const r0 = runs[0]!;
   const layers = spec[0]!.layers.length;
   const lines: string[] = [
@@ -94,16 +94,17 @@ function markdown(o: { command: string; seconds: number; corpus: MultilingualCor
   }
   lines.push(markdownTable(['layer', 'expert', 'load', 'top language', 'top family', 'top script', 'top byte class'], erows), '');
   lines.push('## Languages clustered by routing profile, against labels (adjusted Rand index)', '',
-    'Each language\'s profile is P(expert | language) of every layer; average-linkage clustering under Jensen-Shannon divergence, cut at K = the number of distinct labels. Null: the same clusters against randomly permuted labels (500 permutations).', '');
-  const c = (k: keyof Specialisation['clusters']) => [k === 'latinGenus' ? 'genus (Latin script only)' : k, spec[0]!.clusters[k].K, pm(spec.map((s) => s.clusters[k].ari)), pm(spec.map((s) => s.clusters[k].nullMean)), pm(spec.map((s) => s.clusters[k].null95))];
-  lines.push(markdownTable(['label', 'K', 'ARI', 'null mean', 'null 95th pct'], [c('family'), c('genus'), c('script'), c('latinGenus')]), '');
+    'Each language\'s profile is P(expert | language) of every layer; average-linkage clustering under Jensen-Shannon divergence, cut at K = the number of distinct labels. Null: the same clusters against randomly permuted labels (500 permutations). "ARI init": the same measurement on the untrained model\'s routing (what byte statistics alone give).', '');
+  const c = (k: keyof Specialisation['clusters']) => [k === 'latinGenus' ? 'genus (Latin script only)' : k, spec[0]!.clusters[k].K, pm(spec.map((s) => s.clusters[k].ari)), pm(initSpec.map((s) => s.clusters[k].ari)), pm(spec.map((s) => s.clusters[k].nullMean)), pm(spec.map((s) => s.clusters[k].null95))];
+  lines.push(markdownTable(['label', 'K', 'ARI', 'ARI init', 'null mean', 'null 95th pct'], [c('family'), c('genus'), c('script'), c('latinGenus')]), '');
   lines.push('## Do related languages route alike?', '', 'Mean Jensen-Shannon divergence (bits) between routing profiles of language pairs. p: permutation test (genus labels shuffled among the Latin-script languages, 1000 permutations) of "same-genus pairs are closer than other pairs".', '');
-  lines.push(markdownTable(['pairs', 'mean JS'], [
-    ['Latin script, same genus', pm(spec.map((s) => s.sharing.latinSameGenus))],
-    ['Latin script, other genus', pm(spec.map((s) => s.sharing.latinOtherGenus))],
-    ['permutation p (per seed)', spec.map((s) => f3(s.sharing.latinPermutationP)).join(', ')],
-    ['same script (all)', pm(spec.map((s) => s.sharing.sameScript))],
-    ['other script (all)', pm(spec.map((s) => s.sharing.otherScript))],
+  const sh = (k: keyof Specialisation['sharing']) => [pm(spec.map((s) => s.sharing[k])), pm(initSpec.map((s) => s.sharing[k]))];
+  lines.push(markdownTable(['pairs', 'mean JS', 'mean JS, untrained'], [
+    ['Latin script, same genus', ...sh('latinSameGenus')],
+    ['Latin script, other genus', ...sh('latinOtherGenus')],
+    ['permutation p (per seed)', spec.map((s) => f3(s.sharing.latinPermutationP)).join(', '), initSpec.map((s) => f3(s.sharing.latinPermutationP)).join(', ')],
+    ['same script (all)', ...sh('sameScript')],
+    ['other script (all)', ...sh('otherScript')],
   ]), '');
   lines.push('## Plots', '', ...o.plots.map((p) => `- ${p.split('/').pop()}`), '', '## Corpus', '', corpusMarkdown(o.corpus));
   return lines.join('\n');
@@ -123,15 +124,17 @@ export async function runSpecialisation(o: PartOptions): Promise<PartResult & { 
   const spec = baseSpec(corpus, o.quick);
   const runs = runsOf(corpus, 'base', spec, seedsOf(o.seeds, o.quick), out, log);
   const specialisation = runs.map((r) => specialisationOf(r, corpus));
+  // the untrained model's routing through the same measurements: what byte statistics alone give
+  const initSpec = runs.map((r) => specialisationOf({ ...r, final: r.init }, corpus));
   const files = await plots(out, runs[0]!, corpus);
   const seconds = (performance.now() - t0) / 1000;
   const summary = Object.fromEntries(LABELS.map((k: Label) => [k, specialisation[0]!.layers.map((_, l) => meanStd(specialisation.map((s) => s.layers[l]!.final[k].mi)))]));
   writeResults(out, {
     part: 'specialisation', command: o.command, seconds, spec, seeds: runs.map((r) => r.seed),
     corpus: corpusTable(corpus), lowResource: corpus.options.lowResource,
-    runs: runs.map((r, i) => ({ seed: r.seed, trainSeconds: r.trainSeconds, finalTrainLoss: r.finalTrainLoss, meanValLoss: meanLoss(r), valLoss: r.valLoss, usage: r.final, usageInit: r.init, specialisation: specialisation[i] })),
+    runs: runs.map((r, i) => ({ seed: r.seed, trainSeconds: r.trainSeconds, finalTrainLoss: r.finalTrainLoss, meanValLoss: meanLoss(r), valLoss: r.valLoss, usage: r.final, usageInit: r.init, specialisation: specialisation[i], specialisationUntrained: { clusters: initSpec[i]!.clusters, sharing: initSpec[i]!.sharing } })),
     summary: { miBitsPerLayer: summary }, plots: files.map((f) => f.split('/').pop()),
-  }, markdown({ command: o.command, seconds, corpus, runs, spec: specialisation, plots: files }));
+  }, markdown({ command: o.command, seconds, corpus, runs, spec: specialisation, initSpec, plots: files }));
   const mi = specialisation.map((s) => s.layers.map((l) => l.final.language.mi.toFixed(3)).join('/')).join(', ');
   return { out, seconds, summary: `specialisation: I(expert; language) per layer ${mi} bits; ${out}/results.md`, runs, specialisation };
 }

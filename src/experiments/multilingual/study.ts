@@ -11,8 +11,10 @@ import { trainedRun, type RunRecord, type RunSpec } from './routed-lm.js';
 
 export const QUICK_LANGUAGES = ['eng', 'fra', 'rus', 'eus'];
 
-export async function studyCorpus(quick: boolean): Promise<MultilingualCorpus> {
-  return loadMultilingualCorpus(quick ? { languages: QUICK_LANGUAGES, lowResource: ['eus'], lowRatio: 10 } : {});
+/** The study's corpus; fullData: the same languages with no low-resource cut (the rare-language part's control). */
+export async function studyCorpus(quick: boolean, fullData = false): Promise<MultilingualCorpus> {
+  const base = quick ? { languages: QUICK_LANGUAGES, lowResource: ['eus'], lowRatio: 10 } : {};
+  return loadMultilingualCorpus(fullData ? { ...base, lowResource: [] } : base);
 }
 
 /** The base run: top-k routing, data-proportional language sampling. */
