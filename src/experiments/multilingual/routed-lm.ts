@@ -229,8 +229,8 @@ export function trainedRun(corpus: MultilingualCorpus, name: string, spec: RunSp
   const snaps: Int32Array[][] = [];
   const snapSteps = [...spec.snapshotSteps].sort((a, b) => a - b);
   const init = evaluate(model, corpus, w, T);
-  const probeTop = (top: Int32Array[]) => top; // all windows kept; changes are measured over w.probe
-  if (snapSteps[0] === 0) snaps.push(probeTop(init.top1));
+  // snapshots keep every window's top-1; changes are measured over the probe windows only
+  if (snapSteps[0] === 0) snaps.push(init.top1);
 
   const opt = new Adam(model.namedParameters(), { lr: spec.lr });
   const schedule = warmupCosine({ lr: spec.lr, warmupSteps: Math.max(1, Math.round(spec.steps * 0.05)), totalSteps: spec.steps + 1, minLr: spec.lr / 10 });
