@@ -87,7 +87,8 @@ export function hierarchicalMarkdown(r: HierarchicalResult, wallSeconds: number)
   lines.push('', '## Cells', '');
   lines.push(markdownTable(['cell', 'seed', 'active', 'total', 'router MACs / token', 'final train loss', 'mean val loss', 'train s'],
     r.cells.map((x) => [x.name, x.seed, x.activeParams, x.totalParams, x.routerMacsPerToken, f(x.finalTrainLoss), f(x.meanVal), x.trainSeconds.toFixed(1)])));
-  lines.push('', 'Plots: speedup-bound.png (the FLOP bound above against E), gap-by-family.png.', '');
+  const fams = [...new Set(r.gaps.map((g) => g.family))];
+  lines.push('', `Plots: speedup-bound.png (the FLOP bound above against E), gap-by-family.png (families: ${fams.map((x, i) => `${i} ${x}`).join(', ')}).`, '');
   return `${lines.join('\n')}\n`;
 }
 
@@ -104,7 +105,7 @@ export async function hierarchicalPlots(r: HierarchicalResult, out: string): Pro
   }));
   if (rows.length > 0) {
     await writePlot(join(out, 'gap-by-family'), lineChart({
-      title: `loss - flat loss per family (> 0: worse than flat); families: ${families.map((x, i) => `${i} ${x}`).join(', ')}`.slice(0, 300), series: 'variant',
+      title: 'loss - flat loss per family (> 0: worse than flat; indices in results.md)', series: 'variant',
       x: { field: 'family', title: 'family (index)' }, y: { field: 'gap', title: 'gap (nats/byte)' }, data: rows, width: 640,
     }));
   }

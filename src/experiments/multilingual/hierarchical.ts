@@ -3,7 +3,7 @@
 // training, routing FLOPs, and measured inference time of the router and of the whole model.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
@@ -119,6 +119,7 @@ function timeVariants(config: HierarchicalConfig, lock: string | null, out: stri
   writeFileAtomic(reqPath, JSON.stringify(req));
   const main = fileURLToPath(new URL('./hierarchical-timing-main.js', import.meta.url));
   const r = spawnSync('flock', [lock, process.execPath, main, reqPath], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  rmSync(reqPath, { force: true });
   if (r.error) throw new Error(`multilingual hierarchical: could not run flock ${lock} (${r.error.message}); pass --bench-lock none to time without a lock`);
   if (r.status !== 0) throw new Error(`multilingual hierarchical: the timing child exited with ${r.status}: ${r.stderr.slice(-2000)}`);
   return JSON.parse(r.stdout) as TimingResult;
