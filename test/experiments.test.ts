@@ -52,7 +52,9 @@ test('implicit-bias: results.json has the issue records, results.md the table an
   assert.equal(json.models.length, 2);
   for (const m of json.models) assert.ok(m.trainSeconds > 0 && m.steps === 2, `model n=${m.n} has its training time and steps`);
   for (const r of json.records) {
-    assert.deepEqual(Object.keys(r).sort(), ['accuracy', 'accuracyStd', 'k', 'method', 'n', 'seeds', ...(r.method === 'all' ? [] : ['keptShare'])].sort());
+    assert.deepEqual(Object.keys(r).sort(), ['accuracy', 'accuracyStd', 'k', 'method', 'n', 'recipe', 'runs', 'seeds', 'trainingSeeds', 'trainingStd', ...(r.method === 'all' ? [] : ['keptShare'])].sort());
+    assert.equal(r.recipe, 'moe-ts');
+    assert.equal(r.trainingSeeds, 1);
     assert.ok(['algorithm1', 'algorithm1-renormalized', 'random', 'all'].includes(r.method));
     if (r.keptShare !== undefined) assert.ok(r.keptShare > 0 && r.keptShare <= 1 + 1e-9, `keptShare ${r.keptShare}`);
     assert.ok(r.accuracy >= 0 && r.accuracy <= 1 && r.accuracyStd >= 0);

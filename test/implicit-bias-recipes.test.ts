@@ -1,0 +1,52 @@
+// The implicit-bias experiment's recipes and training seeds at tiny sizes: the authors' loop (no step
+// in the first epoch), per-seed records merged with their spread, resuming with more seeds, the verdict rule.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runImplicitBias, type AccuracyRecord, type ImplicitBiasOptions } from '../src/experiments/implicit-bias.js';
+import { compareSelections } from '../src/experiments/implicit-bias-report.js';
+
+let dir: string;
+before(() => { dir = mkdtempSync(join(tmpdir(), 'moe-ib-recipes-')); });
+after(() => { rmSync(dir, { recursive: true, force: true }); });
+
+const tiny = (out: string, extra: Partial<ImplicitBiasOptions> = {}): ImplicitBiasOptions => ({
+  dataset: 'mnist', ns: [2], epochs: 2, limitTrain: 512, limitTest: 100, randomSeeds: 2, out, progress: false, log: () => {}, ...extra,
+});
+
+test('authors recipe: no step in the first epoch, records carry the recipe; more training seeds extend a finished run', async () => {
+  const out = join(dir, 'authors');
+  const one = await runImplicitBias(tiny(out, { recipe: 'authors' }));
+  assert.equal(one.models[0]!.steps, 2, 'two batches of 256, one stepping epoch of two');
+  assert.equal(one.config.model.slotInputs, 'normalized');
+  assert.equal(one.config.model.decoderBias, false);
+  for (const r of one.records) assert.ok(r.recipe === 'authors' && r.trainingSeeds === 1 && r.trainingStd === 0 && r.runs!.length === 1);
+  const lines: string[] = [];
+  const two = await runImplicitBias(tiny(out, { recipe: 'authors', trainingSeeds: 2, log: (l) => lines.push(l) }));
+  assert.ok(lines.some((l) => /n=2 \(training seed 0\): already in/.test(l)), lines.join('\n'));
+  assert.deepEqual(two.models.map((m) => m.seed), [0, 1]);
+  assert.ok(existsSync(join(out, 'models', 'n2-seed1.safetensors')));
+  const all = two.records.find((r) => r.method === 'all')!;
+  assert.equal(all.trainingSeeds, 2);
+  assert.equal(all.runs![0], one.records.find((r) => r.method === 'all')!.accuracy);
+  assert.ok(Math.abs(all.accuracy - (all.runs![0]! + all.runs![1]!) / 2) < 1e-12);
+  await assert.rejects(runImplicitBias(tiny(out, { recipe: 'moe-ts' })), /different configuration.*recipe/);
+  await assert.rejects(runImplicitBias(tiny(join(dir, 'x'), { recipe: 'authors', epochs: 1 })), /option epochs: .*at least 2/);
+  await assert.rejects(runImplicitBias(tiny(join(dir, 'x'), { recipe: 'authors', normalizePixels: false })), /option normalizePixels/);
+  await assert.rejects(runImplicitBias(tiny(join(dir, 'x'), { recipe: 'paper' as 'authors' })), /option recipe: must be moe-ts or authors/);
+});
+
+test('verdict: better or worse only beyond twice both the random and the training-seed spread', () => {
+  const rec = (method: AccuracyRecord['method'], runs: number[], accuracyStd = 0): AccuracyRecord => ({
+    n: 4, k: 1, method, accuracy: runs.reduce((a, b) => a + b) / runs.length, accuracyStd, seeds: 1, runs, trainingSeeds: runs.length,
+  });
+  const v = (a: number[], r: number[], rsd: number) => compareSelections([rec('algorithm1', a), rec('random', r, rsd)])[0]!;
+  assert.equal(v([0.8, 0.81, 0.79], [0.5, 0.5, 0.5], 0.01).verdict, 'better');
+  assert.equal(v([0.5, 0.5, 0.5], [0.8, 0.81, 0.79], 0.01).verdict, 'worse');
+  assert.equal(v([0.9, 0.5, 0.7], [0.6, 0.6, 0.6], 0.01).verdict, 'within noise', 'a large mean gap with a larger seed spread');
+  assert.equal(v([0.62, 0.62, 0.62], [0.6, 0.6, 0.6], 0.02).verdict, 'within noise', 'within the random spread');
+  assert.equal(v([0.62], [0.6], 0.001).trainingStd, null);
+});
