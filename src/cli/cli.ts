@@ -19,6 +19,7 @@ import { EVAL_HELP, INSPECT_HELP } from './model-commands.js';
 import { serveCommand, SERVE_HELP } from './serve-command.js';
 import { benchServeCommand, BENCH_SERVE_HELP } from './bench-serve-command.js';
 import { dashboardCommand, DASHBOARD_HELP } from '../dashboard/command.js';
+import { benchAllToAllCommand, simulateCommand, BENCH_ALL_TO_ALL_HELP, SIMULATE_HELP } from './parallel-commands.js';
 
 const HELP = `moe: Mixture-of-Experts in TypeScript
 
@@ -45,6 +46,8 @@ Commands:
   bench decode --model M [--json]               batch-1 prefill/decode tokens/s of a MoE LM vs the bandwidth floor
   bench cost-model --model M [--batch 1,2,4]   fit time per step = bytes / bandwidth + FLOPs / throughput
   bench serve --model M [--clients 1,4,16]      moe serve under N concurrent streaming clients: tokens/s, TTFT, TPOT
+  bench all-to-all [--workers 1,2,4]            expert-parallel exchange on worker threads: bytes, compute vs exchange time
+  simulate ep --trace F [--topology T]          predicted all-to-all time and bytes per link of a routing trace
   info                                          backends, BLAS and threads in use
 
 Options:
@@ -58,6 +61,7 @@ Environment:
 `;
 
 const BENCH_HELP: Record<string, string> = {
+  'all-to-all': BENCH_ALL_TO_ALL_HELP,
   gemm: `moe bench gemm [--json] [--backend js|native] [--js-sizes 256,512]
 
 Measures the float32 FMA peak of this machine (all threads, widest vector unit), then the GFLOP/s
@@ -173,6 +177,7 @@ const COMMANDS = new Map<string, { help: string | ((args: ParsedArgs) => string)
   ['dashboard', { help: DASHBOARD_HELP, run: dashboardCommand }],
   ['predict', { help: PREDICT_HELP, run: predictCommand }],
   ['info', { help: INFO_HELP, run: infoCommand }],
+  ['simulate', { help: SIMULATE_HELP, run: simulateCommand }],
 ]);
 
 async function main(argv: string[]): Promise<number> {
@@ -192,6 +197,7 @@ async function main(argv: string[]): Promise<number> {
       if (sub === 'decode') return benchDecodeCommand(args);
       if (sub === 'serve') return benchServeCommand(args);
       if (sub === 'cost-model') return benchCostModelCommand(args);
+      if (sub === 'all-to-all') return benchAllToAllCommand(args);
       const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts', 'compare-torch', 'rounds'], 'soft-moe': ['json', 'experts'] };
       rejectUnknown(args, known[sub]!, `bench ${sub}`);
       warnSlowPath();

@@ -54,6 +54,7 @@ export interface RunConfig {
 
 export interface ParallelConfig {
   experts: number;
+  trace: string | null;
 }
 
 export const DATA_SCHEMA: Schema = {
@@ -97,6 +98,7 @@ export const TRAIN_SCHEMA: Schema = {
 
 export const PARALLEL_SCHEMA: Schema = {
   experts: { type: 'integer', default: 1, min: 1, max: 256, doc: 'worker threads the experts of every MoE layer are split across (expert parallelism; at most numExperts)' },
+  trace: { type: 'string', default: null, nullable: true, doc: 'record every training step\'s routing (token -> expert) to this JSONL, for moe simulate ep' },
 };
 
 const SECTIONS: Record<string, Schema> = { data: DATA_SCHEMA, optim: OPTIM_SCHEMA, train: TRAIN_SCHEMA, parallel: PARALLEL_SCHEMA };

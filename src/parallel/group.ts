@@ -153,6 +153,12 @@ export class ExpertGroup {
     const t = (this.timing[key] ??= { ms: 0, calls: 0 });
     t.ms += performance.now() - t0;
     t.calls++;
+    // the phase waits for its slowest rank: its critical path holds the largest compute time
+    let compute = 0;
+    for (let r = 0; r < this.ranks; r++) compute = Math.max(compute, Atomics.load(this.ctl, r * WORKER_CTL_WORDS + CTL.computeUs) / 1000);
+    const c2 = (this.timing[`${key}.compute`] ??= { ms: 0, calls: 0 });
+    c2.ms += compute;
+    c2.calls++;
   }
 
   /** The worker threads (tests use them to kill one). */

@@ -4,8 +4,9 @@
 // each operation is one phase of the all-to-all, and the wait is its barrier.
 
 /** Control words per worker, in one Int32Array of WORKER_CTL_WORDS * N. */
-export const CTL = { cmd: 0, done: 1, status: 2, errLen: 3, ready: 4 } as const;
-export const WORKER_CTL_WORDS = 5;
+/** computeUs: microseconds the last phase spent in expert arithmetic (the rest of a phase is exchange). */
+export const CTL = { cmd: 0, done: 1, status: 2, errLen: 3, ready: 4, computeUs: 5 } as const;
+export const WORKER_CTL_WORDS = 6;
 /** Bytes of error text a worker may leave for the main thread. */
 export const ERR_BYTES = 2048;
 export const STATUS = { ok: 0, error: 1, exited: 2 } as const;

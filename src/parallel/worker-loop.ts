@@ -38,6 +38,8 @@ interface Saved {
   rows: number;
 }
 const layers = new Map<number, LocalLayer>();
+/** Time in expert arithmetic during the current phase. */
+let computeMs = 0;
 const saved = new Map<string, Saved>();
 /** Forwards whose backward never came are dropped past this many (main releases them too). */
 const MAX_SAVED = 256;
@@ -159,7 +161,9 @@ function expertForward(lay: LocalLayer, l: ExchangeLayout, key: string, flags: n
   const run = (): Tensor => expertMLP(x, sizes, lay.msg.activation as ExpertMLPActivation,
     { w1: params.w1!, w2: params.w2!, w3: params.w3 ?? null, b1: params.b1 ?? null, b2: params.b2 ?? null },
     { gates, ...(params.b1 ? { rowExpert } : {}) });
+  const t0 = performance.now();
   const out = needGrad ? run() : noGrad(run);
+  computeMs += performance.now() - t0;
   sendBack(l, out.data as Float32Array, f32(R.ret, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d);
   if (needGrad) remember(key, { out, x, gates, params, rows });
 }
@@ -182,7 +186,9 @@ function expertBackward(lay: LocalLayer, l: ExchangeLayout, key: string, flags: 
   });
   if (s.rows > 0 && s.out) {
     const g = new Tensor(receive(l, f32(R.send, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d), [s.rows, d]);
+    const t0 = performance.now();
     s.out.backward(g);
+    computeMs += performance.now() - t0;
     if (s.x?.grad) sendBack(l, s.x.grad.data as Float32Array, f32(R.ret, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d);
     if (s.gates?.grad) f32(R.gateGrads, s.rows, l.groupStart[e0]!).set(s.gates.grad.data as Float32Array);
   }
@@ -244,12 +250,14 @@ for (;;) {
   if (cmd === seen) continue;
   seen = cmd;
   let status: number = STATUS.ok;
+  computeMs = 0;
   try {
     runOp();
   } catch (e) {
     reportError(e);
     status = STATUS.error;
   }
+  Atomics.store(ctl, CTL.computeUs, Math.round(computeMs * 1000));
   Atomics.store(ctl, CTL.status, status);
   Atomics.store(ctl, CTL.done, cmd);
   Atomics.notify(ctl, CTL.done);

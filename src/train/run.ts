@@ -23,6 +23,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { Progress } from './progress.js';
 import type { Module } from '../nn/module.js';
 import { attachExpertParallel, type ExpertParallel } from '../parallel/expert-parallel.js';
+import { recordRouting, type RoutingRecorder } from '../parallel/trace.js';
 import { growthControllerFor } from './growth.js';
 
 /** Loads the configured image dataset with its seeded validation split. */
@@ -175,10 +176,12 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
   const outExisted = existsSync(opts.out);
   const lock = openRunDir(opts.out, { fresh: !inPlace, ...(opts.force ? { force: true } : {}), log });
   let parallel: ExpertParallel | null = null;
+  let recorder: RoutingRecorder | null = null;
   try {
     // parallel.experts > 1: every MoE layer's experts run on that many worker threads (src/parallel/)
     const workers = config.parallel?.experts ?? 1;
     if (workers > 1) parallel = attachExpertParallel(model, { workers });
+    if (config.parallel?.trace) recorder = recordRouting(model, config.parallel.trace);
     let resumeState: TrainerState | undefined;
     let scheduleSteps = totalSteps;
     if (resume) {
@@ -242,6 +245,7 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
     throw e;
   } finally {
     lock.release();
+    recorder?.close();
     await parallel?.close();
   }
 }
