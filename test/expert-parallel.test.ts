@@ -204,12 +204,12 @@ test('expert parallelism refuses what it cannot do, naming it', async () => {
 test('config: parallel.experts is validated and settable with --set', () => {
   const base = { model: { type: 'softmoe-classifier' } };
   assert.equal(validateRun(base).parallel, undefined);
-  assert.deepEqual(validateRun({ ...base, parallel: { experts: 4 } }).parallel, { experts: 4 });
+  assert.deepEqual(validateRun({ ...base, parallel: { experts: 4 } }).parallel, { experts: 4, trace: null });
   assert.throws(() => validateRun({ ...base, parallel: { experts: 0 } }), /config.parallel.experts: 0 is below the minimum 1/);
   assert.throws(() => validateRun({ ...base, parallel: { workers: 2 } }), /config.parallel.workers: unknown key/);
   const raw: Record<string, unknown> = { ...base };
   applySets(raw, ['parallel.experts=2']);
-  assert.deepEqual(validateRun(raw).parallel, { experts: 2 });
+  assert.deepEqual(validateRun(raw).parallel, { experts: 2, trace: null });
   assert.throws(() => applySets({}, ['parallel.experts=two']), /--set parallel.experts=two: expected a number/);
 });
 
@@ -235,4 +235,29 @@ test('moe train --set parallel.experts=2 writes the same metrics.jsonl as one pr
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('simulator: the seed\'s T/N_d log N_d holds for the log-round (Bruck) all-to-all; pairwise is T/N_d, ring about T/2', async () => {
+  const { exchangeCost, uniformBytes, validateTopology } = await import('../src/parallel/simulator.js');
+  // bandwidth only (latency ~0), one node: 1 GB/s per device
+  const topo = validateTopology({ devices: 64, devicesPerNode: 64, intra: { bandwidthGBs: 1, latencyUs: 1e-9 }, inter: { bandwidthGBs: 1, latencyUs: 1e-9 } }, 'test');
+  const t = (T: number, D: number, a: 'pairwise' | 'ring' | 'bruck'): number => exchangeCost(uniformBytes(T, D, 2, 1024), topo, a).seconds;
+  for (const a of ['pairwise', 'ring', 'bruck'] as const) assert.ok(Math.abs(t(8192, 8, a) / t(4096, 8, a) - 2) < 1e-6, `${a}: linear in T`);
+  const rel = (x: number, y: number): number => Math.abs(x / y - 1);
+  for (const D of [4, 8, 16, 32]) {
+    // Bruck: log2 D rounds, each moving half of a device's T k / D rows
+    assert.ok(rel(t(4096, D, 'bruck'), (4096 / D) * Math.log2(D) * (2 * 1024 / 2) / 1e9) < 1e-6, `bruck D=${D}`);
+    // pairwise: D - 1 rounds of T k / D^2 rows each
+    assert.ok(rel(t(4096, D, 'pairwise'), ((4096 / D) * ((D - 1) / D) * 2 * 1024) / 1e9) < 1e-6, `pairwise D=${D}`);
+    // ring: the busiest link carries every block passing it, sum of hop counts / D
+    assert.ok(rel(t(4096, D, 'ring'), ((4096 / D) * (2 / D) * 1024 * (D * (D - 1)) / 2) / 1e9) < 1e-6, `ring D=${D}`);
+  }
+  // two nodes: the hierarchical exchange sends exactly the cross-node bytes over the slow links, in fewer rounds
+  const two = validateTopology({ devices: 16, devicesPerNode: 8, intra: { bandwidthGBs: 450, latencyUs: 3 }, inter: { bandwidthGBs: 50, latencyUs: 8 } }, 'test');
+  const m = uniformBytes(4096, 16, 2, 2048);
+  const pw = exchangeCost(m, two, 'pairwise');
+  const hi = exchangeCost(m, two, 'hierarchical');
+  assert.ok(rel(hi.interBytes, pw.interBytes) < 1e-9);
+  assert.ok(hi.rounds < pw.rounds);
+  assert.throws(() => validateTopology({ devices: 0 }, 'x.json'), /x.json: devices must be a positive integer, got 0/);
 });
