@@ -29,12 +29,12 @@ constexpr int kSpinMicros = 2000;
 class Pool {
  public:
   explicit Pool(int threads) : threads_(threads < 1 ? 1 : threads) {
-    for (int i = 1; i < threads_; i++) workers_.emplace_back([this, i] { loop(i); });
+    for (int i = 1; i < threads_; i++) workers_.emplace_back([this] { loop(); });
   }
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
+      stop_.store(true, std::memory_order_release);
       gen_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
@@ -62,29 +62,53 @@ class Pool {
       return;
     }
     park_.store(false, std::memory_order_relaxed);
+    // Every part of the last job is done (run waited for it), so no worker reads these now: a
+    // worker reads them only after claiming a part of the job they describe.
     fn_ = fn;
     ctx_ = ctx;
     n_ = n;
     parts_ = static_cast<int>(parts);
-    // Every worker acknowledges every job, so no worker can still be reading this job's
-    // parameters when the next one is set up.
-    pending_.store(threads_ - 1, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    uint64_t g;
     {
       std::lock_guard<std::mutex> lk(m_);
-      gen_.fetch_add(1, std::memory_order_release);
+      g = gen_.load(std::memory_order_relaxed) + 1;
+      claim_.store(pack(g, static_cast<uint32_t>(parts), 0), std::memory_order_release);
+      gen_.store(g, std::memory_order_release);
     }
     cv_.notify_all();
-    chunk(0);
-    while (pending_.load(std::memory_order_acquire) != 0) MOE_PAUSE();
+    // The caller claims parts too, so a worker that the OS has not scheduled (a busy machine: other
+    // processes on the cores) never holds the job up: it finds nothing left when it wakes. Parts
+    // are fixed ranges whoever runs them, so results do not depend on which thread did what.
+    work(g);
+    while (done_.load(std::memory_order_acquire) != parts) MOE_PAUSE();
   }
 
  private:
+  // claim_: the job's generation (low 32 bits of gen_, in the high half), its part count and the
+  // next unclaimed part (16 bits each; parts <= 64 threads).
+  static uint64_t pack(uint64_t gen, uint32_t parts, uint32_t next) { return ((gen & 0xffffffffu) << 32) | (uint64_t(parts) << 16) | next; }
+
+  // Claims and runs parts of job `gen` until none is left or a newer job has replaced it.
+  void work(uint64_t gen) {
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((c >> 32) != (gen & 0xffffffffu)) return;
+      const uint32_t parts = static_cast<uint32_t>((c >> 16) & 0xffff), next = static_cast<uint32_t>(c & 0xffff);
+      if (next >= parts) return;
+      if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      chunk(static_cast<int>(next));
+      done_.fetch_add(1, std::memory_order_release);
+      c = claim_.load(std::memory_order_acquire);
+    }
+  }
+
   void chunk(int part) {
     int64_t b = n_ * part / parts_, e = n_ * (part + 1) / parts_;
     if (e > b) fn_(ctx_, b, e);
   }
 
-  void loop(int id) {
+  void loop() {
     uint64_t seen = 0;
     for (;;) {
       uint64_t g = gen_.load(std::memory_order_acquire);
@@ -105,9 +129,8 @@ class Pool {
         }
       }
       seen = g;
-      if (stop_) return;
-      if (id < parts_) chunk(id);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      if (stop_.load(std::memory_order_acquire)) return;
+      work(g);
     }
   }
 
@@ -158,9 +181,10 @@ class Pool {
   std::mutex m_, busy_;
   std::condition_variable cv_;
   std::atomic<uint64_t> gen_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_{0};
   std::atomic<bool> park_{false};
-  bool stop_ = false;
+  std::atomic<bool> stop_{false};
   ChunkFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0;
