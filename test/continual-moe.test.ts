@@ -15,6 +15,7 @@ import { Adam } from '../src/train/optim.js';
 import { lmConfig } from '../src/models/lm.js';
 import { validateRun } from '../src/config/run.js';
 import { runTraining } from '../src/train/run.js';
+import { loadModel } from '../src/models/load.js';
 import { assertClose, backendsUnderTest, checkAccumulatedGradients, randTensor } from './helpers.js';
 
 type RouterCfg = moe.RouterConfig;
@@ -214,6 +215,11 @@ test('moe train with a grow schedule: grows, logs it, and a resumed run repeats 
     await runTraining(config, { out: join(dir, 'b'), resume: join(dir, 'b'), progress: null, onStep: (v) => split.push(v['loss']!) });
     assert.equal(straight.length, 8);
     assert.deepEqual(split, straight);
+    // the finished run loads for use (moe generate / predict): grown to 4 experts, growBias included
+    const loaded = loadModel(join(dir, 'a'));
+    const routers = loaded.model.namedParameters().filter(([n]) => n.endsWith('router.weight'));
+    assert.ok(routers.length > 0);
+    for (const [n, t] of routers) assert.equal(t.shape[0], 4, n);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

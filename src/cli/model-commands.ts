@@ -2,13 +2,14 @@
 // the weights only (a shared checkpoint without optimizer.safetensors works) and turn library
 // errors into messages about the user's files and flags.
 
+import { loadWeightsWithGrowth, hasGrowSchedule } from '../models/checkpoint-growth.js';
 import { join } from 'node:path';
 import { type ParsedArgs, rejectUnknown } from './args.js';
 import { generate, type ByteLM } from '../models/lm.js';
 import { encodeBytes } from '../data/text.js';
 import { validateRun, type RunConfig } from '../config/run.js';
 import { buildRunModel, loadByteData, loadImageData, makeTask, resolveCheckpointDir } from '../train/run.js';
-import { loadCheckpoint, loadModelWeights } from '../models/checkpoint.js';
+import { loadCheckpoint } from '../models/checkpoint.js';
 import { noGrad } from '../tensor/autograd.js';
 import { Tensor } from '../tensor/tensor.js';
 import { BatchIterator } from '../data/batches.js';
@@ -42,7 +43,8 @@ function loadTrained(command: string, dir: string): { config: RunConfig; model: 
   }
   const { model, task: kind } = buildRunModel(config);
   try {
-    loadModelWeights(model, ckpt.model);
+    // a run with a grow schedule saved more experts than its config builds: grow to the file's count
+    loadWeightsWithGrowth(model, ckpt.model, { grow: hasGrowSchedule(config.model) });
   } catch (e) {
     const why = weightsMismatchReason(e);
     throw new Error(`${command}: the weights in ${join(ckpt.dir, 'model.safetensors')} do not fit the model that ${join(ckpt.dir, 'config.json')} describes `

@@ -13,6 +13,12 @@ export interface LoadWithGrowthOptions extends LoadWeightsOptions {
   grow?: boolean;
 }
 
+/** True when a model config has a non-empty `grow` schedule (its checkpoints hold the grown expert count). */
+export function hasGrowSchedule(modelConfig: unknown): boolean {
+  const g = (modelConfig as { grow?: unknown } | null)?.grow;
+  return Array.isArray(g) && g.length > 0;
+}
+
 /**
  * Loads model tensors whose expert count may differ from the model's. Each MoE layer's expert
  * count in the file is read from '<layer>.router.weight'. Equal counts load as usual. A larger

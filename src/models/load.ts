@@ -5,13 +5,14 @@
 // and data.dataset with data.normalize determine the statistics through the one table that
 // training reads too (data/image-datasets.ts). So every checkpoint ever written carries it.
 
+import { loadWeightsWithGrowth, hasGrowSchedule } from './checkpoint-growth.js';
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Module } from '../nn/module.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
 import { validateRun, type RunConfig } from '../config/run.js';
-import { loadCheckpoint, loadModelWeights } from './checkpoint.js';
+import { loadCheckpoint } from './checkpoint.js';
 import { FASHION_MNIST_COARSE_CLASSES } from '../data/mnist.js';
 import { bytesToImages, type Normalize } from '../data/batches.js';
 import { imageDatasetInfo, imageNormalization, isImageDataset } from '../data/image-datasets.js';
@@ -123,7 +124,8 @@ export function loadModel(dir: string): LoadedModel {
     throw new Error(`loadModel ${ckptDir}: config.json: ${(e as Error).message}`, { cause: e });
   }
   const { model, spec, options } = buildModel(config.model, config.train.seed);
-  loadModelWeights(model, ckpt.model);
+  // a run with a grow schedule saved more experts than its config builds: grow to the file's count
+  loadWeightsWithGrowth(model, ckpt.model, { grow: hasGrowSchedule(config.model) });
   model.eval();
   const input = geometryOf(config, options);
   const normalize = input && isImageDataset(config.data.dataset) ? imageNormalization(config.data) : null;
