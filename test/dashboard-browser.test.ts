@@ -2,12 +2,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { appendFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DashboardServer } from '../src/dashboard/server.js';
+import { findChromium } from './dashboard-chromium.js';
 
 // the callbacks below run in the page; tsconfig has no DOM lib (adding it would change every file's globals)
 declare const document: any;
@@ -20,15 +20,6 @@ const SOFT_FIXTURE = fileURLToPath(new URL('../../test/fixtures/dashboard-run-so
 /** Git-ignored (.gitignore /test-artifacts/): screenshots a person can look at after the run. */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts', import.meta.url));
 
-function findChromium(): string | null {
-  if (process.env['CHROMIUM_PATH']) return process.env['CHROMIUM_PATH'];
-  for (const name of ['chromium', 'chromium-browser']) {
-    try {
-      return execFileSync('which', [name], { encoding: 'utf8' }).trim() || null;
-    } catch { /* not on PATH */ }
-  }
-  return null;
-}
 
 const chromium = findChromium();
 const skip = chromium === null ? 'chromium is not installed (apt-get install chromium; scripts/setup.sh installs it)' : false;

@@ -18,7 +18,7 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { DataError, readFileOrThrow } from './errors.js';
-import { encodeBytes } from './text.js';
+import { decodeEntities, encodeBytes } from './text.js';
 import { DEFAULT_LOW_RESOURCE, LANGUAGES, languageInfo } from './languages.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/rng.js';
@@ -72,17 +72,6 @@ export interface MultilingualCorpus {
   options: { languages: string[]; valArticles: number[]; testArticles: number[]; lowResource: string[]; lowRatio: number };
 }
 
-const NAMED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: '\u00a0' };
-
-function decodeEntities(s: string): string {
-  return s.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (all, body: string) => {
-    if (body[0] === '#') {
-      const cp = body[1] === 'x' || body[1] === 'X' ? parseInt(body.slice(2), 16) : parseInt(body.slice(1), 10);
-      return Number.isFinite(cp) && cp <= 0x10ffff ? String.fromCodePoint(cp) : all;
-    }
-    return NAMED[body.toLowerCase()] ?? all;
-  });
-}
 
 /** Headings and paragraphs of an HTML fragment, one per line (the same reduction as loadUdhr's). */
 function fragmentLines(html: string): string[] {
