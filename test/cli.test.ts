@@ -12,7 +12,7 @@ import { CREATE_HELP } from '../src/cli/create-command.js';
 import { CONVERT_HELP } from '../src/cli/convert-command.js';
 import { GENERATE_HELP, BENCH_DECODE_HELP } from '../src/cli/generate-command.js';
 import { SERVE_HELP } from '../src/cli/serve-command.js';
-import { EXPERIMENT_HELP } from '../src/cli/experiment-commands.js';
+import { experimentHelp } from '../src/cli/experiment-commands.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -62,7 +62,7 @@ test("every command's --help prints its own full help, naming every option the c
   const own: Array<[string[], string]> = [
     [['train'], trainHelp(undefined)], [['eval'], EVAL_HELP], [['inspect'], INSPECT_HELP], [['plot'], PLOT_HELP],
     [['predict'], PREDICT_HELP], [['create'], CREATE_HELP], [['convert'], CONVERT_HELP], [['generate'], GENERATE_HELP],
-    [['serve'], SERVE_HELP], [['experiment'], EXPERIMENT_HELP], [['bench', 'decode'], BENCH_DECODE_HELP],
+    [['serve'], SERVE_HELP], [['experiment'], experimentHelp()], [['bench', 'decode'], BENCH_DECODE_HELP],
   ];
   for (const [cmd, help] of own) {
     const r = await inProcess([...cmd, '--help']);

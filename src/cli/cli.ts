@@ -8,7 +8,7 @@ import { benchGemm, formatGemmReport } from '../../bench/gemm.js';
 import { benchElementwise, formatBandwidthReport } from '../../bench/elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from '../../bench/moe-layer.js';
 import { benchSoftMoE, formatSoftMoEReport } from '../../bench/soft-moe.js';
-import { experimentCommand, EXPERIMENT_HELP } from './experiment-commands.js';
+import { experimentCommand, experimentHelp } from './experiment-commands.js';
 import { predictCommand, PREDICT_HELP } from './predict-command.js';
 import { createCommand, CREATE_HELP } from './create-command.js';
 import { convertCommand, CONVERT_HELP } from './convert-command.js';
@@ -39,6 +39,8 @@ Commands:
   dashboard RUN_DIR... [--port P] [--host H]   live web page of runs: loss, accuracy, routing
   predict --checkpoint DIR --input FILE [--top N] [--json]   top classes of images (IDX, PNG, JSON)
   experiment implicit-bias|l2-norm|inference-cost [--quick]   the Soft MoE paper's studies (docs/results/)
+  experiment multilingual specialisation|stability|rare|pareto|hierarchical [--quick]   seed 002's study
+  experiment continual|straight-through|depth [--quick]   the MoE variants (docs/variants.md)
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
@@ -168,7 +170,7 @@ const COMMANDS = new Map<string, { help: string | ((args: ParsedArgs) => string)
   ['train', { help: (args) => trainHelp(args.positional[1]), run: trainCommand }],
   ['eval', { help: EVAL_HELP, run: evalCommand }],
   ['inspect', { help: INSPECT_HELP, run: inspectCommand }],
-  ['experiment', { help: EXPERIMENT_HELP, run: experimentCommand }],
+  ['experiment', { help: experimentHelp(), run: experimentCommand }],
   ['generate', { help: GENERATE_HELP, run: generateCommand }],
   ['serve', { help: SERVE_HELP, run: serveCommand }],
   ['create', { help: CREATE_HELP, run: createCommand }],

@@ -86,11 +86,16 @@ function intListFlag(args: ParsedArgs, key: string): number[] | undefined {
   });
 }
 
+/** The whole help of `moe experiment`: the Soft MoE paper's studies, the variants, the multilingual parts. */
+export function experimentHelp(): string {
+  return EXPERIMENT_HELP + VARIANT_EXPERIMENT_HELP + multilingualHelp();
+}
+
 /** Runs `moe experiment <name> ...`; args.positional is ['experiment', name]. */
 export async function experimentCommand(args: ParsedArgs): Promise<number> {
   const name = args.positional[1];
   if (args.flags.has('help') || name === undefined) {
-    console.log(EXPERIMENT_HELP + VARIANT_EXPERIMENT_HELP + multilingualHelp());
+    console.log(experimentHelp());
     return name === undefined && !args.flags.has('help') ? 1 : 0;
   }
   // multilingual takes its part as a positional argument: `moe experiment multilingual specialisation --quick`
