@@ -67,7 +67,6 @@ class Pool {
     fn_ = fn;
     ctx_ = ctx;
     n_ = n;
-    parts_ = static_cast<int>(parts);
     done_.store(0, std::memory_order_relaxed);
     uint64_t g;
     {
@@ -97,14 +96,14 @@ class Pool {
       const uint32_t parts = static_cast<uint32_t>((c >> 16) & 0xffff), next = static_cast<uint32_t>(c & 0xffff);
       if (next >= parts) return;
       if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
-      chunk(static_cast<int>(next));
+      chunk(next, parts);
       done_.fetch_add(1, std::memory_order_release);
       c = claim_.load(std::memory_order_acquire);
     }
   }
 
-  void chunk(int part) {
-    int64_t b = n_ * part / parts_, e = n_ * (part + 1) / parts_;
+  void chunk(int64_t part, int64_t parts) {
+    int64_t b = n_ * part / parts, e = n_ * (part + 1) / parts;
     if (e > b) fn_(ctx_, b, e);
   }
 
@@ -188,7 +187,6 @@ class Pool {
   ChunkFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0;
-  int parts_ = 1;
 };
 
 // The environment is read (and validated) by the TypeScript binding, which calls setPoolThreads:
