@@ -17,5 +17,7 @@ export * from './routers/expert-choice.js';
 export * from './routers/sigmoid-group.js';
 export * from './routers/dynamic.js';
 export * from './routers/differentiable.js';
+export * from './routers/device-limited.js';
+export * from './routers/placement.js';
 export * from './soft.js';
 export * from './select.js';

@@ -10,6 +10,7 @@ import { DifferentiableTopKRouter, type DifferentiableTopKOptions } from './diff
 import { NoisyTopKRouter, type NoisyTopKRouterOptions } from './noisy.js';
 import { HierarchicalRouter, type HierarchicalRouterOptions } from './hierarchical.js';
 import { StraightThroughRouter, type StraightThroughOptions } from './straight-through.js';
+import { DeviceLimitedRouter, type DeviceLimitedRouterOptions } from './device-limited.js';
 import { checkKeys } from '../config.js';
 
 export { HierarchicalRouter, type HierarchicalRouterOptions, type HierarchicalRouteOptions } from './hierarchical.js';
@@ -24,7 +25,8 @@ export type RouterConfig =
   | ({ type: 'dynamic' } & DynamicRouterOptions)
   | ({ type: 'differentiable-topk' } & DifferentiableTopKOptions)
   | ({ type: 'hierarchical' } & HierarchicalRouterOptions)
-  | ({ type: 'straight-through' } & StraightThroughOptions);
+  | ({ type: 'straight-through' } & StraightThroughOptions)
+  | ({ type: 'device-limited' } & DeviceLimitedRouterOptions);
 
 export type RouterType = RouterConfig['type'];
 
@@ -64,3 +66,5 @@ registerRouter('differentiable-topk', [...LINEAR, 'k', 'temperature', 'minGate']
 registerRouter('hierarchical', [...LINEAR, 'groups', 'k', 'normalize', 'scaleByCluster', 'supervised'],
   (c, d, e) => new HierarchicalRouter(d, e, c as HierarchicalRouterOptions));
 registerRouter('straight-through', [...LINEAR, 'k', 'gumbel', 'temperature'], (c, d, e) => new StraightThroughRouter(d, e, c as StraightThroughOptions));
+registerRouter('device-limited', [...LINEAR, 'k', 'order', 'normalize', 'devices', 'maxDevices', 'deviceScoreTopN', 'devicesPerNode', 'intraNodeCost', 'interNodeCost', 'topologyLoss'],
+  (c, d, e) => new DeviceLimitedRouter(d, e, c as DeviceLimitedRouterOptions));
