@@ -16,6 +16,7 @@ export { KERNEL_NAMES, BINARY_OPS, UNARY_OPS, REDUCE_OPS, type Backend, type Ker
 export * as ops from './ops/index.js';
 export * from './ops/index.js';
 export * from './nn/index.js';
+export { transformerBlock, buildFeedForward, type BlockSpec, type FeedForwardConfig, type DenseFFNConfig, type MoEFFNConfig } from './models/block.js';
 export * as moe from './moe/index.js';
 export { nativeInfo, measurePeakGflops } from './backends/native/index.js';
 export * as data from './data/index.js';

@@ -5,12 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, Tensor, noGrad, ops, withBackend } from '../src/index.js';
-import { TransformerBlock, type TransformerBlockConfig } from '../src/nn/transformer.js';
+import { transformerBlock, type BlockSpec } from '../src/models/block.js';
 import { depthCapacityTokens, selectTopC } from '../src/nn/mixture-of-depths.js';
 import { ByteLM, lmConfig, generate } from '../src/models/lm.js';
 import { assertClose, backendsUnderTest, checkAccumulatedGradients, randTensor } from './helpers.js';
 
-const base = (extra: Partial<TransformerBlockConfig> = {}): TransformerBlockConfig => ({
+const base = (extra: Partial<BlockSpec> = {}): BlockSpec => ({
   dModel: 8, heads: 2, maxSeqLen: 16, causal: true, ffn: { type: 'mlp', hidden: 12 }, norm: 'rms', rng: new Rng(1), ...extra,
 });
 
@@ -28,8 +28,8 @@ for (const backend of backendsUnderTest()) {
   test(`a routed block equals the plain block on the chosen tokens, scaled by sigmoid(r); skipped tokens pass unchanged (${backend})`, () => {
     withBackend(backend, () => {
       const [B, T, d] = [3, 10, 8];
-      const mod = new TransformerBlock(base({ depthCapacity: 0.4 }));
-      const plain = new TransformerBlock(base());
+      const mod = transformerBlock(base({ depthCapacity: 0.4 }));
+      const plain = transformerBlock(base());
       const w = mod.depth!.weight;
       const rw = randTensor(new Rng(4), [1, d]);
       w.data.set(rw.data);
@@ -64,7 +64,7 @@ for (const backend of backendsUnderTest()) {
 test('gradients of a routed block (dense and MoE feed-forward) match float64 finite differences', () => {
   withBackend('js', () => {
     for (const ffn of [{ type: 'mlp', hidden: 6 }, { type: 'moe', dFF: 5, numExperts: 3, router: { type: 'topk', k: 2 } }] as const) {
-      const block = new TransformerBlock(base({ dModel: 6, ffn, depthCapacity: 0.5 })).to('float64');
+      const block = transformerBlock(base({ dModel: 6, ffn, depthCapacity: 0.5 })).to('float64');
       // distinct scores, so that a finite-difference step does not change the selection
       block.depth!.weight.data.set(randTensor(new Rng(5), [1, 6], 'float64', -2, 2).data);
       const x = randTensor(new Rng(1), [2, 5, 6], 'float64').requireGrad();
@@ -82,7 +82,7 @@ test('gradients of a routed block (dense and MoE feed-forward) match float64 fin
 });
 
 test('T = 1, tiny capacities and hash routing inside a routed block', () => {
-  const block = new TransformerBlock(base({ depthCapacity: 0.1, ffn: { type: 'moe', dFF: 4, numExperts: 4, router: { type: 'hash' } } }));
+  const block = transformerBlock(base({ depthCapacity: 0.1, ffn: { type: 'moe', dFF: 4, numExperts: 4, router: { type: 'hash' } } }));
   for (const T of [1, 3]) {
     const x = randTensor(new Rng(T), [2, T, 8]);
     const out = block.forward(x, { tokenIds: Int32Array.from({ length: 2 * T }, (_, i) => i) });
@@ -93,8 +93,8 @@ test('T = 1, tiny capacities and hash routing inside a routed block', () => {
 });
 
 test('config errors name the field; a MoD byte LM trains a step and generates without the cache', () => {
-  assert.throws(() => new TransformerBlock(base({ depthCapacity: 0.5, rope: true })), /depthCapacity = 0.5 needs rope: false/);
-  assert.throws(() => new TransformerBlock(base({ depthCapacity: 0 })), /capacity = 0 must be in \(0, 1\]/);
+  assert.throws(() => transformerBlock(base({ depthCapacity: 0.5, rope: true })), /depthCapacity = 0.5 needs rope: false/);
+  assert.throws(() => transformerBlock(base({ depthCapacity: 0 })), /capacity = 0 must be in \(0, 1\]/);
   assert.throws(() => lmConfig({ depthCapacity: 0.5 }), /model \(byte-lm\).depthCapacity = 0.5 needs positions: 'learned'/);
   assert.throws(() => lmConfig({ depthCapacity: 1.5, positions: 'learned' }), /depthCapacity: 1.5 is above the maximum 1/);
   const lm = new ByteLM({ dModel: 16, layers: 2, heads: 2, maxSeqLen: 16, numExperts: 2, k: 1, dFF: 8, positions: 'learned', depthCapacity: 0.5 }, 1);

@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Rng, Tensor, noGrad, ops, withBackend, moe, type Module } from '../src/index.js';
 import {
-  Embedding, LayerNorm, MLP, MLP_ACTIVATIONS, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock, type FeedForwardConfig,
+  Embedding, LayerNorm, MLP, MLP_ACTIVATIONS, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock,
 } from '../src/nn/index.js';
+import { transformerBlock, type FeedForwardConfig } from '../src/models/block.js';
 import { assertClose, backendsUnderTest, checkGradients, randTensor } from './helpers.js';
 
 const shapeOf = (t: Tensor): number[] => [...t.shape];
@@ -288,8 +289,8 @@ for (const backend of backendsUnderTest()) {
   test(`transformer block: dense and MoE feed-forward, names, outputs, causality (${backend})`, () => {
     withBackend(backend, () => {
       const base = { dModel: 8, heads: 2, maxSeqLen: 8, causal: true, rope: true, rng: new Rng(21) };
-      const dense = new TransformerBlock({ ...base, ffn: { type: 'mlp', hidden: 12, activation: 'swiglu' } });
-      const sparse = new TransformerBlock({ ...base, norm: 'rms', ffn: MOE_FFN });
+      const dense = transformerBlock({ ...base, ffn: { type: 'mlp', hidden: 12, activation: 'swiglu' } });
+      const sparse = transformerBlock({ ...base, norm: 'rms', ffn: MOE_FFN });
       const denseNames = dense.namedParameters().map(([n]) => n);
       assert.deepEqual(denseNames, [
         'norm1.weight', 'norm1.bias', 'attn.qkv.weight', 'attn.qkv.bias', 'attn.proj.weight', 'attn.proj.bias',
@@ -323,9 +324,9 @@ for (const backend of backendsUnderTest()) {
       const mlp = new MLP(8, 16);
       assert.equal(new TransformerBlock({ ...base, ffn: mlp }).ffn, mlp);
       assert.throws(() => new TransformerBlock({ ...base, ffn: new MLP(4, 16) }), /ffn MLP has width 4, the block dModel = 8/);
-      assert.throws(() => new TransformerBlock({ ...base, ffn: { type: 'mlp', hidden: 4 }, heads2: 1 } as unknown as ConstructorParameters<typeof TransformerBlock>[0]), /TransformerBlock: unknown key 'heads2'/);
-      assert.throws(() => new TransformerBlock({ ...base, ffn: { type: 'mlp', hidden: 4, k: 2 } as unknown as FeedForwardConfig }), /TransformerBlock.ffn: unknown key 'k'/);
-      assert.throws(() => new TransformerBlock({ ...base, ffn: { ...MOE_FFN, dModel: 8 } as unknown as FeedForwardConfig }), /ffn.dModel must not be set/);
+      assert.throws(() => transformerBlock({ ...base, ffn: { type: 'mlp', hidden: 4 }, heads2: 1 } as unknown as Parameters<typeof transformerBlock>[0]), /TransformerBlock: unknown key 'heads2'/);
+      assert.throws(() => transformerBlock({ ...base, ffn: { type: 'mlp', hidden: 4, k: 2 } as unknown as FeedForwardConfig }), /TransformerBlock.ffn: unknown key 'k'/);
+      assert.throws(() => transformerBlock({ ...base, ffn: { ...MOE_FFN, dModel: 8 } as unknown as FeedForwardConfig }), /ffn.dModel must not be set/);
     });
   });
 }
@@ -334,10 +335,10 @@ test('transformer blocks match float64 finite differences (dense MLP, and MoE to
   withBackend('js', () => {
     const base = { dModel: 8, heads: 2, maxSeqLen: 4, causal: true, rope: true, rng: new Rng(24) };
     const cases: Array<[string, TransformerBlock]> = [
-      ['dense gelu, layer norm', new TransformerBlock({ ...base, ffn: { type: 'mlp', hidden: 8, bias: true } })],
-      ['dense swiglu, rms norm', new TransformerBlock({ ...base, norm: 'rms', ffn: { type: 'mlp', hidden: 8, activation: 'swiglu' } })],
-      ['moe top-2, layer norm', new TransformerBlock({ ...base, ffn: { type: 'moe', dFF: 5, numExperts: 4, router: { type: 'topk', k: 2 }, seed: 4 } })],
-      ['moe top-2 swiglu, rms norm, non-causal', new TransformerBlock({ ...base, causal: false, norm: 'rms', ffn: { type: 'moe', dFF: 5, numExperts: 4, router: { type: 'topk', k: 2 }, activation: 'swiglu', seed: 5 } })],
+      ['dense gelu, layer norm', transformerBlock({ ...base, ffn: { type: 'mlp', hidden: 8, bias: true } })],
+      ['dense swiglu, rms norm', transformerBlock({ ...base, norm: 'rms', ffn: { type: 'mlp', hidden: 8, activation: 'swiglu' } })],
+      ['moe top-2, layer norm', transformerBlock({ ...base, ffn: { type: 'moe', dFF: 5, numExperts: 4, router: { type: 'topk', k: 2 }, seed: 4 } })],
+      ['moe top-2 swiglu, rms norm, non-causal', transformerBlock({ ...base, causal: false, norm: 'rms', ffn: { type: 'moe', dFF: 5, numExperts: 4, router: { type: 'topk', k: 2 }, activation: 'swiglu', seed: 5 } })],
     ];
     for (const [what, block] of cases) {
       block.to('float64');

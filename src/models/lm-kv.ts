@@ -4,8 +4,7 @@
 // H = heads, hd = head size, P = positions already cached, T = new tokens, L = P + T.
 
 import type { ByteLM } from './lm.js';
-import { MoELayer } from '../moe/layer.js';
-import type { MultiHeadAttention } from '../nn/attention.js';
+import type { SelfAttention } from '../nn/sublayers.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
 import { add, matmul, narrow, reshape, transpose } from '../ops/index.js';
@@ -72,8 +71,7 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
     model.blocks.forEach((block, l) => {
       x = add(x, cachedAttention(block.attn, block.norm1.forward(x), cache, l, P, T));
       const h = block.norm2.forward(x);
-      const f = block.ffn instanceof MoELayer ? block.ffn.forward(h, { tokenIds: ids }).y : block.ffn.forward(h);
-      x = add(x, f);
+      x = add(x, block.feedForward(h, ids).y);
     });
     cache.advance(T);
     const h = model.finalNorm.forward(x);
@@ -83,17 +81,9 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
 }
 
 /** Causal self-attention of T new rows h [1, T, d] over the cached P rows and themselves, through the cachedAttention kernel. */
-function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache, layer: number, P: number, T: number): Tensor {
-  const { d, heads: H, headDim: hd } = attn;
-  const split = transpose(reshape(attn.qkv.forward(h), [T, 3, H, hd]), [1, 2, 0, 3]); // [3, H, T, hd]
-  const part = (i: number): Tensor => reshape(narrow(split, 0, i, 1), [H, T, hd]);
-  let q = part(0);
-  let k = part(1);
-  const v = part(2);
-  if (attn.rotary) {
-    q = attn.rotary.forward(q, P);
-    k = attn.rotary.forward(k, P);
-  }
+function cachedAttention(attn: SelfAttention, h: Tensor, cache: ByteLMCache, layer: number, P: number, T: number): Tensor {
+  const { heads: H, headDim: hd } = attn;
+  const { q, k, v, state } = attn.cacheProjections(h, P); // [H, T, hd] each
   // store the new rows; attention then reads the cache in place (no copy of the L cached rows)
   const K = cache.keys[layer]!;
   const V = cache.values[layer]!;
@@ -108,5 +98,5 @@ function cachedAttention(attn: MultiHeadAttention, h: Tensor, cache: ByteLMCache
   const out = new Float32Array(T * H * hd);
   const qd = qt.data instanceof Float32Array ? qt.data : Float32Array.from(qt.data); // a float64 model (js backend) attends in float32, as its cache holds
   kernel('cachedAttention')(qd, K, V, out, T, H, H, hd, cache.maxLen, P, 0, 1 / Math.sqrt(hd));
-  return attn.proj.forward(new Tensor(out, [1, T, d]));
+  return attn.cacheOutput(new Tensor(out, [T, H, hd]), state);
 }

@@ -8,7 +8,8 @@ import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { LayerNorm, RMSNorm } from '../nn/norm.js';
 import { normal } from '../nn/init.js';
-import { TransformerBlock, type FeedForwardConfig } from '../nn/transformer.js';
+import type { TransformerBlock } from '../nn/transformer.js';
+import { transformerBlock, type FeedForwardConfig } from './block.js';
 import { MoELayer, activeParameterCount } from '../moe/layer.js';
 import type { RouterConfig } from '../moe/routers/index.js';
 import { validateGrowSchedule, type GrowEntry } from '../moe/grow.js';
@@ -145,7 +146,7 @@ export class ByteLM extends Module {
   readonly tokenEmbedding: Embedding;
   /** [maxSeqLen, d] with positions 'learned'; null with rope. */
   readonly positionEmbedding: Tensor | null;
-  readonly blocks: TransformerBlock[];
+  readonly blocks: Array<TransformerBlock<RouterMetrics>>;
   readonly finalNorm: Norm;
   /** Linear(d, 256, no bias); null when tied to the token embedding. */
   readonly head: Linear | null;
@@ -172,7 +173,7 @@ export class ByteLM extends Module {
           seed: deriveSeed(seed, 2, i) | 0,
         }
         : { type: 'mlp', hidden, activation: c.activation };
-      this.blocks.push(this.module(`blocks.${i}`, new TransformerBlock({
+      this.blocks.push(this.module(`blocks.${i}`, transformerBlock({
         dModel: d, heads: c.heads, maxSeqLen: c.maxSeqLen, causal: true, ffn, norm: c.norm,
         rope: c.positions === 'rope', dropout: c.dropout, rng,
         ...(c.depthCapacity < 1 && (i + 1) % c.depthEvery === 0 ? { depthCapacity: c.depthCapacity } : {}),

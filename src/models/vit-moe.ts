@@ -5,14 +5,15 @@
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/linear.js';
 import { LayerNorm } from '../nn/norm.js';
-import { TransformerBlock } from '../nn/transformer.js';
+import type { TransformerBlock } from '../nn/transformer.js';
+import { transformerBlock } from './block.js';
 import { normal } from '../nn/init.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { add, mean, reshape, transpose } from '../ops/index.js';
 import type { Schema } from '../config/schema.js';
 import type { RouterConfig } from '../moe/routers/index.js';
-import type { Activation } from '../moe/experts/bank.js';
+import type { Activation } from '../nn/activations.js';
 import type { RouterMetrics } from '../moe/metrics.js';
 import { activeParameterCount } from '../moe/layer.js';
 
@@ -80,7 +81,7 @@ const ROUTERS_WITH_K = ['topk', 'noisy-topk', 'sigmoid-group', 'differentiable-t
 export class VitMoE extends Module {
   readonly embed: Linear;
   readonly pos: Tensor;
-  readonly blocks: TransformerBlock[];
+  readonly blocks: Array<TransformerBlock<RouterMetrics>>;
   readonly norm: LayerNorm;
   readonly head: Linear;
   readonly tokens: number;
@@ -107,7 +108,7 @@ export class VitMoE extends Module {
           zLossCoef: c.zLossCoef, seed: rng.nextU32(),
         }
         : { type: 'mlp' as const, hidden: c.denseHidden ?? c.k * c.dFF, activation: c.activation };
-      this.blocks.push(this.module(`blocks.${i}`, new TransformerBlock({
+      this.blocks.push(this.module(`blocks.${i}`, transformerBlock({
         dModel: c.dModel, heads: c.heads, maxSeqLen: this.tokens, causal: false, ffn, norm: 'layer', dropout: c.dropout, rng,
       })));
     }

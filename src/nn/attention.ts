@@ -9,6 +9,7 @@ import { Rng } from '../tensor/rng.js';
 import { Linear } from './linear.js';
 import { RotaryEmbedding } from './rope.js';
 import { add, dropout, matmul, mul, narrow, reshape, softmax, transpose } from '../ops/index.js';
+import type { CachedProjections, SelfAttention } from './sublayers.js';
 
 export interface MultiHeadAttentionOptions {
   /** Mask future positions (decoder self-attention). */
@@ -30,7 +31,7 @@ export interface MultiHeadAttentionOptions {
 // produce NaN in a kernel that computes (x - max) with max = -Infinity.
 const MASKED = -1e9;
 
-export class MultiHeadAttention extends Module {
+export class MultiHeadAttention extends Module implements SelfAttention {
   /** Fused projection: weight [3d, d], rows q, then k, then v (nanoGPT's c_attn). */
   readonly qkv: Linear;
   /** Output projection: weight [d, d]. */
@@ -106,5 +107,22 @@ export class MultiHeadAttention extends Module {
     const heads = matmul(att, v); // [B, H, T, hd]
     const merged = reshape(transpose(heads, [0, 2, 1, 3]), [B, T, d]); // [B, T, H, hd] -> [B, T, d]
     return this.drop(this.proj.forward(merged));
+  }
+
+  /** h [1, T, d] at positions P .. P + T - 1 -> q, k (rotated), v [H, T, hd] for the KV cache. */
+  cacheProjections(h: Tensor, P: number): CachedProjections {
+    const { heads: H, headDim: hd } = this;
+    const T = h.size / this.d;
+    const split = transpose(reshape(this.qkv.forward(h), [T, 3, H, hd]), [1, 2, 0, 3]); // [3, H, T, hd]
+    const part = (i: number): Tensor => reshape(narrow(split, 0, i, 1), [H, T, hd]);
+    const q = part(0);
+    const k = part(1);
+    return { q: this.rotary ? this.rotary.forward(q, P) : q, k: this.rotary ? this.rotary.forward(k, P) : k, v: part(2), state: null };
+  }
+
+  /** Attention outputs [T, H, hd] -> [1, T, d]. */
+  cacheOutput(heads: Tensor): Tensor {
+    const T = heads.size / this.d;
+    return this.proj.forward(reshape(heads, [1, T, this.d]));
   }
 }

@@ -1,13 +1,13 @@
 // Dense two-layer feed-forward block, the dense baseline of an MoE layer's experts.
 
-import { ACTIVATIONS, type Activation } from '../moe/experts/bank.js';
+import { ACTIVATIONS, type Activation } from './activations.js';
 import { Module } from './module.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/rng.js';
 import { Linear } from './linear.js';
 import { gelu, geluTanh, mul, relu, silu } from '../ops/index.js';
 
-/** The expert bank's activations: a dense MLP is the counterpart of one expert. */
+/** The expert bank's activations (nn/activations.ts): a dense MLP is the counterpart of one expert. */
 export const MLP_ACTIVATIONS = ACTIVATIONS;
 export type MLPActivation = Activation;
 

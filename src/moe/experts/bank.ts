@@ -8,9 +8,10 @@ import { Rng } from '../../tensor/rng.js';
 import { uniform } from '../../nn/init.js';
 import { expertMLP, type ExpertMLPWeights } from '../../ops/expert-mlp.js';
 import { checkInt } from '../util.js';
+import { ACTIVATIONS, type Activation } from '../../nn/activations.js';
 
-export const ACTIVATIONS = ['gelu', 'geluTanh', 'relu', 'silu', 'swiglu'] as const;
-export type Activation = (typeof ACTIVATIONS)[number];
+// re-exported: the MoE layer and Soft MoE name the bank's activations from here
+export { ACTIVATIONS, type Activation };
 
 export interface ExpertBankOptions {
   /** 'gelu' (default, exact), 'geluTanh', 'relu', 'silu', or 'swiglu' (silu(x W1) * (x W3), then W2). */
