@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runImplicitBias, type AccuracyRecord, type ImplicitBiasOptions } from '../src/experiments/implicit-bias.js';
-import { compareSelections } from '../src/experiments/implicit-bias-report.js';
+import { compareSelections, implicitBiasMarkdown } from '../src/experiments/implicit-bias-report.js';
 
 let dir: string;
 before(() => { dir = mkdtempSync(join(tmpdir(), 'moe-ib-recipes-')); });
@@ -37,6 +37,26 @@ test('authors recipe: no step in the first epoch, records carry the recipe; more
   await assert.rejects(runImplicitBias(tiny(join(dir, 'x'), { recipe: 'authors', epochs: 1 })), /option epochs: .*at least 2/);
   await assert.rejects(runImplicitBias(tiny(join(dir, 'x'), { recipe: 'authors', normalizePixels: false })), /option normalizePixels/);
   await assert.rejects(runImplicitBias(tiny(join(dir, 'x'), { recipe: 'paper' as 'authors' })), /option recipe: must be moe-ts or authors/);
+});
+
+test('training seeds per n: a list gives each n its own count, and extends a run made with one count', async () => {
+  const out = join(dir, 'per-n');
+  await runImplicitBias(tiny(out, { ns: [2, 4] }));
+  const lines: string[] = [];
+  const r = await runImplicitBias(tiny(out, { ns: [2, 4], trainingSeeds: [2, 1], log: (l) => lines.push(l) }));
+  assert.ok(lines.some((l) => /n=2 \(training seed 0\): already in/.test(l)) && lines.some((l) => /n=4: already in/.test(l)), lines.join('\n'));
+  assert.deepEqual(r.models.map((m) => [m.n, m.seed]), [[2, 0], [2, 1], [4, 0]]);
+  assert.deepEqual(r.config.trainingSeeds, [2, 1]);
+  for (const rec of r.records) assert.equal(rec.trainingSeeds, rec.n === 2 ? 2 : 1, `n=${rec.n} k=${rec.k} ${rec.method}`);
+  assert.equal(compareSelections(r.records).find((c) => c.n === 4)!.trainingStd, null, 'one run: no training spread');
+  assert.notEqual(compareSelections(r.records).find((c) => c.n === 2)!.trainingStd, null);
+  const md = implicitBiasMarkdown(r);
+  assert.match(md, /training seeds 0, 1 for n = 2; 0 for n = 4/);
+  assert.match(md, /n = 4 is one training run: its verdict checks the difference only against twice the random spread/);
+  assert.match(md, /\| +2 \| +2 \| +[\d.]+% ± [\d.]+ \|/, 'per-n table: n = 2 has two runs and a training spread');
+  assert.match(md, /\| +4 \| +1 \| +[\d.]+% \|/, 'per-n table: n = 4 has one run and no spread');
+  await assert.rejects(runImplicitBias(tiny(out, { ns: [2, 4], trainingSeeds: [2] })), /option trainingSeeds: gives 1 counts for the 2 expert counts ns = 2, 4/);
+  await assert.rejects(runImplicitBias(tiny(out, { ns: [2, 4], trainingSeeds: [2, 0] })), /option trainingSeeds/);
 });
 
 test('verdict: better or worse only beyond twice both the random and the training-seed spread', () => {

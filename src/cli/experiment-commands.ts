@@ -26,8 +26,9 @@ plots to its output directory.
       decoder bias, pixels standardised with 0.1307 / 0.3081, no shuffling, no optimizer step in the
       first epoch); moe-ts (default): raw-token slots, N(0, 1/d) Phi, decoder bias, [0, 1] pixels
       (--normalize-pixels: the dataset's mean/std), shuffled batches.
-      --training-seeds T: T training runs per n (seeds S, S+1, ...; default 1); results.json gives
-      means, the spread across runs, and counts Algorithm 1 > random only beyond both spreads.
+      --training-seeds T: T training runs per n (seeds S, S+1, ...; default 1), or one count per
+      entry of --ns (--ns 16,256 --training-seeds 3,1); results.json gives means, the spread across
+      runs, and counts Algorithm 1 > random only beyond both spreads.
       Saves every trained model to DIR/models/n<N>.safetensors (n<N>-seed<S> for later seeds).
       Resumable: a rerun with the same --out skips every n already in results.partial.json.
       --quick: n = 2, 4, 8, 5 epochs on 4096 examples, 1000 test examples, 3 random seeds (minutes).
@@ -113,7 +114,9 @@ export async function experimentCommand(args: ParsedArgs): Promise<number> {
       if (dataset !== 'mnist' && dataset !== 'fashion-mnist') throw new Error(`experiment implicit-bias: --dataset must be mnist or fashion-mnist, got '${dataset}'`);
       const recipe = flag(args, 'recipe') ?? 'moe-ts';
       if (recipe !== 'moe-ts' && recipe !== 'authors') throw new Error(`experiment implicit-bias: --recipe must be moe-ts or authors, got '${recipe}'`);
-      const trainingSeeds = intFlag(args, 'training-seeds');
+      // one count for every n, or a list with one count per entry of --ns
+      const seedList = intListFlag(args, 'training-seeds');
+      const trainingSeeds = seedList && seedList.length === 1 ? seedList[0]! : seedList;
       const epochs = intFlag(args, 'epochs');
       const ns = intListFlag(args, 'ns');
       const randomSeeds = intFlag(args, 'random-seeds');

@@ -73,6 +73,23 @@ export function compareSelections(records: readonly AccuracyRecord[]): Compariso
   return out;
 }
 
+/** Training runs of each n, in the order of the records (1 for results from before training seeds existed). */
+export function trainingRunsPerN(r: ImplicitBiasResult): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const rec of r.records) if (!m.has(rec.n)) m.set(rec.n, Math.max(1, r.models.filter((x) => x.n === rec.n).length));
+  return m;
+}
+
+/** "0, 1, 2" when every n has the same seeds, else "0, 1, 2 for n = 16, 64; 0 for n = 256". */
+function seedList(r: ImplicitBiasResult): string {
+  const first = r.config.seed;
+  const byCount = new Map<number, number[]>();
+  for (const [n, t] of trainingRunsPerN(r)) byCount.set(t, [...(byCount.get(t) ?? []), n]);
+  const seeds = (t: number) => Array.from({ length: t }, (_, i) => first + i).join(', ');
+  if (byCount.size <= 1) return seeds([...byCount.keys()][0] ?? 1);
+  return [...byCount].sort((a, b) => b[0] - a[0]).map(([t, ns]) => `${seeds(t)} for n = ${ns.join(', ')}`).join('; ');
+}
+
 export function accuracyPlot(r: ImplicitBiasResult) {
   const rows: Record<string, unknown>[] = [];
   for (const rec of r.records) {
@@ -82,9 +99,10 @@ export function accuracyPlot(r: ImplicitBiasResult) {
     // both lines end at the full model
     if (rec.method === 'all') rows.push({ ...base, selection: 'Algorithm 1' }, { ...base, selection: 'random' });
   }
-  const seeds = r.config.trainingSeeds ?? 1;
+  const counts = [...new Set(trainingRunsPerN(r).values())];
+  const seeds = counts.length > 1 ? `, mean of ${Math.min(...counts)}-${Math.max(...counts)} training seeds per n` : counts[0]! > 1 ? `, mean of ${counts[0]!} training seeds` : '';
   return lineChart({
-    title: `Soft MoE on ${r.dataset} (recipe ${r.recipe ?? 'moe-ts'}${seeds > 1 ? `, mean of ${seeds} training seeds` : ''}): test accuracy with k of n experts`,
+    title: `Soft MoE on ${r.dataset} (recipe ${r.recipe ?? 'moe-ts'}${seeds}): test accuracy with k of n experts`,
     x: { field: 'k/n', title: 'k / n (fraction of experts kept)', scale: 'log' },
     y: { field: 'accuracy', title: 'test accuracy' },
     series: 'n', dash: 'selection', data: rows, width: 560, height: 340,
@@ -102,18 +120,21 @@ const RECIPE_TEXT: Record<SoftMoERecipe, string> = {
 export function implicitBiasMarkdown(r: ImplicitBiasResult, command?: string): string {
   const c = r.config;
   const recipe = r.recipe ?? 'moe-ts';
-  const S = c.trainingSeeds ?? 1;
+  const runsOf = trainingRunsPerN(r);
+  const S = Math.max(1, ...runsOf.values());
+  const single = [...runsOf].filter(([, t]) => t === 1).map(([n]) => n);
   const lines: string[] = [];
   lines.push(`# Implicit bias of Soft MoE: expert-subset selection on ${r.dataset} (recipe ${recipe})`, '');
   if (command) lines.push('Command:', '', '```', command, '```', '');
   lines.push(`Data: ${r.data.note}.`, '');
   lines.push(`Model: Soft MoE patch classifier (4 tokens of 14x14 pixels, one slot per expert, experts Linear-ReLU-Linear without biases, hidden h = floor(784/n)); ${RECIPE_TEXT[recipe]}. `
-    + `${c.epochs} epochs of Adam (lr ${c.lr}, batch ${c.batchSize}); training seeds ${Array.from({ length: S }, (_, i) => c.seed + i).join(', ')} (each seeds the model's initialisation${c.shuffle === false ? '' : ' and the batch order'}). `
+    + `${c.epochs} epochs of Adam (lr ${c.lr}, batch ${c.batchSize}); training seeds ${seedList(r)} (each seeds the model's initialisation${c.shuffle === false ? '' : ' and the batch order'}). `
     + `Algorithm 1 keeps, per input, the k experts with the largest Csum (the combine weights C summed over tokens and the expert's slots) and combines with the unchanged C; `
     + `"random" keeps k experts drawn uniformly per input, ${c.randomSeeds} draws per trained model. `
     + (S > 1
-      ? `Every figure is the mean over the ${S} training runs; "± tr." is the sample standard deviation across training runs, "± rnd." that over the random draws (averaged over the runs). `
+      ? `Every figure is the mean over ${new Set(runsOf.values()).size > 1 ? 'the training runs of its n (column "training runs" below)' : `the ${S} training runs`}; "± tr." is the sample standard deviation across training runs, "± rnd." that over the random draws (averaged over the runs). `
       + 'The verdict counts Algorithm 1 better (or worse) than random only where the difference exceeds twice the random spread and twice the training-seed spread of the per-run difference. '
+      + (single.length > 0 ? `n = ${single.join(', ')} ${single.length > 1 ? 'are one training run each: their verdicts check' : 'is one training run: its verdict checks'} the difference only against twice the random spread, so they say nothing about training noise. ` : '')
       : 'Each n is one training run (one seed): the verdict checks the difference only against twice the random spread, so it says nothing about training noise. ')
     + `Not in the paper: "renorm." is Algorithm 1 with C divided, per token, by the weight of the kept slots, and "C kept" the mean share of the combine weight the Algorithm 1 subset holds (a random subset holds k/n on average). `
     + 'The trained weights are in models/n<N>.safetensors (the first training seed) and models/n<N>-seed<S>.safetensors of the run directory.', '');
@@ -123,19 +144,20 @@ export function implicitBiasMarkdown(r: ImplicitBiasResult, command?: string): s
   lines.push(markdownTable(['n', 'training seed', 'hidden h', 'parameters', 'steps', 'train time', 'eval time', 'all experts'],
     r.models.map((m) => {
       const all = r.records.find((x) => x.n === m.n && x.method === 'all')!;
-      const i = S > 1 ? Array.from({ length: S }, (_, j) => c.seed + j).indexOf(m.seed ?? c.seed) : 0;
+      const i = (m.seed ?? c.seed) - c.seed;
       return [m.n, m.seed ?? c.seed, m.hidden, m.parameters, m.steps, formatSeconds(m.trainSeconds), formatSeconds(m.evalSeconds), pct(all.runs?.[i] ?? all.accuracy)];
     })));
   const cmp = compareSelections(r.records);
   lines.push('', '## Algorithm 1 against random, per n', '');
   const ns = [...new Set(r.records.map((x) => x.n))];
-  lines.push(markdownTable(['n', 'all experts', 'evaluated k < n', 'Alg. 1 better', 'Alg. 1 worse', 'within noise'],
+  lines.push(markdownTable(['n', 'training runs', 'all experts', 'evaluated k < n', 'Alg. 1 better', 'Alg. 1 worse', 'within noise'],
     ns.map((n) => {
       const all = r.records.find((x) => x.n === n && x.method === 'all')!;
       const c2 = cmp.filter((x) => x.n === n);
       const count = (v: string) => c2.filter((x) => x.verdict === v).length;
-      return [n, S > 1 ? `${pct(all.accuracy)} ± ${pts(all.trainingStd ?? 0)}` : pct(all.accuracy), c2.length, count('better'), count('worse'), count('within noise')];
-    }), { align: ['r', 'r', 'r', 'r', 'r', 'r'] }));
+      const t = runsOf.get(n) ?? 1;
+      return [n, t, t > 1 ? `${pct(all.accuracy)} ± ${pts(all.trainingStd ?? 0)}` : pct(all.accuracy), c2.length, count('better'), count('worse'), count('within noise')];
+    }), { align: ['r', 'r', 'r', 'r', 'r', 'r', 'r'] }));
   lines.push('', '## Accuracy with k of n experts', '');
   const rows: (string | number)[][] = [];
   for (const n of ns) {
@@ -143,7 +165,7 @@ export function implicitBiasMarkdown(r: ImplicitBiasResult, command?: string): s
     for (const rec of r.records.filter((x) => x.n === n && x.method === 'algorithm1')) {
       const cp = cmp.find((x) => x.n === n && x.k === rec.k);
       const ren = r.records.find((x) => x.n === n && x.k === rec.k && x.method === 'algorithm1-renormalized');
-      const tr = (x: AccuracyRecord) => (S > 1 ? ` ± ${pts(x.trainingStd ?? 0)} tr.` : '');
+      const tr = (x: AccuracyRecord) => ((runsOf.get(n) ?? 1) > 1 ? ` ± ${pts(x.trainingStd ?? 0)} tr.` : '');
       rows.push([n, rec.k, (rec.k / n).toFixed(3), `${pct(rec.accuracy)}${tr(rec)}`,
         cp ? `${pct(cp.random.accuracy)}${tr(cp.random)} ± ${pts(cp.randomStd)} rnd.` : '(= all)',
         cp ? `${pts(cp.difference)}${cp.trainingStd !== null ? ` ± ${pts(cp.trainingStd)} tr.` : ''}` : '', cp ? cp.verdict : '',

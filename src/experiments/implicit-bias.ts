@@ -90,8 +90,11 @@ export interface ImplicitBiasOptions {
    * either dataset), no shuffling, no optimizer step in the first epoch.
    */
   recipe?: SoftMoERecipe;
-  /** Training runs per n, seeded seed, seed + 1, ... (default 1). A rerun with more extends a finished one. */
-  trainingSeeds?: number;
+  /**
+   * Training runs per n, seeded seed, seed + 1, ... (default 1); a list gives one count per entry of
+   * ns (e.g. 3 for the small n, 1 for the costly ones). A rerun with more extends a finished one.
+   */
+  trainingSeeds?: number | number[];
   /** A reduced grid for a first look and for tests: n in {2, 4, 8}, 5 epochs on 4096 examples, 3 random seeds. */
   quick?: boolean;
   /** Output directory (default runs/experiments/implicit-bias-<dataset>[-authors][-quick]). */
@@ -150,7 +153,8 @@ export interface ImplicitBiasConfig {
 export interface ImplicitBiasResult {
   dataset: ImageDataset;
   recipe: SoftMoERecipe;
-  config: ImplicitBiasConfig & { ns: number[]; trainingSeeds: number };
+  /** trainingSeeds: one count for every n, or (when they differ) one per entry of ns. */
+  config: ImplicitBiasConfig & { ns: number[]; trainingSeeds: number | number[] };
   data: { train: number; test: number; note: string };
   /** One entry per training run, by n then seed. */
   models: Omit<ModelResult, 'records'>[];
@@ -180,7 +184,8 @@ function scalarStats(s: Normalize): { mean: number; std: number } {
   return { mean: s.mean, std: s.std };
 }
 
-export function resolveImplicitBiasOptions(opts: ImplicitBiasOptions): { config: ImplicitBiasConfig; ns: number[]; out: string; evalBatchSize: number; trainingSeeds: number } {
+/** trainingSeeds holds one count per entry of ns. */
+export function resolveImplicitBiasOptions(opts: ImplicitBiasOptions): { config: ImplicitBiasConfig; ns: number[]; out: string; evalBatchSize: number; trainingSeeds: number[] } {
   rejectUnknownOptions(NAME, opts, KNOWN);
   const dataset = opts.dataset ?? 'mnist';
   if (dataset !== 'mnist' && dataset !== 'fashion-mnist') throw new ExperimentOptionError(NAME, 'dataset', `must be mnist or fashion-mnist, got ${JSON.stringify(dataset)}`);
@@ -220,7 +225,11 @@ export function resolveImplicitBiasOptions(opts: ImplicitBiasOptions): { config:
     model: { hidden: null, patch: 14, slotsPerExpert: 1, imageSize: 28, classes: 10, ...recipeModelFields(recipe) },
     measurements: 2,
   };
-  const trainingSeeds = checkPositiveInt(NAME, 'trainingSeeds', opts.trainingSeeds ?? 1);
+  const ts = opts.trainingSeeds ?? 1;
+  if (Array.isArray(ts) && ts.length !== ns.length) {
+    throw new ExperimentOptionError(NAME, 'trainingSeeds', `gives ${ts.length} counts for the ${ns.length} expert counts ns = ${ns.join(', ')}; give one count, or one per n`);
+  }
+  const trainingSeeds = Array.isArray(ts) ? ts.map((v) => checkPositiveInt(NAME, 'trainingSeeds', v)) : ns.map(() => checkPositiveInt(NAME, 'trainingSeeds', ts));
   const out = opts.out ?? join('runs', 'experiments', `${NAME}-${dataset}${authors ? '-authors' : ''}${quick ? '-quick' : ''}`);
   const evalBatchSize = checkPositiveInt(NAME, 'evalBatchSize', opts.evalBatchSize ?? 250);
   return { config, ns, out, evalBatchSize, trainingSeeds };
@@ -354,13 +363,15 @@ export async function runImplicitBias(opts: ImplicitBiasOptions = {}): Promise<I
   mkdirSync(join(out, 'models'), { recursive: true });
   const partial = new PartialResults<ModelResult>(join(out, 'results.partial.json'), config as unknown as Record<string, unknown>, NAME);
   const data = loadData(config);
-  const seeds = Array.from({ length: trainingSeeds }, (_, i) => config.seed + i);
-  log(`${NAME} on ${config.dataset}, recipe ${config.recipe}: ${data.train.n} training / ${data.test.n} test examples; n = ${ns.join(', ')}; training seeds ${seeds.join(', ')}; `
+  const seedsOf = (i: number) => Array.from({ length: trainingSeeds[i]! }, (_, j) => config.seed + j);
+  const uniform = trainingSeeds.every((t) => t === trainingSeeds[0]);
+  const seedText = uniform ? seedsOf(0).join(', ') : ns.map((n, i) => `${seedsOf(i).join(', ')} for n = ${n}`).join('; ');
+  log(`${NAME} on ${config.dataset}, recipe ${config.recipe}: ${data.train.n} training / ${data.test.n} test examples; n = ${ns.join(', ')}; training seeds ${seedText}; `
     + `${config.epochs} epochs${config.stepFirstEpoch ? '' : ' (the first without a step)'}, batch ${config.batchSize}, Adam lr ${config.lr}; ${config.randomSeeds} random seeds; out ${out}`);
   const find = (n: number, seed: number) => partial.units.find((u) => u.n === n && (u.seed ?? config.seed) === seed);
-  for (const n of ns) {
-    for (const seed of seeds) {
-      const label = trainingSeeds > 1 ? `n=${n} (training seed ${seed})` : `n=${n}`;
+  for (const [i, n] of ns.entries()) {
+    for (const seed of seedsOf(i)) {
+      const label = trainingSeeds[i]! > 1 ? `n=${n} (training seed ${seed})` : `n=${n}`;
       if (find(n, seed)) {
         log(`${label}: already in ${partial.path}, skipped`);
         continue;
@@ -368,11 +379,11 @@ export async function runImplicitBias(opts: ImplicitBiasOptions = {}): Promise<I
       partial.add(runOne(n, seed, config, data, evalBatchSize, showProgress, log, join(out, 'models', modelFile(n, seed, config.seed)), label));
     }
   }
-  const units = ns.flatMap((n) => seeds.map((seed) => find(n, seed)!));
+  const units = ns.flatMap((n, i) => seedsOf(i).map((seed) => find(n, seed)!));
   const result: ImplicitBiasResult = {
     dataset: config.dataset,
     recipe: config.recipe,
-    config: { ...config, ns, trainingSeeds },
+    config: { ...config, ns, trainingSeeds: uniform ? trainingSeeds[0]! : trainingSeeds },
     data: { train: data.train.n, test: data.test.n, note: data.note },
     models: units.map(({ records: _r, ...m }) => ({ ...m, seed: m.seed ?? config.seed })),
     records: ns.flatMap((n) => aggregateRuns(units.filter((u) => u.n === n).map((u) => u.records), config.recipe)),
