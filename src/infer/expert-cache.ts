@@ -8,6 +8,10 @@ import { QuantWeight } from './quant/weight.js';
 import { quantGroupedMatmul } from './quant/matmul.js';
 import { SlotPool, type EvictionRule } from './expert-slots.js';
 import { adviseHugePages } from '../backends/native/index.js';
+import { ExpertReader } from './expert-reader.js';
+
+/** Experts per batch of the reader thread (its staging buffer holds two batches). */
+export const STAGED_EXPERTS = 4;
 
 /** An expert projection's bytes in the model file. */
 export interface ExpertRange {
@@ -28,6 +32,10 @@ export interface LayerCacheStats {
   /** Loads by a later projection of the same forward (only when one forward needs more experts than slots, e.g. a long prefill). */
   reloads: number;
   bytesLoaded: number;
+  /** Experts read by the reader thread (asynchronous loads), included in misses' loads. */
+  staged: number;
+  /** Milliseconds the forward waited for the reader thread (reads not hidden behind compute). */
+  waitMs: number;
 }
 
 const PROJ_NAMES = ['gate (w1)', 'up (w3)', 'down (w2)'] as const;
@@ -57,6 +65,13 @@ export class ExpertFiles {
   }
 }
 
+/** An expert's rows' place in a forward's grouped input: rows starts[e] .. starts[e + 1] - 1. */
+interface Groups {
+  starts: Int32Array;
+  /** The experts with rows, ascending. */
+  needed: number[];
+}
+
 /**
  * One MoE layer's experts: three slot stacks [C, out, in] (gate, up, down; a slot holds all three
  * projections of one expert), refilled from the file as the pool's rule evicts.
@@ -68,6 +83,8 @@ export class LayerExperts {
   private readonly slotBytes: Uint8Array[]; // byte views of slots[p]
   readonly stats: LayerCacheStats;
   private readonly prefetchedNow = new Set<number>();
+  /** The cache's reader thread (ExpertCache.setAsyncLoads), or null: every read on the calling thread. */
+  reader: ExpertReader | null = null;
 
   constructor(
     readonly layer: number,
@@ -96,7 +113,7 @@ export class LayerExperts {
       return new QuantWeight(type, [numSlots, sh[0], sh[1]], data);
     });
     this.slotBytes = this.slots.map((w) => (w instanceof QuantWeight ? w.data : new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength)));
-    this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0 };
+    this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0 };
   }
 
   /** Bytes of projection p of one expert. */
@@ -109,15 +126,26 @@ export class LayerExperts {
     return this.ranges.reduce((s, r) => s + r[0]!.bytes, 0);
   }
 
+  /** The bytes of projection p in slot s (what the kernels read). */
+  slotView(p: number, s: number): Uint8Array {
+    const b = this.projBytes(p);
+    return this.slotBytes[p]!.subarray(s * b, (s + 1) * b);
+  }
+
+  private readError(e: number, p: number, at: number | null, cause: string | null): Error {
+    const r = this.ranges[p]![e]!;
+    const where = `${r.file}: expert ${e} of layer ${this.layer}, ${PROJ_NAMES[p]}`;
+    if (at !== null) return new Error(`${where}: the file ends at byte ${at}, inside the expert's bytes [${r.offset}, ${r.offset + r.bytes}) (was the model file truncated or rewritten while the model was in use?)`);
+    return new Error(`${where}: reading bytes [${r.offset}, ${r.offset + r.bytes}) failed: ${cause}`);
+  }
+
   /** Reads expert e's three projections into a slot (evicting by the rule); the slot is emptied again if a read fails. */
   private load(e: number): number {
     const { slot } = this.pool.place(e);
     try {
       for (let p = 0; p < this.ranges.length; p++) {
         const r = this.ranges[p]![e]!;
-        const dst = this.slotBytes[p]!.subarray(slot * r.bytes, (slot + 1) * r.bytes);
-        readFullyAt(this.files.fd(r.file), dst, r.offset, (at) => new Error(
-          `${r.file}: expert ${e} of layer ${this.layer}, ${PROJ_NAMES[p]}: the file ends at byte ${at}, inside the expert's bytes [${r.offset}, ${r.offset + r.bytes}) (was the model file truncated or rewritten while the model was in use?)`));
+        readFullyAt(this.files.fd(r.file), this.slotView(p, slot), r.offset, (at) => this.readError(e, p, at, null));
       }
     } catch (err) {
       this.pool.clear(slot);
@@ -144,71 +172,216 @@ export class LayerExperts {
     }
   }
 
-  /**
-   * x [N, in] rows grouped by expert (groupSizes [E]) times projection p of those experts: the
-   * experts with rows are made resident (in rounds of at most C when there are more), their rows
-   * gathered in slot order, the grouped kernel run over the slot stack, the rows put back.
-   */
-  linear(x: Tensor, p: number, groupSizes: Int32Array): Tensor {
+  /** Checks groupSizes against x [N, in]; the experts with rows and where their rows start. */
+  private groups(x: Tensor, groupSizes: Int32Array): Groups {
     const E = this.numExperts;
     if (groupSizes.length !== E) throw new Error(`expert cache (layer ${this.layer}): ${groupSizes.length} group sizes for ${E} experts`);
-    const [N, K] = x.shape as [number, number];
-    const n = this.shapes[p]![0];
+    const N = x.shape[0]!;
     const starts = new Int32Array(E + 1);
     for (let e = 0; e < E; e++) starts[e + 1] = starts[e]! + groupSizes[e]!;
     if (starts[E] !== N) throw new Error(`expert cache (layer ${this.layer}): group sizes sum to ${starts[E]}, x has ${N} rows`);
     const needed: number[] = [];
     for (let e = 0; e < E; e++) if (groupSizes[e]! > 0) needed.push(e);
-    const C = this.pool.numSlots;
-    const xd = x.data as Float32Array;
-    const out = new Float32Array(N * n);
-    for (let at = 0; at < needed.length; at += C) {
-      const round = needed.slice(at, at + C);
-      this.pool.unpinAll();
-      for (const e of round) {
-        let s = this.pool.slot(e);
-        if (p === 0) {
-          if (s >= 0) {
-            this.stats.hits++;
-            if (this.prefetchedNow.has(e)) this.stats.prefetchUsed++;
-          } else {
-            this.stats.misses++;
-          }
-        }
-        if (s < 0) {
-          s = this.load(e);
-          if (p !== 0) this.stats.reloads++;
-        }
-        if (p === 0) this.pool.use(e);
-        this.pool.pin(s);
-      }
-      // rows of this round's experts, in slot order
-      const sizes = new Int32Array(C);
-      let rows = 0;
-      for (const e of round) {
-        sizes[this.pool.slot(e)] = groupSizes[e]!;
-        rows += groupSizes[e]!;
-      }
-      const bySlot: number[] = [];
-      for (let s = 0; s < C; s++) if (sizes[s]! > 0) bySlot.push(this.pool.expertIn(s));
-      const xs = new Float32Array(rows * K);
-      let r = 0;
-      for (const e of bySlot) {
-        xs.set(xd.subarray(starts[e]! * K, starts[e + 1]! * K), r * K);
-        r += groupSizes[e]!;
-      }
-      const w = this.slots[p]!;
-      const xt = new Tensor(xs, [rows, K]);
-      const y = (w instanceof QuantWeight ? quantGroupedMatmul(xt, w, sizes) : groupedMatmul(xt, w, sizes, { transW: true })).data as Float32Array;
-      r = 0;
-      for (const e of bySlot) {
-        out.set(y.subarray(r * n, (r + groupSizes[e]!) * n), starts[e]! * n);
-        r += groupSizes[e]!;
+    return { starts, needed };
+  }
+
+  /** Counts a forward's hits and misses (once per expert with rows) and records the hits' use. */
+  private countUses(needed: readonly number[]): { hits: number[]; misses: number[] } {
+    const hits: number[] = [];
+    const misses: number[] = [];
+    for (const e of needed) {
+      if (this.pool.slot(e) >= 0) {
+        hits.push(e);
+        this.stats.hits++;
+        if (this.prefetchedNow.has(e)) this.stats.prefetchUsed++;
+        this.pool.use(e);
+      } else {
+        misses.push(e);
+        this.stats.misses++;
       }
     }
-    if (p === 0) this.prefetchedNow.clear();
+    this.prefetchedNow.clear();
+    return { hits, misses };
+  }
+
+  /**
+   * The rows of resident experts `round` through projection(s): gathered in slot order, `run`
+   * given them with the slot sizes, its [rows, out] result put back at the experts' rows of out.
+   */
+  private round(xd: Float32Array, K: number, g: Groups, groupSizes: Int32Array, round: readonly number[], out: Float32Array, n: number,
+    run: (xs: Tensor, sizes: Int32Array) => Tensor): void {
+    const C = this.pool.numSlots;
+    const sizes = new Int32Array(C);
+    let rows = 0;
+    for (const e of round) {
+      sizes[this.pool.slot(e)] = groupSizes[e]!;
+      rows += groupSizes[e]!;
+    }
+    const bySlot: number[] = [];
+    for (let s = 0; s < C; s++) if (sizes[s]! > 0) bySlot.push(this.pool.expertIn(s));
+    const xs = new Float32Array(rows * K);
+    let r = 0;
+    for (const e of bySlot) {
+      xs.set(xd.subarray(g.starts[e]! * K, g.starts[e + 1]! * K), r * K);
+      r += groupSizes[e]!;
+    }
+    const y = run(new Tensor(xs, [rows, K]), sizes).data as Float32Array;
+    r = 0;
+    for (const e of bySlot) {
+      out.set(y.subarray(r * n, (r + groupSizes[e]!) * n), g.starts[e]! * n);
+      r += groupSizes[e]!;
+    }
+  }
+
+  /** Projection p over the slot stack: rows grouped by slot (sizes [C]). */
+  private product(x: Tensor, p: number, sizes: Int32Array): Tensor {
+    const w = this.slots[p]!;
+    return w instanceof QuantWeight ? quantGroupedMatmul(x, w, sizes) : groupedMatmul(x, w, sizes, { transW: true });
+  }
+
+  /**
+   * x [N, in] rows grouped by expert (groupSizes [E]) times projection p of those experts: the
+   * experts with rows are made resident (in rounds of at most C when there are more), their rows
+   * gathered in slot order, the grouped kernel run over the slot stack, the rows put back. A forward
+   * whose experts do not fit reloads them for each projection (stats.reloads): the MoE block uses
+   * mlp() instead, which does not.
+   */
+  linear(x: Tensor, p: number, groupSizes: Int32Array): Tensor {
+    const g = this.groups(x, groupSizes);
+    const [N, K] = x.shape as [number, number];
+    const n = this.shapes[p]![0];
+    const C = this.pool.numSlots;
+    const out = new Float32Array(N * n);
+    if (p === 0) this.countUses(g.needed);
     this.pool.unpinAll();
+    try {
+      for (let at = 0; at < g.needed.length; at += C) {
+        const round = g.needed.slice(at, at + C);
+        this.pool.unpinAll();
+        for (const e of round) {
+          let s = this.pool.slot(e);
+          if (s < 0) {
+            s = this.load(e);
+            if (p !== 0) this.stats.reloads++;
+            if (p === 0) this.pool.use(e);
+          }
+          this.pool.pin(s);
+        }
+        this.round(x.data as Float32Array, K, g, groupSizes, round, out, n, (xs, sizes) => this.product(xs, p, sizes));
+      }
+    } finally {
+      this.pool.unpinAll();
+    }
     return new Tensor(out, [N, n]);
+  }
+
+  /**
+   * The experts' whole MLP: down(act(gate x, up x)) for x [N, in] grouped by expert -> [N, out].
+   * When the experts with rows fit in the slots, one round: the three grouped products over all of
+   * them (misses loaded first), as linear() three times. When they do not, each round's experts run
+   * all three products before the next round replaces them: every expert is loaded at most once per
+   * forward. With a reader thread, misses are read in staged batches while the resident experts
+   * (then the previous batch) compute. Rows never change expert, and each kernel treats every
+   * expert's rows alone, so any schedule gives the same values, bit for bit.
+   */
+  mlp(x: Tensor, groupSizes: Int32Array, act: (gate: Tensor, up: Tensor) => Tensor): Tensor {
+    const g = this.groups(x, groupSizes);
+    const [N, K] = x.shape as [number, number];
+    const n = this.shapes[2]![0];
+    const C = this.pool.numSlots;
+    const out = new Float32Array(N * n);
+    const xd = x.data as Float32Array;
+    const three = (xs: Tensor, sizes: Int32Array): Tensor => this.product(act(this.product(xs, 0, sizes), this.product(xs, 1, sizes)), 2, sizes);
+    const compute = (round: readonly number[]): void => {
+      this.round(xd, K, g, groupSizes, round, out, n, three);
+      for (const e of round) this.pool.unpin(this.pool.slot(e));
+    };
+    this.pool.unpinAll();
+    const { hits, misses } = this.countUses(g.needed);
+    try {
+      // hits stay pinned until they have run: a miss's load must not evict an expert still to run
+      for (const e of hits) this.pool.pin(this.pool.slot(e));
+      if (this.reader && misses.length > 0) {
+        this.staged(hits, misses, compute);
+      } else {
+        const order = [...hits, ...misses];
+        for (let at = 0; at < order.length; at += C) {
+          const round = order.slice(at, at + C);
+          for (const e of round) {
+            if (this.pool.slot(e) >= 0) continue;
+            const s = this.load(e);
+            this.pool.use(e);
+            this.pool.pin(s);
+          }
+          compute(round);
+        }
+      }
+    } finally {
+      this.pool.unpinAll();
+    }
+    return new Tensor(out, [N, n]);
+  }
+
+  /** Experts per staged batch: a round must fit in the slots; half the staging buffer each (double buffering). */
+  private stagedBatch(): number {
+    return Math.max(1, Math.min(this.pool.numSlots, Math.floor(this.reader!.staging.byteLength / (2 * this.expertBytes))));
+  }
+
+  /**
+   * The misses read by the reader thread, S experts per batch into alternate halves of the staging
+   * buffer: batch b + 1 is read while batch b (or, first, the hits) computes; each batch is copied
+   * into slots (evicting by the rule among experts not still to run) only once read whole.
+   */
+  private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void): void {
+    const reader = this.reader!;
+    const S = this.stagedBatch();
+    const eb = this.expertBytes;
+    const batches: number[][] = [];
+    for (let at = 0; at < misses.length; at += S) batches.push(misses.slice(at, at + S));
+    const issue = (b: number): number => reader.issue(batches[b]!.flatMap((e, i) => {
+      let at = (b % 2) * S * eb + i * eb;
+      return this.ranges.map((rs) => {
+        const r = rs[e]!;
+        const read = { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes, at };
+        at += r.bytes;
+        return read;
+      });
+    }));
+    let ticket = issue(0);
+    try {
+      if (hits.length > 0) compute(hits);
+      for (let b = 0; b < batches.length; b++) {
+        const t0 = performance.now();
+        const res = reader.wait(ticket);
+        this.stats.waitMs += performance.now() - t0;
+        ticket = 0;
+        const batch = batches[b]!;
+        if (res.failed >= 0) {
+          const P = this.ranges.length;
+          throw this.readError(batch[Math.floor(res.failed / P)]!, res.failed % P, res.endAt, res.error);
+        }
+        if (b + 1 < batches.length) ticket = issue(b + 1);
+        batch.forEach((e, i) => {
+          const { slot } = this.pool.place(e);
+          let at = (b % 2) * S * eb + i * eb;
+          for (let p = 0; p < this.ranges.length; p++) {
+            const bytes = this.projBytes(p);
+            this.slotView(p, slot).set(reader.staging.subarray(at, at + bytes));
+            at += bytes;
+          }
+          this.stats.bytesLoaded += eb;
+          this.stats.staged++;
+          this.pool.use(e);
+          this.pool.pin(slot);
+        });
+        compute(batch);
+      }
+    } finally {
+      // never leave a read in flight into a half a later forward will reuse
+      if (ticket) {
+        try { reader.wait(ticket); } catch { /* the first error is the one thrown */ }
+      }
+    }
   }
 }
 
@@ -239,8 +412,10 @@ export class OffloadedExperts {
   }
 }
 
-/** All offloaded layers of a model: stats, totals and the open files. */
+/** All offloaded layers of a model: stats, totals, the open files and the optional reader thread. */
 export class ExpertCache {
+  private reader: ExpertReader | null = null;
+
   constructor(
     readonly layers: readonly LayerExperts[],
     readonly policy: string,
@@ -249,29 +424,59 @@ export class ExpertCache {
     private readonly files: ExpertFiles,
   ) {}
 
-  /** Slot memory held: slots x expert bytes over the layers. */
+  /** Slot memory held: slots x expert bytes over the layers (the budget; the reader's staging buffer is extra). */
   get residentBytes(): number {
     return this.layers.reduce((s, l) => s + l.pool.numSlots * l.expertBytes, 0);
   }
 
-  stats(): { policy: string; residentBytes: number; totalExpertBytes: number; hits: number; misses: number; hitRate: number; prefetched: number; prefetchUsed: number; reloads: number; bytesLoaded: number; layers: LayerCacheStats[] } {
+  /** The reader thread's staging buffer (0 with synchronous loads): 2 x STAGED_EXPERTS experts, shared by the layers. */
+  get stagingBytes(): number {
+    return this.reader?.staging.byteLength ?? 0;
+  }
+
+  /** Whether misses are read by a worker thread while the resident experts compute (else on the calling thread). */
+  get asyncLoads(): boolean {
+    return this.reader !== null;
+  }
+
+  /**
+   * Turns the reader thread on or off (between forwards). On: a staging buffer of 2 x
+   * STAGED_EXPERTS experts (a few MB) outside the slot budget, and a worker thread started at the
+   * first miss. Same values either way.
+   */
+  setAsyncLoads(on: boolean): void {
+    if (on === this.asyncLoads) return;
+    if (on) {
+      const eb = Math.max(...this.layers.map((l) => l.expertBytes));
+      const S = Math.min(STAGED_EXPERTS, Math.max(...this.layers.map((l) => l.pool.numSlots)));
+      this.reader = new ExpertReader(2 * S * eb);
+    } else {
+      this.reader!.close();
+      this.reader = null;
+    }
+    for (const l of this.layers) l.reader = this.reader;
+  }
+
+  stats(): { policy: string; residentBytes: number; totalExpertBytes: number; stagingBytes: number; hits: number; misses: number; hitRate: number; prefetched: number; prefetchUsed: number; reloads: number; bytesLoaded: number; staged: number; waitMs: number; layers: LayerCacheStats[] } {
     const layers = this.layers.map((l) => ({ ...l.stats }));
     const sum = (k: keyof LayerCacheStats): number => layers.reduce((s, l) => s + l[k], 0);
     const hits = sum('hits');
     const misses = sum('misses');
     return {
-      policy: this.policy, residentBytes: this.residentBytes, totalExpertBytes: this.totalExpertBytes,
+      policy: this.policy, residentBytes: this.residentBytes, totalExpertBytes: this.totalExpertBytes, stagingBytes: this.stagingBytes,
       hits, misses, hitRate: hits + misses > 0 ? hits / (hits + misses) : 0,
-      prefetched: sum('prefetched'), prefetchUsed: sum('prefetchUsed'), reloads: sum('reloads'), bytesLoaded: sum('bytesLoaded'), layers,
+      prefetched: sum('prefetched'), prefetchUsed: sum('prefetchUsed'), reloads: sum('reloads'), bytesLoaded: sum('bytesLoaded'),
+      staged: sum('staged'), waitMs: sum('waitMs'), layers,
     };
   }
 
   resetStats(): void {
-    for (const l of this.layers) Object.assign(l.stats, { hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0 });
+    for (const l of this.layers) Object.assign(l.stats, { hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0 });
   }
 
-  /** Closes the model file; a forward that needs a non-resident expert then fails with a clear error. */
+  /** Stops the reader thread and closes the model file; a forward that needs a non-resident expert then fails with a clear error. */
   close(): void {
+    this.setAsyncLoads(false);
     this.files.close();
   }
 }

@@ -16,6 +16,8 @@ export interface ExpertOffloadOptions {
   expertMemory: number;
   /** Which expert leaves a full pool (lru, lfu), or lru plus loading the next layer's predicted experts ahead (pregate). Default lru. */
   policy?: ExpertPolicy;
+  /** Read misses on a worker thread while resident experts compute (ExpertCache.setAsyncLoads). Default false. */
+  asyncLoads?: boolean;
 }
 
 const caches = new WeakMap<MoEDecoder, ExpertCache>();
@@ -79,11 +81,19 @@ export function offloadExperts(model: MoEDecoder, source: TensorSource, opts: Ex
   const files = new ExpertFiles();
   try {
     // a file already too short is named now, not at the first miss
-    const ends = new Map<string, number>();
-    for (const r of ranges.flat(2)) ends.set(r.file, Math.max(ends.get(r.file) ?? 0, r.offset + r.bytes));
-    for (const [file, end] of ends) {
-      const size = files.size(file);
-      if (size < end) throw new Error(`expert offload: ${file} has ${size} bytes, but its experts run to byte ${end} (truncated?)`);
+    const ends = new Map<string, { end: number; tensor: string }>();
+    ranges.forEach((layer, i) => layer.forEach((proj, pi) => proj.forEach((r, e) => {
+      const at = ends.get(r.file);
+      if (!at || r.offset + r.bytes > at.end) ends.set(r.file, { end: r.offset + r.bytes, tensor: names.expert(sparse[i]!.index, e, PROJS[pi]!) });
+    })));
+    for (const [file, { end, tensor }] of ends) {
+      let size: number;
+      try {
+        size = files.size(file);
+      } catch (err) {
+        throw new Error(`expert offload: cannot open ${file}, which holds offloaded experts (e.g. tensor ${tensor}): ${(err as Error).message}`);
+      }
+      if (size < end) throw new Error(`expert offload: ${file} has ${size} bytes, but its experts run to byte ${end} (tensor ${tensor}; truncated?)`);
     }
   } catch (e) {
     files.close();
@@ -106,6 +116,7 @@ export function offloadExperts(model: MoEDecoder, source: TensorSource, opts: Ex
     });
   }
   const cache = new ExpertCache(layers, policy, expertBytes * E * sparse.length, files);
+  if (opts.asyncLoads) cache.setAsyncLoads(true);
   caches.set(model, cache);
   return cache;
 }

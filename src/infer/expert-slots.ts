@@ -116,6 +116,9 @@ export class SlotPool {
   pin(s: number): void {
     this.pinned[s] = 1;
   }
+  unpin(s: number): void {
+    this.pinned[s] = 0;
+  }
   unpinAll(): void {
     this.pinned.fill(0);
   }

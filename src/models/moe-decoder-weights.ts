@@ -1,7 +1,7 @@
 // The decoder's weight products in one place: a weight is a float32 Tensor or a QuantWeight (Q8_0/Q4_0 blocks).
 
 import { Tensor } from '../tensor/tensor.js';
-import { add, embedding, groupedMatmul, matmul, reshape } from '../ops/index.js';
+import { add, embedding, groupedMatmul, matmul, mul, reshape, silu } from '../ops/index.js';
 import { QuantWeight, quantMatmul, quantGroupedMatmul } from '../infer/quant/index.js';
 import { QK, dequantizeRow, quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
 import { adviseHugePages } from '../backends/native/index.js';
@@ -50,6 +50,20 @@ export function expertLinear(x: Tensor, w: Weight, groupSizes: Int32Array): Tens
   // offloaded: the experts with rows are made resident in the layer's slots, the same kernels run over the slot stack
   if (w instanceof OffloadedExperts) return w.linear(x, groupSizes);
   return w instanceof QuantWeight ? quantGroupedMatmul(x, w, groupSizes) : groupedMatmul(x, w, groupSizes, { transW: true });
+}
+
+/**
+ * The routed experts' SwiGLU MLP, down(silu(gate x) * up x), for rows grouped by expert. Offloaded
+ * experts run it as one schedule (each expert loaded at most once per call, all three products
+ * while resident); stacks in memory as three grouped products. Same values either way.
+ */
+export function expertSwiGLU(x: Tensor, w1: Weight, w3: Weight, w2: Weight, groupSizes: Int32Array): Tensor {
+  const act = (g: Tensor, u: Tensor): Tensor => mul(silu(g), u);
+  if (w1 instanceof OffloadedExperts && w3 instanceof OffloadedExperts && w2 instanceof OffloadedExperts
+    && w1.experts === w3.experts && w1.experts === w2.experts && w1.proj === 0 && w3.proj === 1 && w2.proj === 2) {
+    return w1.experts.mlp(x, groupSizes, act);
+  }
+  return expertLinear(act(expertLinear(x, w1, groupSizes), expertLinear(x, w3, groupSizes)), w2, groupSizes);
 }
 
 /** Rows of the embedding table for ids [T] -> [T, d]; a quantised table is dequantised row by row (exact). */

@@ -17,13 +17,13 @@ import { planDispatch } from '../moe/permute/bins.js';
 import { permute, unpermute } from '../moe/permute/permute.js';
 import type { HFConfig } from '../formats/hf/config.js';
 import { isSparseLayer, validateMoEDecoderConfig, type MoEDecoderConfig } from './moe-decoder-config.js';
-import { embedRows, expertLinear, linear, newMatrix, type Weight } from './moe-decoder-weights.js';
+import { embedRows, expertSwiGLU, linear, newMatrix, type Weight } from './moe-decoder-weights.js';
 import { quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
 import { QuantWeight } from '../infer/quant/index.js';
 import { attentionMask, cachedAttention, rotary, rotaryTables } from './moe-decoder-attention.js';
 
 export * from './moe-decoder-config.js';
-export { linear, expertLinear, type Weight } from './moe-decoder-weights.js';
+export { linear, expertLinear, expertSwiGLU, type Weight } from './moe-decoder-weights.js';
 export { rotaryTables, attentionMask } from './moe-decoder-attention.js';
 
 /** Called per MoE layer with the experts each token chose ([T, k] row-major) and their gate weights. */
@@ -98,8 +98,7 @@ export class SparseMoeBlock extends Module {
     const plan = planDispatch(routing.token, routing.expert, routing.gates.data, this.numExperts, null);
     if (this.beforeExperts) this.beforeExperts(x);
     const xp = permute(x, plan); // [T*k, d] in expert order
-    const hid = mul(silu(expertLinear(xp, this.w1, plan.groupSizes)), expertLinear(xp, this.w3, plan.groupSizes));
-    let y = unpermute(expertLinear(hid, this.w2, plan.groupSizes), routing.gates, plan, T);
+    let y = unpermute(expertSwiGLU(xp, this.w1, this.w3, this.w2, plan.groupSizes), routing.gates, plan, T);
     if (this.shared) {
       let s = this.shared.forward(x);
       if (this.sharedGate) s = mul(sigmoid(linear(x, this.sharedGate)), s); // [T, 1] broadcast over d

@@ -1,0 +1,243 @@
+// Expert cache schedule and reads: the per-expert MLP schedule (each expert loaded at most once per forward) and the
+// reader thread give the all-resident logits bit for bit with few slots at batch > 1; offloaded slots hold the file's
+// bytes, equal to the resident tensors'; missing and truncated files fail naming file and tensor.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, copyFileSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openHFDir } from '../src/formats/hf/index.js';
+import { readGGUFAsHF, writeGGUF } from '../src/formats/gguf/index.js';
+import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
+import { loadLM } from '../src/models/load-lm.js';
+import type { MoEDecoder } from '../src/models/moe-decoder.js';
+import { offloadExperts } from '../src/infer/expert-offload.js';
+import { ExpertReader } from '../src/infer/expert-reader.js';
+import { QuantWeight } from '../src/infer/quant/weight.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { mul, silu } from '../src/ops/index.js';
+import type { TensorSource } from '../src/formats/tensor-source.js';
+
+let dir: string;
+let gguf: string;
+let hfDir: string;
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'moe-expert-schedule-'));
+  // olmoe tiny: 16 experts top-4, 2 MoE layers... (every layer MoE); q8_0 GGUF and f32 safetensors
+  hfDir = join(dir, 'olmoe');
+  createRandomHFDir({ family: 'olmoe', preset: 'tiny', out: hfDir, seed: 11 });
+  const hf = openHFDir(hfDir);
+  try {
+    gguf = join(dir, 'olmoe.gguf');
+    writeGGUF(gguf, { config: hf.config, tensors: hf.source.names().map((n) => [n, hf.source.read(n), hf.source.info(n).shape]), dtype: 'q8_0' });
+  } finally {
+    hf.source.close();
+  }
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const TEXTS = ['All human beings are born', 'Everyone has the right to', 'No one shall be held in', 'Men and women of full age'].map((t) => Int32Array.from(Buffer.from(t)));
+
+/** 4 sequences: a 6-token prefill, then 6 decode steps together; every step's last-row logits. */
+function batched(model: MoEDecoder): Float32Array[] {
+  const caches = TEXTS.map(() => model.newCache(64));
+  const out: Float32Array[] = [];
+  for (let at = 6; at <= 12; at++) {
+    const from = at === 6 ? 0 : at - 1;
+    const ys = model.forwardBatch(TEXTS.map((t, j) => ({ ids: t.subarray(from, at), cache: caches[j]! })), 'test', { lastOnly: true });
+    for (const y of ys) out.push(y.data as Float32Array);
+  }
+  return out;
+}
+
+/** Bytes of expert e's projection p in a resident stack [E, out, in]. */
+function residentBytes(w: unknown, e: number): Uint8Array {
+  if (w instanceof QuantWeight) {
+    const per = w.data.byteLength / w.shape[0]!;
+    return w.data.subarray(e * per, (e + 1) * per);
+  }
+  const t = w as Tensor;
+  const d = t.data as Float32Array;
+  const per = d.length / t.shape[0]!;
+  return new Uint8Array(d.buffer, d.byteOffset + 4 * e * per, 4 * per);
+}
+
+describe('per-expert schedule: k slots, batch 4 = all resident, bit for bit, each expert loaded at most once per forward', () => {
+  for (const which of ['gguf', 'hf'] as const) {
+    for (const asyncLoads of [false, true]) {
+      test(`${which}, ${asyncLoads ? 'reader thread' : 'synchronous reads'}, lru / lfu / pregate`, async () => {
+        const path = which === 'gguf' ? gguf : hfDir;
+        const want = batched((await loadLM(path)).model);
+        for (const policy of ['lru', 'lfu', 'pregate'] as const) {
+          const probe = await loadLM(path, { expertMemory: 1 });
+          const eb = probe.expertCache!.layers[0]!.expertBytes;
+          const minBytes = probe.model.config.topK * eb * probe.expertCache!.layers.length;
+          probe.expertCache!.close();
+          const lm = await loadLM(path, { expertMemory: minBytes, expertPolicy: policy });
+          const cache = lm.expertCache!;
+          try {
+            cache.setAsyncLoads(asyncLoads);
+            assert.equal(cache.asyncLoads, asyncLoads);
+            let uses = 0;
+            let maxDistinct = 0;
+            lm.model.onRouting = (_l, idx) => {
+              const n = new Set(idx).size;
+              uses += n;
+              maxDistinct = Math.max(maxDistinct, n);
+            };
+            const got = batched(lm.model);
+            const what = `${which} ${policy} async=${asyncLoads}`;
+            assert.ok(maxDistinct > cache.layers[0]!.pool.numSlots, `${what}: the test needs a step with more distinct experts than slots (saw ${maxDistinct})`);
+            assert.equal(got.length, want.length);
+            got.forEach((g, i) => assert.deepEqual(g, want[i], `${what}: step output ${i} differs`));
+            const st = cache.stats();
+            assert.equal(st.hits + st.misses, uses, `${what}: hits + misses != expert uses`);
+            assert.equal(st.reloads, 0, `${what}: an expert was loaded twice in one forward`);
+            // the floor: one load per miss (plus pre-gating's own loads), never one per projection
+            assert.equal(st.bytesLoaded, (st.misses + st.prefetched) * eb, `${what}: bytes loaded`);
+            assert.ok(st.misses > 0);
+            assert.equal(st.staged, asyncLoads ? st.misses : 0, `${what}: misses read by the reader thread`);
+            assert.equal(st.stagingBytes, asyncLoads ? 2 * 4 * eb : 0);
+          } finally {
+            cache.close();
+          }
+        }
+      });
+    }
+  }
+});
+
+test('LayerExperts.mlp = the three per-projection products, loads each expert once where linear() reloads', async () => {
+  const lm = await loadLM(gguf, { expertMemory: 0.25 }); // 4 slots of 16
+  const cache = lm.expertCache!;
+  try {
+    const le = cache.layers[0]!;
+    const E = le.numExperts;
+    const d = lm.model.config.hiddenSize;
+    // 10 experts with rows (more than the 4 slots), 0 to 3 rows each
+    const sizes = Int32Array.from({ length: E }, (_, e) => (e < 10 ? (e % 3) + 1 : 0));
+    const N = sizes.reduce((a, b) => a + b, 0);
+    const x = new Tensor(Float32Array.from({ length: N * d }, (_, i) => Math.sin(0.37 * i)), [N, d]);
+    const act = (g: Tensor, u: Tensor): Tensor => mul(silu(g), u);
+    cache.resetStats();
+    const composed = le.linear(act(le.linear(x, 0, sizes), le.linear(x, 1, sizes)), 2, sizes).data;
+    const a = cache.stats();
+    assert.ok(a.reloads > 0, 'the per-projection path should reload evicted experts');
+    for (const asyncLoads of [false, true]) {
+      cache.setAsyncLoads(asyncLoads);
+      cache.resetStats();
+      const fused = le.mlp(x, sizes, act).data;
+      const b = cache.stats();
+      assert.deepEqual(fused, composed, `async=${asyncLoads}: mlp differs from the composed products`);
+      assert.equal(b.reloads, 0);
+      assert.equal(b.hits + b.misses, 10);
+      assert.equal(b.bytesLoaded, b.misses * le.expertBytes);
+      assert.ok(b.bytesLoaded < a.bytesLoaded, `mlp loaded ${b.bytesLoaded} bytes, the per-projection path ${a.bytesLoaded}`);
+    }
+    // bad group sizes are named
+    assert.throws(() => le.mlp(x, sizes.subarray(1), act), /group sizes for 16 experts/);
+    assert.throws(() => le.mlp(x, new Int32Array(E), act), /group sizes sum to 0, x has \d+ rows/);
+  } finally {
+    cache.close();
+  }
+});
+
+describe('file-backed slots hold the file\'s bytes, equal to the resident tensors', () => {
+  for (const which of ['gguf', 'hf'] as const) {
+    test(which, async () => {
+      const path = which === 'gguf' ? gguf : hfDir;
+      const ref = (await loadLM(path)).model;
+      const lm = await loadLM(path, { expertMemory: 1 });
+      const cache = lm.expertCache!;
+      try {
+        // the reader thread fills the slots a long prefill needs, prefetch (synchronous) the rest
+        cache.setAsyncLoads(true);
+        lm.model.forward(Int32Array.from(Buffer.from('All human beings are born free and equal in dignity and rights.')), lm.model.newCache(80));
+        assert.ok(cache.stats().staged > 0, 'the reader thread read nothing');
+        const sparse = ref.layers.filter((l) => l.moe);
+        cache.layers.forEach((le, i) => {
+          const E = le.numExperts;
+          le.prefetch(Array.from({ length: E }, (_, e) => e));
+          const moe = sparse[i]!.moe!;
+          [moe.w1, moe.w3, moe.w2].forEach((w, p) => {
+            for (let e = 0; e < E; e++) {
+              const s = le.pool.slot(e);
+              assert.ok(s >= 0, `expert ${e} of layer ${le.layer} is not resident with all slots`);
+              assert.deepEqual(le.slotView(p, s), residentBytes(w, e), `layer ${le.layer} expert ${e} projection ${p}: slot bytes != resident bytes`);
+            }
+          });
+        });
+      } finally {
+        cache.close();
+      }
+    });
+  }
+});
+
+describe('errors name the file and the tensor', () => {
+  test('a file truncated mid-life, read by the reader thread', async () => {
+    const copy = join(dir, 'trunc-async.gguf');
+    copyFileSync(gguf, copy);
+    const lm = await loadLM(copy, { expertMemory: 0.25 });
+    const cache = lm.expertCache!;
+    cache.setAsyncLoads(true);
+    const m = lm.model;
+    m.forward(TEXTS[0]!.subarray(0, 2), m.newCache(8));
+    truncateSync(copy, Math.floor(statSync(copy).size / 3));
+    const long = Int32Array.from(Buffer.from('All human beings are born free and equal in dignity and rights.'));
+    assert.throws(() => m.forward(long, m.newCache(80)),
+      /trunc-async\.gguf: expert \d+ of layer \d+, (gate|up|down) \((w1|w2|w3)\): the file ends at byte \d+, inside the expert's bytes \[\d+, \d+\).*truncated or rewritten/);
+    for (const l of cache.layers) {
+      for (const e of l.pool.residents()) if (e >= 0) assert.equal(l.pool.expertIn(l.pool.slot(e)), e);
+    }
+    cache.close();
+    assert.equal(cache.asyncLoads, false);
+    assert.throws(() => m.forward(long, m.newCache(80)), /expert cache: closed/);
+  });
+
+  test('a missing model file at offload is named with a tensor it holds', async () => {
+    const resident = await loadLM(gguf);
+    const opened = await readGGUFAsHF(gguf);
+    try {
+      const gone = join(dir, 'moved-away.gguf');
+      const source: TensorSource = {
+        names: () => opened.source.names(),
+        info: (n) => opened.source.info(n),
+        read: (n) => opened.source.read(n),
+        locate: (n) => {
+          const loc = opened.source.locate!(n);
+          return loc && { ...loc, file: gone };
+        },
+        close: () => opened.source.close(),
+      };
+      assert.throws(() => offloadExperts(resident.model, source, { expertMemory: 0.5 }),
+        /expert offload: cannot open .*moved-away\.gguf, which holds offloaded experts \(e\.g\. tensor model\.layers\.\d+\.mlp\.experts\.\d+\.\w+_proj\.weight\): ENOENT/);
+    } finally {
+      opened.source.close();
+    }
+  });
+
+  test('the reader thread: a bad descriptor, a read past staging, a second batch in flight', () => {
+    const file = join(dir, 'bytes.bin');
+    writeFileSync(file, Buffer.from(Array.from({ length: 256 }, (_, i) => i)));
+    const fd = openSync(file, 'r');
+    const reader = new ExpertReader(128);
+    try {
+      const t = reader.issue([{ fd, position: 10, bytes: 20, at: 5 }, { fd, position: 200, bytes: 8, at: 100 }]);
+      assert.throws(() => reader.issue([{ fd, position: 0, bytes: 1, at: 0 }]), /already in flight/);
+      assert.deepEqual(reader.wait(t), { failed: -1, endAt: null, error: null });
+      assert.deepEqual([...reader.staging.subarray(5, 25)], Array.from({ length: 20 }, (_, i) => 10 + i));
+      assert.deepEqual([...reader.staging.subarray(100, 108)], Array.from({ length: 8 }, (_, i) => 200 + i));
+      assert.deepEqual(reader.wait(reader.issue([{ fd, position: 250, bytes: 16, at: 0 }])), { failed: 0, endAt: 256, error: null });
+      assert.throws(() => reader.issue([{ fd, position: 0, bytes: 64, at: 100 }]), /outside the 128-byte staging buffer/);
+      closeSync(fd);
+      const bad = reader.wait(reader.issue([{ fd, position: 0, bytes: 4, at: 0 }]));
+      assert.equal(bad.failed, 0);
+      assert.match(bad.error ?? '', /EBADF|bad file descriptor/i);
+    } finally {
+      reader.close();
+    }
+    assert.throws(() => reader.issue([]), /expert reader: closed/);
+  });
+});
