@@ -83,28 +83,32 @@ function step(layer: moe.MoELayer, x: Tensor, g: Tensor, repeats: number): StepR
   };
 }
 
+/** [workers, overlap degree] pairs the layer is checked at, besides N = 1, 2, 4 without overlap. */
+const OVERLAPS: Array<[number, number]> = [[1, 3], [2, 2], [4, 3]];
+
 for (const backend of backendsUnderTest()) {
   for (const c of CASES) {
-    test(`expert-parallel layer equals MoELayer bit for bit at N = 1, 2, 4: ${c.name} (${backend})`, async () => {
+    test(`expert-parallel layer equals MoELayer bit for bit at N = 1, 2, 4, and with overlap: ${c.name} (${backend})`, async () => {
       const d = c.config.dModel;
       const x = randTensor(new Rng(11), [c.T, d]);
       const g = randTensor(new Rng(12), [c.T, d]);
       const reference = withBackend(backend, () => ({ once: step(new moe.MoELayer(c.config), x, g, 1), twice: step(new moe.MoELayer(c.config), x, g, 2) }));
-      for (const N of [1, 2, 4]) {
+      for (const [N, overlapDegree] of [[1, 1], [2, 1], [4, 1], ...OVERLAPS] as Array<[number, number]>) {
+        const opts = { workers: N, timeoutMs: 30_000, overlapDegree };
         const layer = new moe.MoELayer(c.config);
-        const ep = attachExpertParallel(layer, { workers: N, timeoutMs: 30_000 });
+        const ep = attachExpertParallel(layer, opts);
         const incoming: number[][] = [];
         ep.onExchange = (_layer, rows) => incoming.push(rows[0]!.map((_, j) => rows.reduce((a, r) => a + r[j]!, 0)));
         try {
           const got = withBackend(backend, () => step(layer, x, g, 1));
-          assert.deepEqual(got, reference.once, `N=${N}: one step`);
+          assert.deepEqual(got, reference.once, `N=${N} overlap ${overlapDegree}: one step`);
           // eval without a graph: same output, nothing kept for backward
           const y = withBackend(backend, () => noGrad(() => layer.forward(x).y));
-          assert.deepEqual([...y.data], reference.once.y, `N=${N}: noGrad forward`);
+          assert.deepEqual([...y.data], reference.once.y, `N=${N} overlap ${overlapDegree}: noGrad forward`);
           const layer2 = new moe.MoELayer(c.config);
-          const ep2 = attachExpertParallel(layer2, { workers: N, timeoutMs: 30_000 });
+          const ep2 = attachExpertParallel(layer2, opts);
           try {
-            assert.deepEqual(withBackend(backend, () => step(layer2, x, g, 2)), reference.twice, `N=${N}: accumulated gradients`);
+            assert.deepEqual(withBackend(backend, () => step(layer2, x, g, 2)), reference.twice, `N=${N} overlap ${overlapDegree}: accumulated gradients`);
           } finally {
             await ep2.close();
           }
@@ -187,9 +191,25 @@ test('faults: a worker that exits or throws inside a phase fails the step at onc
   assert.throws(() => ep2.group.run(OP.pack, args, 'test'), /the worker group is closed/);
 });
 
+test('faults with overlap: a killed worker fails the step naming it; the others stop waiting for its chunks', async () => {
+  const layer = new moe.MoELayer({ dModel: 4, dFF: 6, numExperts: 4, router: { type: 'topk', k: 2 }, seed: 1 });
+  const ep = attachExpertParallel(layer, { workers: 2, timeoutMs: 1500, overlapDegree: 2 });
+  const x = randTensor(new Rng(2), [8, 4]);
+  try {
+    layer.forward(x); // healthy
+    void ep.group.threads[1]!.terminate();
+    // rank 0 waits for rank 1's chunk 0 and gives up before the main thread's deadline, naming rank 1
+    assert.throws(() => layer.forward(x), /expert-parallel: worker 0 failed in 'forwardOverlap' \(layer 0 forward\): rank 0: rank 1 did not pack chunk 0 of 2 within 1200 ms/);
+    assert.throws(() => layer.forward(x), /worker group is broken by an earlier failure/);
+  } finally {
+    await ep.close();
+  }
+});
+
 test('expert parallelism refuses what it cannot do, naming it', async () => {
   const layer = new moe.MoELayer({ dModel: 4, dFF: 6, numExperts: 2, seed: 1 });
   assert.throws(() => attachExpertParallel(layer, { workers: 3 }), /3 workers for a layer of 2 experts/);
+  assert.throws(() => attachExpertParallel(layer, { workers: 2, overlapDegree: 0 }), /overlapDegree = 0 must be an integer in \[1, 64\] \(parallel.overlap\)/);
   assert.throws(() => attachExpertParallel(new moe.ExpertBank(2, 4, 4), { workers: 1 }), /the model has no MoELayer/);
   const ep = attachExpertParallel(layer, { workers: 2 });
   try {
@@ -204,16 +224,17 @@ test('expert parallelism refuses what it cannot do, naming it', async () => {
 test('config: parallel.experts is validated and settable with --set', () => {
   const base = { model: { type: 'softmoe-classifier' } };
   assert.equal(validateRun(base).parallel, undefined);
-  assert.deepEqual(validateRun({ ...base, parallel: { experts: 4 } }).parallel, { experts: 4, trace: null });
+  assert.deepEqual(validateRun({ ...base, parallel: { experts: 4 } }).parallel, { experts: 4, trace: null, overlap: 1 });
+  assert.throws(() => validateRun({ ...base, parallel: { overlap: 65 } }), /config.parallel.overlap: 65 is above the maximum 64/);
   assert.throws(() => validateRun({ ...base, parallel: { experts: 0 } }), /config.parallel.experts: 0 is below the minimum 1/);
   assert.throws(() => validateRun({ ...base, parallel: { workers: 2 } }), /config.parallel.workers: unknown key/);
   const raw: Record<string, unknown> = { ...base };
-  applySets(raw, ['parallel.experts=2']);
-  assert.deepEqual(validateRun(raw).parallel, { experts: 2, trace: null });
+  applySets(raw, ['parallel.experts=2', 'parallel.overlap=3']);
+  assert.deepEqual(validateRun(raw).parallel, { experts: 2, trace: null, overlap: 3 });
   assert.throws(() => applySets({}, ['parallel.experts=two']), /--set parallel.experts=two: expected a number/);
 });
 
-test('moe train --set parallel.experts=2 writes the same metrics.jsonl as one process', () => {
+test('moe train --set parallel.experts=2 (also with parallel.overlap=2) writes the same metrics.jsonl as one process', () => {
   const dir = mkdtempSync(join(tmpdir(), 'moe-ep-'));
   const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
   const cfg = fileURLToPath(new URL('../../configs/udhr-lm-moe.json', import.meta.url));
@@ -221,9 +242,9 @@ test('moe train --set parallel.experts=2 writes the same metrics.jsonl as one pr
     '--set', 'data.maxLanguages=2', '--set', 'data.seqLen=16', '--set', 'data.stepsPerEpoch=3', '--set', 'data.evalWindows=4', '--set', 'train.epochs=2',
     '--set', 'optim.warmupSteps=1'];
   try {
-    const metrics = (n: number): string[] => {
-      const out = join(dir, `n${n}`);
-      const r = spawnSync(process.execPath, [main, 'train', '--config', cfg, ...small, ...(n > 1 ? ['--set', `parallel.experts=${n}`] : []), '--out', out],
+    const metrics = (n: number, overlap = 1): string[] => {
+      const out = join(dir, `n${n}-o${overlap}`);
+      const r = spawnSync(process.execPath, [main, 'train', '--config', cfg, ...small, ...(n > 1 ? ['--set', `parallel.experts=${n}`, '--set', `parallel.overlap=${overlap}`] : []), '--out', out],
         { encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       // wall-clock fields differ between any two runs
@@ -232,6 +253,7 @@ test('moe train --set parallel.experts=2 writes the same metrics.jsonl as one pr
     const one = metrics(1);
     assert.ok(one.length >= 8, 'steps, evaluations and the test record');
     assert.deepEqual(metrics(2), one);
+    assert.deepEqual(metrics(2, 2), one);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

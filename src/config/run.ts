@@ -55,6 +55,8 @@ export interface RunConfig {
 export interface ParallelConfig {
   experts: number;
   trace: string | null;
+  /** Overlap degree of the expert-parallel exchange (src/parallel/expert-parallel.ts). */
+  overlap: number;
 }
 
 export const DATA_SCHEMA: Schema = {
@@ -99,6 +101,7 @@ export const TRAIN_SCHEMA: Schema = {
 export const PARALLEL_SCHEMA: Schema = {
   experts: { type: 'integer', default: 1, min: 1, max: 256, doc: 'worker threads the experts of every MoE layer are split across (expert parallelism; at most numExperts)' },
   trace: { type: 'string', default: null, nullable: true, doc: 'record every training step\'s routing (token -> expert) to this JSONL, for moe simulate ep' },
+  overlap: { type: 'integer', default: 1, min: 1, max: 64, doc: 'overlap degree: each exchange runs in this many chunks of every rank\'s experts, one rank computing a chunk while the others pack the next (Tutel\'s; 1: no chunks)' },
 };
 
 const SECTIONS: Record<string, Schema> = { data: DATA_SCHEMA, optim: OPTIM_SCHEMA, train: TRAIN_SCHEMA, parallel: PARALLEL_SCHEMA };

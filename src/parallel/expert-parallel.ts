@@ -17,9 +17,17 @@ import type { ExpertBank } from '../moe/experts/bank.js';
 import type { DispatchPlan } from '../moe/permute/bins.js';
 import { ExpertGroup, type ExpertGroupOptions } from './group.js';
 import { exchangeLayout, rowMatrix } from './layout.js';
-import { BACKENDS, FLAG, OP, PARAMS, f32, type ParamName } from './protocol.js';
+import { BACKENDS, FLAG, MAX_OVERLAP, OP, PARAMS, f32, type ParamName } from './protocol.js';
 
-export type ExpertParallelOptions = ExpertGroupOptions;
+export interface ExpertParallelOptions extends ExpertGroupOptions {
+  /**
+   * Tutel's overlap degree (default 1): each exchange runs in this many chunks of every rank's
+   * experts, and a rank computes chunk c while the others still pack chunk c + 1 (protocol.ts
+   * OP.forwardOverlap). Chunks are whole experts, so results stay bit-identical; a degree above a
+   * rank's expert count leaves that rank's extra chunks empty. 1 runs the three barrier phases.
+   */
+  overlapDegree?: number;
+}
 
 interface Registered {
   id: number;
@@ -40,6 +48,7 @@ export interface ExchangeBytes {
 export class ExpertParallel {
   readonly group: ExpertGroup;
   readonly layers: MoELayer[];
+  readonly overlapDegree: number;
   readonly bytes: ExchangeBytes = { crossRank: 0, local: 0, exchanges: 0 };
   /** Called with each exchange's [N][N] row matrix (a routing trace for the simulator). */
   onExchange: ((layer: number, rows: number[][], tokens: number) => void) | null = null;
@@ -54,6 +63,11 @@ export class ExpertParallel {
       }
     }
     this.layers = layers;
+    const degree = opts.overlapDegree ?? 1;
+    if (!Number.isInteger(degree) || degree < 1 || degree > MAX_OVERLAP) {
+      throw new Error(`expert-parallel: overlapDegree = ${degree} must be an integer in [1, ${MAX_OVERLAP}] (parallel.overlap)`);
+    }
+    this.overlapDegree = degree;
     this.group = new ExpertGroup(opts);
     layers.forEach((layer, id) => {
       const reg: Registered = { id, layer, bank: layer.experts, params: {}, grads: {}, shapes: '' };
@@ -126,11 +140,16 @@ export class ExpertParallel {
     if (gates.requiresGrad) flags |= FLAG.gateGrad;
     PARAMS.forEach((n, i) => { if (bank[n]?.requiresGrad) flags |= 1 << (FLAG.paramGrad0 + i); });
     const callId = ++this.callId;
-    const args = { layer: reg.id, callId, tokens: T, rows, flags, backend: backendCode() };
+    const degree = this.overlapDegree;
+    const args = { layer: reg.id, callId, tokens: T, rows, flags, backend: backendCode(), degree };
     const what = `layer ${reg.id} forward`;
-    g.run(OP.pack, args, what);
-    g.run(OP.expertForward, args, what);
-    g.run(OP.combine, args, what);
+    if (degree > 1) {
+      g.run(OP.forwardOverlap, args, what);
+    } else {
+      g.run(OP.pack, args, what);
+      g.run(OP.expertForward, args, what);
+      g.run(OP.combine, args, what);
+    }
     const out = new Tensor(f32(g.regions.output, T * d).slice(), [T, d]);
     if (!needGrad) return out;
 
@@ -150,9 +169,13 @@ export class ExpertParallel {
       });
       const bargs = { ...args, flags: bflags };
       const bwhat = `layer ${reg.id} backward`;
-      g.run(OP.pack, bargs, bwhat);
-      g.run(OP.expertBackward, bargs, bwhat);
-      if (x.requiresGrad) g.run(OP.combine, bargs, bwhat);
+      if (degree > 1) {
+        g.run(OP.backwardOverlap, bargs, bwhat);
+      } else {
+        g.run(OP.pack, bargs, bwhat);
+        g.run(OP.expertBackward, bargs, bwhat);
+        if (x.requiresGrad) g.run(OP.combine, bargs, bwhat);
+      }
       this.account(reg.id, rowMatrix(layout), T, d);
       const grads: Array<Tensor | null> = [x.requiresGrad ? new Tensor(f32(g.regions.output, T * d).slice(), [T, d]) : null];
       PARAMS.forEach((n, i) => {

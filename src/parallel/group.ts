@@ -5,7 +5,7 @@
 
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import {
-  CALL, CALL_WORDS, CTL, ERR_BYTES, OP_NAMES, STATUS, WORKER_CTL_WORDS,
+  CALL, CALL_WORDS, CTL, ERR_BYTES, OP_NAMES, STATUS, WORKER_CTL_WORDS, syncWords,
   type LayerMessage, type SharedRegions, type WorkerInit,
 } from './protocol.js';
 
@@ -17,6 +17,12 @@ export interface ExpertGroupOptions {
   /** Deadline for the workers to start (default 60000 ms). */
   startupTimeoutMs?: number;
 }
+
+/**
+ * Waiting ranks give up a little before the main thread's deadline, so that the error names the
+ * rank that did not deliver (a rank waiting for a dead peer would otherwise be blamed).
+ */
+const PEER_TIMEOUT_SHARE = 0.8;
 
 /** Growable shared memory (ES2024; Node 20 has it, the project's ES2022 lib types do not). */
 interface GrowableSAB extends SharedArrayBuffer {
@@ -42,6 +48,8 @@ export class ExpertGroup {
   private readonly ports: MessagePort[] = [];
   private readonly ctl: Int32Array;
   private readonly call: Int32Array;
+  /** Each phase's number, the value ranks write to the sync words they complete in it. */
+  private stamp = 0;
   private readonly errors: Uint8Array;
   private readonly exitCodes: Array<number | null>;
   private brokenBy: string | null = null;
@@ -62,10 +70,12 @@ export class ExpertGroup {
     this.exitCodes = new Array<number | null>(N).fill(null);
     const grow = (): SharedArrayBuffer => new GrowableSharedArrayBuffer(0, { maxByteLength: MAX_REGION_BYTES });
     this.regions = { input: grow(), output: grow(), send: grow(), ret: grow(), gates: grow(), gateGrads: grow(), meta: grow() };
+    const sync = new SharedArrayBuffer(syncWords(N) * 4);
+    const peerTimeoutMs = Math.max(1, Math.floor(this.timeoutMs * PEER_TIMEOUT_SHARE));
     const url = new URL('./worker.js', import.meta.url);
     for (let r = 0; r < N; r++) {
       const { port1, port2 } = new MessageChannel();
-      const init: WorkerInit = { rank: r, ranks: N, ctl: ctlBuf, call: callBuf, errors: errBuf, regions: this.regions, port: port2 };
+      const init: WorkerInit = { rank: r, ranks: N, ctl: ctlBuf, call: callBuf, errors: errBuf, regions: this.regions, sync, peerTimeoutMs, port: port2 };
       const w = new Worker(url, { workerData: init, transferList: [port2] });
       // a forgotten group must not keep the process alive
       w.unref();
@@ -108,7 +118,7 @@ export class ExpertGroup {
    * Runs one phase on every worker and waits for all (the barrier). `what` names the phase in
    * errors (e.g. "layer 0 forward"). Throws, naming the worker, on error, exit or deadline.
    */
-  run(op: number, args: { layer: number; callId: number; tokens: number; rows: number; flags: number; backend: number; arg?: number }, what: string): void {
+  run(op: number, args: { layer: number; callId: number; tokens: number; rows: number; flags: number; backend: number; arg?: number; degree?: number }, what: string): void {
     this.check();
     const c = this.call;
     c[CALL.op] = op;
@@ -119,6 +129,10 @@ export class ExpertGroup {
     c[CALL.flags] = args.flags;
     c[CALL.backend] = args.backend;
     c[CALL.arg] = args.arg ?? 0;
+    c[CALL.degree] = args.degree ?? 1;
+    // wraps after 2^31 phases; a stale word could only match a stamp issued 2^32 phases earlier
+    this.stamp = (this.stamp + 1) | 0;
+    c[CALL.stamp] = this.stamp;
     const t0 = performance.now();
     const seqs: number[] = [];
     for (let r = 0; r < this.ranks; r++) {

@@ -97,3 +97,13 @@ export function rowsBetween(l: ExchangeLayout, from: number, to: number): number
 export function rowMatrix(l: ExchangeLayout): number[][] {
   return Array.from({ length: l.ranks }, (_, r) => Array.from({ length: l.ranks }, (_, j) => rowsBetween(l, r, j)));
 }
+
+/**
+ * Experts [a, b) of rank j's chunk c when an exchange runs in `degree` chunks (the overlap degree):
+ * the c-th of `degree` even runs of the rank's experts, empty when the rank has fewer experts.
+ */
+export function chunkExperts(l: ExchangeLayout, j: number, c: number, degree: number): [number, number] {
+  const a = l.expertStart[j]!;
+  const n = l.expertStart[j + 1]! - a;
+  return [a + Math.floor((c * n) / degree), a + Math.floor(((c + 1) * n) / degree)];
+}

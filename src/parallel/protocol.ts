@@ -12,8 +12,20 @@ export const ERR_BYTES = 2048;
 export const STATUS = { ok: 0, error: 1, exited: 2 } as const;
 
 /** Words of the call block every worker reads for the current operation. */
-export const CALL = { op: 0, layer: 1, callId: 2, tokens: 3, rows: 4, flags: 5, backend: 6, arg: 7 } as const;
-export const CALL_WORDS = 8;
+/** degree: chunks of an overlapped phase; stamp: this phase's number, written to the sync words it completes. */
+export const CALL = { op: 0, layer: 1, callId: 2, tokens: 3, rows: 4, flags: 5, backend: 6, arg: 7, degree: 8, stamp: 9 } as const;
+export const CALL_WORDS = 10;
+
+/** The largest overlap degree (chunks per exchange); the sync block has a word per (chunk, rank). */
+export const MAX_OVERLAP = 64;
+/**
+ * Sync words of an overlapped phase, Int32 [(MAX_OVERLAP + 1) * N]: word c * N + r holds the stamp
+ * of the phase in which rank r finished packing chunk c; word MAX_OVERLAP * N + r the stamp of the
+ * phase in which rank r returned the results of all its chunks (the combine may then read them).
+ */
+export function syncWords(ranks: number): number {
+  return (MAX_OVERLAP + 1) * ranks;
+}
 
 export const OP = {
   /** Source side of the dispatch: pack my shard's token rows (from IN) into the send buffer. */
@@ -26,6 +38,15 @@ export const OP = {
   expertBackward: 4,
   /** Forget the saved state of a forward whose backward will not come. */
   release: 5,
+  /**
+   * The forward as one phase in CALL.degree chunks (Tutel's overlap degree): chunk c is the c-th
+   * run of every rank's experts; a rank packs chunk c + 1 before it computes chunk c, and computes
+   * chunk c as soon as every rank has packed it, so one rank's arithmetic overlaps the others'
+   * exchange; then, once every rank has returned its rows, the combine.
+   */
+  forwardOverlap: 6,
+  /** The backward in the same chunks: gradient rows packed, experts back-propagated per chunk, dx combined. */
+  backwardOverlap: 7,
   /** Test hooks: throw inside the operation / exit the thread with code `arg`. */
   fail: 90,
   exit: 91,
@@ -85,6 +106,10 @@ export interface WorkerInit {
   call: SharedArrayBuffer;
   errors: SharedArrayBuffer;
   regions: SharedRegions;
+  /** Int32 [syncWords(ranks)] (see syncWords). */
+  sync: SharedArrayBuffer;
+  /** A rank waiting for another rank's chunk gives up after this many ms, naming it. */
+  peerTimeoutMs: number;
   port: import('node:worker_threads').MessagePort;
 }
 

@@ -11,9 +11,9 @@ import { kernel, setBackend } from '../kernels/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
 import { expertMLP, type ExpertMLPActivation } from '../ops/expert-mlp.js';
-import { exchangeLayout, type ExchangeLayout } from './layout.js';
+import { chunkExperts, exchangeLayout, type ExchangeLayout } from './layout.js';
 import {
-  BACKENDS, CALL, CTL, ERR_BYTES, FLAG, OP, PARAMS, STATUS, WORKER_CTL_WORDS, f32, paramShape,
+  BACKENDS, CALL, CTL, ERR_BYTES, FLAG, MAX_OVERLAP, OP, PARAMS, STATUS, WORKER_CTL_WORDS, f32, paramShape,
   type LayerMessage, type ParamName, type WorkerInit,
 } from './protocol.js';
 
@@ -23,14 +23,17 @@ const ctl = new Int32Array(init.ctl, rank * WORKER_CTL_WORDS * 4, WORKER_CTL_WOR
 const call = new Int32Array(init.call);
 const errBytes = new Uint8Array(init.errors, rank * ERR_BYTES, ERR_BYTES);
 const R = init.regions;
+const sync = new Int32Array(init.sync);
 
 interface LocalLayer {
   msg: LayerMessage;
   e0: number;
   e1: number;
 }
-/** What a forward keeps for its backward. */
+/** What a forward keeps for its backward, per chunk of experts [e0, e1). */
 interface Saved {
+  e0: number;
+  e1: number;
   out: Tensor | null;
   x: Tensor | null;
   gates: Tensor | null;
@@ -40,7 +43,7 @@ interface Saved {
 const layers = new Map<number, LocalLayer>();
 /** Time in expert arithmetic during the current phase. */
 let computeMs = 0;
-const saved = new Map<string, Saved>();
+const saved = new Map<string, Saved[]>();
 /** Forwards whose backward never came are dropped past this many (main releases them too). */
 const MAX_SAVED = 256;
 
@@ -62,12 +65,12 @@ function currentLayout(tokens: number, rows: number, E: number): { layout: Excha
   return { layout: exchangeLayout(tokenOfRow, meta.slice(rows, rows + E), tokens, init.ranks), tokenOfRow };
 }
 
-/** Source side: copy my shard's rows for every expert into the send slots (r-major). */
-function pack(l: ExchangeLayout, tokenOfRow: Int32Array, d: number): void {
+/** Source side: copy my shard's rows for experts [e0, e1) into the send slots (r-major). */
+function pack(l: ExchangeLayout, tokenOfRow: Int32Array, d: number, e0 = 0, e1 = l.experts): void {
   const E = l.experts;
   const input = f32(R.input, l.tokens * d);
   const send = f32(R.send, l.sendOffset[l.ranks * E]! * d);
-  for (let e = 0; e < E; e++) {
+  for (let e = e0; e < e1; e++) {
     const n = l.count[rank * E + e]!;
     const g0 = l.groupStart[e]! + l.before[rank * E + e]!;
     const s0 = l.sendOffset[rank * E + e]!;
@@ -127,30 +130,28 @@ function combine(l: ExchangeLayout, tokenOfRow: Int32Array, d: number): void {
   out.set(acc);
 }
 
-function paramTensor(lay: LocalLayer, name: ParamName, from: 'params' | 'grads'): Tensor | null {
+/** Experts [e0, e1) of a parameter (or of its gradient region), a private copy. */
+function paramTensor(lay: LocalLayer, name: ParamName, from: 'params' | 'grads', e0: number, e1: number): Tensor | null {
   const sab = lay.msg[from][name];
   if (!sab) return null;
   const { numExperts: E, dModel: d, dHidden: h } = lay.msg;
   const shape = paramShape(name, E, d, h);
   const per = shape.slice(1).reduce((a, b) => a * b, 1);
-  const local = [lay.e1 - lay.e0, ...shape.slice(1)];
+  const local = [e1 - e0, ...shape.slice(1)];
   // a private copy: the main thread may publish new weights while a backward still needs these
-  return new Tensor(f32(sab, (lay.e1 - lay.e0) * per, lay.e0 * per).slice(), local);
+  return new Tensor(f32(sab, (e1 - e0) * per, e0 * per).slice(), local);
 }
 
-function expertForward(lay: LocalLayer, l: ExchangeLayout, key: string, flags: number, d: number): void {
-  const { e0, e1 } = lay;
+/** Runs experts [e0, e1) (mine) on their rows and returns the results to the send slots; gives what backward needs. */
+function expertForward(lay: LocalLayer, l: ExchangeLayout, flags: number, d: number, e0: number, e1: number): Saved | null {
   const rows = l.groupStart[e1]! - l.groupStart[e0]!;
   const needGrad = (flags & FLAG.needGrad) !== 0;
   const params: Partial<Record<ParamName, Tensor>> = {};
   PARAMS.forEach((name, i) => {
-    const t = paramTensor(lay, name, 'params');
+    const t = paramTensor(lay, name, 'params', e0, e1);
     if (t) params[name] = needGrad && (flags & (1 << (FLAG.paramGrad0 + i))) ? t.requireGrad() : t;
   });
-  if (rows === 0) {
-    if (needGrad) remember(key, { out: null, x: null, gates: null, params, rows: 0 });
-    return;
-  }
+  if (rows === 0) return needGrad ? { e0, e1, out: null, x: null, gates: null, params, rows: 0 } : null;
   const x = new Tensor(receive(l, f32(R.send, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d), [rows, d]);
   const gates = new Tensor(f32(R.gates, rows, l.groupStart[e0]!).slice(), [rows]);
   if (needGrad && flags & FLAG.xGrad) x.requireGrad();
@@ -165,24 +166,30 @@ function expertForward(lay: LocalLayer, l: ExchangeLayout, key: string, flags: n
   const out = needGrad ? run() : noGrad(run);
   computeMs += performance.now() - t0;
   sendBack(l, out.data as Float32Array, f32(R.ret, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d);
-  if (needGrad) remember(key, { out, x, gates, params, rows });
+  return needGrad ? { e0, e1, out, x, gates, params, rows } : null;
 }
 
-function remember(key: string, s: Saved): void {
+function remember(key: string, s: Saved[]): void {
   saved.set(key, s);
   if (saved.size > MAX_SAVED) saved.delete(saved.keys().next().value!);
 }
 
-function expertBackward(lay: LocalLayer, l: ExchangeLayout, key: string, flags: number, d: number): void {
+/** The saved chunks of a forward (taken: a backward runs once). */
+function takeSaved(key: string): Saved[] {
   const s = saved.get(key);
   if (!s) throw new Error(`no saved forward for ${key} (already back-propagated, released, or evicted)`);
   saved.delete(key);
-  const { e0, e1 } = lay;
+  return s;
+}
+
+/** Back-propagates one saved chunk: dx rows to the send slots, dgates, and the chunk's experts' dW into the grad regions. */
+function expertBackward(lay: LocalLayer, l: ExchangeLayout, s: Saved, flags: number, d: number): void {
+  const { e0, e1 } = s;
   const { numExperts: E, dModel, dHidden: h } = lay.msg;
   // gradients that accumulate in place start from the main thread's current gradient
   PARAMS.forEach((name, i) => {
     const p = s.params[name];
-    if (p?.requiresGrad) p.grad = flags & (1 << (FLAG.accumulate0 + i)) ? paramTensor(lay, name, 'grads') : null;
+    if (p?.requiresGrad) p.grad = flags & (1 << (FLAG.accumulate0 + i)) ? paramTensor(lay, name, 'grads', e0, e1) : null;
   });
   if (s.rows > 0 && s.out) {
     const g = new Tensor(receive(l, f32(R.send, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d), [s.rows, d]);
@@ -219,11 +226,75 @@ function runOp(): void {
   const flags = call[CALL.flags]!;
   switch (op) {
     case OP.pack: pack(layout, tokenOfRow, d); return;
-    case OP.expertForward: expertForward(lay, layout, key, flags, d); return;
+    case OP.expertForward: {
+      const s = expertForward(lay, layout, flags, d, lay.e0, lay.e1);
+      if (s) remember(key, [s]);
+      return;
+    }
     case OP.combine: combine(layout, tokenOfRow, d); return;
-    case OP.expertBackward: expertBackward(lay, layout, key, flags, d); return;
+    case OP.expertBackward: expertBackward(lay, layout, takeSaved(key)[0]!, flags, d); return;
+    case OP.forwardOverlap: case OP.backwardOverlap: overlapped(op, lay, layout, tokenOfRow, key, flags, d); return;
     default: throw new Error(`unknown operation ${op}`);
   }
+}
+
+/** Blocks until word `idx` of the sync block holds `stamp`; past the peer deadline, throws naming `what`. */
+function awaitStamp(idx: number, stamp: number, what: () => string): void {
+  const deadline = Date.now() + init.peerTimeoutMs;
+  for (;;) {
+    const v = Atomics.load(sync, idx);
+    if (v === stamp) return;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`${what()} within ${init.peerTimeoutMs} ms (it failed, exited or hung)`);
+    Atomics.wait(sync, idx, v, Math.min(left, 100));
+  }
+}
+
+function publish(idx: number, stamp: number): void {
+  Atomics.store(sync, idx, stamp);
+  Atomics.notify(sync, idx);
+}
+
+/**
+ * One overlapped phase (OP.forwardOverlap / OP.backwardOverlap): pack chunk 0; then for every chunk c,
+ * pack chunk c + 1 and publish it, wait until every rank has packed chunk c, run my experts of
+ * chunk c. The other ranks' packing of c + 1 overlaps my arithmetic on c (the barrier between
+ * the dispatch and the experts is per chunk, not per exchange). The combine sums every expert's
+ * rows per token in expert order, as one process does, so it waits for all ranks' results.
+ */
+function overlapped(op: number, lay: LocalLayer, l: ExchangeLayout, tokenOfRow: Int32Array, key: string, flags: number, d: number): void {
+  const degree = call[CALL.degree]!;
+  const stamp = call[CALL.stamp]!;
+  const N = init.ranks;
+  if (!Number.isInteger(degree) || degree < 1 || degree > MAX_OVERLAP) throw new Error(`overlap degree ${degree} outside [1, ${MAX_OVERLAP}]`);
+  const packChunk = (c: number): void => {
+    for (let j = 0; j < N; j++) {
+      const [a, b] = chunkExperts(l, j, c, degree);
+      pack(l, tokenOfRow, d, a, b);
+    }
+    publish(c * N + rank, stamp);
+  };
+  const forward = op === OP.forwardOverlap;
+  const chunks = forward ? [] as Saved[] : takeSaved(key);
+  if (!forward && chunks.length !== degree) throw new Error(`the forward of ${key} ran in ${chunks.length} chunks, its backward asks for ${degree}`);
+  packChunk(0);
+  for (let c = 0; c < degree; c++) {
+    if (c + 1 < degree) packChunk(c + 1);
+    for (let j = 0; j < N; j++) awaitStamp(c * N + j, stamp, () => `rank ${rank}: rank ${j} did not pack chunk ${c} of ${degree}`);
+    const [e0, e1] = chunkExperts(l, rank, c, degree);
+    if (forward) {
+      const s = expertForward(lay, l, flags, d, e0, e1);
+      if (s) chunks.push(s);
+    } else {
+      expertBackward(lay, l, chunks[c]!, flags, d);
+    }
+  }
+  publish(MAX_OVERLAP * N + rank, stamp);
+  if (forward && chunks.length > 0) remember(key, chunks);
+  // the combine of dx is skipped when no input gradient is wanted (as the three-phase backward does)
+  if (!forward && !(flags & FLAG.xGrad)) return;
+  for (let j = 0; j < N; j++) awaitStamp(MAX_OVERLAP * N + j, stamp, () => `rank ${rank}: rank ${j} did not return its rows`);
+  combine(l, tokenOfRow, d);
 }
 
 function reportError(e: unknown): void {

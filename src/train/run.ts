@@ -180,7 +180,7 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
   try {
     // parallel.experts > 1: every MoE layer's experts run on that many worker threads (src/parallel/)
     const workers = config.parallel?.experts ?? 1;
-    if (workers > 1) parallel = attachExpertParallel(model, { workers });
+    if (workers > 1) parallel = attachExpertParallel(model, { workers, overlapDegree: config.parallel?.overlap ?? 1 });
     if (config.parallel?.trace) recorder = recordRouting(model, config.parallel.trace);
     let resumeState: TrainerState | undefined;
     let scheduleSteps = totalSteps;
