@@ -10,7 +10,7 @@ import { loadLM, type LoadedLM } from '../src/models/load-lm.js';
 import { loadTokenizer, type LoadedTokenizer } from '../src/formats/hf/tokenizer.js';
 import { ModelServer } from '../src/serve/http.js';
 import { benchServe, formatServeReport } from '../bench/serve.js';
-import { run } from '../src/cli/cli.js';
+import { run } from '../bench/cli.js';
 
 let root = '';
 let lm: LoadedLM;

@@ -54,3 +54,13 @@ export function intFlag(args: ParsedArgs, key: string, min: number, command: str
   if (!Number.isInteger(v) || v < min) throw new Error(`${command}: --${key} ${raw}: expected an integer >= ${min}`);
   return v;
 }
+
+/** Runs a command, turning a thrown error into one "moe: message" line on stderr and exit status 2. */
+export async function reportingErrors(main: () => number | Promise<number>): Promise<number> {
+  try {
+    return await main();
+  } catch (e) {
+    process.stderr.write(`moe: ${(e as Error).message}\n`);
+    return 2;
+  }
+}

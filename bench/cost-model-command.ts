@@ -1,10 +1,10 @@
 // `moe bench cost-model`: fits time per decode step = bytes / bandwidth + FLOPs / throughput to
 // steps measured at several batch sizes (bench/cost-model.ts), and prints the error per point.
 
-import { intFlag, rejectUnknown, type ParsedArgs } from './args.js';
-import { loadLM } from '../models/load-lm.js';
-import { dtypeFlag } from './generate-command.js';
-import { benchCostModel, formatCostModelReport } from '../../bench/cost-model.js';
+import { intFlag, rejectUnknown, type ParsedArgs } from '../src/cli/args.js';
+import { loadLM } from '../src/models/load-lm.js';
+import { dtypeFlag } from '../src/cli/generate-command.js';
+import { benchCostModel, formatCostModelReport } from './cost-model.js';
 
 export const BENCH_COST_MODEL_HELP = `moe bench cost-model --model DIR|FILE.gguf [--batch 1,2,4,8,16] [--prompt-tokens 32] [--steps 12]
                       [--dtype f32|f16|bf16|q8_0|q4_0] [--seed S] [--json]

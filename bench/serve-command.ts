@@ -1,11 +1,11 @@
 // `moe bench serve`: the serving benchmark's flags and output (the runner is bench/serve.ts).
 
 import { basename } from 'node:path';
-import { rejectUnknown, type ParsedArgs } from './args.js';
-import { loadLM } from '../models/load-lm.js';
-import { loadTokenizer } from '../formats/hf/tokenizer.js';
-import { dtypeFlag, DTYPE_HELP } from './generate-command.js';
-import { benchServe, formatServeReport } from '../../bench/serve.js';
+import { rejectUnknown, type ParsedArgs } from '../src/cli/args.js';
+import { loadLM } from '../src/models/load-lm.js';
+import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
+import { dtypeFlag, DTYPE_HELP } from '../src/cli/generate-command.js';
+import { benchServe, formatServeReport } from './serve.js';
 
 export const BENCH_SERVE_HELP = `moe bench serve --model DIR|FILE.gguf [--clients 1,4,16] [--requests 32] [--max-new-tokens 32]
                 [--prompt-tokens 32] [--rounds 3] [--prompts udhr|random] [--prefill-chunk 64] [--dtype T] [--json]
