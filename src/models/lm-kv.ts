@@ -44,7 +44,9 @@ export class ByteLMCache {
 export function newByteLMCache(model: ByteLM, maxLen = model.config.maxSeqLen): ByteLMCache {
   const c = model.config;
   if (maxLen > c.maxSeqLen) throw new Error(`ByteLM cache: maxLen ${maxLen} exceeds the model's maxSeqLen = ${c.maxSeqLen}`);
-  return new ByteLMCache(c.layers, c.heads, c.dModel / c.heads, maxLen);
+  // the attention sets the cache's shape (attention-MoE may have its own heads and head size)
+  const { heads, headDim } = model.blocks[0]!.attn;
+  return new ByteLMCache(c.layers, heads, headDim, maxLen);
 }
 
 /**
@@ -57,8 +59,9 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
   const T = ids.length;
   const P = cache.length;
   if (T === 0) throw new Error('ByteLM.forwardCached: no tokens given');
-  if (cache.layers !== c.layers || cache.heads !== c.heads || cache.headDim !== c.dModel / c.heads) {
-    throw new Error(`ByteLM.forwardCached: the cache is for ${cache.layers} layers x ${cache.heads} heads x ${cache.headDim}, the model has ${c.layers} x ${c.heads} x ${c.dModel / c.heads}`);
+  const { heads, headDim } = model.blocks[0]!.attn;
+  if (cache.layers !== c.layers || cache.heads !== heads || cache.headDim !== headDim) {
+    throw new Error(`ByteLM.forwardCached: the cache is for ${cache.layers} layers x ${cache.heads} heads x ${cache.headDim}, the model has ${c.layers} x ${heads} x ${headDim}`);
   }
   if (P + T > cache.maxLen) throw new Error(`ByteLM.forwardCached: ${P} cached + ${T} new positions exceed the cache's maxLen = ${cache.maxLen}`);
   for (let i = 0; i < T; i++) {

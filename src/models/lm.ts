@@ -10,6 +10,8 @@ import { LayerNorm, RMSNorm } from '../nn/norm.js';
 import { normal } from '../nn/init.js';
 import type { TransformerBlock } from '../nn/transformer.js';
 import { transformerBlock, type FeedForwardConfig } from './block.js';
+import { validateAttention, type AttentionConfig } from './attention-config.js';
+import { SwitchHead } from '../moe/attention/switchhead.js';
 import { MoELayer, activeParameterCount } from '../moe/layer.js';
 import type { RouterConfig } from '../moe/routers/index.js';
 import { validateGrowSchedule, type GrowEntry } from '../moe/grow.js';
@@ -49,6 +51,8 @@ export interface LMConfig {
   depthCapacity: number;
   /** With depthCapacity < 1: block i routes its depth when (i + 1) % depthEvery == 0. */
   depthEvery: number;
+  /** Every block's attention: dense multi-head ('mha') or attention-MoE ('switchhead'). */
+  attention: AttentionConfig;
 }
 
 export const LM_SCHEMA: Schema = {
@@ -76,6 +80,10 @@ export const LM_SCHEMA: Schema = {
     doc: 'continual MoE: [{ step, add, freezeOld?, offset?, rampSteps? }], every MoE block gains `add` experts before optimizer step `step` (see docs/variants.md)',
   },
   depthCapacity: { type: 'number', default: 1, min: 0.001, max: 1, doc: 'Mixture-of-Depths: the fraction of each sequence\'s tokens that run a routed block, the rest skip it (1: off; needs positions learned; docs/variants.md)' },
+  attention: {
+    type: 'json', default: { type: 'mha' }, check: validateAttention,
+    doc: "every block's attention: { type: 'mha' } (dense, heads of dModel / heads) or { type: 'switchhead', heads?, headDim?, experts?, k? } (SwitchHead attention-MoE: k of E value and output experts per head; heads defaults to the heads field; docs/variants.md)",
+  },
   depthEvery: { type: 'integer', default: 2, min: 1, doc: 'with depthCapacity < 1: block i routes its depth when (i + 1) % depthEvery == 0 (2: every other block, as Raposo et al.)' },
 };
 
@@ -92,8 +100,15 @@ export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {
   if (c.dModel % c.heads !== 0) throw new Error(`model (byte-lm): heads = ${c.heads} must divide dModel = ${c.dModel}`);
   if (c.depthCapacity < 1 && c.positions === 'rope') throw new Error(`model (byte-lm).depthCapacity = ${c.depthCapacity} needs positions: 'learned' (tokens that skip a block would shift the rotary positions of the others)`);
   if (c.positions === 'rope' && (c.dModel / c.heads) % 2 !== 0) throw new Error(`model (byte-lm): rope needs an even head width, dModel / heads = ${c.dModel / c.heads}`);
+  const att = c.attention;
+  if (att.type === 'switchhead') {
+    const h = att.heads ?? c.heads;
+    if (att.headDim === undefined && c.dModel % h !== 0) throw new Error(`model (byte-lm).attention.heads: ${h} must divide dModel = ${c.dModel} (or set headDim)`);
+    const hd = att.headDim ?? c.dModel / h;
+    if (c.positions === 'rope' && hd % 2 !== 0) throw new Error(`model (byte-lm).attention: rope needs an even head width, got ${hd}`);
+  }
   // a copy, so that the schema's default object is never shared between models
-  return { ...c, router: { ...c.router } };
+  return { ...c, router: { ...c.router }, attention: { ...c.attention } };
 }
 
 /** The router config a block gets: the k field filled in where the router takes a k and does not set one. */
@@ -174,7 +189,7 @@ export class ByteLM extends Module {
         }
         : { type: 'mlp', hidden, activation: c.activation };
       this.blocks.push(this.module(`blocks.${i}`, transformerBlock({
-        dModel: d, heads: c.heads, maxSeqLen: c.maxSeqLen, causal: true, ffn, norm: c.norm,
+        dModel: d, heads: c.heads, maxSeqLen: c.maxSeqLen, causal: true, ffn, norm: c.norm, attention: c.attention,
         rope: c.positions === 'rope', dropout: c.dropout, rng,
         ...(c.depthCapacity < 1 && (i + 1) % c.depthEvery === 0 ? { depthCapacity: c.depthCapacity } : {}),
       })));
@@ -220,7 +235,9 @@ export class ByteLM extends Module {
 
   /** Parameters one token uses: everything except the experts it is not routed to (router + k experts per MoE block; embeddings and head counted). */
   activeParameters(): number {
-    return activeParameterCount(this, nominalK(this.config));
+    // attention-MoE: a token runs k of E value and output experts per head
+    const idleAttention = this.blocks.reduce((s, b) => s + (b.attn instanceof SwitchHead ? (1 - b.attn.topK / b.attn.experts) * (b.attn.wv.size + b.attn.wo.size) : 0), 0);
+    return activeParameterCount(this, nominalK(this.config)) - idleAttention;
   }
 
   /** Router parameters over all MoE blocks: what a MoE model has active beyond its dense counterpart. */

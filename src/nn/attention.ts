@@ -31,6 +31,21 @@ export interface MultiHeadAttentionOptions {
 // produce NaN in a kernel that computes (x - max) with max = -Infinity.
 const MASKED = -1e9;
 
+const masks = new Map<string, Tensor>();
+
+/** Constant [T, T]: 0 on and below the diagonal, MASKED above (key j > query i); shared by every attention. */
+export function causalMask(T: number, dtype: DType): Tensor {
+  const key = `${T}:${dtype}`;
+  let m = masks.get(key);
+  if (!m) {
+    const data = allocArray(dtype, T * T);
+    for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) data[i * T + j] = MASKED;
+    m = new Tensor(data, [T, T]);
+    masks.set(key, m);
+  }
+  return m;
+}
+
 export class MultiHeadAttention extends Module implements SelfAttention {
   /** Fused projection: weight [3d, d], rows q, then k, then v (nanoGPT's c_attn). */
   readonly qkv: Linear;
@@ -42,7 +57,6 @@ export class MultiHeadAttention extends Module implements SelfAttention {
   readonly maxSeqLen: number;
   readonly dropout: number;
   private rng: Rng | undefined;
-  private readonly masks = new Map<string, Tensor>();
 
   constructor(readonly d: number, readonly heads: number, opts: MultiHeadAttentionOptions) {
     super();
@@ -60,19 +74,6 @@ export class MultiHeadAttention extends Module implements SelfAttention {
     this.proj = this.module('proj', new Linear(d, d, lin));
     if (opts.rope && this.headDim % 2 !== 0) throw new Error(`MultiHeadAttention: rope needs an even head size, got d / heads = ${this.headDim}`);
     this.rotary = opts.rope ? new RotaryEmbedding(this.headDim, { maxSeqLen: opts.maxSeqLen, ...(opts.ropeBase !== undefined ? { base: opts.ropeBase } : {}) }) : null;
-  }
-
-  /** Constant [T, T]: 0 on and below the diagonal, MASKED above (key j > query i). */
-  private causalMask(T: number, dtype: DType): Tensor {
-    const key = `${T}:${dtype}`;
-    let m = this.masks.get(key);
-    if (!m) {
-      const data = allocArray(dtype, T * T);
-      for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) data[i * T + j] = MASKED;
-      m = new Tensor(data, [T, T]);
-      this.masks.set(key, m);
-    }
-    return m;
   }
 
   /** Restarts the dropout generator (Module.reseedAll calls it, so a resumed run drops the same units). */
@@ -102,7 +103,7 @@ export class MultiHeadAttention extends Module implements SelfAttention {
       k = this.rotary.forward(k);
     }
     let scores = mul(matmul(q, k, { transB: true }), 1 / Math.sqrt(hd)); // [B, H, T, T]
-    if (this.causal) scores = add(scores, this.causalMask(T, x.dtype));
+    if (this.causal) scores = add(scores, causalMask(T, x.dtype));
     const att = this.drop(softmax(scores, -1)); // [B, H, T, T]
     const heads = matmul(att, v); // [B, H, T, hd]
     const merged = reshape(transpose(heads, [0, 2, 1, 3]), [B, T, d]); // [B, T, H, hd] -> [B, T, d]
