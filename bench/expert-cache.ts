@@ -4,9 +4,13 @@
 // feeds each its next token), as a server's decode step does.
 //
 // Run: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate]
-//      [--batch 1,8] [--plot DIR] [--json]
+//      [--batch 1,8] [--loads sync,async] [--places N] [--plot DIR] [--json] [--rows A.json,B.json]
+//
+// --loads: misses read on the calling thread (sync) and/or by the cache's reader thread while resident experts compute
+// (async; --places: experts the reader may read ahead); with both, the two caches run interleaved with the all-resident
+// model in the same steps. --rows: print (and --plot) rows saved with --json by earlier runs instead of measuring.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadLM } from '../src/models/load-lm.js';
@@ -27,6 +31,13 @@ export interface TextDecodeResult {
   bytesLoadedPerToken: number | null;
   prefetched: number | null;
   prefetchUsed: number | null;
+  /** Bytes of every expert a step used, once per step, per token: what a cache that never hits reads (the per-step floor at hit rate 0). */
+  neededBytesPerToken: number | null;
+  /** Loads by a later projection of the same forward (0 with the per-expert schedule). */
+  reloads: number | null;
+  /** Share of the loaded experts read by the reader thread, and ms per token the forward waited for it. */
+  staged: number | null;
+  waitMsPerToken: number | null;
 }
 
 /** Token ids of the UDHR's English text: the model's tokenizer when it has one, else UTF-8 bytes (mod the vocabulary). */
@@ -91,6 +102,10 @@ export function textDecodeInterleaved(
       bytesLoadedPerToken: st ? st.bytesLoaded / tokens : null,
       prefetched: st ? st.prefetched : null,
       prefetchUsed: st ? st.prefetchUsed : null,
+      neededBytesPerToken: st ? ((st.hits + st.misses) * cache!.layers[0]!.expertBytes) / tokens : null,
+      reloads: st ? st.reloads : null,
+      staged: st ? st.staged : null,
+      waitMsPerToken: st ? st.waitMs / tokens : null,
     };
   });
 }
@@ -100,7 +115,7 @@ export function textDecode(model: MoEDecoder, ids: Int32Array, cache: ExpertCach
   return textDecodeInterleaved([{ model, cache }], ids, opts)[0]!;
 }
 
-const USAGE = 'usage: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate] [--batch 1,8] [--plot DIR] [--json]';
+const USAGE = 'usage: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate] [--batch 1,8] [--loads sync,async] [--places N] [--plot DIR] [--json] [--rows A.json,B.json]';
 
 function numberList(flag: string, text: string, ok: (x: number) => boolean): number[] {
   const xs = text.split(',').map(Number);
@@ -109,11 +124,11 @@ function numberList(flag: string, text: string, ok: (x: number) => boolean): num
   return xs;
 }
 
-/** Hit rate and tokens/s (as a share of all-resident) against the budget, one line per policy, dashed by batch. */
+/** Hit rate and tokens/s (as a share of all-resident) against the budget, one line per policy and load mode, dashed by batch. */
 async function plot(dir: string, rows: ReadonlyArray<Record<string, unknown>>): Promise<void> {
   const data = rows
     .filter((r) => typeof r['budget'] === 'number' && typeof r['hitRate'] === 'number')
-    .map((r) => ({ budget: 100 * (r['budget'] as number), hit: 100 * (r['hitRate'] as number), of: 100 * (r['ofResident'] as number), policy: r['policy'], batch: `batch ${r['batch']}` }));
+    .map((r) => ({ budget: 100 * (r['budget'] as number), hit: 100 * (r['hitRate'] as number), of: 100 * (r['ofResident'] as number), policy: `${String(r['policy'])} ${String(r['loads'] ?? '')}`.trim(), batch: `batch ${r['batch']}` }));
   if (data.length === 0) throw new Error('bench expert-cache --plot: no budget ran (all refused?)');
   mkdirSync(dir, { recursive: true });
   await writePlot(join(dir, 'expert-cache-hit-rate'), lineChart({
@@ -124,6 +139,50 @@ async function plot(dir: string, rows: ReadonlyArray<Record<string, unknown>>): 
     title: 'Decode tokens/s under a budget, % of all-resident (same run)', data, series: 'policy', dash: 'batch',
     x: { field: 'budget', title: 'expert budget (% of expert bytes)' }, y: { field: 'of', title: 'tokens/s, % of all experts resident' },
   }));
+}
+
+/** Measures every batch x budget x policy x load mode; rows as the table prints them. */
+async function measure(path: string, o: { steps: number; budgets: number[]; batches: number[]; policies: ExpertPolicy[]; loads: string[]; places: number | undefined }): Promise<Array<Record<string, unknown>>> {
+  const { steps, budgets, batches, policies, loads, places } = o;
+  const rows: Array<Record<string, unknown>> = [];
+  const base = await loadLM(path);
+  const E = base.model.config.numExperts;
+  const ids = await udhrIds(base.tokenizerJson, base.tokenizerConfig, base.model.config.vocabSize);
+  for (const batch of batches) {
+    // the machine is shared: each offloaded run is interleaved step by step with an all-resident run, and the ratio is per pair
+    const resident: number[] = [];
+    const at = rows.length;
+    for (const budget of budgets) {
+      for (const policy of policies) {
+        const lms: Array<Awaited<ReturnType<typeof loadLM>>> = [];
+        try {
+          for (const mode of loads) {
+            const lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy });
+            lm.expertCache!.setAsyncLoads(mode === 'async', places === undefined ? {} : { places });
+            lms.push(lm);
+          }
+        } catch (e) {
+          for (const lm of lms) lm.expertCache!.close();
+          rows.push({ batch, budget, policy, refused: (e as Error).message });
+          process.stderr.write(`batch ${batch}, budget ${budget} ${policy}: refused: ${(e as Error).message}\n`);
+          break;
+        }
+        const [ref, ...rs] = textDecodeInterleaved([{ model: base.model, cache: null }, ...lms.map((lm) => ({ model: lm.model, cache: lm.expertCache }))], ids, { steps, batch }) as [TextDecodeResult, ...TextDecodeResult[]];
+        resident.push(ref.tokensPerSec);
+        lms.forEach((lm, i) => {
+          lm.expertCache!.close();
+          const r = rs[i]!;
+          const slots = lm.expertCache!.layers[0]!.pool.numSlots;
+          rows.push({ budget, slots, policy, loads: loads[i], ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
+          process.stderr.write(`batch ${batch}, budget ${budget} (${slots} slots/layer) ${policy} ${loads[i]}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), ` +
+            `hit rate ${(100 * r.hitRate!).toFixed(1)}%, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token (needed ${(r.neededBytesPerToken! / 1e6).toFixed(1)}), waited ${r.waitMsPerToken!.toFixed(2)} ms/token\n`);
+        });
+      }
+    }
+    resident.sort((a, b) => a - b);
+    rows.splice(at, 0, { batch, budget: 'all resident', slots: E, policy: '-', tokensPerSec: resident[Math.floor(resident.length / 2)] ?? 0, runs: resident.length });
+  }
+  return rows;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -138,57 +197,40 @@ async function main(argv: string[]): Promise<void> {
   const budgets = numberList('budgets', flag('budgets') ?? '1,0.5,0.25,0.125,0.1', (x) => Number.isFinite(x) && x > 0);
   const batches = numberList('batch', flag('batch') ?? '1', (x) => Number.isInteger(x) && x >= 1 && x <= 64);
   const policies = (flag('policies') ?? EXPERT_POLICIES.join(',')).split(',') as ExpertPolicy[];
+  const loads = (flag('loads') ?? 'sync,async').split(',');
+  const badLoad = loads.find((m) => m !== 'sync' && m !== 'async');
+  if (badLoad !== undefined || loads.length === 0) throw new Error(`--loads ${flag('loads')}: expected sync, async or sync,async\n${USAGE}`);
   const unknown = policies.find((p) => !EXPERT_POLICIES.includes(p));
   if (unknown) throw new Error(`--policies: unknown policy '${unknown}' (have ${EXPERT_POLICIES.join(', ')})`);
-  const rows: Array<Record<string, unknown>> = [];
-  const base = await loadLM(path);
-  const E = base.model.config.numExperts;
-  const ids = await udhrIds(base.tokenizerJson, base.tokenizerConfig, base.model.config.vocabSize);
-  for (const batch of batches) {
-    // the machine is shared: each offloaded run is interleaved step by step with an all-resident run, and the ratio is per pair
-    const resident: number[] = [];
-    const at = rows.length;
-    for (const budget of budgets) {
-      for (const policy of policies) {
-        let lm: Awaited<ReturnType<typeof loadLM>>;
-        try {
-          lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy });
-        } catch (e) {
-          rows.push({ batch, budget, policy, refused: (e as Error).message });
-          process.stderr.write(`batch ${batch}, budget ${budget} ${policy}: refused: ${(e as Error).message}\n`);
-          break;
-        }
-        const [ref, r] = textDecodeInterleaved([{ model: base.model, cache: null }, { model: lm.model, cache: lm.expertCache }], ids, { steps, batch }) as [TextDecodeResult, TextDecodeResult];
-        resident.push(ref.tokensPerSec);
-        lm.expertCache!.close();
-        const slots = lm.expertCache!.layers[0]!.pool.numSlots;
-        rows.push({ budget, slots, policy, ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
-        process.stderr.write(`batch ${batch}, budget ${budget} (${slots} slots/layer) ${policy}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), hit rate ${(100 * r.hitRate!).toFixed(1)}%, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token\n`);
-      }
-    }
-    resident.sort((a, b) => a - b);
-    rows.splice(at, 0, { batch, budget: 'all resident', slots: E, policy: '-', tokensPerSec: resident[Math.floor(resident.length / 2)] ?? 0, runs: resident.length });
-  }
+  const places = flag('places') === undefined ? undefined : Number(flag('places'));
+  if (places !== undefined && !(Number.isInteger(places) && places >= 1)) throw new Error(`--places ${flag('places')}: expected a positive integer\n${USAGE}`);
+  // --rows: print and plot rows saved by earlier runs (--json), e.g. one run per batch size, instead of measuring
+  const saved = flag('rows');
+  const rows: Array<Record<string, unknown>> = saved
+    ? saved.split(',').flatMap((f) => JSON.parse(readFileSync(f, 'utf8')) as Array<Record<string, unknown>>)
+    : await measure(path, { steps, budgets, batches, policies, loads, places });
   const plotDir = flag('plot');
   if (plotDir) await plot(plotDir, rows);
   if (argv.includes('--json')) {
     console.log(JSON.stringify(rows));
     return;
   }
-  console.log('| batch | budget (of expert bytes) | slots/layer | policy | decode tokens/s | of all-resident (interleaved run) | hit rate | MB read/token | prefetched (used) |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| batch | budget (of expert bytes) | slots/layer | policy | loads | decode tokens/s | of all-resident (interleaved run) | hit rate | MB read/token | MB needed/token (floor at 0 hits) | waited ms/token | prefetched (used) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) {
     const pct = (x: unknown): string => (typeof x === 'number' ? `${(100 * x).toFixed(1)}%` : '-');
     const budget = typeof r['budget'] === 'number' ? pct(r['budget']) : String(r['budget']);
     if (r['refused']) {
-      console.log(`| ${r['batch']} | ${budget} | - | any | refused: ${String(r['refused'])} | | | | |`);
+      console.log(`| ${r['batch']} | ${budget} | - | any | - | refused: ${String(r['refused'])} | | | | | | |`);
       continue;
     }
-    const mb = typeof r['bytesLoadedPerToken'] === 'number' ? (r['bytesLoadedPerToken'] / 1e6).toFixed(1) : '-';
+    const mbOf = (k: string): string => (typeof r[k] === 'number' ? ((r[k] as number) / 1e6).toFixed(1) : '-');
+    const mb = mbOf('bytesLoadedPerToken');
+    const wait = typeof r['waitMsPerToken'] === 'number' ? (r['waitMsPerToken'] as number).toFixed(2) : '-';
     const pf = r['policy'] === 'pregate' ? `${r['prefetched']} (${r['prefetchUsed']})` : '-';
     const tps = (r['tokensPerSec'] as number).toFixed(1);
     const of = r['ofResident'] === undefined ? `median of ${r['runs']} runs` : `${pct(r['ofResident'])} (of ${(r['residentTokensPerSec'] as number).toFixed(1)})`;
-    console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${mb} | ${pf} |`);
+    console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${r['loads'] ?? '-'} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${mb} | ${mbOf('neededBytesPerToken')} | ${wait} | ${pf} |`);
   }
 }
 

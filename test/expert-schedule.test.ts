@@ -65,8 +65,10 @@ function residentBytes(w: unknown, e: number): Uint8Array {
 
 describe('per-expert schedule: k slots, batch 4 = all resident, bit for bit, each expert loaded at most once per forward', () => {
   for (const which of ['gguf', 'hf'] as const) {
-    for (const asyncLoads of [false, true]) {
-      test(`${which}, ${asyncLoads ? 'reader thread' : 'synchronous reads'}, lru / lfu / pregate`, async () => {
+    for (const mode of ['sync', 'reader', 'shared'] as const) {
+      const asyncLoads = mode !== 'sync';
+      const label = { sync: 'synchronous reads', reader: 'every miss read by the reader thread', shared: 'reader thread and main thread take misses in turn' }[mode];
+      test(`${which}, ${label}, lru / lfu / pregate`, async () => {
         const path = which === 'gguf' ? gguf : hfDir;
         const want = batched((await loadLM(path)).model);
         for (const policy of ['lru', 'lfu', 'pregate'] as const) {
@@ -77,7 +79,7 @@ describe('per-expert schedule: k slots, batch 4 = all resident, bit for bit, eac
           const lm = await loadLM(path, { expertMemory: minBytes, expertPolicy: policy });
           const cache = lm.expertCache!;
           try {
-            cache.setAsyncLoads(asyncLoads);
+            cache.setAsyncLoads(asyncLoads, mode === 'reader' ? { mainReads: false } : {});
             assert.equal(cache.asyncLoads, asyncLoads);
             let uses = 0;
             let maxDistinct = 0;
@@ -87,7 +89,7 @@ describe('per-expert schedule: k slots, batch 4 = all resident, bit for bit, eac
               maxDistinct = Math.max(maxDistinct, n);
             };
             const got = batched(lm.model);
-            const what = `${which} ${policy} async=${asyncLoads}`;
+            const what = `${which} ${policy} ${mode}`;
             assert.ok(maxDistinct > cache.layers[0]!.pool.numSlots, `${what}: the test needs a step with more distinct experts than slots (saw ${maxDistinct})`);
             assert.equal(got.length, want.length);
             got.forEach((g, i) => assert.deepEqual(g, want[i], `${what}: step output ${i} differs`));
@@ -97,8 +99,10 @@ describe('per-expert schedule: k slots, batch 4 = all resident, bit for bit, eac
             // the floor: one load per miss (plus pre-gating's own loads), never one per projection
             assert.equal(st.bytesLoaded, (st.misses + st.prefetched) * eb, `${what}: bytes loaded`);
             assert.ok(st.misses > 0);
-            assert.equal(st.staged, asyncLoads ? st.misses : 0, `${what}: misses read by the reader thread`);
-            assert.equal(st.stagingBytes, asyncLoads ? 2 * 4 * eb : 0);
+            if (mode === 'reader') assert.equal(st.staged, st.misses, `${what}: misses read by the reader thread`);
+            else if (mode === 'shared') assert.ok(st.staged <= st.misses, `${what}: ${st.staged} staged of ${st.misses} misses`);
+            else assert.equal(st.staged, 0);
+            assert.equal(st.stagingBytes, asyncLoads ? 4 * eb : 0);
           } finally {
             cache.close();
           }
@@ -124,12 +128,13 @@ test('LayerExperts.mlp = the three per-projection products, loads each expert on
     const composed = le.linear(act(le.linear(x, 0, sizes), le.linear(x, 1, sizes)), 2, sizes).data;
     const a = cache.stats();
     assert.ok(a.reloads > 0, 'the per-projection path should reload evicted experts');
-    for (const asyncLoads of [false, true]) {
-      cache.setAsyncLoads(asyncLoads);
+    for (const mode of ['sync', 'reader', 'shared'] as const) {
+      cache.setAsyncLoads(mode !== 'sync', mode === 'reader' ? { mainReads: false, places: 3 } : {});
       cache.resetStats();
       const fused = le.mlp(x, sizes, act).data;
       const b = cache.stats();
-      assert.deepEqual(fused, composed, `async=${asyncLoads}: mlp differs from the composed products`);
+      assert.deepEqual(fused, composed, `${mode}: mlp differs from the composed products`);
+      if (mode === 'reader') assert.equal(b.staged, b.misses);
       assert.equal(b.reloads, 0);
       assert.equal(b.hits + b.misses, 10);
       assert.equal(b.bytesLoaded, b.misses * le.expertBytes);
@@ -152,7 +157,7 @@ describe('file-backed slots hold the file\'s bytes, equal to the resident tensor
       const cache = lm.expertCache!;
       try {
         // the reader thread fills the slots a long prefill needs, prefetch (synchronous) the rest
-        cache.setAsyncLoads(true);
+        cache.setAsyncLoads(true, { mainReads: false });
         lm.model.forward(Int32Array.from(Buffer.from('All human beings are born free and equal in dignity and rights.')), lm.model.newCache(80));
         assert.ok(cache.stats().staged > 0, 'the reader thread read nothing');
         const sparse = ref.layers.filter((l) => l.moe);
@@ -181,7 +186,7 @@ describe('errors name the file and the tensor', () => {
     copyFileSync(gguf, copy);
     const lm = await loadLM(copy, { expertMemory: 0.25 });
     const cache = lm.expertCache!;
-    cache.setAsyncLoads(true);
+    cache.setAsyncLoads(true, { mainReads: false });
     const m = lm.model;
     m.forward(TEXTS[0]!.subarray(0, 2), m.newCache(8));
     truncateSync(copy, Math.floor(statSync(copy).size / 3));
@@ -218,26 +223,54 @@ describe('errors name the file and the tensor', () => {
     }
   });
 
-  test('the reader thread: a bad descriptor, a read past staging, a second batch in flight', () => {
+  test('the reader thread: in-order reads into its places, the end of a file, a bad descriptor, misuse', () => {
     const file = join(dir, 'bytes.bin');
     writeFileSync(file, Buffer.from(Array.from({ length: 256 }, (_, i) => i)));
     const fd = openSync(file, 'r');
-    const reader = new ExpertReader(128);
+    const reader = new ExpertReader(2, 32, { mainReads: false });
+    const bytesAt = (at: number, n: number): number[] => [...reader.staging.subarray(at, at + n)];
     try {
-      const t = reader.issue([{ fd, position: 10, bytes: 20, at: 5 }, { fd, position: 200, bytes: 8, at: 100 }]);
-      assert.throws(() => reader.issue([{ fd, position: 0, bytes: 1, at: 0 }]), /already in flight/);
-      assert.deepEqual(reader.wait(t), { failed: -1, endAt: null, error: null });
-      assert.deepEqual([...reader.staging.subarray(5, 25)], Array.from({ length: 20 }, (_, i) => 10 + i));
-      assert.deepEqual([...reader.staging.subarray(100, 108)], Array.from({ length: 8 }, (_, i) => 200 + i));
-      assert.deepEqual(reader.wait(reader.issue([{ fd, position: 250, bytes: 16, at: 0 }])), { failed: 0, endAt: 256, error: null });
-      assert.throws(() => reader.issue([{ fd, position: 0, bytes: 64, at: 100 }]), /outside the 128-byte staging buffer/);
+      // 3 experts through 2 places: the third waits until the first is released
+      reader.start([[{ fd, position: 10, bytes: 20 }], [{ fd, position: 200, bytes: 8 }, { fd, position: 0, bytes: 4 }], [{ fd, position: 100, bytes: 32 }]]);
+      assert.throws(() => reader.start([]), /a job is already open/);
+      const a = reader.take(0);
+      assert.ok(!a.mine && a.failedRead === -1 && a.at === 0);
+      assert.deepEqual(bytesAt(0, 20), Array.from({ length: 20 }, (_, i) => 10 + i));
+      reader.release(0);
+      const b = reader.take(1);
+      assert.ok(!b.mine && b.failedRead === -1 && b.at === 32);
+      assert.deepEqual(bytesAt(32, 12), [200, 201, 202, 203, 204, 205, 206, 207, 0, 1, 2, 3]);
+      reader.release(1);
+      const c = reader.take(2);
+      assert.ok(!c.mine && c.at === 0);
+      assert.deepEqual(bytesAt(0, 32), Array.from({ length: 32 }, (_, i) => 100 + i));
+      assert.throws(() => reader.take(3), /index 3 is outside the open job of 3 experts/);
+      reader.finish();
+      // the second range of an expert runs past the end of the file
+      reader.start([[{ fd, position: 0, bytes: 4 }, { fd, position: 250, bytes: 16 }]]);
+      assert.deepEqual(reader.take(0), { mine: false, at: 0, failedRead: 1, endAt: 256, error: null });
+      reader.finish();
+      assert.throws(() => reader.start([[{ fd, position: 0, bytes: 33 }]]), /expert 0 of the job has 33 bytes, a staging place holds 32/);
       closeSync(fd);
-      const bad = reader.wait(reader.issue([{ fd, position: 0, bytes: 4, at: 0 }]));
-      assert.equal(bad.failed, 0);
+      reader.start([[{ fd, position: 0, bytes: 4 }]]);
+      const bad = reader.take(0);
+      assert.ok(!bad.mine && bad.failedRead === 0);
       assert.match(bad.error ?? '', /EBADF|bad file descriptor/i);
+      reader.finish();
     } finally {
       reader.close();
     }
-    assert.throws(() => reader.issue([]), /expert reader: closed/);
+    assert.throws(() => reader.start([]), /expert reader: closed/);
+    // with main reads on, an index the reader has not begun goes to the main thread: a job the reader never sees
+    const shared = new ExpertReader(1, 8);
+    try {
+      shared.start([[{ fd: -1, position: 0, bytes: 8 }]]);
+      const t = shared.take(0);
+      // either thread may win index 0; a 'mine' answer means the reader never touched the bad descriptor
+      if (!t.mine) assert.match(t.error ?? '', /EBADF|fd|descriptor|out of range/i);
+      shared.finish();
+    } finally {
+      shared.close();
+    }
   });
 });

@@ -10,7 +10,7 @@ import { SlotPool, type EvictionRule } from './expert-slots.js';
 import { adviseHugePages } from '../backends/native/index.js';
 import { ExpertReader } from './expert-reader.js';
 
-/** Experts per batch of the reader thread (its staging buffer holds two batches). */
+/** Staging places of the reader thread: how many experts it may read ahead of the main thread. */
 export const STAGED_EXPERTS = 4;
 
 /** An expert projection's bytes in the model file. */
@@ -322,65 +322,52 @@ export class LayerExperts {
     return new Tensor(out, [N, n]);
   }
 
-  /** Experts per staged batch: a round must fit in the slots; half the staging buffer each (double buffering). */
-  private stagedBatch(): number {
-    return Math.max(1, Math.min(this.pool.numSlots, Math.floor(this.reader!.staging.byteLength / (2 * this.expertBytes))));
-  }
-
   /**
-   * The misses read by the reader thread, S experts per batch into alternate halves of the staging
-   * buffer: batch b + 1 is read while batch b (or, first, the hits) computes; each batch is copied
-   * into slots (evicting by the rule among experts not still to run) only once read whole.
+   * The misses with the reader thread: it reads them in order into its staging places (at most
+   * `places` ahead of what this thread has consumed) while the hits, then each earlier round,
+   * compute; this thread takes them in order in rounds of at most min(C, places): a read one is
+   * copied into a slot, one the reader has not begun is read here straight into a slot (no waiting
+   * for a reader that gets no core), one in progress is waited for.
    */
   private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void): void {
     const reader = this.reader!;
-    const S = this.stagedBatch();
-    const eb = this.expertBytes;
-    const batches: number[][] = [];
-    for (let at = 0; at < misses.length; at += S) batches.push(misses.slice(at, at + S));
-    const issue = (b: number): number => reader.issue(batches[b]!.flatMap((e, i) => {
-      let at = (b % 2) * S * eb + i * eb;
-      return this.ranges.map((rs) => {
-        const r = rs[e]!;
-        const read = { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes, at };
-        at += r.bytes;
-        return read;
-      });
-    }));
-    let ticket = issue(0);
+    const R = Math.max(1, Math.min(this.pool.numSlots, reader.places));
+    reader.start(misses.map((e) => this.ranges.map((rs) => {
+      const r = rs[e]!;
+      return { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes };
+    })));
     try {
       if (hits.length > 0) compute(hits);
-      for (let b = 0; b < batches.length; b++) {
-        const t0 = performance.now();
-        const res = reader.wait(ticket);
-        this.stats.waitMs += performance.now() - t0;
-        ticket = 0;
-        const batch = batches[b]!;
-        if (res.failed >= 0) {
-          const P = this.ranges.length;
-          throw this.readError(batch[Math.floor(res.failed / P)]!, res.failed % P, res.endAt, res.error);
-        }
-        if (b + 1 < batches.length) ticket = issue(b + 1);
-        batch.forEach((e, i) => {
-          const { slot } = this.pool.place(e);
-          let at = (b % 2) * S * eb + i * eb;
-          for (let p = 0; p < this.ranges.length; p++) {
-            const bytes = this.projBytes(p);
-            this.slotView(p, slot).set(reader.staging.subarray(at, at + bytes));
-            at += bytes;
+      for (let at = 0; at < misses.length; at += R) {
+        const round = misses.slice(at, at + R);
+        round.forEach((e, j) => {
+          const i = at + j;
+          const t0 = performance.now();
+          const got = reader.take(i);
+          if (got.mine) {
+            this.load(e);
+          } else {
+            this.stats.waitMs += performance.now() - t0;
+            if (got.failedRead >= 0) throw this.readError(e, got.failedRead, got.endAt, got.error);
+            const { slot } = this.pool.place(e);
+            let from = got.at;
+            for (let p = 0; p < this.ranges.length; p++) {
+              const bytes = this.projBytes(p);
+              this.slotView(p, slot).set(reader.staging.subarray(from, from + bytes));
+              from += bytes;
+            }
+            this.stats.bytesLoaded += this.expertBytes;
+            this.stats.staged++;
           }
-          this.stats.bytesLoaded += eb;
-          this.stats.staged++;
+          reader.release(i);
           this.pool.use(e);
-          this.pool.pin(slot);
+          this.pool.pin(this.pool.slot(e));
         });
-        compute(batch);
+        compute(round);
       }
     } finally {
-      // never leave a read in flight into a half a later forward will reuse
-      if (ticket) {
-        try { reader.wait(ticket); } catch { /* the first error is the one thrown */ }
-      }
+      // the reader must be idle before its places are reused (or the file closed)
+      reader.finish();
     }
   }
 }
@@ -429,7 +416,7 @@ export class ExpertCache {
     return this.layers.reduce((s, l) => s + l.pool.numSlots * l.expertBytes, 0);
   }
 
-  /** The reader thread's staging buffer (0 with synchronous loads): 2 x STAGED_EXPERTS experts, shared by the layers. */
+  /** The reader thread's staging buffer (0 with synchronous loads): STAGED_EXPERTS experts, shared by the layers. */
   get stagingBytes(): number {
     return this.reader?.staging.byteLength ?? 0;
   }
@@ -440,19 +427,21 @@ export class ExpertCache {
   }
 
   /**
-   * Turns the reader thread on or off (between forwards). On: a staging buffer of 2 x
+   * Turns the reader thread on or off (between forwards). On: a staging buffer of
    * STAGED_EXPERTS experts (a few MB) outside the slot budget, and a worker thread started at the
-   * first miss. Same values either way.
+   * first miss. opts.places: experts the reader may read ahead (default STAGED_EXPERTS, at most
+   * the slots); opts.mainReads false: the forward always waits for the reader rather than reading
+   * an expert the reader has not begun itself (tests). Same values either way.
    */
-  setAsyncLoads(on: boolean): void {
-    if (on === this.asyncLoads) return;
+  setAsyncLoads(on: boolean, opts: { places?: number; mainReads?: boolean } = {}): void {
+    if (this.reader) {
+      this.reader.close();
+      this.reader = null;
+    }
     if (on) {
       const eb = Math.max(...this.layers.map((l) => l.expertBytes));
-      const S = Math.min(STAGED_EXPERTS, Math.max(...this.layers.map((l) => l.pool.numSlots)));
-      this.reader = new ExpertReader(2 * S * eb);
-    } else {
-      this.reader!.close();
-      this.reader = null;
+      const places = opts.places ?? Math.min(STAGED_EXPERTS, Math.max(...this.layers.map((l) => l.pool.numSlots)));
+      this.reader = new ExpertReader(places, eb, opts.mainReads === undefined ? {} : { mainReads: opts.mainReads });
     }
     for (const l of this.layers) l.reader = this.reader;
   }

@@ -1,54 +1,73 @@
-// The expert cache's reader thread: positioned reads of expert bytes from the model file into shared staging memory, while the main thread computes.
+// The expert cache's reader thread: positioned reads of a layer's missing experts from the model file into shared staging places, while the main thread computes.
 //
-// Protocol (expert-reader.ts is the other side): the main thread posts { seq, reads }; this thread
-// reads each range into the staging buffer, writes the outcome into the control words, then
-// publishes seq in CTL.done and notifies. File descriptors are the process's, opened by the main
+// Protocol in expert-reader-protocol.ts. File descriptors are the process's, opened by the main
 // thread (ExpertFiles); this thread never opens or closes one.
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { readSync } from 'node:fs';
-import { CTL, READ_STATUS, type ReaderInit, type StagedRead } from './expert-reader-protocol.js';
+import { CTL, ERR_TEXT_BYTES, READ_STATUS, RING, ringWord, type FileRange, type ReaderInit, type ReaderJob } from './expert-reader-protocol.js';
 
 const init = workerData as ReaderInit;
 const staging = new Uint8Array(init.staging);
 const ctl = new Int32Array(init.ctl);
 const endAt = new Float64Array(init.endAt);
 const errText = new Uint8Array(init.errText);
+const W = init.places;
 
-function run(reads: readonly StagedRead[]): void {
-  let i = 0;
+/** Reads one expert's ranges back to back into place p; the outcome goes into the place's words. */
+function readExpert(reads: readonly FileRange[], p: number): void {
+  let at = p * init.placeBytes;
+  let j = 0;
   try {
-    for (; i < reads.length; i++) {
-      const r = reads[i]!;
+    for (; j < reads.length; j++) {
+      const r = reads[j]!;
       let done = 0;
       while (done < r.bytes) {
         // readSync caps one call at 2 GiB and may return short: loop
-        const got = readSync(r.fd, staging, r.at + done, Math.min(r.bytes - done, 1 << 30), r.position + done);
+        const got = readSync(r.fd, staging, at + done, Math.min(r.bytes - done, 1 << 30), r.position + done);
         if (got === 0) {
-          endAt[0] = r.position + done;
-          ctl[CTL.status] = READ_STATUS.eof;
-          ctl[CTL.failed] = i;
+          endAt[p] = r.position + done;
+          ctl[ringWord(p, RING.status)] = READ_STATUS.eof;
+          ctl[ringWord(p, RING.failedRead)] = j;
           return;
         }
         done += got;
       }
+      at += r.bytes;
     }
-    ctl[CTL.status] = READ_STATUS.ok;
-    ctl[CTL.failed] = -1;
+    ctl[ringWord(p, RING.status)] = READ_STATUS.ok;
   } catch (e) {
-    const msg = new TextEncoder().encode(String((e as Error).message ?? e)).subarray(0, errText.length);
-    errText.fill(0);
-    errText.set(msg);
-    ctl[CTL.errLength] = msg.length;
-    ctl[CTL.status] = READ_STATUS.error;
-    ctl[CTL.failed] = i;
+    const msg = new TextEncoder().encode(String((e as Error).message ?? e)).subarray(0, ERR_TEXT_BYTES);
+    errText.set(msg, p * ERR_TEXT_BYTES);
+    ctl[ringWord(p, RING.errLength)] = msg.length;
+    ctl[ringWord(p, RING.status)] = READ_STATUS.error;
+    ctl[ringWord(p, RING.failedRead)] = j;
   }
 }
 
-parentPort!.on('message', (m: { seq: number; reads: StagedRead[] }) => {
-  run(m.reads);
-  Atomics.store(ctl, CTL.done, m.seq);
-  Atomics.notify(ctl, CTL.done);
+function run(job: ReaderJob): void {
+  const M = job.experts.length;
+  for (;;) {
+    const c = Atomics.load(ctl, CTL.claim);
+    if (c >= M) break;
+    const released = Atomics.load(ctl, CTL.released);
+    if (c >= released) {
+      // its place still holds an expert the main thread has not copied out
+      Atomics.wait(ctl, CTL.released, released, 100);
+      continue;
+    }
+    if (Atomics.compareExchange(ctl, CTL.claim, c, c + 1) !== c) continue; // the main thread took it
+    const p = c % W;
+    readExpert(job.experts[c]!, p);
+    Atomics.store(ctl, ringWord(p, RING.done), c + 1);
+    Atomics.notify(ctl, ringWord(p, RING.done));
+  }
+}
+
+parentPort!.on('message', (job: ReaderJob) => {
+  run(job);
+  Atomics.store(ctl, CTL.jobDone, job.seq);
+  Atomics.notify(ctl, CTL.jobDone);
 });
 Atomics.store(ctl, CTL.ready, 1);
 Atomics.notify(ctl, CTL.ready);

@@ -1,26 +1,25 @@
-// The expert cache's asynchronous reads: a worker thread reads experts from the model file into shared staging memory while the main thread computes.
+// The expert cache's asynchronous reads: a worker thread reads a layer's missing experts from the model file into shared staging places while the main thread computes.
 //
 // Why a thread and not fs.promises: the model's forward is synchronous (the server's decode step,
 // generate), so the main thread can only wait for a read with Atomics.wait, never for a promise.
 // Why staging and a copy: the native kernels take ArrayBuffer-backed arrays only (the addon reads
 // them through napi_get_arraybuffer_info, which refuses a SharedArrayBuffer), and a worker can only
-// write shared memory. The copy into a slot runs at memory speed (~10x a page-cache read here).
+// write shared memory. The copy into a slot runs at memory speed (~3x a page-cache read here).
+// Why the main thread takes indices too: on a busy machine the reader thread may get no core for
+// a while; the main thread then reads the next expert itself instead of waiting (never slower than
+// reading everything on the main thread, but for the copies of what the reader did read).
 
 import { Worker } from 'node:worker_threads';
-import { CTL, CTL_WORDS, ERR_TEXT_BYTES, READ_STATUS, type ReaderInit, type StagedRead } from './expert-reader-protocol.js';
+import { CANCELLED, CTL, CTL_WORDS, ERR_TEXT_BYTES, READ_STATUS, RING, RING_WORDS, ringWord, type FileRange, type ReaderInit } from './expert-reader-protocol.js';
 
-export type { StagedRead } from './expert-reader-protocol.js';
+export type { FileRange } from './expert-reader-protocol.js';
 
-/** How a batch ended: failed is the index of the read that failed (-1: all done). */
-export interface ReadOutcome {
-  failed: number;
-  /** Where the file ended (the failed read hit the end of the file), else null. */
-  endAt: number | null;
-  /** The exception's message (the failed read threw: EBADF, EIO, ...), else null. */
-  error: string | null;
-}
+/** Index i of a job: read by the main thread itself ('mine'), or by the reader into staging at byte `at`. */
+export type Taken =
+  | { mine: true }
+  | { mine: false; at: number; failedRead: number; endAt: number | null; error: string | null };
 
-/** One reader thread and its staging buffer; one batch in flight at a time. */
+/** One reader thread and its ring of staging places; one job (a layer's misses) at a time. */
 export class ExpertReader {
   readonly staging: Uint8Array;
   private readonly ctl: Int32Array;
@@ -28,74 +27,105 @@ export class ExpertReader {
   private readonly errText: Uint8Array;
   private readonly init: ReaderInit;
   private worker: Worker | null = null;
-  private issued = 0;
+  private seq = 0;
+  private jobLength = -1; // -1: no job open
   private closed = false;
 
-  constructor(stagingBytes: number, private readonly timeoutMs = 60_000) {
-    if (!(Number.isInteger(stagingBytes) && stagingBytes > 0)) throw new Error(`ExpertReader: staging bytes ${stagingBytes} must be a positive integer`);
-    const init: ReaderInit = {
-      staging: new SharedArrayBuffer(stagingBytes),
-      ctl: new SharedArrayBuffer(CTL_WORDS * 4),
-      endAt: new SharedArrayBuffer(8),
-      errText: new SharedArrayBuffer(ERR_TEXT_BYTES),
+  /**
+   * places: experts the reader may read ahead; placeBytes: one expert's bytes. mainReads false:
+   * take() always waits for the reader (tests that must see the reader's reads; a slower schedule).
+   */
+  constructor(readonly places: number, readonly placeBytes: number, private readonly opts: { mainReads?: boolean; timeoutMs?: number } = {}) {
+    if (!(Number.isInteger(places) && places >= 1)) throw new Error(`ExpertReader: places ${places} must be a positive integer`);
+    if (!(Number.isInteger(placeBytes) && placeBytes >= 1)) throw new Error(`ExpertReader: place bytes ${placeBytes} must be a positive integer`);
+    this.init = {
+      staging: new SharedArrayBuffer(places * placeBytes), places, placeBytes,
+      ctl: new SharedArrayBuffer((CTL_WORDS + places * RING_WORDS) * 4),
+      endAt: new SharedArrayBuffer(places * 8),
+      errText: new SharedArrayBuffer(places * ERR_TEXT_BYTES),
     };
-    this.staging = new Uint8Array(init.staging);
-    this.ctl = new Int32Array(init.ctl);
-    this.endAt = new Float64Array(init.endAt);
-    this.errText = new Uint8Array(init.errText);
-    this.init = init;
+    this.staging = new Uint8Array(this.init.staging);
+    this.ctl = new Int32Array(this.init.ctl);
+    this.endAt = new Float64Array(this.init.endAt);
+    this.errText = new Uint8Array(this.init.errText);
   }
 
-  /** True while a batch is issued and not yet waited for. */
-  get busy(): boolean {
-    return Atomics.load(this.ctl, CTL.done) < this.issued;
-  }
-
-  /** Starts reading a batch (the thread starts on the first call); returns its ticket for wait(). */
-  issue(reads: readonly StagedRead[]): number {
+  /**
+   * Opens a job: experts[i] are expert i's ranges, read back to back into one place. The reader
+   * thread (started on the first job) begins at once; take(i) for i = 0, 1, ... in order.
+   */
+  start(experts: readonly (readonly FileRange[])[]): void {
     if (this.closed) throw new Error('expert reader: closed');
-    if (this.busy) throw new Error('expert reader: a batch is already in flight (wait for it first)');
-    for (const r of reads) {
-      if (!(r.at >= 0 && r.bytes >= 0 && r.at + r.bytes <= this.staging.byteLength)) {
-        throw new Error(`expert reader: read of ${r.bytes} bytes at staging byte ${r.at} is outside the ${this.staging.byteLength}-byte staging buffer`);
-      }
-    }
+    if (this.jobLength >= 0) throw new Error('expert reader: a job is already open (finish it first)');
+    experts.forEach((rs, i) => {
+      const bytes = rs.reduce((s, r) => s + r.bytes, 0);
+      if (bytes > this.placeBytes) throw new Error(`expert reader: expert ${i} of the job has ${bytes} bytes, a staging place holds ${this.placeBytes}`);
+    });
+    // the reader is idle between jobs (finish waited for it): the words are ours to reset
+    for (let p = 0; p < this.places; p++) Atomics.store(this.ctl, ringWord(p, RING.done), 0);
+    Atomics.store(this.ctl, CTL.claim, 0);
+    Atomics.store(this.ctl, CTL.released, this.places);
     if (!this.worker) {
       this.worker = new Worker(new URL('./expert-read-worker.js', import.meta.url), { workerData: this.init });
       // a forgotten cache must not keep the process alive
       this.worker.unref();
-      this.worker.on('error', () => { /* seen as a timeout by wait(), which names it */ });
+      this.worker.on('error', () => { /* seen as a timeout by the next wait, which names it */ });
     }
-    this.worker.postMessage({ seq: ++this.issued, reads });
-    return this.issued;
+    this.jobLength = experts.length;
+    this.worker.postMessage({ seq: ++this.seq, experts });
   }
 
-  /** Blocks until batch `ticket` is read; returns how it ended. */
-  wait(ticket: number): ReadOutcome {
-    const deadline = Date.now() + this.timeoutMs;
+  /** Index i (the next in order): claimed for the main thread if the reader has not begun it, else waited for. */
+  take(i: number): Taken {
+    if (!(i >= 0 && i < this.jobLength)) throw new Error(`expert reader: index ${i} is outside the open job of ${Math.max(0, this.jobLength)} experts`);
+    if (this.opts.mainReads !== false && Atomics.compareExchange(this.ctl, CTL.claim, i, i + 1) === i) return { mine: true };
+    const p = i % this.places;
+    this.waitFor(ringWord(p, RING.done), i + 1);
+    const status = this.ctl[ringWord(p, RING.status)]!;
+    const failedRead = status === READ_STATUS.ok ? -1 : this.ctl[ringWord(p, RING.failedRead)]!;
+    const endAt = status === READ_STATUS.eof ? this.endAt[p]! : null;
+    const error = status === READ_STATUS.error
+      ? new TextDecoder().decode(this.errText.slice(p * ERR_TEXT_BYTES, p * ERR_TEXT_BYTES + this.ctl[ringWord(p, RING.errLength)]!))
+      : null;
+    return { mine: false, at: p * this.placeBytes, failedRead, endAt, error };
+  }
+
+  /** Index i is consumed (copied out, or read by the main thread): its place may take index i + places. */
+  release(i: number): void {
+    Atomics.store(this.ctl, CTL.released, i + 1 + this.places);
+    Atomics.notify(this.ctl, CTL.released);
+  }
+
+  /** Closes the open job (the rest of its indices are not read) and waits until the reader is idle. */
+  finish(): void {
+    if (this.jobLength < 0) return;
+    this.jobLength = -1;
+    Atomics.store(this.ctl, CTL.claim, CANCELLED);
+    Atomics.store(this.ctl, CTL.released, CANCELLED);
+    Atomics.notify(this.ctl, CTL.released);
+    this.waitFor(CTL.jobDone, this.seq);
+  }
+
+  /** Blocks until ctl[word] >= value, or fails after the timeout naming the reader's state. */
+  private waitFor(word: number, value: number): void {
+    const timeoutMs = this.opts.timeoutMs ?? 60_000;
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const done = Atomics.load(this.ctl, CTL.done);
-      if (done >= ticket) break;
+      const now = Atomics.load(this.ctl, word);
+      if (now >= value) return;
       const left = deadline - Date.now();
       if (left <= 0) {
         const started = Atomics.load(this.ctl, CTL.ready) === 1;
-        throw new Error(`expert reader: no answer from the reader thread in ${this.timeoutMs} ms (${started ? 'it started, then stopped answering' : 'it never started'})`);
+        throw new Error(`expert reader: no answer from the reader thread in ${timeoutMs} ms (${started ? 'it started, then stopped answering' : 'it never started'})`);
       }
-      Atomics.wait(this.ctl, CTL.done, done, Math.min(left, 1000));
+      Atomics.wait(this.ctl, word, now, Math.min(left, 1000));
     }
-    const status = this.ctl[CTL.status]!;
-    if (status === READ_STATUS.ok) return { failed: -1, endAt: null, error: null };
-    const failed = this.ctl[CTL.failed]!;
-    if (status === READ_STATUS.eof) return { failed, endAt: this.endAt[0]!, error: null };
-    return { failed, endAt: null, error: new TextDecoder().decode(this.errText.slice(0, this.ctl[CTL.errLength]!)) };
   }
 
-  /** Waits for a batch in flight (if any), then stops the thread. */
+  /** Ends an open job, then stops the thread. */
   close(): void {
     if (this.closed) return;
-    if (this.busy) {
-      try { this.wait(this.issued); } catch { /* closing anyway */ }
-    }
+    try { this.finish(); } catch { /* closing anyway */ }
     this.closed = true;
     void this.worker?.terminate();
     this.worker = null;
