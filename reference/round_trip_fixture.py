@@ -1,6 +1,6 @@
 """The PyTorch end of the round trip moe-ts -> HF -> PyTorch -> HF -> moe-ts (test/round-trip.test.ts).
 
-For each family in test/round-trip-model.ts (OLMoE, Qwen2-MoE):
+For each family in test/round-trip-model.ts (OLMoE, Qwen2-MoE, Qwen3-MoE):
 1. moe-ts exports a small MoE decoder as a float32 HF directory (toHF + writeHFDir, run from dist/);
 2. the plain-PyTorch reference of reference/moe_decoder_fixture.py loads it and computes logits on a
    fixed prompt (logits0);
@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from moe_decoder_fixture import forward, read_dir, sha256  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAMILIES = ["olmoe", "qwen2_moe"]
-PROMPT = [256] + list(b"All human beings")
+FAMILIES = ["olmoe", "qwen2_moe", "qwen3_moe"]
+PROMPT = [256] + list(b"All human")
 TEXT = [256] + list(b"All human beings are born free and equal in dignity and rights.")
 STEPS = 5
 LR = 3e-2
@@ -125,8 +125,8 @@ def main():
             fx = {
                 "arch": arch, "torch": torch.__version__, "exportSha256": digest, "ids": PROMPT, "shape": list(logits0.shape),
                 "trainText": bytes(TEXT[1:]).decode(), "trainSteps": STEPS, "lr": LR, "losses": losses,
-                "logits0": [float(f"{v:.9g}") for v in logits0.flatten().tolist()],
-                "logits1": [float(f"{v:.9g}") for v in logits1.flatten().tolist()],
+                "logits0": [float(f"{v:.8g}") for v in logits0.flatten().tolist()],
+                "logits1": [float(f"{v:.8g}") for v in logits1.flatten().tolist()],
                 "routing1": routing1,
             }
             with open(os.path.join(out_root, f"{arch}.json"), "w") as f:

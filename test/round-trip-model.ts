@@ -14,17 +14,22 @@ import { fromHF, toHF } from '../src/models/moe-decoder-hf.js';
 import { decoderConfigToHF, validateMoEDecoderConfig, type MoEDecoderConfig, type MoEFamily } from '../src/models/moe-decoder-config.js';
 import type { MoEDecoder } from '../src/models/moe-decoder.js';
 
-/** The HF families the round trip covers (what Megatron-Bridge and vLLM both read: docs/scale-out.md). */
-export const ROUND_TRIP_FAMILIES: MoEFamily[] = ['olmoe', 'qwen2_moe'];
+/** The HF families the round trip covers: OLMoE and Qwen3-MoE (Megatron-Bridge and vLLM read both) and Qwen2-MoE (vLLM; docs/scale-out.md). */
+export const ROUND_TRIP_FAMILIES: MoEFamily[] = ['olmoe', 'qwen2_moe', 'qwen3_moe'];
 export const ROUND_TRIP_SEED = 5;
 
-/** The tiny preset's features (OLMoE's QK-norm; Qwen2-MoE's shared expert, its gate, qkv bias, tied embeddings) at a size whose bf16 files are small enough to commit. */
+/**
+ * The tiny preset's features (OLMoE's QK-norm; Qwen2-MoE's shared expert, its gate, qkv bias, tied
+ * embeddings; Qwen3-MoE's per-head QK-norm, a dense layer, linear RoPE scaling) at a size whose
+ * bf16 files are small enough to commit.
+ */
 export function roundTripConfig(family: MoEFamily): MoEDecoderConfig {
   const c: MoEDecoderConfig = {
     ...presetConfig(family, 'tiny'), hiddenSize: 32, numLayers: 2, numHeads: 4, numKVHeads: family === 'olmoe' ? 4 : 2, headDim: 8,
     numExperts: family === 'olmoe' ? 8 : 4, topK: 2, moeIntermediateSize: 32,
   };
   if (family === 'qwen2_moe') c.sharedExpertIntermediateSize = 32;
+  if (family === 'qwen3_moe') c.denseIntermediateSize = 64;
   validateMoEDecoderConfig(c);
   return c;
 }
