@@ -8,6 +8,7 @@ import { runInferenceCost } from '../experiments/inference-cost.js';
 import { shellCommand } from '../experiments/common.js';
 import { multilingualCommand, multilingualHelp } from './multilingual-command.js';
 import { variantExperiment, VARIANT_EXPERIMENTS, VARIANT_EXPERIMENT_HELP } from './variant-experiments.js';
+import { topologyRoutingExperiment, TOPOLOGY_ROUTING_HELP } from './topology-routing-command.js';
 
 export const EXPERIMENT_HELP = `moe experiment <name> [options]
 
@@ -89,7 +90,7 @@ function intListFlag(args: ParsedArgs, key: string): number[] | undefined {
 
 /** The whole help of `moe experiment`: the Soft MoE paper's studies, the variants, the multilingual parts. */
 export function experimentHelp(): string {
-  return EXPERIMENT_HELP + VARIANT_EXPERIMENT_HELP + multilingualHelp();
+  return EXPERIMENT_HELP + VARIANT_EXPERIMENT_HELP + TOPOLOGY_ROUTING_HELP + multilingualHelp();
 }
 
 /** Runs `moe experiment <name> ...`; args.positional is ['experiment', name]. */
@@ -164,7 +165,9 @@ export async function experimentCommand(args: ParsedArgs): Promise<number> {
     default: {
       const rc = await variantExperiment(name, args, command);
       if (rc !== null) return rc;
-      throw new Error(`experiment: unknown experiment '${name}' (available: ${[...EXPERIMENTS, ...VARIANT_EXPERIMENTS].join(', ')})`);
+      const rt = await topologyRoutingExperiment(name, args, command);
+      if (rt !== null) return rt;
+      throw new Error(`experiment: unknown experiment '${name}' (available: ${[...EXPERIMENTS, ...VARIANT_EXPERIMENTS, 'topology-routing'].join(', ')})`);
     }
   }
 }
