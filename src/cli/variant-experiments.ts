@@ -1,12 +1,13 @@
-// `moe experiment continual | straight-through | depth`: the MoE-variant experiments of issue 15, dispatched from
+// `moe experiment continual | straight-through | depth | attention-moe`: the MoE-variant experiments of issue 15, dispatched from
 // experiment-commands.ts (parsing here, the experiments in src/experiments/).
 
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { runContinual } from '../experiments/continual.js';
 import { runStraightThrough } from '../experiments/straight-through.js';
 import { runDepth } from '../experiments/depth.js';
+import { runAttentionMoE } from '../experiments/attention-moe.js';
 
-export const VARIANT_EXPERIMENTS = ['continual', 'straight-through', 'depth'] as const;
+export const VARIANT_EXPERIMENTS = ['continual', 'straight-through', 'depth', 'attention-moe'] as const;
 
 export const VARIANT_EXPERIMENT_HELP = `
   continual [--quick] [--out DIR] [--seed S] [--steps N]
@@ -28,6 +29,13 @@ export const VARIANT_EXPERIMENT_HELP = `
       bits/byte, and the share of word starts, word-internal bytes and spaces the routed blocks run.
       --every M: route every M-th block (default 2; 1: every block).
       Default N = 200 (--quick: 50). Default --out docs/results/depth[-quick].
+
+  attention-moe [--quick] [--out DIR] [--steps N] [--seeds S]
+      SwitchHead attention-MoE against dense multi-head attention at nearly equal parameters, and a
+      narrow attention at SwitchHead's FLOPs: a byte-level LM (2 blocks, dense MLPs) on UDHR eng,
+      fra, deu, spa for N steps, seeds 0..S-1; validation bits/byte and the share of attention FLOPs
+      per token saved (default N = 200, S = 2; --quick: N = 40, S = 1).
+      Default --out docs/results/attention-moe[-quick].
 `;
 
 function one(args: ParsedArgs, key: string): string | undefined {
@@ -47,7 +55,7 @@ function int(args: ParsedArgs, key: string, min: number): number | undefined {
 /** Runs a variant experiment; null when `name` is not one of them. */
 export async function variantExperiment(name: string, args: ParsedArgs, command: string): Promise<number | null> {
   if (!(VARIANT_EXPERIMENTS as readonly string[]).includes(name)) return null;
-  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' ? ['seeds'] : ['every', 'capacities'])], `experiment ${name}`);
+  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' || name === 'attention-moe' ? ['seeds'] : ['every', 'capacities'])], `experiment ${name}`);
   const out = one(args, 'out');
   const steps = int(args, 'steps', 1);
   const q = one(args, 'quick');
@@ -65,6 +73,14 @@ export async function variantExperiment(name: string, args: ParsedArgs, command:
       ...(every !== undefined ? { depthEvery: every } : {}), ...(capacities ? { capacities } : {}),
     });
     console.log(`depth: ${r.runs.length} capacities in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
+    return 0;
+  }
+  if (name === 'attention-moe') {
+    const seeds = int(args, 'seeds', 1);
+    const r = await runAttentionMoE({
+      quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seeds !== undefined ? { seeds } : {}),
+    });
+    console.log(`attention-moe: ${r.runs.length} runs in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
   }
   if (name === 'straight-through') {
