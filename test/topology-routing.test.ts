@@ -207,3 +207,32 @@ test('bad options name the field', () => {
   assert.throws(() => new DL(4, 8, { devices: 4, topologyLoss: 'yes' as unknown as boolean }), /topologyLoss must be a boolean/);
   assert.throws(() => moe.createRouter({ type: 'device-limited', maxNodes: 2 }, 4, 8), /router \(device-limited\): unknown key 'maxNodes'/);
 });
+
+test('moe experiment topology-routing runs end to end (2 steps): every setting and variant, the simulator columns, results files', async () => {
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { runTopologyRouting } = await import('../src/experiments/topology-routing.js');
+  const out = mkdtempSync(join(tmpdir(), 'moe-topology-routing-test-'));
+  try {
+    const r = await runTopologyRouting({ steps: 2, evalWindows: 2, out, log: () => {} });
+    assert.deepEqual(r.runs.map((x) => `${x.setting} ${x.variant}`), [
+      'mixed top-k', 'mixed M=2', 'mixed M=1', 'mixed loss 1',
+      'sharded top-k', 'sharded M=2', 'sharded M=1', 'sharded loss 0.1', 'sharded loss 1', 'sharded M=2 + loss 1',
+    ]);
+    for (const x of r.runs) {
+      assert.ok(Number.isFinite(x.valBitsPerByte) && x.valBitsPerByte > 0, `${x.variant}: val ${x.valBitsPerByte}`);
+      // sending a token once per device can only cut the rows of one per assignment
+      assert.ok(x.interNodeMBDedup <= x.interNodeMB + 1e-9, `${x.setting} ${x.variant}: dedup ${x.interNodeMBDedup} > ${x.interNodeMB}`);
+      assert.ok(x.offNodeShare >= 0 && x.offNodeShare <= x.offDeviceShare + 1e-12, `${x.variant}: off-node share above off-device share`);
+      assert.ok(x.pairwiseMsProjected > 0 && x.hierarchicalMsProjectedDedup > 0);
+    }
+    // M = 1 sends each token to one device: its deduplicated inter-node rows are at most a quarter of k = 4 rows per token
+    for (const x of r.runs.filter((y) => y.variant === 'M=1')) assert.ok(x.interNodeMBDedup <= x.interNodeMB / 4 + 1e-9, `${x.setting} M=1: ${x.interNodeMBDedup} vs ${x.interNodeMB}`);
+    const md = readFileSync(join(out, 'results.md'), 'utf8');
+    assert.match(md, /\| sharded +\| M=2 \+ loss 1 /);
+    assert.equal(JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')).runs.length, 10);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});

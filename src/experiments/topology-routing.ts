@@ -33,6 +33,8 @@ export interface TopologyRoutingOptions {
   /** Training steps per variant (default 300; quick 30). */
   steps?: number;
   seed?: number;
+  /** Validation windows (default 64; quick 32). */
+  evalWindows?: number;
   command?: string;
   log?: (line: string) => void;
 }
@@ -175,7 +177,7 @@ export async function runTopologyRouting(opts: TopologyRoutingOptions = {}): Pro
   const out = opts.out ?? (quick ? 'docs/results/topology-routing-quick' : 'docs/results/topology-routing');
   const log = opts.log ?? ((l: string) => console.log(l));
   const model = { dModel: 48, layers: 2, heads: 4, maxSeqLen: 64, numExperts: 16, k: 4, dFF: 48, loadBalanceCoef: 0.01 };
-  const train = { batchSize: 8, seqLen: 64, lr: 3e-3, clipNorm: 1, evalWindows: 64 };
+  const train = { batchSize: 8, seqLen: 64, lr: 3e-3, clipNorm: 1, evalWindows: opts.evalWindows ?? (quick ? 32 : 64) };
   const corpus = await loadUdhrCorpus({ languages: DEVICE_LANGUAGES, valFraction: 0.1 });
   const perDevice = await Promise.all(DEVICE_LANGUAGES.map(async (l) => (await loadUdhrCorpus({ languages: [l], valFraction: 0.1 })).train));
   const tmp = join(tmpdir(), `moe-topology-routing-${process.pid}`);
