@@ -16,6 +16,8 @@ import { attachExpertParallel } from './expert-parallel.js';
 
 export interface AllToAllOptions {
   workers: number[];
+  /** Overlap degrees to run each N at (default [1]). */
+  overlaps?: number[];
   tokens: number;
   dModel: number;
   dFF: number;
@@ -26,6 +28,9 @@ export interface AllToAllOptions {
 
 export interface AllToAllRow {
   workers: number;
+  overlap: number;
+  /** Rows rank r sent to rank j in the last exchange, [N][N] (the simulator's input). */
+  matrix: number[][];
   /** Bytes per exchange (one dispatch or one combine) that cross between ranks, and that stay on a rank. */
   crossBytes: number;
   localBytes: number;
@@ -33,7 +38,7 @@ export interface AllToAllRow {
   stepMs: number;
   computeMs: number;
   exchangeMs: number;
-  /** The same layer in one process, ms per step. */
+  /** The same layer in one process, ms per step (interleaved with the parallel runs, median over all rounds). */
   oneProcessMs: number;
 }
 
@@ -55,50 +60,59 @@ export function benchAllToAll(o: AllToAllOptions): AllToAllRow[] {
   const one = new MoELayer(cfg);
   step(one);
   const oneTimes: number[] = [];
-  for (let i = 0; i < o.rounds; i++) {
+  const timed = (layer: MoELayer): number => {
     const t0 = performance.now();
-    step(one);
-    oneTimes.push(performance.now() - t0);
-  }
+    step(layer);
+    return performance.now() - t0;
+  };
   const rows: AllToAllRow[] = [];
   for (const N of o.workers) {
-    const layer = new MoELayer(cfg);
-    const ep = attachExpertParallel(layer, { workers: N });
+    // the overlap degrees of one N run interleaved, round by round, with the one-process layer:
+    // on a shared machine the load drifts, and a ratio is only fair within the same seconds
+    const runs = (o.overlaps ?? [1]).map((overlap) => {
+      const layer = new MoELayer(cfg);
+      const ep = attachExpertParallel(layer, { workers: N, overlapDegree: overlap });
+      return { overlap, layer, ep, matrix: [] as number[][], steps: [] as number[], computes: [] as number[], exchanges: [] as number[] };
+    });
     try {
-      let matrix: number[][] = [];
-      ep.onExchange = (_l, m) => { matrix = m; };
-      step(layer);
-      const steps: number[] = [];
-      const computes: number[] = [];
-      const exchanges: number[] = [];
-      for (let i = 0; i < o.rounds; i++) {
-        const before = snapshot(ep.group.timing);
-        const t0 = performance.now();
-        step(layer);
-        steps.push(performance.now() - t0);
-        const after = snapshot(ep.group.timing);
-        let compute = 0;
-        let phases = 0;
-        for (const [k, v] of Object.entries(after)) {
-          if (k.endsWith('.compute')) compute += v - (before[k] ?? 0);
-          else phases += v - (before[k] ?? 0);
-        }
-        computes.push(compute);
-        exchanges.push(phases - compute);
+      for (const r of runs) {
+        r.ep.onExchange = (_l, m) => { r.matrix = m; };
+        step(r.layer);
       }
-      let cross = 0;
-      let local = 0;
-      matrix.forEach((row, r) => row.forEach((n, j) => { if (r === j) local += n; else cross += n; }));
-      const stepMs = median(steps);
-      const computeMs = median(computes);
-      // exchange: the phases' wall time less the compute of their slowest rank
-      const exchangeMs = median(exchanges);
-      rows.push({ workers: N, crossBytes: cross * o.dModel * 4, localBytes: local * o.dModel * 4, stepMs, computeMs, exchangeMs, oneProcessMs: median(oneTimes) });
-      o.log?.(`N=${N}: step ${stepMs.toFixed(2)} ms (compute ${computeMs.toFixed(2)}, exchange ${exchangeMs.toFixed(2)}), one process ${median(oneTimes).toFixed(2)} ms`);
+      for (let i = 0; i < o.rounds; i++) {
+        oneTimes.push(timed(one));
+        for (const r of runs) {
+          const before = snapshot(r.ep.group.timing);
+          r.steps.push(timed(r.layer));
+          const after = snapshot(r.ep.group.timing);
+          let compute = 0;
+          let phases = 0;
+          for (const [k, v] of Object.entries(after)) {
+            if (k.endsWith('.compute')) compute += v - (before[k] ?? 0);
+            else phases += v - (before[k] ?? 0);
+          }
+          r.computes.push(compute);
+          // exchange: the phases' wall time less the compute of their slowest rank
+          r.exchanges.push(phases - compute);
+        }
+      }
+      for (const r of runs) {
+        let cross = 0;
+        let local = 0;
+        r.matrix.forEach((row, a) => row.forEach((n, j) => { if (a === j) local += n; else cross += n; }));
+        const row: AllToAllRow = {
+          workers: N, overlap: r.overlap, matrix: r.matrix, crossBytes: cross * o.dModel * 4, localBytes: local * o.dModel * 4,
+          stepMs: median(r.steps), computeMs: median(r.computes), exchangeMs: median(r.exchanges), oneProcessMs: median(oneTimes),
+        };
+        rows.push(row);
+        o.log?.(`N=${N}${r.overlap > 1 ? ` overlap ${r.overlap}` : ''}: step ${row.stepMs.toFixed(2)} ms (compute ${row.computeMs.toFixed(2)}, exchange ${row.exchangeMs.toFixed(2)}), one process ${row.oneProcessMs.toFixed(2)} ms`);
+      }
     } finally {
-      void ep.close();
+      for (const r of runs) void r.ep.close();
     }
   }
+  // every row quotes the one-process median over all rounds
+  for (const r of rows) r.oneProcessMs = median(oneTimes);
   return rows;
 }
 

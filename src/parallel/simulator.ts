@@ -26,6 +26,14 @@ export interface Topology {
   devicesPerNode: number;
   intra: LinkSpec;
   inter: LinkSpec;
+  /**
+   * Optional, for transports that copy every row (shared memory between threads: a row that stays
+   * on its rank is copied like one that leaves it): GB/s of a device's copy of its own rows, paid
+   * in parallel by all devices. GPU presets leave it out (a GPU permutes its own rows in its kernels).
+   */
+  localCopyGBs?: number;
+  /** Optional fixed cost of one exchange, microseconds (phase hand-offs and barriers on the host). */
+  overheadUs?: number;
 }
 
 export const TOPOLOGY_PRESETS: Record<string, Topology> = {
@@ -79,10 +87,14 @@ export function validateTopology(raw: unknown, where: string): Topology {
     const l = (v ?? {}) as Record<string, unknown>;
     return { bandwidthGBs: num(l['bandwidthGBs'], `${key}.bandwidthGBs`, false), latencyUs: num(l['latencyUs'], `${key}.latencyUs`, false) };
   };
+  const overhead = o['overheadUs'];
+  if (overhead !== undefined && !(typeof overhead === 'number' && overhead >= 0)) throw new Error(`${where}: overheadUs must be a number >= 0, got ${JSON.stringify(overhead)}`);
   return {
     name: typeof o['name'] === 'string' ? o['name'] : where, source: typeof o['source'] === 'string' ? o['source'] : '(no source given)',
     devices: num(o['devices'], 'devices', true), devicesPerNode: num(o['devicesPerNode'], 'devicesPerNode', true),
     intra: link(o['intra'], 'intra'), inter: link(o['inter'], 'inter'),
+    ...(o['localCopyGBs'] !== undefined ? { localCopyGBs: num(o['localCopyGBs'], 'localCopyGBs', false) } : {}),
+    ...(overhead !== undefined ? { overheadUs: overhead as number } : {}),
   };
 }
 
@@ -96,8 +108,24 @@ export interface ExchangeCost {
   rounds: number;
 }
 
-/** Cost of one all-to-all of bytes[r][j] (r sends to j) on topo's first bytes.length devices. */
+/**
+ * Cost of one all-to-all of bytes[r][j] (r sends to j) on topo's first bytes.length devices: the
+ * algorithm's link time, plus, where the topology gives them, its fixed overhead and the copy of
+ * each device's own rows (the slowest device's; all copy at once).
+ */
 export function exchangeCost(bytes: number[][], topo: Topology, algo: Algorithm): ExchangeCost {
+  const out = linkCost(bytes, topo, algo);
+  out.seconds += (topo.overheadUs ?? 0) * 1e-6;
+  if (topo.localCopyGBs !== undefined) {
+    let most = 0;
+    bytes.forEach((row, r) => { most = Math.max(most, row[r]!); });
+    out.seconds += most / (topo.localCopyGBs * 1e9);
+  }
+  return out;
+}
+
+/** The link part of exchangeCost: rounds of messages between devices under the alpha-beta cost. */
+function linkCost(bytes: number[][], topo: Topology, algo: Algorithm): ExchangeCost {
   const D = bytes.length;
   const P = topo.devicesPerNode;
   const node = (r: number): number => Math.floor(r / P);
