@@ -8,6 +8,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Rng, Tensor, noGrad, ops, moe, profileKernels, getBackend, savedForBackward, type KernelProfile, type SavedEntry } from '../src/index.js';
+import { measurePeakGflops, nativeInfo } from '../src/backends/native/index.js';
 import { measure, median, formatTable } from './timing.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -90,6 +91,13 @@ export interface MoELayerReport {
   rounds: number;
   /** Why PyTorch was not compared although asked, or null. */
   torchSkipped: string | null;
+  /** The float32 FMA peak measured before the cases (native backend; null on js). */
+  peakGflops: number | null;
+  /**
+   * Multiply-adds x 2 of the expert GEMMs per forward (2 T k d d_ff x 2 projections); backward does
+   * twice as many (input and weight gradients). The router's [T, d] x [d, E] is left out (< 1%).
+   */
+  expertForwardFlops: number;
 }
 
 export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compareTorch?: boolean; rounds?: number; log?: (l: string) => void } = {}): MoELayerReport {
@@ -104,6 +112,10 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
   const g = Tensor.empty([T, d]);
   rng.fillNormal(g.data as Float32Array);
   const cases: MoELayerCase[] = [];
+  // the FMA peak, for the floor that expert GEMMs at 100% of it would set (and so the best ratio to torch)
+  const native = nativeInfo();
+  const peak = getBackend().name === 'native' && native ? Math.max(...Array.from({ length: 5 }, () => measurePeakGflops(0.3, native.threads))) : 0;
+  if (peak > 0) log(`measured float32 FMA peak: ${peak.toFixed(1)} GFLOP/s (${native!.threads} threads, best of 5 trials)`);
   const torchSkipped = opts.compareTorch ? torchUnavailable() : null;
   if (torchSkipped) log(`bench moe-layer: PyTorch not compared: ${torchSkipped}`);
   const withTorch = opts.compareTorch === true && torchSkipped === null;
@@ -168,6 +180,8 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     log(`E=${E}: forward ${c.forwardTokensPerSec.toFixed(0)} tok/s, forward+backward ${c.forwardBackwardTokensPerSec.toFixed(0)} tok/s, GEMM ${(100 * c.gemmShare).toFixed(0)}% of kernel time, kept ${(c.keptBytesPerToken / 1024).toFixed(1)} KiB/token`);
   }
   const first = cases[0]!;
+  const info = nativeInfo();
+  const peakGflops = getBackend().name === 'native' && info ? peak : null;
   // backward needs, per token: k hidden pre-activations (k*dFF floats, to differentiate and to
   // recompute the activation) and the layer input (d floats); rows and outputs can be re-gathered
   const minimumBytesPerToken = 4 * (k * dFF + d);
@@ -175,6 +189,7 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     backend: getBackend().name, tokens: T, dModel: d, dFF, k,
     forwardTokensPerSec: first.forwardTokensPerSec, forwardBackwardTokensPerSec: first.forwardBackwardTokensPerSec,
     peakRssMiB: process.resourceUsage().maxRSS / 1024, minimumBytesPerToken, cases, rounds, torchSkipped,
+    peakGflops, expertForwardFlops: 4 * T * k * d * dFF,
     ...(withTorch ? { torchForwardTokensPerSec: first.torchForwardTokensPerSec!, torchForwardBackwardTokensPerSec: first.torchForwardBackwardTokensPerSec! } : {}),
   };
 }
@@ -200,8 +215,29 @@ export function formatMoELayerReport(r: MoELayerReport): string {
     '',
     `kernels at E=${r.cases[0]!.numExperts} (one forward+backward): ${top}`,
     `largest buffers kept for backward at E=${r.cases[0]!.numExperts}: ${r.cases[0]!.kept.map((e) => `${e.op} [${e.shape.join('x')}] ${(e.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`,
+    ...floorLines(r),
     `peak RSS: ${r.peakRssMiB.toFixed(0)} MiB`,
     `kept for backward: measured above; the minimum is ${(r.minimumBytesPerToken / 1024).toFixed(1)} KiB/token`
       + ` (k pre-activations of d_ff floats + the input row; the activation, permuted rows and expert outputs can be recomputed)`,
   ].join('\n');
+}
+
+/**
+ * The floor: expert GEMMs at 100% of the measured FMA peak and nothing else. Against torch it bounds
+ * the ratio moe-ts could reach (torch ms / floor ms) on this machine, whatever its kernels do.
+ */
+function floorLines(r: MoELayerReport): string[] {
+  if (!r.peakGflops) return [];
+  const fwdMs = (r.expertForwardFlops / (r.peakGflops * 1e9)) * 1000;
+  return [
+    `floor at the measured peak (${r.peakGflops.toFixed(1)} GFLOP/s): expert GEMMs ${(r.expertForwardFlops / 1e9).toFixed(1)} GFLOP forward, `
+      + `${((3 * r.expertForwardFlops) / 1e9).toFixed(1)} forward+backward = ${fwdMs.toFixed(1)} / ${(3 * fwdMs).toFixed(1)} ms (the same at every E: active parameters are fixed)`,
+    ...r.cases.map((c) => {
+      const share = `E=${c.numExperts}: measured ${(fwdMs / c.forwardMs * 100).toFixed(0)}% / ${((3 * fwdMs) / c.forwardBackwardMs * 100).toFixed(0)}% of the floor's speed`;
+      if (c.torchForwardTokensPerSec === undefined) return share;
+      const torchFwdMs = (r.tokens / c.torchForwardTokensPerSec) * 1000;
+      const torchFbMs = (r.tokens / c.torchForwardBackwardTokensPerSec!) * 1000;
+      return `${share}; at the floor moe-ts would be ${(torchFwdMs / fwdMs).toFixed(2)}x / ${(torchFbMs / (3 * fwdMs)).toFixed(2)}x torch (forward / forward+backward)`;
+    }),
+  ];
 }
