@@ -5,7 +5,7 @@ import { record } from '../tensor/autograd.js';
 import { broadcastShapes, shapesEqual } from '../tensor/shape.js';
 import { kernel } from '../kernels/registry.js';
 import type { BinaryOp, UnaryOp } from '../kernels/kernels.js';
-import { assertFloat, assertSameDtype, emptyLike, floatData } from './util.js';
+import { assertFloat, assertSameDtype, emptyLike, floatData, uninitLike } from './util.js';
 import { scalar } from './create.js';
 
 export type Operand = Tensor | number;
@@ -24,7 +24,7 @@ export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
 
 function rawBinary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(op, a.shape, b.shape);
-  const out = emptyLike(shape, a.dtype);
+  const out = uninitLike(shape, a.dtype);
   kernel('binary')(op, floatData(a), a.shape, floatData(b), b.shape, floatData(out), shape);
   return out;
 }
@@ -60,7 +60,7 @@ export const mul = (a: Operand, b: Operand): Tensor => binaryOp('mul', a, b);
 export const div = (a: Operand, b: Operand): Tensor => binaryOp('div', a, b);
 
 function rawUnary(op: UnaryOp, x: Tensor): Tensor {
-  const out = emptyLike(x.shape, x.dtype);
+  const out = uninitLike(x.shape, x.dtype);
   kernel('unary')(op, floatData(x), floatData(out));
   return out;
 }
@@ -69,7 +69,7 @@ function unaryOp(op: UnaryOp, x: Tensor): Tensor {
   assertFloat(op, x);
   const y = rawUnary(op, x);
   return record(y, op, [x], (g) => {
-    const dx = emptyLike(x.shape, x.dtype);
+    const dx = uninitLike(x.shape, x.dtype);
     kernel('unaryBackward')(op, floatData(x), floatData(y), floatData(g), floatData(dx));
     return [dx];
   }, [x, y]);

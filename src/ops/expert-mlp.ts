@@ -9,7 +9,7 @@ import { record, type Saved } from '../tensor/autograd.js';
 import { shapeStr } from '../tensor/shape.js';
 import { kernel } from '../kernels/registry.js';
 import type { FloatArray } from '../tensor/dtype.js';
-import { assertFloat, assertIndicesInRange, assertSameDtype, emptyLike, floatData } from './util.js';
+import { assertFloat, assertIndicesInRange, assertSameDtype, emptyLike, floatData, uninitLike } from './util.js';
 
 export const EXPERT_MLP_ACTIVATIONS = ['gelu', 'geluTanh', 'relu', 'silu', 'swiglu'] as const;
 export type ExpertMLPActivation = (typeof EXPERT_MLP_ACTIVATIONS)[number];
@@ -96,16 +96,16 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
 
   // forward: xp [A', d] -> pre [A', h] (+ pre3) -> act [A', h] -> yp [A', d] -> out
   const xp = idx ? gatherRowsRaw(x, idx) : x;
-  const pre = emptyLike([rows, h], dt);
+  const pre = uninitLike([rows, h], dt);
   gemm(F(xp), F(w1), sizes, F(pre), d, h, false);
   if (b1) addRowBias(F(pre), F(b1), ex!, h);
   let pre3: Tensor | null = null;
   if (w3) {
-    pre3 = emptyLike([rows, h], dt);
+    pre3 = uninitLike([rows, h], dt);
     gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
   }
   const act = activate(activation, pre, pre3);
-  const yp = emptyLike([rows, d], dt);
+  const yp = uninitLike([rows, d], dt);
   gemm(F(act), F(w2), sizes, F(yp), h, d, false);
   if (b2) addRowBias(F(yp), F(b2), ex!, d);
   if (gates) scaleRows(yp, gates); // in place: same arithmetic as mul(yp, gates[:, None])
@@ -132,16 +132,16 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     let silu1: Tensor | null = null;
     let hAct: Tensor;
     if (pre3) {
-      silu1 = emptyLike([rows, h], dt);
+      silu1 = uninitLike([rows, h], dt);
       kernel('unary')('silu', F(pre), F(silu1));
-      hAct = emptyLike([rows, h], dt);
+      hAct = uninitLike([rows, h], dt);
       kernel('binary')('mul', F(silu1), [rows, h], F(pre3), [rows, h], F(hAct), [rows, h]);
     } else {
-      hAct = emptyLike([rows, h], dt);
+      hAct = uninitLike([rows, h], dt);
       kernel('unary')(activation as Exclude<ExpertMLPActivation, 'swiglu'>, F(pre), F(hAct));
     }
     // u = gp W2^T [A', h]; with y_r = gate_r * (act_r W2 + b2), dgate_r = <u_r, act_r> + <gp_r, b2>
-    const u = emptyLike([rows, h], dt);
+    const u = uninitLike([rows, h], dt);
     gemm(F(gp), F(w2), sizes, F(u), d, h, true);
     let dGates: Tensor | null = null;
     if (gates?.requiresGrad) {
@@ -176,7 +176,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     let dpre3: Tensor | null = null;
     if (pre3) {
       // act = silu(p1) * p3: dp3 = dact * silu(p1); dp1 = dact * p3 * silu'(p1)
-      dpre3 = emptyLike([rows, h], dt);
+      dpre3 = uninitLike([rows, h], dt);
       kernel('binary')('mul', F(u), [rows, h], F(silu1!), [rows, h], F(dpre3), [rows, h]);
       // elementwise kernels read and write the same index, so these may work in place on u
       kernel('binary')('mul', F(u), [rows, h], F(pre3), [rows, h], F(u), [rows, h]);
@@ -195,10 +195,10 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     const db1 = b1?.requiresGrad ? sumRowsByExpert(F(dpre), ex!, E, h, dt) : null;
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
-      const dxp = emptyLike([rows, d], dt);
+      const dxp = uninitLike([rows, d], dt);
       gemm(F(dpre), F(w1), sizes, F(dxp), h, d, true);
       if (w3) {
-        const dxp3 = emptyLike([rows, d], dt);
+        const dxp3 = uninitLike([rows, d], dt);
         gemm(F(dpre3!), F(w3), sizes, F(dxp3), h, d, true);
         kernel('binary')('add', F(dxp), [rows, d], F(dxp3), [rows, d], F(dxp), [rows, d]);
       }
@@ -220,7 +220,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
 
 function gatherRowsRaw(src: Tensor, idx: Int32Array): Tensor {
   const d = src.shape[1]!;
-  const out = emptyLike([idx.length, d], src.dtype);
+  const out = uninitLike([idx.length, d], src.dtype);
   kernel('gatherRows')(floatData(src), idx, floatData(out), src.shape[0]!, d);
   return out;
 }
@@ -231,7 +231,7 @@ function copyOf(t: Tensor): Tensor {
 
 /** Hidden activation [A', h] from the pre-activation (and the SwiGLU linear branch). */
 function activate(activation: ExpertMLPActivation, pre: Tensor, pre3: Tensor | null): Tensor {
-  const out = emptyLike(pre.shape, pre.dtype);
+  const out = uninitLike(pre.shape, pre.dtype);
   const shape = pre.shape;
   if (activation === 'swiglu') {
     kernel('unary')('silu', floatData(pre), floatData(out));
@@ -304,7 +304,7 @@ function weightGrad(w: Tensor, a: Tensor, dy: Tensor, sizes: Int32Array, k: numb
     }
     return null;
   }
-  const out = emptyLike(w.shape, w.dtype);
+  const out = uninitLike(w.shape, w.dtype);
   kernel('groupedMatmulWeightGrad')(floatData(a), floatData(dy), sizes, floatData(out), k, n);
   return out;
 }

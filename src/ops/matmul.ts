@@ -5,7 +5,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { record } from '../tensor/autograd.js';
 import { shapeStr, shapesEqual } from '../tensor/shape.js';
 import { kernel } from '../kernels/registry.js';
-import { assertFloat, assertSameDtype, emptyLike, floatData, indexData } from './util.js';
+import { assertFloat, assertSameDtype, emptyLike, floatData, indexData, uninitLike } from './util.js';
 
 export interface MatmulOptions {
   /** Use A's last two axes transposed. */
@@ -47,7 +47,7 @@ function plan(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Plan {
 }
 
 function run(a: Tensor, b: Tensor, p: Plan, transA: boolean, transB: boolean, outShape: readonly number[]): Tensor {
-  const out = emptyLike(outShape, a.dtype);
+  const out = uninitLike(outShape, a.dtype);
   kernel('matmul')(floatData(a), floatData(b), floatData(out), p.batch, p.m, p.n, p.k, transA, transB, p.aBatched, p.bBatched, false);
   return out;
 }
@@ -133,19 +133,19 @@ export function groupedMatmul(x: Tensor, w: Tensor, groupSizes: Tensor | Int32Ar
     total += s;
   }
   if (total !== x.shape[0]) throw new Error(`groupedMatmul: group sizes sum to ${total}, x has ${x.shape[0]} rows (${desc()})`);
-  const out = emptyLike([x.shape[0]!, n], x.dtype);
+  const out = uninitLike([x.shape[0]!, n], x.dtype);
   kernel('groupedMatmul')(floatData(x), floatData(w), sizes, floatData(out), k, n, transW);
   const sizesCopy = Int32Array.from(sizes); // the caller may reuse its buffer before backward
   return record(out, 'groupedMatmul', [x, w], (g) => {
     let dx: Tensor | null = null;
     let dw: Tensor | null = null;
     if (x.requiresGrad) {
-      dx = emptyLike(x.shape, x.dtype);
+      dx = uninitLike(x.shape, x.dtype);
       // dx_g = g_g @ w_g^T: read w with the opposite transposition, k and n swapped
       kernel('groupedMatmul')(floatData(g), floatData(w), sizesCopy, floatData(dx), n, k, !transW);
     }
     if (w.requiresGrad) {
-      dw = emptyLike(w.shape, w.dtype);
+      dw = uninitLike(w.shape, w.dtype);
       if (transW) kernel('groupedMatmulWeightGrad')(floatData(g), floatData(x), sizesCopy, floatData(dw), n, k);
       else kernel('groupedMatmulWeightGrad')(floatData(x), floatData(g), sizesCopy, floatData(dw), k, n);
     }

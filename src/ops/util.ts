@@ -1,7 +1,7 @@
 // Shared checks and helpers for ops: every failure names the op and the shapes involved.
 
 import { Tensor } from '../tensor/tensor.js';
-import { allocArray, type DType, type FloatArray } from '../tensor/dtype.js';
+import { allocArray, allocUninitialized, type DType, type FloatArray } from '../tensor/dtype.js';
 import { shapeSize, shapeStr, type Shape } from '../tensor/shape.js';
 
 export function assertFloat(op: string, ...ts: Tensor[]): void {
@@ -32,6 +32,14 @@ export function assertIndicesInRange(op: string, idx: Int32Array, n: number, wha
 
 export function emptyLike(shape: Shape, dtype: DType): Tensor {
   return new Tensor(allocArray(dtype, shapeSize(shape)), shape);
+}
+
+/**
+ * An output tensor whose contents are unspecified (torch.empty), for kernels that write every
+ * element; anything that accumulates into its output needs emptyLike's zeros.
+ */
+export function uninitLike(shape: Shape, dtype: DType): Tensor {
+  return new Tensor(allocUninitialized(dtype, shapeSize(shape)), shape);
 }
 
 export function floatData(t: Tensor): FloatArray {
