@@ -1,6 +1,7 @@
 // Mixture-of-Depths: the capacity and top-c selection, a routed block against the plain block run on
 // the chosen tokens, skipped tokens unchanged, gradients against float64 finite differences (with a
-// dense and an MoE feed-forward), edge cases and config errors.
+// dense and an MoE feed-forward), edge cases and config errors; the predictor of the top-c choice
+// (stop-gradient, trained by BCE), causal selection, and KV-cached decoding equal to the full forward.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { Rng, Tensor, noGrad, ops, withBackend } from '../src/index.js';
 import { transformerBlock, type BlockSpec } from '../src/models/block.js';
 import { depthCapacityTokens, selectTopC } from '../src/nn/mixture-of-depths.js';
 import { ByteLM, lmConfig, generate } from '../src/models/lm.js';
+import { forwardCached, newByteLMCache } from '../src/models/lm-kv.js';
 import { assertClose, backendsUnderTest, checkAccumulatedGradients, randTensor } from './helpers.js';
 
 const base = (extra: Partial<BlockSpec> = {}): BlockSpec => ({
@@ -107,3 +109,91 @@ test('config errors name the field; a MoD byte LM trains a step and generates wi
   const g = generate(lm, new TextEncoder().encode('abc'), { maxNewTokens: 4 });
   assert.equal(g.length, 7);
 });
+
+test('depth predictor: its BCE joins the aux loss, no gradient reaches the residual stream, it learns the top-c choice', () => {
+  withBackend('js', () => {
+    const x = randTensor(new Rng(3), [2, 8, 8]).requireGrad();
+    const plain = transformerBlock(base({ depthCapacity: 0.5 }));
+    const withPred = transformerBlock(base({ depthCapacity: 0.5, depthPredictor: true }));
+    plain.depth!.weight.data.set(randTensor(new Rng(4), [1, 8]).data);
+    // same weights for every shared parameter (the predictor's are extra)
+    const shared = new Map(plain.namedParameters());
+    for (const [n, p] of withPred.namedParameters()) if (shared.has(n)) p.data.set(shared.get(n)!.data);
+    assert.equal(plain.forward(x).auxLoss, null);
+    const o = withPred.forward(x);
+    assert.ok(o.auxLoss !== null && o.auxLoss.item() > 0, 'predictor loss');
+    ops.sum(plain.forward(x).y).backward();
+    const gPlain = Float32Array.from(x.grad!.data);
+    x.zeroGrad();
+    ops.add(ops.sum(withPred.forward(x).y), withPred.forward(x).auxLoss!).backward();
+    assertClose(x.grad!, gPlain, 1e-5, 1e-6, 'x.grad unchanged by the predictor');
+    // a few Adam-free SGD steps on the predictor alone: its loss falls and it agrees with top-c on most tokens
+    const pred = withPred.depth!.predictor!;
+    const first = withPred.forward(x).auxLoss!.item();
+    for (let i = 0; i < 60; i++) {
+      pred.zeroGrad();
+      withPred.forward(x).auxLoss!.backward();
+      for (const p of pred.parameters()) for (let j = 0; j < p.size; j++) p.data[j] -= 0.5 * p.grad!.data[j]!;
+    }
+    assert.ok(withPred.forward(x).auxLoss!.item() < 0.5 * first, 'the predictor learns');
+    const topc = new Set(withPred.depth!.lastSelection!.rows);
+    withPred.depth!.selection = 'causal';
+    noGrad(() => withPred.forward(x));
+    const causal = withPred.depth!.lastSelection!;
+    let agree = 0;
+    for (let r = 0; r < 16; r++) agree += Number(topc.has(r) === [...causal.rows].includes(r));
+    assert.ok(agree >= 14, `causal choice agrees with top-c on ${agree} of 16 tokens`);
+  });
+});
+
+for (const backend of backendsUnderTest()) {
+  test(`causal selection: ragged sequences equal one sequence at a time, and a token's output does not depend on later tokens (${backend})`, () => {
+    withBackend(backend, () => {
+      const block = transformerBlock(base({ depthCapacity: 0.5, depthPredictor: true }));
+      block.depth!.weight.data.set(randTensor(new Rng(6), [1, 8]).data);
+      block.depth!.selection = 'causal';
+      block.eval();
+      const x = randTensor(new Rng(7), [3, 9, 8]);
+      const y = noGrad(() => block.forward(x).y);
+      const counts = block.depth!.lastSelection!.counts;
+      assert.ok(new Set(counts).size > 1 && counts.every((c) => c < 9), `ragged partial choice: ${[...counts].join(', ')}`);
+      for (let b = 0; b < 3; b++) {
+        const one = noGrad(() => block.forward(ops.narrow(x, 0, b, 1)).y);
+        assertClose(one, ops.narrow(y, 0, b, 1), 1e-5, 1e-6, `sequence ${b}`);
+        const prefix = noGrad(() => block.forward(ops.narrow(ops.narrow(x, 0, b, 1), 1, 0, 5)).y);
+        assertClose(prefix, ops.narrow(ops.narrow(y, 0, b, 1), 1, 0, 5), 1e-5, 1e-6, `sequence ${b}: prefix`);
+      }
+      assert.throws(() => { const p = transformerBlock(base({ depthCapacity: 0.5 })); p.depth!.selection = 'causal'; p.forward(x); }, /causal selection needs the predictor/);
+    });
+  });
+
+  test(`MoD byte LM with predictors: KV-cached decoding equals the full forward in causal selection; generate uses the cache (${backend})`, () => {
+    withBackend(backend, () => {
+      const lm = new ByteLM({ dModel: 16, layers: 2, heads: 2, maxSeqLen: 16, numExperts: 2, k: 1, dFF: 8, positions: 'learned', depthCapacity: 0.5, depthEvery: 1, depthPredictor: true }, 2);
+      for (const [i, b] of lm.blocks.entries()) {
+        b.depth!.weight.data.set(randTensor(new Rng(10 + i), [1, 16]).data);
+        // an untrained predictor reads the tiny embeddings through its biases only: widen it so its choice varies by token
+        const p = b.depth!.predictor!;
+        p.fc1.weight.data.set(randTensor(new Rng(20 + i), [16, 16], 'float32', -20, 20).data);
+        p.fc1.bias!.data.fill(0);
+        p.fc2.bias!.data.fill(0);
+      }
+      lm.eval();
+      const ids = Int32Array.from({ length: 12 }, (_, i) => (i * 53 + 7) % 256);
+      for (const b of lm.blocks) b.depth!.selection = 'causal';
+      const full = noGrad(() => lm.forward(new Tensor(ids, [1, 12])).logits);
+      const chosen = lm.blocks.map((b) => b.depth!.lastSelection!.rows.length);
+      assert.ok(chosen.some((c) => c > 0 && c < 12), `some block runs part of the tokens: ${chosen.join(', ')}`);
+      const cache = newByteLMCache(lm);
+      const rows = [forwardCached(lm, ids.subarray(0, 5), cache)];
+      for (let t = 5; t < 12; t++) rows.push(forwardCached(lm, ids.subarray(t, t + 1), cache));
+      assert.deepEqual(lm.blocks.map((_, l) => cache.layerLength(l)), chosen, 'each layer cached its chosen tokens only');
+      assertClose(ops.reshape(ops.concat(rows, 0), [1, 12, 256]), full, 1e-4, 1e-5, `cached vs full (${backend})`);
+      for (const b of lm.blocks) b.depth!.selection = 'top-c';
+      const prompt = Uint8Array.from([72, 105]);
+      assert.deepEqual([...generate(lm, prompt, { maxNewTokens: 6 })], [...generate(lm, prompt, { maxNewTokens: 6, useCache: false })]);
+      assert.ok(lm.blocks.every((b) => b.depth!.selection === 'top-c'), 'generate restores the selection mode');
+      assert.throws(() => lmConfig({ depthPredictor: true }), /depthPredictor: needs depthCapacity < 1/);
+    });
+  });
+}

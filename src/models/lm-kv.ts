@@ -1,5 +1,7 @@
 // Incremental (KV-cached) forward of the byte-level LM: each new byte attends to the stored keys
-// and values of the earlier ones instead of re-running the whole window.
+// and values of the earlier ones instead of re-running the whole window. A Mixture-of-Depths block
+// with a predictor (causal selection) runs only the tokens it chooses and caches only theirs, so
+// each layer has its own cached length.
 //
 // H = heads, hd = head size, P = positions already cached, T = new tokens, L = P + T.
 
@@ -7,7 +9,7 @@ import type { ByteLM } from './lm.js';
 import type { SelfAttention } from '../nn/sublayers.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
-import { add, matmul, narrow, reshape, transpose } from '../ops/index.js';
+import { add, gatherRows, matmul, mul, narrow, reshape, scatterAddRows, sigmoid, sub, transpose } from '../ops/index.js';
 import { kernel } from '../kernels/registry.js';
 import { BYTE_VOCAB_SIZE } from '../data/text.js';
 
@@ -16,6 +18,8 @@ export class ByteLMCache {
   readonly keys: Float32Array[];
   readonly values: Float32Array[];
   private len = 0;
+  /** Rows cached per layer: the positions for a plain block, the chosen tokens for a Mixture-of-Depths block. */
+  private readonly layerLens: Int32Array;
 
   constructor(readonly layers: number, readonly heads: number, readonly headDim: number, readonly maxLen: number) {
     for (const [k, v] of Object.entries({ layers, heads, headDim, maxLen })) {
@@ -24,6 +28,12 @@ export class ByteLMCache {
     const n = heads * maxLen * headDim;
     this.keys = Array.from({ length: layers }, () => new Float32Array(n));
     this.values = Array.from({ length: layers }, () => new Float32Array(n));
+    this.layerLens = new Int32Array(layers);
+  }
+
+  /** Rows held by one layer (less than length in a Mixture-of-Depths block, whose skipped tokens are not cached). */
+  layerLength(layer: number): number {
+    return this.layerLens[layer]!;
   }
 
   /** Positions filled (the position of the next token). */
@@ -33,11 +43,17 @@ export class ByteLMCache {
 
   reset(): void {
     this.len = 0;
+    this.layerLens.fill(0);
   }
 
   /** @internal forwardCached moves it after every block stored the new rows. */
   advance(T: number): void {
     this.len += T;
+  }
+
+  /** @internal one layer stored n more rows. */
+  advanceLayer(layer: number, n: number): void {
+    this.layerLens[layer]! += n;
   }
 }
 
@@ -72,9 +88,25 @@ export function forwardCached(model: ByteLM, ids: Int32Array, cache: ByteLMCache
     let x = model.tokenEmbedding.forward(new Tensor(ids, [1, T])); // [1, T, d]
     if (model.positionEmbedding) x = add(x, narrow(model.positionEmbedding, 0, P, T));
     model.blocks.forEach((block, l) => {
-      x = add(x, cachedAttention(block.attn, block.norm1.forward(x), cache, l, P, T));
-      const h = block.norm2.forward(x);
-      x = add(x, block.feedForward(h, ids).y);
+      const run = (xs: Tensor, rowIds: Int32Array): Tensor => {
+        const n = rowIds.length;
+        xs = add(xs, cachedAttention(block.attn, block.norm1.forward(xs), cache, l, cache.layerLength(l), n));
+        cache.advanceLayer(l, n);
+        return add(xs, block.feedForward(block.norm2.forward(xs), rowIds).y);
+      };
+      if (!block.depth) {
+        x = run(x, ids);
+        return;
+      }
+      // Mixture-of-Depths: the predictor's causal choice, as the full forward makes it in causal selection
+      const d = block.depth.dModel;
+      const x2 = reshape(x, [T, d]);
+      const { rows } = block.depth.causalRows(x2, 1, T);
+      if (rows.length === 0) return;
+      const xs = gatherRows(x2, rows);
+      const update = sub(reshape(run(reshape(xs, [1, rows.length, d]), rows.map((r) => ids[r]!)), [rows.length, d]), xs);
+      const gate = sigmoid(gatherRows(block.depth.scores(x2), rows));
+      x = reshape(add(x2, scatterAddRows(mul(update, gate), rows, T)), [1, T, d]);
     });
     cache.advance(T);
     const h = model.finalNorm.forward(x);

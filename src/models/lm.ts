@@ -51,6 +51,8 @@ export interface LMConfig {
   depthCapacity: number;
   /** With depthCapacity < 1: block i routes its depth when (i + 1) % depthEvery == 0. */
   depthEvery: number;
+  /** Mixture-of-Depths: train a predictor of each routed block's top-c choice, so decoding chooses causally (with the KV cache). */
+  depthPredictor: boolean;
   /** Every block's attention: dense multi-head ('mha') or attention-MoE ('switchhead'). */
   attention: AttentionConfig;
 }
@@ -80,6 +82,10 @@ export const LM_SCHEMA: Schema = {
     doc: 'continual MoE: [{ step, add, freezeOld?, offset?, rampSteps? }], every MoE block gains `add` experts before optimizer step `step` (see docs/variants.md)',
   },
   depthCapacity: { type: 'number', default: 1, min: 0.001, max: 1, doc: 'Mixture-of-Depths: the fraction of each sequence\'s tokens that run a routed block, the rest skip it (1: off; needs positions learned; docs/variants.md)' },
+  depthPredictor: {
+    type: 'boolean', default: false,
+    doc: "with depthCapacity < 1: each routed block trains a small predictor of its top-c choice (binary cross-entropy, added to the aux loss); generate then chooses each token's blocks causally from the predictor and decodes with the KV cache (docs/variants.md)",
+  },
   attention: {
     type: 'json', default: { type: 'mha' }, check: validateAttention,
     doc: "every block's attention: { type: 'mha' } (dense, heads of dModel / heads) or { type: 'switchhead', heads?, headDim?, experts?, k? } (SwitchHead attention-MoE: k of E value and output experts per head; heads defaults to the heads field; docs/variants.md)",
@@ -100,6 +106,7 @@ export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {
   if (c.dModel % c.heads !== 0) throw new Error(`model (byte-lm): heads = ${c.heads} must divide dModel = ${c.dModel}`);
   if (c.depthCapacity < 1 && c.positions === 'rope') throw new Error(`model (byte-lm).depthCapacity = ${c.depthCapacity} needs positions: 'learned' (tokens that skip a block would shift the rotary positions of the others)`);
   if (c.positions === 'rope' && (c.dModel / c.heads) % 2 !== 0) throw new Error(`model (byte-lm): rope needs an even head width, dModel / heads = ${c.dModel / c.heads}`);
+  if (c.depthPredictor && c.depthCapacity >= 1) throw new Error('model (byte-lm).depthPredictor: needs depthCapacity < 1 (there is no choice to predict)');
   const att = c.attention;
   if (att.type === 'switchhead') {
     const h = att.heads ?? c.heads;
@@ -191,7 +198,7 @@ export class ByteLM extends Module {
       this.blocks.push(this.module(`blocks.${i}`, transformerBlock({
         dModel: d, heads: c.heads, maxSeqLen: c.maxSeqLen, causal: true, ffn, norm: c.norm, attention: c.attention,
         rope: c.positions === 'rope', dropout: c.dropout, rng,
-        ...(c.depthCapacity < 1 && (i + 1) % c.depthEvery === 0 ? { depthCapacity: c.depthCapacity } : {}),
+        ...(c.depthCapacity < 1 && (i + 1) % c.depthEvery === 0 ? { depthCapacity: c.depthCapacity, depthPredictor: c.depthPredictor } : {}),
       })));
     }
     this.finalNorm = this.module('finalNorm', c.norm === 'rms' ? new RMSNorm(d) : new LayerNorm(d));
@@ -288,10 +295,14 @@ export function generate(model: ByteLM, prompt: Uint8Array, opts: GenerateOption
   const out = new Uint8Array(prompt.length + n);
   out.set(prompt);
   const maxLen = model.config.maxSeqLen;
-  // Mixture-of-Depths chooses tokens over the whole window: no cache, each step re-runs the window
-  const mod = model.blocks.some((b) => b.depth !== null);
-  const cache = (opts.useCache ?? true) && !mod && n > 0 && prompt.length <= maxLen ? newByteLMCache(model, maxLen) : null;
+  // Mixture-of-Depths: top-c chooses tokens over the whole window (no cache, each step re-runs the
+  // window); with predictors every token's choice is causal, and the cache works
+  const routers = model.blocks.flatMap((b) => (b.depth ? [b.depth] : []));
+  const causal = routers.length > 0 && routers.every((r) => r.predictor !== null);
+  const cache = (opts.useCache ?? true) && (routers.length === 0 || causal) && n > 0 && prompt.length <= maxLen ? newByteLMCache(model, maxLen) : null;
   const wasTraining = model.training;
+  const modes = routers.map((r) => r.selection);
+  if (causal) for (const r of routers) r.selection = 'causal';
   model.eval();
   try {
     noGrad(() => {
@@ -312,6 +323,7 @@ export function generate(model: ByteLM, prompt: Uint8Array, opts: GenerateOption
     });
   } finally {
     model.train(wasTraining);
+    routers.forEach((r, i) => { r.selection = modes[i]!; });
   }
   return out;
 }

@@ -44,16 +44,18 @@ export interface TransformerBlockConfig<M = unknown> {
   dropout?: number;
   /** Mixture-of-Depths capacity c in (0, 1]: only the top ceil(c T) tokens of a sequence run the block (nn/mixture-of-depths.ts); default 1 (off). */
   depthCapacity?: number;
+  /** With depthCapacity < 1: train a predictor of the top-c choice (its BCE joins the aux loss) so that decoding can choose causally (default false). */
+  depthPredictor?: boolean;
   rng?: Rng;
 }
 
-const CONFIG_KEYS = ['dModel', 'ffn', 'ffnName', 'attn', 'heads', 'maxSeqLen', 'causal', 'rope', 'ropeBase', 'bias', 'norm', 'normEps', 'dropout', 'depthCapacity', 'rng'] as const;
+const CONFIG_KEYS = ['dModel', 'ffn', 'ffnName', 'attn', 'heads', 'maxSeqLen', 'causal', 'rope', 'ropeBase', 'bias', 'norm', 'normEps', 'dropout', 'depthCapacity', 'depthPredictor', 'rng'] as const;
 const ATTENTION_KEYS = ['heads', 'maxSeqLen', 'causal', 'rope', 'ropeBase', 'bias'] as const;
 
 export interface TransformerBlockOutput<M = unknown> {
   /** [B, T, d]. */
   y: Tensor;
-  /** The feed-forward's weighted aux loss (scalar), null for a dense block. */
+  /** The feed-forward's weighted aux loss plus the depth predictor's loss (scalar), null when there is none. */
   auxLoss: Tensor | null;
   /** The feed-forward's routing metrics of this forward, null for a dense block. */
   metrics: M | null;
@@ -105,7 +107,8 @@ export class TransformerBlock<M = unknown> extends Module {
     this.module(ffnName, this.ffn);
     const cap = config.depthCapacity ?? 1;
     if (cap < 1 && this.attn.rotary) throw new Error(`TransformerBlock: depthCapacity = ${cap} needs rope: false (the chosen tokens would get rotary positions 0..C-1); use learned positions`);
-    this.depth = cap < 1 ? this.module('depth', new DepthRouter(d, cap)) : null;
+    if (config.depthPredictor && cap >= 1) throw new Error('TransformerBlock: depthPredictor needs depthCapacity < 1');
+    this.depth = cap < 1 ? this.module('depth', new DepthRouter(d, cap, { predictor: config.depthPredictor ?? false, ...rngOpt })) : null;
   }
 
 
@@ -114,8 +117,11 @@ export class TransformerBlock<M = unknown> extends Module {
     if (!this.depth) return this.inner(x, opts);
     const ids = opts.tokenIds;
     // hash routing inside the block reads the ids of the chosen tokens only
-    const out = this.depth.forward(x, (xs, sel) => this.inner(xs, ids ? { tokenIds: sel.rows.map((r) => ids[r]!) } : {}));
-    return { y: out.y, auxLoss: out.inner.auxLoss, metrics: out.inner.metrics };
+    const out = this.depth.forward(x, (xs, _sel, rows) => this.inner(xs, ids ? { tokenIds: rows.map((r) => ids[r]!) } : {}));
+    let auxLoss = out.predictorLoss;
+    for (const o of out.inner) if (o.auxLoss) auxLoss = auxLoss ? add(auxLoss, o.auxLoss) : o.auxLoss;
+    // metrics of the last call (a single batched call except in causal selection)
+    return { y: out.y, auxLoss, metrics: out.inner.length > 0 ? out.inner[out.inner.length - 1]!.metrics : null };
   }
 
   private inner(x: Tensor, opts: { tokenIds?: Int32Array }): TransformerBlockOutput<M> {
