@@ -53,9 +53,13 @@ export const TOPOLOGY_PRESETS: Record<string, Topology> = {
   },
   host: {
     name: 'host', devices: 4, devicesPerNode: 4,
-    source: 'this 2-vCPU host, worker threads over shared memory: rough placeholders (1 MB round trip 0.46 ms in moe bench all-to-all\'s probe), NOT fitted to the measured exchanges yet',
-    intra: { bandwidthGBs: 2, latencyUs: 60 },
-    inter: { bandwidthGBs: 2, latencyUs: 60 },
+    source: 'this 2-vCPU AVX2 EPYC host, worker threads over shared memory, fitted by moe simulate ep check-host on 2026-12-01 '
+      + '(T x d = 512x256, 2048x256 at N = 1, 2, 4, E = 8) while the machine ran at load average ~16: the figures include waiting for a core, '
+      + 'so they are several times slower than a quiet machine\'s; refit with check-host (docs/results/expert-parallel.md)',
+    intra: { bandwidthGBs: 0.135, latencyUs: 0 },
+    inter: { bandwidthGBs: 0.135, latencyUs: 0 },
+    localCopyGBs: 0.174,
+    overheadUs: 8420,
   },
 };
 
