@@ -140,6 +140,10 @@ test('LayerExperts.mlp = the three per-projection products, loads each expert on
       assert.equal(b.bytesLoaded, b.misses * le.expertBytes);
       assert.ok(b.bytesLoaded < a.bytesLoaded, `mlp loaded ${b.bytesLoaded} bytes, the per-projection path ${a.bytesLoaded}`);
     }
+    // no rows: nothing loaded, an empty result
+    cache.resetStats();
+    assert.deepEqual(le.mlp(new Tensor(new Float32Array(0), [0, d]), new Int32Array(E), act).shape, [0, d]);
+    assert.equal(cache.stats().bytesLoaded, 0);
     // bad group sizes are named
     assert.throws(() => le.mlp(x, sizes.subarray(1), act), /group sizes for 16 experts/);
     assert.throws(() => le.mlp(x, new Int32Array(E), act), /group sizes sum to 0, x has \d+ rows/);

@@ -8,7 +8,8 @@ import { hfNames, type MlpProj } from '../formats/hf/names.js';
 import type { TensorSource } from '../formats/tensor-source.js';
 import type { MoEDecoder } from '../models/moe-decoder.js';
 import { QuantWeight } from './quant/weight.js';
-import { ExpertCache, ExpertFiles, LayerExperts, OffloadedExperts, type ExpertRange } from './expert-cache.js';
+import { ExpertCache, ExpertFiles, OffloadedExperts, type ExpertRange } from './expert-cache.js';
+import { LayerExperts } from './expert-layer.js';
 import { EXPERT_POLICIES, evictionRule, type ExpertPolicy } from './expert-slots.js';
 
 export interface ExpertOffloadOptions {

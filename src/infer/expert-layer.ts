@@ -1,0 +1,320 @@
+// One MoE layer's offloaded experts: a fixed pool of slots filled from the model file by positioned reads (or the reader thread), and the schedules that run them.
+
+import { Tensor } from '../tensor/tensor.js';
+import { groupedMatmul } from '../ops/index.js';
+import { readFullyAt } from '../io/safetensors.js';
+import { QuantWeight } from './quant/weight.js';
+import { quantGroupedMatmul } from './quant/matmul.js';
+import { SlotPool, type EvictionRule } from './expert-slots.js';
+import { adviseHugePages } from '../backends/native/index.js';
+import type { ExpertReader } from './expert-reader.js';
+import type { ExpertFiles, ExpertRange, LayerCacheStats } from './expert-cache.js';
+
+const PROJ_NAMES = ['gate (w1)', 'up (w3)', 'down (w2)'] as const;
+
+/** An expert's rows' place in a forward's grouped input: rows starts[e] .. starts[e + 1] - 1. */
+interface Groups {
+  starts: Int32Array;
+  /** The experts with rows, ascending. */
+  needed: number[];
+}
+
+/**
+ * One MoE layer's experts: three slot stacks [C, out, in] (gate, up, down; a slot holds all three
+ * projections of one expert), refilled from the file as the pool's rule evicts.
+ */
+export class LayerExperts {
+  readonly pool: SlotPool;
+  /** Slot stacks per projection: QuantWeight [C, out, in] or float32 Tensor [C, out, in]. */
+  readonly slots: Array<QuantWeight | Tensor>;
+  private readonly slotBytes: Uint8Array[]; // byte views of slots[p]
+  readonly stats: LayerCacheStats;
+  private readonly prefetchedNow = new Set<number>();
+  /** The cache's reader thread (ExpertCache.setAsyncLoads), or null: every read on the calling thread. */
+  reader: ExpertReader | null = null;
+
+  constructor(
+    readonly layer: number,
+    readonly numExperts: number,
+    numSlots: number,
+    rule: EvictionRule,
+    /** 'q8_0' | 'q4_0' blocks or 'f32' values, as stored in the file. */
+    readonly type: 'q8_0' | 'q4_0' | 'f32',
+    /** [out, in] per projection: gate, up, down. */
+    readonly shapes: ReadonlyArray<readonly [number, number]>,
+    /** ranges[p][e]: projection p of expert e in the file. */
+    private readonly ranges: ReadonlyArray<readonly ExpertRange[]>,
+    private readonly files: ExpertFiles,
+  ) {
+    this.pool = new SlotPool(numExperts, numSlots, rule);
+    this.slots = shapes.map((sh, p) => {
+      const bytes = ranges[p]![0]!.bytes;
+      // huge pages as for resident weights (advised while the pages are untouched): fewer TLB misses when the kernels stream a slot
+      if (type === 'f32') {
+        const data = new Float32Array((numSlots * bytes) / 4);
+        adviseHugePages(data);
+        return new Tensor(data, [numSlots, sh[0], sh[1]]);
+      }
+      const data = new Uint8Array(numSlots * bytes);
+      adviseHugePages(data);
+      return new QuantWeight(type, [numSlots, sh[0], sh[1]], data);
+    });
+    this.slotBytes = this.slots.map((w) => (w instanceof QuantWeight ? w.data : new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength)));
+    this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0 };
+  }
+
+  /** Bytes of projection p of one expert. */
+  projBytes(p: number): number {
+    return this.ranges[p]![0]!.bytes;
+  }
+
+  /** Bytes of one expert (its three projections). */
+  get expertBytes(): number {
+    return this.ranges.reduce((s, r) => s + r[0]!.bytes, 0);
+  }
+
+  /** The bytes of projection p in slot s (what the kernels read). */
+  slotView(p: number, s: number): Uint8Array {
+    const b = this.projBytes(p);
+    return this.slotBytes[p]!.subarray(s * b, (s + 1) * b);
+  }
+
+  private readError(e: number, p: number, at: number | null, cause: string | null): Error {
+    const r = this.ranges[p]![e]!;
+    const where = `${r.file}: expert ${e} of layer ${this.layer}, ${PROJ_NAMES[p]}`;
+    if (at !== null) return new Error(`${where}: the file ends at byte ${at}, inside the expert's bytes [${r.offset}, ${r.offset + r.bytes}) (was the model file truncated or rewritten while the model was in use?)`);
+    return new Error(`${where}: reading bytes [${r.offset}, ${r.offset + r.bytes}) failed: ${cause}`);
+  }
+
+  /** Reads expert e's three projections into a slot (evicting by the rule); the slot is emptied again if a read fails. */
+  private load(e: number): number {
+    const { slot } = this.pool.place(e);
+    try {
+      for (let p = 0; p < this.ranges.length; p++) {
+        const r = this.ranges[p]![e]!;
+        readFullyAt(this.files.fd(r.file), this.slotView(p, slot), r.offset, (at) => this.readError(e, p, at, null));
+      }
+    } catch (err) {
+      this.pool.clear(slot);
+      const m = (err as Error).message;
+      throw new Error(m.includes('expert ') ? m : `expert cache: loading expert ${e} of layer ${this.layer}: ${m}`);
+    }
+    this.stats.bytesLoaded += this.expertBytes;
+    return slot;
+  }
+
+  /**
+   * Pre-gating: experts predicted for this layer's next forward are loaded now (at most all
+   * slots), most recently touched so that the rule keeps them until the forward comes.
+   */
+  prefetch(experts: Iterable<number>): void {
+    this.pool.unpinAll();
+    let n = 0;
+    for (const e of experts) {
+      if (n++ >= this.pool.numSlots) break;
+      if (this.pool.slot(e) >= 0) continue;
+      this.load(e);
+      this.stats.prefetched++;
+      this.prefetchedNow.add(e);
+    }
+  }
+
+  /** Checks groupSizes against x [N, in]; the experts with rows and where their rows start. */
+  private groups(x: Tensor, groupSizes: Int32Array): Groups {
+    const E = this.numExperts;
+    if (groupSizes.length !== E) throw new Error(`expert cache (layer ${this.layer}): ${groupSizes.length} group sizes for ${E} experts`);
+    const N = x.shape[0]!;
+    const starts = new Int32Array(E + 1);
+    for (let e = 0; e < E; e++) starts[e + 1] = starts[e]! + groupSizes[e]!;
+    if (starts[E] !== N) throw new Error(`expert cache (layer ${this.layer}): group sizes sum to ${starts[E]}, x has ${N} rows`);
+    const needed: number[] = [];
+    for (let e = 0; e < E; e++) if (groupSizes[e]! > 0) needed.push(e);
+    return { starts, needed };
+  }
+
+  /** Counts a forward's hits and misses (once per expert with rows) and records the hits' use. */
+  private countUses(needed: readonly number[]): { hits: number[]; misses: number[] } {
+    const hits: number[] = [];
+    const misses: number[] = [];
+    for (const e of needed) {
+      if (this.pool.slot(e) >= 0) {
+        hits.push(e);
+        this.stats.hits++;
+        if (this.prefetchedNow.has(e)) this.stats.prefetchUsed++;
+        this.pool.use(e);
+      } else {
+        misses.push(e);
+        this.stats.misses++;
+      }
+    }
+    this.prefetchedNow.clear();
+    return { hits, misses };
+  }
+
+  /**
+   * The rows of resident experts `round` through projection(s): gathered in slot order, `run`
+   * given them with the slot sizes, its [rows, out] result put back at the experts' rows of out.
+   */
+  private round(xd: Float32Array, K: number, g: Groups, groupSizes: Int32Array, round: readonly number[], out: Float32Array, n: number,
+    run: (xs: Tensor, sizes: Int32Array) => Tensor): void {
+    const C = this.pool.numSlots;
+    const sizes = new Int32Array(C);
+    let rows = 0;
+    for (const e of round) {
+      sizes[this.pool.slot(e)] = groupSizes[e]!;
+      rows += groupSizes[e]!;
+    }
+    const bySlot: number[] = [];
+    for (let s = 0; s < C; s++) if (sizes[s]! > 0) bySlot.push(this.pool.expertIn(s));
+    const xs = new Float32Array(rows * K);
+    let r = 0;
+    for (const e of bySlot) {
+      xs.set(xd.subarray(g.starts[e]! * K, g.starts[e + 1]! * K), r * K);
+      r += groupSizes[e]!;
+    }
+    const y = run(new Tensor(xs, [rows, K]), sizes).data as Float32Array;
+    r = 0;
+    for (const e of bySlot) {
+      out.set(y.subarray(r * n, (r + groupSizes[e]!) * n), g.starts[e]! * n);
+      r += groupSizes[e]!;
+    }
+  }
+
+  /** Projection p over the slot stack: rows grouped by slot (sizes [C]). */
+  private product(x: Tensor, p: number, sizes: Int32Array): Tensor {
+    const w = this.slots[p]!;
+    return w instanceof QuantWeight ? quantGroupedMatmul(x, w, sizes) : groupedMatmul(x, w, sizes, { transW: true });
+  }
+
+  /**
+   * x [N, in] rows grouped by expert (groupSizes [E]) times projection p of those experts: the
+   * experts with rows are made resident (in rounds of at most C when there are more), their rows
+   * gathered in slot order, the grouped kernel run over the slot stack, the rows put back. A forward
+   * whose experts do not fit reloads them for each projection (stats.reloads): the MoE block uses
+   * mlp() instead, which does not.
+   */
+  linear(x: Tensor, p: number, groupSizes: Int32Array): Tensor {
+    const g = this.groups(x, groupSizes);
+    const [N, K] = x.shape as [number, number];
+    const n = this.shapes[p]![0];
+    const C = this.pool.numSlots;
+    const out = new Float32Array(N * n);
+    if (p === 0) this.countUses(g.needed);
+    this.pool.unpinAll();
+    try {
+      for (let at = 0; at < g.needed.length; at += C) {
+        const round = g.needed.slice(at, at + C);
+        this.pool.unpinAll();
+        for (const e of round) {
+          let s = this.pool.slot(e);
+          if (s < 0) {
+            s = this.load(e);
+            if (p !== 0) this.stats.reloads++;
+            if (p === 0) this.pool.use(e);
+          }
+          this.pool.pin(s);
+        }
+        this.round(x.data as Float32Array, K, g, groupSizes, round, out, n, (xs, sizes) => this.product(xs, p, sizes));
+      }
+    } finally {
+      this.pool.unpinAll();
+    }
+    return new Tensor(out, [N, n]);
+  }
+
+  /**
+   * The experts' whole MLP: down(act(gate x, up x)) for x [N, in] grouped by expert -> [N, out].
+   * When the experts with rows fit in the slots, one round: the three grouped products over all of
+   * them (misses loaded first), as linear() three times. When they do not, each round's experts run
+   * all three products before the next round replaces them: every expert is loaded at most once per
+   * forward. With a reader thread, misses are read in staged batches while the resident experts
+   * (then the previous batch) compute. Rows never change expert, and each kernel treats every
+   * expert's rows alone, so any schedule gives the same values, bit for bit.
+   */
+  mlp(x: Tensor, groupSizes: Int32Array, act: (gate: Tensor, up: Tensor) => Tensor): Tensor {
+    const g = this.groups(x, groupSizes);
+    const [N, K] = x.shape as [number, number];
+    const n = this.shapes[2]![0];
+    const C = this.pool.numSlots;
+    const out = new Float32Array(N * n);
+    const xd = x.data as Float32Array;
+    const three = (xs: Tensor, sizes: Int32Array): Tensor => this.product(act(this.product(xs, 0, sizes), this.product(xs, 1, sizes)), 2, sizes);
+    const compute = (round: readonly number[]): void => {
+      this.round(xd, K, g, groupSizes, round, out, n, three);
+      for (const e of round) this.pool.unpin(this.pool.slot(e));
+    };
+    this.pool.unpinAll();
+    const { hits, misses } = this.countUses(g.needed);
+    try {
+      // hits stay pinned until they have run: a miss's load must not evict an expert still to run
+      for (const e of hits) this.pool.pin(this.pool.slot(e));
+      if (this.reader && misses.length > 0) {
+        this.staged(hits, misses, compute);
+      } else {
+        const order = [...hits, ...misses];
+        for (let at = 0; at < order.length; at += C) {
+          const round = order.slice(at, at + C);
+          for (const e of round) {
+            if (this.pool.slot(e) >= 0) continue;
+            const s = this.load(e);
+            this.pool.use(e);
+            this.pool.pin(s);
+          }
+          compute(round);
+        }
+      }
+    } finally {
+      this.pool.unpinAll();
+    }
+    return new Tensor(out, [N, n]);
+  }
+
+  /**
+   * The misses with the reader thread: it reads them in order into its staging places (at most
+   * `places` ahead of what this thread has consumed) while the hits, then each earlier round,
+   * compute; this thread takes them in order in rounds of at most min(C, places): a read one is
+   * copied into a slot, one the reader has not begun is read here straight into a slot (no waiting
+   * for a reader that gets no core), one in progress is waited for.
+   */
+  private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void): void {
+    const reader = this.reader!;
+    const R = Math.max(1, Math.min(this.pool.numSlots, reader.places));
+    reader.start(misses.map((e) => this.ranges.map((rs) => {
+      const r = rs[e]!;
+      return { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes };
+    })));
+    try {
+      if (hits.length > 0) compute(hits);
+      for (let at = 0; at < misses.length; at += R) {
+        const round = misses.slice(at, at + R);
+        round.forEach((e, j) => {
+          const i = at + j;
+          const t0 = performance.now();
+          const got = reader.take(i);
+          if (got.mine) {
+            this.load(e);
+          } else {
+            this.stats.waitMs += performance.now() - t0;
+            if (got.failedRead >= 0) throw this.readError(e, got.failedRead, got.endAt, got.error);
+            const { slot } = this.pool.place(e);
+            let from = got.at;
+            for (let p = 0; p < this.ranges.length; p++) {
+              const bytes = this.projBytes(p);
+              this.slotView(p, slot).set(reader.staging.subarray(from, from + bytes));
+              from += bytes;
+            }
+            this.stats.bytesLoaded += this.expertBytes;
+            this.stats.staged++;
+          }
+          reader.release(i);
+          this.pool.use(e);
+          this.pool.pin(this.pool.slot(e));
+        });
+        compute(round);
+      }
+    } finally {
+      // the reader must be idle before its places are reused (or the file closed)
+      reader.finish();
+    }
+  }
+}
