@@ -130,3 +130,21 @@ test('overlap chunks: every expert of every rank in exactly one chunk, in order;
     }
   }
 });
+
+test('moe simulate ep scaling prints every algorithm at every (T, N_d); bad modes and options are named', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const run = (...a: string[]) => spawnSync(process.execPath, [main, 'simulate', 'ep', ...a], { encoding: 'utf8', timeout: 60_000 });
+  const r = run('scaling', '--topology', 'dgx-h100', '--tokens', '1024,2048', '--ranks', '2,8', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { rows: Array<{ algorithm: string; tokens: number; devices: number; seconds: number }> };
+  assert.equal(out.rows.length, 4 * 2 * 2);
+  assert.deepEqual([...new Set(out.rows.map((x) => x.algorithm))], ['pairwise', 'ring', 'bruck', 'hierarchical']);
+  assert.match(run('nope').stderr, /simulate ep: unknown mode 'nope' \(available: scaling, check-host/);
+  assert.match(run('scaling', '--ranks', '1').stderr, /simulate ep: --ranks 1: '1' is not an integer >= 2/);
+  assert.match(run('check-host', '--fit', '12').stderr, /--fit 12: '12' is not TOKENSxD/);
+  assert.match(run('check-host', '--trace', 'x').stderr, /simulate ep check-host: unknown option --trace/);
+  const b = spawnSync(process.execPath, [main, 'bench', 'all-to-all', '--overlap', '0'], { encoding: 'utf8', timeout: 60_000 });
+  assert.match(b.stderr, /bench all-to-all: --overlap 0: '0' is not an integer in \[1, 64\]/);
+});
