@@ -1,4 +1,4 @@
-// The attention-MoE experiment's FLOP counting and command-line checks (no training run).
+// The attention-MoE experiment's FLOP counting, and its and depth-causal's command-line checks (no training run).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,4 +26,10 @@ test('moe experiment attention-moe: bad options are errors naming them', async (
   await assert.rejects(variantExperiment('attention-moe', args('attention-moe', '--capacities', '0.5'), 'x'), /capacities/);
   await assert.rejects(variantExperiment('attention-moe', args('attention-moe', '--seeds', '0'), 'x'), /--seeds: '0' is not an integer >= 1/);
   await assert.rejects(variantExperiment('attention-moe', args('attention-moe', '--steps', 'x'), 'x'), /--steps: 'x' is not an integer >= 1/);
+});
+
+test('moe experiment depth-causal: bad options are errors naming them', async () => {
+  await assert.rejects(variantExperiment('depth-causal', args('depth-causal', '--quick'), 'x'), /--quick is not an option/);
+  await assert.rejects(variantExperiment('depth-causal', args('depth-causal', '--seeds', '2'), 'x'), /seeds/);
+  await assert.rejects(variantExperiment('depth-causal', args('depth-causal', '--steps', '0'), 'x'), /--steps: '0' is not an integer >= 1/);
 });

@@ -1,4 +1,4 @@
-// `moe experiment continual | straight-through | depth | attention-moe`: the MoE-variant experiments of issue 15, dispatched from
+// `moe experiment continual | straight-through | depth | depth-causal | attention-moe`: the MoE-variant experiments of issue 15, dispatched from
 // experiment-commands.ts (parsing here, the experiments in src/experiments/).
 
 import { rejectUnknown, type ParsedArgs } from './args.js';
@@ -6,8 +6,9 @@ import { runContinual } from '../experiments/continual.js';
 import { runStraightThrough } from '../experiments/straight-through.js';
 import { runDepth } from '../experiments/depth.js';
 import { runAttentionMoE } from '../experiments/attention-moe.js';
+import { runDepthCausal } from '../experiments/depth-causal.js';
 
-export const VARIANT_EXPERIMENTS = ['continual', 'straight-through', 'depth', 'attention-moe'] as const;
+export const VARIANT_EXPERIMENTS = ['continual', 'straight-through', 'depth', 'depth-causal', 'attention-moe'] as const;
 
 export const VARIANT_EXPERIMENT_HELP = `
   continual [--quick] [--out DIR] [--seed S] [--steps N]
@@ -29,6 +30,12 @@ export const VARIANT_EXPERIMENT_HELP = `
       bits/byte, and the share of word starts, word-internal bytes and spaces the routed blocks run.
       --every M: route every M-th block (default 2; 1: every block).
       Default N = 200 (--quick: 50). Default --out docs/results/depth[-quick].
+
+  depth-causal [--out DIR] [--steps N]
+      Mixture-of-Depths decoded causally: the depth byte LM (blocks 2 and 4 at capacity 0.5) trained N
+      steps with and without the predictor of the top-c choice; validation bits/byte under the
+      teacher-forced top-c selection and under the predictor's causal one (what KV-cached generation
+      does). Default N = 200, --out docs/results/depth-causal.
 
   attention-moe [--quick] [--out DIR] [--steps N] [--seeds S]
       SwitchHead attention-MoE against dense multi-head attention at nearly equal parameters, and a
@@ -55,7 +62,7 @@ function int(args: ParsedArgs, key: string, min: number): number | undefined {
 /** Runs a variant experiment; null when `name` is not one of them. */
 export async function variantExperiment(name: string, args: ParsedArgs, command: string): Promise<number | null> {
   if (!(VARIANT_EXPERIMENTS as readonly string[]).includes(name)) return null;
-  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' || name === 'attention-moe' ? ['seeds'] : ['every', 'capacities'])], `experiment ${name}`);
+  rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' || name === 'attention-moe' ? ['seeds'] : name === 'depth-causal' ? [] : ['every', 'capacities'])], `experiment ${name}`);
   const out = one(args, 'out');
   const steps = int(args, 'steps', 1);
   const q = one(args, 'quick');
@@ -73,6 +80,12 @@ export async function variantExperiment(name: string, args: ParsedArgs, command:
       ...(every !== undefined ? { depthEvery: every } : {}), ...(capacities ? { capacities } : {}),
     });
     console.log(`depth: ${r.runs.length} capacities in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
+    return 0;
+  }
+  if (name === 'depth-causal') {
+    if (q !== undefined) throw new Error('experiment depth-causal: --quick is not an option (use --steps N)');
+    const r = await runDepthCausal({ command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}) });
+    console.log(`depth-causal: ${r.rows.length} evaluations in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
   }
   if (name === 'attention-moe') {
