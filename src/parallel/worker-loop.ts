@@ -1,8 +1,10 @@
 // The loop of an expert-parallel worker thread (started by worker.ts): rank r of N. It holds token shard r and experts
 // [expertStart[r], expertStart[r+1]) of every registered layer, and runs the phases the main
 // thread issues (protocol.ts): pack my tokens for the dispatch, run my experts on what arrives,
-// sum what comes back into my tokens. Expert arithmetic is the single-process op (expertMLP) on
-// the same rows in the same order, so results match the one-process layer bit for bit.
+// sum what comes back into my tokens; or all three as one overlapped phase in chunks of experts,
+// synchronised rank to rank through stamps in shared memory (overlapped()). Expert arithmetic is
+// the single-process op (expertMLP) on the same rows in the same order, so results match the
+// one-process layer bit for bit.
 
 import { workerData, receiveMessageOnPort } from 'node:worker_threads';
 import '../backends/defaults.js';
