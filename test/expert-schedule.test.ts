@@ -139,6 +139,8 @@ test('LayerExperts.mlp = the three per-projection products, loads each expert on
       assert.equal(b.hits + b.misses, 10);
       assert.equal(b.bytesLoaded, b.misses * le.expertBytes);
       assert.ok(b.bytesLoaded < a.bytesLoaded, `mlp loaded ${b.bytesLoaded} bytes, the per-projection path ${a.bytesLoaded}`);
+      // more experts than slots: the floor(C / 2) = 2 with the most rows (3 rows: experts 2, 5, 8; ties by id) stay for the next step
+      assert.ok(le.pool.slot(2) >= 0 && le.pool.slot(5) >= 0, `${mode}: kept experts 2 and 5 are not resident (${le.pool.residents().join(', ')})`);
     }
     // no rows: nothing loaded, an empty result
     cache.resetStats();

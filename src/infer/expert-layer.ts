@@ -225,10 +225,10 @@ export class LayerExperts {
   /**
    * The experts' whole MLP: down(act(gate x, up x)) for x [N, in] grouped by expert -> [N, out].
    * When the experts with rows fit in the slots, one round: the three grouped products over all of
-   * them (misses loaded first), as linear() three times. When they do not, each round's experts run
-   * all three products before the next round replaces them: every expert is loaded at most once per
-   * forward. With a reader thread, misses are read in staged batches while the resident experts
-   * (then the previous batch) compute. Rows never change expert, and each kernel treats every
+   * them (misses loaded first), as linear() three times. When they do not, the hits run first, then
+   * the misses in rounds, each round's experts through all three products before the next round
+   * replaces them: every expert is loaded at most once per forward. With a reader thread, misses are
+   * read ahead while the hits, then earlier rounds, compute. Rows never change expert, and each kernel treats every
    * expert's rows alone, so any schedule gives the same values, bit for bit.
    */
   mlp(x: Tensor, groupSizes: Int32Array, act: (gate: Tensor, up: Tensor) => Tensor): Tensor {
@@ -239,23 +239,46 @@ export class LayerExperts {
     const out = new Float32Array(N * n);
     const xd = x.data as Float32Array;
     const three = (xs: Tensor, sizes: Int32Array): Tensor => this.product(act(this.product(xs, 0, sizes), this.product(xs, 1, sizes)), 2, sizes);
-    const compute = (round: readonly number[]): void => {
-      this.round(xd, K, g, groupSizes, round, out, n, three);
-      for (const e of round) this.pool.unpin(this.pool.slot(e));
-    };
     this.pool.unpinAll();
     const { hits, misses } = this.countUses(g.needed);
+    // More experts than slots: whatever runs last stays for the next step. Choose it: the
+    // floor(C / 2) experts ranked first (LFU: most used since the start; otherwise most rows this
+    // step) are kept pinned once run (hits) or run last (misses); the rest run in rounds of
+    // C - kept. Without this the next step would find only the last round's misses resident.
+    const keep = new Set<number>();
+    if (g.needed.length > C) {
+      const lfu = this.pool.rule.name === 'lfu';
+      const rank = (e: number): number => (lfu ? this.pool.uses(e) + (this.pool.slot(e) < 0 ? 1 : 0) : groupSizes[e]!);
+      for (const e of [...g.needed].sort((a, b) => rank(b) - rank(a) || a - b).slice(0, Math.floor(C / 2))) keep.add(e);
+      misses.sort((a, b) => Number(keep.has(a)) - Number(keep.has(b)) || a - b);
+    }
+    const compute = (round: readonly number[]): void => {
+      this.round(xd, K, g, groupSizes, round, out, n, three);
+      for (const e of round) if (!keep.has(e)) this.pool.unpin(this.pool.slot(e));
+    };
+    const cap = C - hits.filter((e) => keep.has(e)).length;
     try {
       // hits stay pinned until they have run: a miss's load must not evict an expert still to run
       for (const e of hits) this.pool.pin(this.pool.slot(e));
       if (this.reader && misses.length > 0) {
-        this.staged(hits, misses, compute);
+        this.staged(hits, misses, compute, cap);
+      } else if (g.needed.length <= C) {
+        // they fit: one round, the three grouped products over all of them
+        for (const e of misses) {
+          this.load(e);
+          this.pool.use(e);
+          this.pool.pin(this.pool.slot(e));
+        }
+        compute(g.needed);
       } else {
-        const order = [...hits, ...misses];
-        for (let at = 0; at < order.length; at += C) {
-          const round = order.slice(at, at + C);
+        if (hits.length > 0) compute(hits);
+        // rounds of at most cap misses, the kept ones (at the end) a round of their own
+        const rounds: number[][] = [];
+        for (const part of [misses.filter((e) => !keep.has(e)), misses.filter((e) => keep.has(e))]) {
+          for (let at = 0; at < part.length; at += cap) rounds.push(part.slice(at, at + cap));
+        }
+        for (const round of rounds) {
           for (const e of round) {
-            if (this.pool.slot(e) >= 0) continue;
             const s = this.load(e);
             this.pool.use(e);
             this.pool.pin(s);
@@ -272,13 +295,13 @@ export class LayerExperts {
   /**
    * The misses with the reader thread: it reads them in order into its staging places (at most
    * `places` ahead of what this thread has consumed) while the hits, then each earlier round,
-   * compute; this thread takes them in order in rounds of at most min(C, places): a read one is
+   * compute; this thread takes them in order in rounds of at most min(cap, places): a read one is
    * copied into a slot, one the reader has not begun is read here straight into a slot (no waiting
    * for a reader that gets no core), one in progress is waited for.
    */
-  private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void): void {
+  private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, cap: number): void {
     const reader = this.reader!;
-    const R = Math.max(1, Math.min(this.pool.numSlots, reader.places));
+    const R = Math.max(1, Math.min(cap, reader.places));
     reader.start(misses.map((e) => this.ranges.map((rs) => {
       const r = rs[e]!;
       return { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes };
