@@ -11,6 +11,7 @@ import { SwitchHead, planHeadExperts } from '../src/moe/attention/switchhead.js'
 import { transformerBlock } from '../src/models/block.js';
 import { ByteLM, generate, lmConfig } from '../src/models/lm.js';
 import { forwardCached, newByteLMCache } from '../src/models/lm-kv.js';
+import { buildModel } from '../src/models/registry.js';
 import { assertClose, backendsUnderTest, checkAccumulatedGradients, randTensor } from './helpers.js';
 
 interface Dims { H: number; hd: number; E: number; k: number }
@@ -216,4 +217,12 @@ test('block and byte-LM wiring: parameter names, a training step, active paramet
   assert.throws(() => new SwitchHead(8, { heads: 2, experts: 0, k: 1, causal: true, maxSeqLen: 4 }), /SwitchHead: experts = 0 must be an integer/);
   assert.throws(() => new SwitchHead(8, { heads: 2, experts: 2, k: 1, causal: true, maxSeqLen: 4, kk: 1 } as never), /SwitchHead: unknown key 'kk'/);
   assert.throws(() => transformerBlock({ dModel: 8, heads: 2, maxSeqLen: 6, causal: true, bias: true, ffn: { type: 'mlp', hidden: 8 }, attention: { type: 'switchhead' } }), /bias: true is not supported by switchhead/);
+});
+
+test('the size check\'s parameter estimate counts SwitchHead attention', () => {
+  for (const attention of [{ type: 'switchhead' }, { type: 'switchhead', heads: 2, headDim: 16, experts: 3, k: 1 }]) {
+    const { model, spec, options } = buildModel({ type: 'byte-lm', dModel: 64, layers: 2, attention }, 0);
+    const estimate = spec.estimate(options).reduce((s, t) => s + t.count, 0);
+    assert.equal(estimate, model.numParameters(), JSON.stringify(attention));
+  }
 });

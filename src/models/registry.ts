@@ -110,6 +110,16 @@ function attentionTerm(d: number, layers: number, norm: 'layer' | 'rms'): Parame
  * The feed-forwards of a Transformer stack: MoE blocks (router d x E, E experts of m matrices of
  * d x dFF, m = 3 for swiglu) and dense blocks (m matrices of d x hidden).
  */
+/** SwitchHead attention (moe/attention/switchhead.ts: q, k, two gates, E value and output experts per head) and the block's two norms. */
+function switchHeadTerm(c: LMConfig): ParameterTerm {
+  const a = c.attention as { heads?: number; headDim?: number; experts?: number };
+  const d = c.dModel;
+  const H = a.heads ?? c.heads;
+  const hd = a.headDim ?? d / H;
+  const E = a.experts ?? 4;
+  return { what: 'attention (SwitchHead)', count: c.layers * (2 * d * H * hd + 2 * d * H * E + 2 * E * d * H * hd + (c.norm === 'layer' ? 4 : 2) * d), keys: ['dModel', 'layers', 'attention'] };
+}
+
 function ffnTerms(c: Record<string, unknown>, layers: number, moeBlocks: number, denseHidden: number): ParameterTerm[] {
   const d = num(c, 'dModel');
   const E = num(c, 'numExperts');
@@ -209,7 +219,7 @@ registerModel({
     return [
       { what: 'byte embedding and head', count: 256 * d * (lc.tieEmbeddings ? 1 : 2) + (lc.norm === 'layer' ? 2 : 1) * d, keys: ['dModel'] },
       { what: 'position table', count: lc.positions === 'learned' ? lc.maxSeqLen * d : 0, keys: ['maxSeqLen', 'dModel'] },
-      attentionTerm(d, lc.layers, lc.norm),
+      lc.attention.type === 'switchhead' ? switchHeadTerm(lc) : attentionTerm(d, lc.layers, lc.norm),
       ...ffnTerms(c, lc.layers, moeBlocks, denseHiddenOf(lc)),
     ];
   },
