@@ -34,7 +34,8 @@ Commands:
   predict --checkpoint DIR --input FILE [--top N] [--json]   top classes of images (IDX, PNG, JSON)
   experiment implicit-bias|l2-norm|inference-cost [--quick]   the Soft MoE paper's studies (docs/results/)
   experiment multilingual specialisation|stability|rare|pareto|hierarchical [--quick]   seed 002's study
-  experiment continual|straight-through|depth [--quick]   the MoE variants (docs/variants.md)
+  experiment continual|straight-through|depth|depth-causal|attention-moe [--quick]   the MoE variants (docs/variants.md)
+  experiment topology-routing                   device-limited routing and the topology loss (docs/results/topology-routing.md)
   bench gemm [--json] [--backend js|native]     GFLOP/s of matmul and grouped matmul vs the measured FMA peak
   bench elementwise [--json] [--backend ...]    GB/s of elementwise and reduction kernels on 4M floats
   bench moe-layer [--json] [--tokens N]         tokens/s of the MoE layer (E = 8, 32, 128), GEMM share, memory
@@ -44,6 +45,7 @@ Commands:
   bench serve --model M [--clients 1,4,16]      moe serve under N concurrent streaming clients: tokens/s, TTFT, TPOT
   bench all-to-all [--workers 1,2,4]            expert-parallel exchange on worker threads: bytes, compute vs exchange time
   simulate ep --trace F [--topology T]          predicted all-to-all time and bytes per link of a routing trace
+  simulate ep scaling|check-host                how all-to-all grows with T and devices; the simulator against this host
   info                                          backends, BLAS and threads in use
 
 Options:
