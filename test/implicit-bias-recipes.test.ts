@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runImplicitBias, type AccuracyRecord, type ImplicitBiasOptions } from '../src/experiments/implicit-bias.js';
 import { compareSelections, implicitBiasMarkdown } from '../src/experiments/implicit-bias-report.js';
+import { experimentCommand } from '../src/cli/experiment-commands.js';
+import { parseArgs } from '../src/cli/args.js';
 
 let dir: string;
 before(() => { dir = mkdtempSync(join(tmpdir(), 'moe-ib-recipes-')); });
@@ -57,6 +59,12 @@ test('training seeds per n: a list gives each n its own count, and extends a run
   assert.match(md, /\| +4 \| +1 \| +[\d.]+% \|/, 'per-n table: n = 4 has one run and no spread');
   await assert.rejects(runImplicitBias(tiny(out, { ns: [2, 4], trainingSeeds: [2] })), /option trainingSeeds: gives 1 counts for the 2 expert counts ns = 2, 4/);
   await assert.rejects(runImplicitBias(tiny(out, { ns: [2, 4], trainingSeeds: [2, 0] })), /option trainingSeeds/);
+});
+
+test('moe experiment implicit-bias --training-seeds takes a list, one count per --ns entry', async () => {
+  const cli = (...argv: string[]) => experimentCommand(parseArgs(['experiment', 'implicit-bias', '--dataset', 'mnist', '--out', join(dir, 'cli'), ...argv], new Set(['help', 'quick', 'normalize-pixels'])));
+  await assert.rejects(cli('--ns', '2,4', '--training-seeds', '3,1,1'), /option trainingSeeds: gives 3 counts for the 2 expert counts ns = 2, 4/);
+  await assert.rejects(cli('--ns', '2,4', '--training-seeds', '3,x'), /option --training-seeds: 'x' in '3,x' is not a positive integer/);
 });
 
 test('verdict: better or worse only beyond twice both the random and the training-seed spread', () => {
