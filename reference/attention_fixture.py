@@ -8,11 +8,12 @@ Weights and inputs start as float32 numbers and the computation runs in float64,
 the exact arithmetic that float32 runs approximate. L = sum(y * G); the fixture holds y, L and
 dL/d of the input and every weight, named as moe-ts names them (qkv.weight, proj.bias, ...).
 """
-import json
 import math
 import os
 
 import torch
+
+from attention_common import causal_attention, rope, uniform_f32, write_fixture
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "test", "fixtures", "attention.json")
 
@@ -21,36 +22,17 @@ hd = d // H
 BASE = 10000.0
 
 
-def rope_tables(T, hd):
-    inv_freq = 1.0 / (BASE ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
-    freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # [T, hd/2]
-    emb = torch.cat([freqs, freqs], dim=-1)  # [T, hd]
-    return emb.cos(), emb.sin()
-
-
-def rotate_half(x):
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-    return torch.cat([-x2, x1], dim=-1)
-
-
 def attention(x, w_qkv, b_qkv, w_proj, b_proj):
     q, k, v = (x @ w_qkv.t() + b_qkv).split(d, dim=-1)
     q, k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
-    cos, sin = rope_tables(T, hd)
-    q = q * cos + rotate_half(q) * sin
-    k = k * cos + rotate_half(k) * sin
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # [B, H, T, T]
-    future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    att = att.masked_fill(future, float("-inf")).softmax(dim=-1)
-    y = (att @ v).transpose(1, 2).reshape(B, T, d)
+    q, k = rope(q, BASE), rope(k, BASE)
+    y = causal_attention(q, k, v).transpose(1, 2).reshape(B, T, d)
     return y @ w_proj.t() + b_proj
 
 
 def main():
     g = torch.Generator().manual_seed(0)
-
-    def f32(*shape, scale=1.0):
-        return ((torch.rand(*shape, generator=g) * 2 - 1) * scale).float().double().requires_grad_()
+    f32 = uniform_f32(g)
 
     x = f32(B, T, d)
     params = {
@@ -64,17 +46,8 @@ def main():
     L = (y * G).sum()
     L.backward()
 
-    tensors = {"x": x, "G": G, "y": y, "loss": L.reshape(1), "grad.x": x.grad}
-    for name, p in params.items():
-        tensors[name] = p
-        tensors["grad." + name] = p.grad
-    data = {"meta": {"B": B, "T": T, "d": d, "heads": H, "ropeBase": BASE, "causal": 1, "rope": 1}}
-    for k, v in tensors.items():
-        data[k] = {"shape": list(v.shape), "data": [float(z) for z in v.detach().reshape(-1).tolist()]}
-    with open(OUT, "w") as f:
-        json.dump(data, f)
-    print("wrote", OUT, {k: list(v.shape) for k, v in tensors.items()})
-
+    meta = {"B": B, "T": T, "d": d, "heads": H, "ropeBase": BASE, "causal": 1, "rope": 1}
+    write_fixture(OUT, meta, x, G, y, L, params)
 
 if __name__ == "__main__":
     main()

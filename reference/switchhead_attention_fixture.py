@@ -9,24 +9,17 @@ grouped GEMMs: every expert runs on every token and the non-chosen ones are mult
 Weights and inputs start as float32 numbers and the computation runs in float64. L = sum(y * G);
 the fixture holds y, L and dL/d of the input and every weight, named as moe-ts names them.
 """
-import json
 import math
 import os
 
 import torch
 
+from attention_common import causal_attention, rope, uniform_f32, write_fixture
+
 OUT = os.path.join(os.path.dirname(__file__), "..", "test", "fixtures", "switchhead_attention.json")
 
 B, T, d, H, hd, E, K = 2, 5, 8, 2, 4, 3, 2
 BASE = 10000.0
-
-
-def rope(x):
-    inv_freq = 1.0 / (BASE ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
-    freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
-    emb = torch.cat([freqs, freqs], dim=-1)  # [T, hd]
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
-    return x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
 
 
 def topk_mask(s):
@@ -43,11 +36,8 @@ def switchhead(x, p):
     wv = p["wv"].view(H, E, d, hd)
     v_all = torch.einsum("btc,hecf->bthef", x, wv)  # every expert's value [B, T, H, E, hd]
     v = (v_all * gate_v.unsqueeze(-1)).sum(3).transpose(1, 2)  # [B, H, T, hd]
-    q, k = rope(q), rope(k)
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)
-    future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    att = att.masked_fill(future, float("-inf")).softmax(dim=-1)
-    a = (att @ v).transpose(1, 2)  # [B, T, H, hd]
+    q, k = rope(q, BASE), rope(k, BASE)
+    a = causal_attention(q, k, v).transpose(1, 2)  # [B, T, H, hd]
     o = torch.sigmoid(x @ p["outputGate.weight"].t()).view(B, T, H, E)
     gate_o = o * topk_mask(o)
     wo = p["wo"].view(H, E, hd, d)
@@ -57,9 +47,7 @@ def switchhead(x, p):
 
 def main():
     g = torch.Generator().manual_seed(0)
-
-    def f32(*shape, scale=1.0):
-        return ((torch.rand(*shape, generator=g) * 2 - 1) * scale).float().double().requires_grad_()
+    f32 = uniform_f32(g)
 
     x = f32(B, T, d)
     params = {
@@ -75,19 +63,8 @@ def main():
     L = (y * G).sum()
     L.backward()
 
-    tensors = {"x": x, "G": G, "y": y, "loss": L.reshape(1), "grad.x": x.grad}
-    for name, p in params.items():
-        tensors[name] = p
-        tensors["grad." + name] = p.grad
-    data = {"meta": {"B": B, "T": T, "d": d, "heads": H, "headDim": hd, "experts": E, "k": K, "ropeBase": BASE, "causal": 1, "rope": 1}}
-    for key, v in tensors.items():
-        data[key] = {"shape": list(v.shape), "data": [float(z) for z in v.detach().reshape(-1).tolist()]}
-    tmp = OUT + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, OUT)
-    print("wrote", OUT, {key: list(v.shape) for key, v in tensors.items()})
-
+    meta = {"B": B, "T": T, "d": d, "heads": H, "headDim": hd, "experts": E, "k": K, "ropeBase": BASE, "causal": 1, "rope": 1}
+    write_fixture(OUT, meta, x, G, y, L, params)
 
 if __name__ == "__main__":
     main()
