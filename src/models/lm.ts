@@ -41,6 +41,8 @@ export interface LMConfig {
   capacityFactor: number | null;
   loadBalanceCoef: number;
   zLossCoef: number;
+  /** Coefficients of the router's own aux losses by name (e.g. { topology: 0.1 } for device-limited's topology loss). */
+  routerLossCoefs: Record<string, number>;
   activation: 'gelu' | 'swiglu';
   denseHidden: number | null;
   dropout: number;
@@ -73,6 +75,10 @@ export const LM_SCHEMA: Schema = {
   capacityFactor: { type: 'number', default: null, nullable: true, min: 0, doc: 'training capacity factor, capacity = ceil(cf * tokens * k / E); null = dropless' },
   loadBalanceCoef: { type: 'number', default: 0.01, min: 0, doc: 'coefficient of the Switch/GShard load-balance loss' },
   zLossCoef: { type: 'number', default: 0.001, min: 0, doc: 'coefficient of the router z-loss' },
+  routerLossCoefs: {
+    type: 'json', default: {}, check: validateLossCoefs,
+    doc: "coefficients of a router's own aux losses by name, e.g. { \"topology\": 0.1 } for the device-limited router's topology loss (docs/routers.md); a loss not named gets 0.01",
+  },
   activation: { type: 'string', default: 'gelu', oneOf: ['gelu', 'swiglu'], doc: "expert and dense MLP activation: 'gelu' (2 matrices) or 'swiglu' (3 matrices)" },
   denseHidden: { type: 'integer', default: null, nullable: true, min: 1, doc: 'hidden width of dense blocks; null = k * dFF, so a dense model has the active expert parameters per token of the MoE model' },
   dropout: { type: 'number', default: 0, min: 0, max: 1, doc: 'dropout on the embeddings, attention weights and residual branches, in training mode' },
@@ -94,7 +100,15 @@ export const LM_SCHEMA: Schema = {
 };
 
 // Router types whose constructor takes k; the others fix it (switch: 1) or have none (expert choice, dynamic).
-const ROUTERS_WITH_K = new Set(['topk', 'noisy-topk', 'hash', 'sigmoid-group', 'differentiable-topk', 'hierarchical', 'straight-through']);
+const ROUTERS_WITH_K = new Set(['topk', 'noisy-topk', 'hash', 'sigmoid-group', 'differentiable-topk', 'hierarchical', 'straight-through', 'device-limited']);
+
+function validateLossCoefs(v: unknown, path: string): Record<string, number> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: expected an object { lossName: coefficient }, got ${JSON.stringify(v)}`);
+  for (const [k, x] of Object.entries(v)) {
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < 0) throw new Error(`${path}.${k}: expected a finite number >= 0, got ${JSON.stringify(x)}`);
+  }
+  return v as Record<string, number>;
+}
 
 /** Fills defaults and rejects unknown keys and wrong types (the schema's rules), then checks cross-field constraints. */
 export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {
@@ -115,7 +129,7 @@ export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {
     if (c.positions === 'rope' && hd % 2 !== 0) throw new Error(`model (byte-lm).attention: rope needs an even head width, got ${hd}`);
   }
   // a copy, so that the schema's default object is never shared between models
-  return { ...c, router: { ...c.router }, attention: { ...c.attention } };
+  return { ...c, router: { ...c.router }, attention: { ...c.attention }, routerLossCoefs: { ...c.routerLossCoefs } };
 }
 
 /** The router config a block gets: the k field filled in where the router takes a k and does not set one. */
@@ -192,7 +206,7 @@ export class ByteLM extends Module {
         ? {
           type: 'moe', dFF: c.dFF, numExperts: c.numExperts, router: routerCfg, activation: c.activation,
           capacityFactor: c.capacityFactor, loadBalanceCoef: c.loadBalanceCoef, zLossCoef: c.zLossCoef,
-          seed: deriveSeed(seed, 2, i) | 0,
+          routerLossCoefs: { ...c.routerLossCoefs }, seed: deriveSeed(seed, 2, i) | 0,
         }
         : { type: 'mlp', hidden, activation: c.activation };
       this.blocks.push(this.module(`blocks.${i}`, transformerBlock({
