@@ -7,15 +7,11 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteLM, type LMConfig } from '../models/lm.js';
 import type { AttentionConfig } from '../models/attention-config.js';
-import { Adam, clipGradNorm } from '../train/optim.js';
-import { lmLoss, LanguageModelTask } from '../train/lm-task.js';
 import { loadUdhrCorpus } from '../data/udhr-corpus.js';
-import { randomWindows, deriveSeed } from '../data/batches.js';
-import { Rng } from '../tensor/rng.js';
-import { add } from '../ops/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { markdownTable } from '../report/table.js';
 import { formatSeconds } from './common.js';
+import { trainByteLM, byteLMEvaluator } from './byte-lm-training.js';
 
 export interface AttentionMoEOptions {
   quick?: boolean;
@@ -83,21 +79,8 @@ export async function runAttentionMoE(opts: AttentionMoEOptions = {}): Promise<{
     for (const [name, attention] of variants) {
       const tr = performance.now();
       const lm = new ByteLM({ ...model, attention }, seed);
-      const opt = new Adam(lm.namedParameters(), { lr: train.lr });
-      const rng = new Rng(deriveSeed(seed, 31));
-      const losses: number[] = [];
-      for (let s = 0; s < steps; s++) {
-        lm.reseedAll(deriveSeed(seed, s));
-        const { x, y } = randomWindows(corpus.train, { batchSize: train.batchSize, seqLen: train.seqLen, rng });
-        const o = lm.forward(x);
-        const l = lmLoss(o.logits, y);
-        losses.push(l.item());
-        (o.auxLoss ? add(l, o.auxLoss) : l).backward();
-        clipGradNorm(lm.parameters(), train.clipNorm);
-        opt.step();
-        opt.zeroGrad();
-      }
-      const task = new LanguageModelTask(lm, { train: corpus.train, val: corpus.val, test: null }, { batchSize: train.batchSize, seqLen: train.seqLen, stepsPerEpoch: 1, seed: 0, evalWindows: train.evalWindows });
+      const losses = trainByteLM(lm, { ...train, steps, seed, windowSalt: 31, data: corpus.train });
+      const task = byteLMEvaluator(lm, corpus, train);
       const val = task.evaluateBytes(corpus.val).bitsPerByte;
       const attentionParams = lm.blocks.reduce((s, b) => s + b.attn.numParameters(), 0) / lm.blocks.length;
       const flops = attentionFlopsPerToken(attention, model.dModel!, model.heads!, train.seqLen);

@@ -5,20 +5,16 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteLM } from '../models/lm.js';
-import { Adam, clipGradNorm } from '../train/optim.js';
-import { lmLoss, LanguageModelTask } from '../train/lm-task.js';
 import { GrowthController } from '../train/growth.js';
 import { validateGrowSchedule } from '../moe/grow.js';
 import { loadUdhrCorpus, type UdhrCorpus } from '../data/udhr-corpus.js';
-import { randomWindows, deriveSeed } from '../data/batches.js';
-import { Rng } from '../tensor/rng.js';
 import { noGrad } from '../tensor/autograd.js';
 import { Tensor } from '../tensor/tensor.js';
-import { add } from '../ops/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { lineChart, writePlot } from '../report/plot.js';
 import { markdownTable } from '../report/table.js';
 import { formatSeconds } from './common.js';
+import { trainByteLM, byteLMEvaluator } from './byte-lm-training.js';
 
 export interface ContinualOptions {
   quick?: boolean;
@@ -112,33 +108,25 @@ export async function runContinual(opts: ContinualOptions = {}): Promise<Continu
   for (const c of conditions) {
     const tc = performance.now();
     const lm = new ByteLM({ ...model, numExperts: c.experts }, seed);
-    const opt = new Adam(lm.namedParameters(), { lr: train.lr });
     const schedule = c.grow ? validateGrowSchedule([{ step: steps, add: c.grow.add, freezeOld: c.grow.freezeOld, rampSteps: train.rampSteps }], 'grow') : [];
     const ctl = new GrowthController(lm, schedule, seed);
-    const evalTask = new LanguageModelTask(lm, { train: A.train, val: A.val, test: null }, { batchSize: train.batchSize, seqLen: train.seqLen, stepsPerEpoch: 1, seed, evalWindows: train.evalWindows });
+    const evalTask = byteLMEvaluator(lm, A, train, seed);
     const evalBoth = (): { bpbA: number; bpbB: number } => ({ bpbA: evalTask.evaluateBytes(A.val).bitsPerByte, bpbB: evalTask.evaluateBytes(B.val).bitsPerByte });
     const curve: ConditionResult['curve'] = [{ step: 0, ...evalBoth() }];
     let afterA = curve[0]!;
-    const rng = new Rng(deriveSeed(seed, 11));
-    lm.train();
-    for (let s = 0; s < 2 * steps; s++) {
-      ctl.beforeStep(s, opt);
-      lm.reseedAll(deriveSeed(seed, s));
-      const { x, y } = randomWindows(s < steps ? A.train : B.train, { batchSize: train.batchSize, seqLen: train.seqLen, rng });
-      const o = lm.forward(x);
-      const loss = o.auxLoss ? add(lmLoss(o.logits, y), o.auxLoss) : lmLoss(o.logits, y);
-      loss.backward();
-      ctl.afterBackward();
-      clipGradNorm(lm.parameters(), train.clipNorm);
-      opt.step();
-      opt.zeroGrad();
-      if ((s + 1) % train.evalEvery === 0 || s + 1 === steps || s + 1 === 2 * steps) {
-        const point = { step: s + 1, ...evalBoth() };
-        if (curve[curve.length - 1]!.step !== point.step) curve.push(point);
-        if (s + 1 === steps) afterA = point;
-        lm.train();
-      }
-    }
+    trainByteLM(lm, {
+      ...train, steps: 2 * steps, seed, windowSalt: 11, data: (s) => (s < steps ? A.train : B.train),
+      beforeStep: (s, opt) => ctl.beforeStep(s, opt),
+      afterBackward: () => ctl.afterBackward(),
+      afterStep: (s) => {
+        if ((s + 1) % train.evalEvery === 0 || s + 1 === steps || s + 1 === 2 * steps) {
+          const point = { step: s + 1, ...evalBoth() };
+          if (curve[curve.length - 1]!.step !== point.step) curve.push(point);
+          if (s + 1 === steps) afterA = point;
+          lm.train();
+        }
+      },
+    });
     const final = curve[curve.length - 1]!;
     lm.eval();
     const share = c.grow ? { A: newShare(lm, windows(A.val, train.seqLen, train.evalWindows), E0), B: newShare(lm, windows(B.val, train.seqLen, train.evalWindows), E0) } : null;

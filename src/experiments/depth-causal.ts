@@ -6,18 +6,12 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteLM, type LMConfig } from '../models/lm.js';
-import { Adam, clipGradNorm } from '../train/optim.js';
-import { lmLoss, LanguageModelTask } from '../train/lm-task.js';
 import { loadUdhrCorpus } from '../data/udhr-corpus.js';
-import { randomWindows, deriveSeed } from '../data/batches.js';
 import type { DepthRouter, DepthSelectionMode } from '../nn/mixture-of-depths.js';
-import { Rng } from '../tensor/rng.js';
-import { Tensor } from '../tensor/tensor.js';
-import { noGrad } from '../tensor/autograd.js';
-import { add } from '../ops/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { markdownTable } from '../report/table.js';
 import { formatSeconds } from './common.js';
+import { trainByteLM, byteLMEvaluator, forEachEvalWindow } from './byte-lm-training.js';
 
 export interface DepthCausalOptions {
   out?: string;
@@ -47,32 +41,18 @@ export async function runDepthCausal(opts: DepthCausalOptions = {}): Promise<{ r
   for (const predictor of [false, true]) {
     const tr = performance.now();
     const lm = new ByteLM({ ...model, depthPredictor: predictor }, train.seed);
-    const opt = new Adam(lm.namedParameters(), { lr: train.lr });
-    const rng = new Rng(deriveSeed(train.seed, 31));
-    for (let s = 0; s < steps; s++) {
-      lm.reseedAll(deriveSeed(train.seed, s));
-      const { x, y } = randomWindows(corpus.train, { batchSize: train.batchSize, seqLen: train.seqLen, rng });
-      const o = lm.forward(x);
-      const l = lmLoss(o.logits, y);
-      (o.auxLoss ? add(l, o.auxLoss) : l).backward();
-      clipGradNorm(lm.parameters(), train.clipNorm);
-      opt.step();
-      opt.zeroGrad();
-    }
+    trainByteLM(lm, { ...train, steps, windowSalt: 31, data: corpus.train });
     const routers = lm.blocks.flatMap((b) => (b.depth ? [b.depth] : [])) as DepthRouter[];
-    const task = new LanguageModelTask(lm, { train: corpus.train, val: corpus.val, test: null }, { batchSize: train.batchSize, seqLen: train.seqLen, stepsPerEpoch: 1, seed: 0, evalWindows: train.evalWindows });
+    const task = byteLMEvaluator(lm, corpus, train);
     const name = predictor ? 'with predictor' : 'without predictor';
     for (const selection of (predictor ? ['top-c', 'causal'] : ['top-c']) as DepthSelectionMode[]) {
       for (const r of routers) r.selection = selection;
       const val = task.evaluateBytes(corpus.val).bitsPerByte;
       let chosen = 0;
       let seen = 0;
-      lm.eval();
-      for (const start of task.evalStarts(corpus.val)) {
-        noGrad(() => lm.forward(new Tensor(Int32Array.from(corpus.val.subarray(start, start + train.seqLen)), [1, train.seqLen])));
+      forEachEvalWindow(lm, task, corpus.val, train.seqLen, () => {
         for (const r of routers) { chosen += r.lastSelection!.rows.length; seen += train.seqLen; }
-      }
-      lm.train();
+      });
       rows.push({ model: name, selection, valBitsPerByte: val, processed: chosen / seen });
       log(`  ${name}, ${selection} selection: val ${val.toFixed(3)} bits/byte, routed blocks run ${(100 * chosen / seen).toFixed(1)}% of tokens (${formatSeconds((performance.now() - tr) / 1000)})`);
     }

@@ -7,19 +7,13 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteLM, lmConfig as lmConfigOf, type LMConfig } from '../models/lm.js';
-import { Adam, clipGradNorm } from '../train/optim.js';
-import { lmLoss, LanguageModelTask } from '../train/lm-task.js';
 import { loadUdhrCorpus } from '../data/udhr-corpus.js';
-import { randomWindows, deriveSeed } from '../data/batches.js';
 import { depthCapacityTokens } from '../nn/mixture-of-depths.js';
-import { Rng } from '../tensor/rng.js';
-import { Tensor } from '../tensor/tensor.js';
-import { noGrad } from '../tensor/autograd.js';
-import { add } from '../ops/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { lineChart, writePlot } from '../report/plot.js';
 import { markdownTable } from '../report/table.js';
 import { formatSeconds } from './common.js';
+import { trainByteLM, byteLMEvaluator, forEachEvalWindow } from './byte-lm-training.js';
 
 export interface DepthExperimentOptions {
   quick?: boolean;
@@ -90,34 +84,19 @@ export async function runDepth(opts: DepthExperimentOptions = {}): Promise<{ run
   for (const capacity of capacities) {
     const tr = performance.now();
     const lm = new ByteLM({ ...model, depthCapacity: capacity }, train.seed);
-    const opt = new Adam(lm.namedParameters(), { lr: train.lr });
-    const rng = new Rng(deriveSeed(train.seed, 31));
-    for (let s = 0; s < steps; s++) {
-      lm.reseedAll(deriveSeed(train.seed, s));
-      const { x, y } = randomWindows(corpus.train, { batchSize: train.batchSize, seqLen: train.seqLen, rng });
-      const o = lm.forward(x);
-      const l = lmLoss(o.logits, y);
-      (o.auxLoss ? add(l, o.auxLoss) : l).backward();
-      clipGradNorm(lm.parameters(), train.clipNorm);
-      opt.step();
-      opt.zeroGrad();
-    }
-    const task = new LanguageModelTask(lm, { train: corpus.train, val: corpus.val, test: null }, { batchSize: train.batchSize, seqLen: train.seqLen, stepsPerEpoch: 1, seed: 0, evalWindows: train.evalWindows });
+    trainByteLM(lm, { ...train, steps, windowSalt: 31, data: corpus.train });
+    const task = byteLMEvaluator(lm, corpus, train);
     const val = task.evaluateBytes(corpus.val).bitsPerByte;
     // which bytes the routed blocks take, over the evaluation windows
     const counts = Object.fromEntries(TYPES.map((t) => [t, { seen: 0, processed: 0 }])) as Record<ByteType, { seen: number; processed: number }>;
     const routed = lm.blocks.filter((b) => b.depth !== null);
-    lm.eval();
     const T = train.seqLen;
-    for (const start of task.evalStarts(corpus.val)) {
-      const bytes = corpus.val.subarray(start, start + T);
-      noGrad(() => lm.forward(new Tensor(Int32Array.from(bytes), [1, T])));
+    forEachEvalWindow(lm, task, corpus.val, T, (bytes) => {
       const types = Array.from(bytes, (b, t) => byteType(t > 0 ? bytes[t - 1] : undefined, b));
       for (const t of types) counts[t].seen += Math.max(1, routed.length);
-      if (routed.length === 0) { for (const t of types) counts[t].processed++; continue; }
+      if (routed.length === 0) { for (const t of types) counts[t].processed++; return; }
       for (const b of routed) for (const r of b.depth!.lastSelection!.rows) counts[types[r]!].processed++;
-    }
-    lm.train();
+    });
     const flops = lmFlopsPerToken(lm.config, T);
     const r: DepthRun = {
       capacity, flopsPerToken: flops, relativeFlops: NaN, valBitsPerByte: val, seconds: (performance.now() - tr) / 1000,

@@ -6,17 +6,13 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteLM } from '../models/lm.js';
-import { Adam, clipGradNorm } from '../train/optim.js';
-import { lmLoss, LanguageModelTask } from '../train/lm-task.js';
 import { loadUdhrCorpus } from '../data/udhr-corpus.js';
-import { randomWindows, deriveSeed } from '../data/batches.js';
-import { Rng } from '../tensor/rng.js';
-import { add } from '../ops/index.js';
 import type { RouterConfig } from '../moe/routers/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { lineChart, writePlot } from '../report/plot.js';
 import { markdownTable } from '../report/table.js';
 import { formatSeconds, meanStd } from './common.js';
+import { trainByteLM, byteLMEvaluator } from './byte-lm-training.js';
 
 export interface StraightThroughExperimentOptions {
   quick?: boolean;
@@ -64,27 +60,20 @@ export async function runStraightThrough(opts: StraightThroughExperimentOptions 
     for (let seed = 0; seed < seeds; seed++) {
       const tr = performance.now();
       const lm = new ByteLM({ ...model, k: 1, router: m.router }, seed);
-      const opt = new Adam(lm.namedParameters(), { lr: train.lr });
-      const rng = new Rng(deriveSeed(seed, 21));
       const curve: STRun['curve'] = [];
       let acc = 0;
       let n = 0;
       let last = NaN;
-      for (let s = 0; s < steps; s++) {
-        lm.reseedAll(deriveSeed(seed, s));
-        const { x, y } = randomWindows(corpus.train, { batchSize: train.batchSize, seqLen: train.seqLen, rng });
-        const o = lm.forward(x);
-        const task = lmLoss(o.logits, y);
-        (o.auxLoss ? add(task, o.auxLoss) : task).backward();
-        clipGradNorm(lm.parameters(), train.clipNorm);
-        opt.step();
-        opt.zeroGrad();
-        last = task.item();
-        acc += last;
-        n++;
-        if ((s + 1) % train.logEvery === 0) { curve.push({ step: s + 1, loss: acc / n }); acc = 0; n = 0; }
-      }
-      const evalTask = new LanguageModelTask(lm, { train: corpus.train, val: corpus.val, test: null }, { batchSize: train.batchSize, seqLen: train.seqLen, stepsPerEpoch: 1, seed, evalWindows: train.evalWindows });
+      trainByteLM(lm, {
+        ...train, steps, seed, windowSalt: 21, data: corpus.train,
+        afterStep: (s, loss) => {
+          last = loss;
+          acc += last;
+          n++;
+          if ((s + 1) % train.logEvery === 0) { curve.push({ step: s + 1, loss: acc / n }); acc = 0; n = 0; }
+        },
+      });
+      const evalTask = byteLMEvaluator(lm, corpus, train, seed);
       const val = evalTask.evaluateBytes(corpus.val).bitsPerByte;
       const r = { method: m.method, seed, curve, valBitsPerByte: val, finalTrainLoss: curve[curve.length - 1]?.loss ?? last, seconds: (performance.now() - tr) / 1000 };
       runs.push(r);
