@@ -11,16 +11,10 @@ import { loadUdhrCorpus } from '../data/udhr-corpus.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { markdownTable } from '../report/table.js';
 import { formatSeconds } from './common.js';
-import { trainByteLM, byteLMEvaluator } from './byte-lm-training.js';
+import { trainByteLM, byteLMEvaluator, type SeededByteLMExperimentOptions } from './byte-lm-training.js';
 
-export interface AttentionMoEOptions {
-  quick?: boolean;
-  out?: string;
-  steps?: number;
-  seeds?: number;
-  command?: string;
-  log?: (line: string) => void;
-}
+/** Default 200 steps, 2 seeds; quick: 40 steps, 1 seed. */
+export type AttentionMoEOptions = SeededByteLMExperimentOptions;
 
 /**
  * Forward FLOPs (2 x multiply-adds) per token of one block's attention in a causal sequence of T

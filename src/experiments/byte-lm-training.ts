@@ -10,6 +10,19 @@ import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
 import { add } from '../ops/index.js';
 
+/** Options of a byte-LM experiment repeated over seeds (attention-moe, straight-through); defaults per experiment. */
+export interface SeededByteLMExperimentOptions {
+  /** The short form: fewer steps (and seeds, where the experiment says), written to docs/results/<name>-quick. */
+  quick?: boolean;
+  out?: string;
+  /** Training steps per run. */
+  steps?: number;
+  /** Seeds 0..seeds-1. */
+  seeds?: number;
+  command?: string;
+  log?: (line: string) => void;
+}
+
 export interface ByteLMTrainingOptions {
   steps: number;
   /** Step s reseeds the model's noise with deriveSeed(seed, s); the windows come from Rng(deriveSeed(seed, windowSalt)). */

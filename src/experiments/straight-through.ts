@@ -12,18 +12,10 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { lineChart, writePlot } from '../report/plot.js';
 import { markdownTable } from '../report/table.js';
 import { formatSeconds, meanStd } from './common.js';
-import { trainByteLM, byteLMEvaluator } from './byte-lm-training.js';
+import { trainByteLM, byteLMEvaluator, type SeededByteLMExperimentOptions } from './byte-lm-training.js';
 
-export interface StraightThroughExperimentOptions {
-  quick?: boolean;
-  out?: string;
-  /** Training steps (default 150; quick 40). */
-  steps?: number;
-  /** Seeds 0..seeds-1 (default 2). */
-  seeds?: number;
-  command?: string;
-  log?: (line: string) => void;
-}
+/** Default 150 steps (quick 40), 2 seeds. */
+export type StraightThroughExperimentOptions = SeededByteLMExperimentOptions;
 
 export interface STRun { method: string; seed: number; curve: Array<{ step: number; loss: number }>; valBitsPerByte: number; finalTrainLoss: number; seconds: number }
 
