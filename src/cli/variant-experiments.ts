@@ -88,20 +88,13 @@ export async function variantExperiment(name: string, args: ParsedArgs, command:
     console.log(`depth-causal: ${r.rows.length} evaluations in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
   }
-  if (name === 'attention-moe') {
+  if (name === 'attention-moe' || name === 'straight-through') {
     const seeds = int(args, 'seeds', 1);
-    const r = await runAttentionMoE({
+    const run = name === 'attention-moe' ? runAttentionMoE : runStraightThrough;
+    const r = await run({
       quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seeds !== undefined ? { seeds } : {}),
     });
-    console.log(`attention-moe: ${r.runs.length} runs in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
-    return 0;
-  }
-  if (name === 'straight-through') {
-    const seeds = int(args, 'seeds', 1);
-    const r = await runStraightThrough({
-      quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seeds !== undefined ? { seeds } : {}),
-    });
-    console.log(`straight-through: ${r.runs.length} runs in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
+    console.log(`${name}: ${r.runs.length} runs in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
   }
   const seed = int(args, 'seed', 0);
