@@ -147,7 +147,7 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   Napi::Value v = info[0];
   if (!v.IsTypedArray()) args.fail("the argument must be a typed array");
   Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  uint8_t* p = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  uint8_t* p = static_cast<uint8_t*>(args.dataOf(ta, "the argument"));
   return Napi::Number::New(info.Env(), static_cast<double>(adviseHugePages(p, ta.ByteLength())));
 }
 

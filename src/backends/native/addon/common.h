@@ -31,6 +31,17 @@ class Args {
     }
   }
 
+  // The first element's address. napi_get_typedarray_info works for arrays over a SharedArrayBuffer
+  // too, where TypedArray::ArrayBuffer() fails ("Invalid argument"): worker threads hand such
+  // arrays (expert staging, expert-parallel buffers) straight to the kernels.
+  void* dataOf(const Napi::TypedArray& ta, const char* name) const {
+    void* data = nullptr;
+    if (napi_get_typedarray_info(ta.Env(), ta, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) {
+      fail(std::string(name) + ": cannot read the typed array's memory");
+    }
+    return data;
+  }
+
   [[noreturn]] void fail(const std::string& what) const {
     throw Napi::Error::New(info_.Env(), std::string("native kernel ") + kernel_ + ": " + what);
   }
@@ -57,7 +68,7 @@ class Args {
     if (t != napi_float32_array && t != napi_int32_array) fail(std::string(name) + " must be a Float32Array or Int32Array");
     *kind = t;
     Buf<uint32_t> b;
-    b.data = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    b.data = static_cast<uint32_t*>(dataOf(ta, name));
     b.length = static_cast<i64>(ta.ElementLength());
     return b;
   }
@@ -131,10 +142,11 @@ class Args {
       fail(std::string(name) + " must be a " + wantName);
     }
     Buf<T> b;
-    b.data = reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    b.data = static_cast<T*>(dataOf(ta, name));
     b.length = static_cast<i64>(ta.ElementLength());
     return b;
   }
+
 
   const Napi::CallbackInfo& info_;
   const char* kernel_;

@@ -407,7 +407,7 @@ Napi::Value PrefetchIdle(const Napi::CallbackInfo& info) {
   if (!info[0].IsTypedArray()) args.fail("data must be a typed array");
   Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
   const size_t bytes = ta.ByteLength();
-  if (bytes > 0) prefetchIdle(static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), bytes);
+  if (bytes > 0) prefetchIdle(static_cast<const uint8_t*>(args.dataOf(ta, "data")), bytes);
   return info.Env().Undefined();
 }
 

@@ -206,7 +206,7 @@ Buf<uint8_t> bytesArg(const Args& args, const Napi::CallbackInfo& info, size_t i
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) args.fail(std::string(name) + " must be a Uint8Array");
   Napi::TypedArray ta = v.As<Napi::TypedArray>();
   Buf<uint8_t> b;
-  b.data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  b.data = static_cast<uint8_t*>(args.dataOf(ta, name));
   b.length = static_cast<i64>(ta.ElementLength());
   return b;
 }
