@@ -54,7 +54,7 @@ test('training seeds per n: a list gives each n its own count, and extends a run
   assert.notEqual(compareSelections(r.records).find((c) => c.n === 2)!.trainingStd, null);
   const md = implicitBiasMarkdown(r);
   assert.match(md, /training seeds 0, 1 for n = 2; 0 for n = 4/);
-  assert.match(md, /n = 4 is one training run: its verdict checks the difference only against twice the random spread/);
+  assert.match(md, /n = 4 is one training run: its verdict checks the difference only against twice the random spread, so it says nothing/);
   assert.match(md, /\| +2 \| +2 \| +[\d.]+% ± [\d.]+ \|/, 'per-n table: n = 2 has two runs and a training spread');
   assert.match(md, /\| +4 \| +1 \| +[\d.]+% \|/, 'per-n table: n = 4 has one run and no spread');
   await assert.rejects(runImplicitBias(tiny(out, { ns: [2, 4], trainingSeeds: [2] })), /option trainingSeeds: gives 1 counts for the 2 expert counts ns = 2, 4/);

@@ -134,7 +134,7 @@ export function implicitBiasMarkdown(r: ImplicitBiasResult, command?: string): s
     + (S > 1
       ? `Every figure is the mean over ${new Set(runsOf.values()).size > 1 ? 'the training runs of its n (column "training runs" below)' : `the ${S} training runs`}; "± tr." is the sample standard deviation across training runs, "± rnd." that over the random draws (averaged over the runs). `
       + 'The verdict counts Algorithm 1 better (or worse) than random only where the difference exceeds twice the random spread and twice the training-seed spread of the per-run difference. '
-      + (single.length > 0 ? `n = ${single.join(', ')} ${single.length > 1 ? 'are one training run each: their verdicts check' : 'is one training run: its verdict checks'} the difference only against twice the random spread, so they say nothing about training noise. ` : '')
+      + (single.length > 0 ? `n = ${single.join(', ')} ${single.length > 1 ? 'are one training run each: their verdicts check' : 'is one training run: its verdict checks'} the difference only against twice the random spread, so ${single.length > 1 ? 'they say' : 'it says'} nothing about training noise. ` : '')
       : 'Each n is one training run (one seed): the verdict checks the difference only against twice the random spread, so it says nothing about training noise. ')
     + `Not in the paper: "renorm." is Algorithm 1 with C divided, per token, by the weight of the kept slots, and "C kept" the mean share of the combine weight the Algorithm 1 subset holds (a random subset holds k/n on average). `
     + 'The trained weights are in models/n<N>.safetensors (the first training seed) and models/n<N>-seed<S>.safetensors of the run directory.', '');
