@@ -17,7 +17,7 @@ export function gatherRows(src: Tensor, idx: Tensor | Int32Array): Tensor {
   if (src.rank < 1) throw new Error(`gatherRows: src must have rank >= 1, got ${shapeStr(src.shape)}`);
   const ix = indexData('gatherRows', idx);
   const n = src.shape[0]!;
-  assertIndicesInRange('gatherRows', ix, n, `row index (src ${shapeStr(src.shape)})`);
+  assertIndicesInRange('gatherRows', ix, n, () => `row index (src ${shapeStr(src.shape)})`);
   const d = rowWidth(src);
   const out = emptyLike([ix.length, ...src.shape.slice(1)], src.dtype);
   kernel('gatherRows')(floatData(src), ix, floatData(out), n, d);

@@ -22,11 +22,15 @@ export function assertInt(op: string, t: Tensor, what = 'indices'): void {
   if (t.dtype !== 'int32') throw new Error(`${op}: ${what} must be int32, got ${t.dtype} of shape ${shapeStr(t.shape)}`);
 }
 
-/** Every index must lie in [0, n); otherwise an error naming the op, the position and the bound. */
-export function assertIndicesInRange(op: string, idx: Int32Array, n: number, what = 'index'): void {
+/**
+ * Every index must lie in [0, n); otherwise an error naming the op, the position and the bound.
+ * `what` may be a function, so that a description with a shape in it is built only on failure
+ * (decode calls this a few hundred times per token).
+ */
+export function assertIndicesInRange(op: string, idx: Int32Array, n: number, what: string | (() => string) = 'index'): void {
   for (let i = 0; i < idx.length; i++) {
     const v = idx[i]!;
-    if (v < 0 || v >= n) throw new Error(`${op}: ${what} ${v} at position ${i} is out of range [0, ${n})`);
+    if (v < 0 || v >= n) throw new Error(`${op}: ${typeof what === 'function' ? what() : what} ${v} at position ${i} is out of range [0, ${n})`);
   }
 }
 
