@@ -2,6 +2,7 @@
 
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { runTopologyRouting } from '../experiments/topology-routing.js';
+import { int, one, quickFlag } from './variant-experiments.js';
 
 export const TOPOLOGY_ROUTING_HELP = `
   topology-routing [--quick] [--out DIR] [--steps N] [--seed S]
@@ -14,31 +15,16 @@ export const TOPOLOGY_ROUTING_HELP = `
       Default --out docs/results/topology-routing[-quick].
 `;
 
-function one(args: ParsedArgs, key: string): string | undefined {
-  const v = args.flags.get(key);
-  if (v && v.length > 1) throw new Error(`experiment: option --${key} given ${v.length} times`);
-  return v?.[0];
-}
-
-function int(args: ParsedArgs, key: string, min: number): number | undefined {
-  const v = one(args, key);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new Error(`experiment: option --${key}: '${v}' is not an integer >= ${min}`);
-  return n;
-}
-
 /** Runs the experiment; null when `name` is not topology-routing. */
 export async function topologyRoutingExperiment(name: string, args: ParsedArgs, command: string): Promise<number | null> {
   if (name !== 'topology-routing') return null;
   rejectUnknown(args, ['quick', 'out', 'steps', 'seed', 'help'], `experiment ${name}`);
-  const q = one(args, 'quick');
-  if (q !== undefined && !['true', '1', 'yes', ''].includes(q)) throw new Error(`experiment: option --quick takes no value (got '${q}')`);
+  const quick = quickFlag(args);
   const out = one(args, 'out');
   const steps = int(args, 'steps', 1);
   const seed = int(args, 'seed', 0);
   const r = await runTopologyRouting({
-    quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seed !== undefined ? { seed } : {}),
+    quick, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seed !== undefined ? { seed } : {}),
   });
   console.log(`topology-routing: ${r.runs.length} runs in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
   return 0;

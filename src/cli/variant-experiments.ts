@@ -45,18 +45,26 @@ export const VARIANT_EXPERIMENT_HELP = `
       Default --out docs/results/attention-moe[-quick].
 `;
 
-function one(args: ParsedArgs, key: string): string | undefined {
+/** The value of an option given at most once (shared with the other experiment commands). */
+export function one(args: ParsedArgs, key: string): string | undefined {
   const v = args.flags.get(key);
   if (v && v.length > 1) throw new Error(`experiment: option --${key} given ${v.length} times`);
   return v?.[0];
 }
 
-function int(args: ParsedArgs, key: string, min: number): number | undefined {
+export function int(args: ParsedArgs, key: string, min: number): number | undefined {
   const v = one(args, key);
   if (v === undefined) return undefined;
   const n = Number(v);
   if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new Error(`experiment: option --${key}: '${v}' is not an integer >= ${min}`);
   return n;
+}
+
+/** --quick, which takes no value. */
+export function quickFlag(args: ParsedArgs): boolean {
+  const q = one(args, 'quick');
+  if (q !== undefined && !['true', '1', 'yes', ''].includes(q)) throw new Error(`experiment: option --quick takes no value (got '${q}')`);
+  return q !== undefined;
 }
 
 /** Runs a variant experiment; null when `name` is not one of them. */
@@ -65,8 +73,7 @@ export async function variantExperiment(name: string, args: ParsedArgs, command:
   rejectUnknown(args, ['quick', 'out', 'steps', 'help', ...(name === 'continual' ? ['seed'] : name === 'straight-through' || name === 'attention-moe' ? ['seeds'] : name === 'depth-causal' ? [] : ['every', 'capacities'])], `experiment ${name}`);
   const out = one(args, 'out');
   const steps = int(args, 'steps', 1);
-  const q = one(args, 'quick');
-  if (q !== undefined && !['true', '1', 'yes', ''].includes(q)) throw new Error(`experiment: option --quick takes no value (got '${q}')`);
+  const quick = quickFlag(args);
   if (name === 'depth') {
     const every = int(args, 'every', 1);
     const capList = one(args, 'capacities');
@@ -76,14 +83,14 @@ export async function variantExperiment(name: string, args: ParsedArgs, command:
       return v;
     });
     const r = await runDepth({
-      quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}),
+      quick, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}),
       ...(every !== undefined ? { depthEvery: every } : {}), ...(capacities ? { capacities } : {}),
     });
     console.log(`depth: ${r.runs.length} capacities in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
   }
   if (name === 'depth-causal') {
-    if (q !== undefined) throw new Error('experiment depth-causal: --quick is not an option (use --steps N)');
+    if (quick) throw new Error('experiment depth-causal: --quick is not an option (use --steps N)');
     const r = await runDepthCausal({ command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}) });
     console.log(`depth-causal: ${r.rows.length} evaluations in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
@@ -92,14 +99,14 @@ export async function variantExperiment(name: string, args: ParsedArgs, command:
     const seeds = int(args, 'seeds', 1);
     const run = name === 'attention-moe' ? runAttentionMoE : runStraightThrough;
     const r = await run({
-      quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seeds !== undefined ? { seeds } : {}),
+      quick, command, ...(out !== undefined ? { out } : {}), ...(steps !== undefined ? { steps } : {}), ...(seeds !== undefined ? { seeds } : {}),
     });
     console.log(`${name}: ${r.runs.length} runs in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
     return 0;
   }
   const seed = int(args, 'seed', 0);
   const r = await runContinual({
-    quick: q !== undefined, command, ...(out !== undefined ? { out } : {}), ...(seed !== undefined ? { seed } : {}), ...(steps !== undefined ? { steps } : {}),
+    quick, command, ...(out !== undefined ? { out } : {}), ...(seed !== undefined ? { seed } : {}), ...(steps !== undefined ? { steps } : {}),
   });
   console.log(`continual: ${r.conditions.length} conditions in ${r.seconds.toFixed(1)} s; ${r.out}/results.md`);
   return 0;
