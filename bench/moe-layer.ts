@@ -180,8 +180,6 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     log(`E=${E}: forward ${c.forwardTokensPerSec.toFixed(0)} tok/s, forward+backward ${c.forwardBackwardTokensPerSec.toFixed(0)} tok/s, GEMM ${(100 * c.gemmShare).toFixed(0)}% of kernel time, kept ${(c.keptBytesPerToken / 1024).toFixed(1)} KiB/token`);
   }
   const first = cases[0]!;
-  const info = nativeInfo();
-  const peakGflops = getBackend().name === 'native' && info ? peak : null;
   // backward needs, per token: k hidden pre-activations (k*dFF floats, to differentiate and to
   // recompute the activation) and the layer input (d floats); rows and outputs can be re-gathered
   const minimumBytesPerToken = 4 * (k * dFF + d);
@@ -189,7 +187,7 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     backend: getBackend().name, tokens: T, dModel: d, dFF, k,
     forwardTokensPerSec: first.forwardTokensPerSec, forwardBackwardTokensPerSec: first.forwardBackwardTokensPerSec,
     peakRssMiB: process.resourceUsage().maxRSS / 1024, minimumBytesPerToken, cases, rounds, torchSkipped,
-    peakGflops, expertForwardFlops: 4 * T * k * d * dFF,
+    peakGflops: peak > 0 ? peak : null, expertForwardFlops: 4 * T * k * d * dFF,
     ...(withTorch ? { torchForwardTokensPerSec: first.torchForwardTokensPerSec!, torchForwardBackwardTokensPerSec: first.torchForwardBackwardTokensPerSec! } : {}),
   };
 }
