@@ -5,8 +5,10 @@
 // runs the same exchange for the gradients. Results equal the single-process layer bit for bit
 // (same kernels, same rows, same summation order per token); see docs/results/expert-parallel.md.
 //
-// Not done here: the optimizer state of the experts stays on the main thread (the weights are
-// published to shared memory each forward, a copy of the expert parameters per step).
+// The expert weights live in shared memory: attaching moves each expert parameter's storage into a
+// shared region (the tensor keeps its identity), so the workers read the weights the model shows
+// with no copy per step, and a worker that steps its experts' optimizer (sharded-optimizer.ts)
+// writes them in place. Weight gradients come back as views of the shared gradient region.
 
 import { Module } from '../nn/module.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -15,6 +17,8 @@ import { getBackend } from '../kernels/registry.js';
 import { MoELayer } from '../moe/layer.js';
 import type { ExpertBank } from '../moe/experts/bank.js';
 import type { DispatchPlan } from '../moe/permute/bins.js';
+import { resizeLeafInPlace } from '../moe/grow.js';
+import type { TypedArray } from '../tensor/dtype.js';
 import { ExpertGroup, type ExpertGroupOptions } from './group.js';
 import { exchangeLayout, rowMatrix } from './layout.js';
 import { BACKENDS, FLAG, MAX_OVERLAP, OP, PARAMS, f32, type ParamName } from './protocol.js';
@@ -36,6 +40,16 @@ interface Registered {
   params: Partial<Record<ParamName, SharedArrayBuffer>>;
   grads: Partial<Record<ParamName, SharedArrayBuffer>>;
   shapes: string;
+  /** Recorded forwards whose backward has not run: while > 0, a backward hands out copies, not views. */
+  pendingBackwards: number;
+}
+
+/** A layer's expert parameters as the workers hold them (for the sharded optimizer). */
+export interface ExpertLayerInfo {
+  id: number;
+  bank: ExpertBank;
+  params: Readonly<Partial<Record<ParamName, SharedArrayBuffer>>>;
+  grads: Readonly<Partial<Record<ParamName, SharedArrayBuffer>>>;
 }
 
 /** Bytes that crossed between ranks (off the diagonal) and stayed on a rank, summed over exchanges. */
@@ -54,6 +68,8 @@ export class ExpertParallel {
   onExchange: ((layer: number, rows: number[][], tokens: number) => void) | null = null;
   private readonly registered: Registered[] = [];
   private callId = 0;
+  /** Set when the workers own the experts' optimizer state: a replaced expert bank would lose it. */
+  private banksLocked: string | null = null;
 
   constructor(layers: MoELayer[], opts: ExpertParallelOptions) {
     if (layers.length === 0) throw new Error('expert-parallel: the model has no MoELayer to distribute');
@@ -70,30 +86,81 @@ export class ExpertParallel {
     this.overlapDegree = degree;
     this.group = new ExpertGroup(opts);
     layers.forEach((layer, id) => {
-      const reg: Registered = { id, layer, bank: layer.experts, params: {}, grads: {}, shapes: '' };
+      const reg: Registered = { id, layer, bank: layer.experts, params: {}, grads: {}, shapes: '', pendingBackwards: 0 };
       this.registered.push(reg);
       this.register(reg);
       layer.routedExperts = (x, plan, gates) => this.forward(reg, x, plan, gates);
     });
   }
 
-  /** Restores the layers' own expert computation and stops the workers. */
+  /**
+   * Restores the layers' own expert computation and stops the workers; the expert weights (and
+   * gradients that were views of shared memory) get ordinary storage again.
+   */
   async close(): Promise<void> {
     for (const l of this.layers) l.routedExperts = null;
+    for (const reg of this.registered) {
+      for (const name of PARAMS) {
+        const p = reg.bank[name];
+        if (!p) continue;
+        const g = p.grad;
+        if (p.data.buffer === reg.params[name]) adoptStorage(p, p.data.slice());
+        if (g && g.data.buffer === reg.grads[name]) adoptStorage(g, g.data.slice());
+        p.grad = g;
+      }
+    }
     await this.group.close();
   }
 
-  /** (Re-)allocates a layer's shared parameter and gradient regions for the bank's current shapes. */
+  /** The layers' expert parameters and their shared regions, in registration order. */
+  expertLayers(): ExpertLayerInfo[] {
+    for (const reg of this.registered) this.checkCurrent(reg);
+    return this.registered.map((r) => ({ id: r.id, bank: r.bank, params: r.params, grads: r.grads }));
+  }
+
+  /**
+   * From now on the workers own the experts' optimizer state (`why` says so in errors): a layer
+   * whose expert bank is replaced, resized or cast fails instead of getting new regions.
+   */
+  lockBanks(why: string): void {
+    this.banksLocked = why;
+  }
+
+  /** Re-registers a layer whose bank changed (grown, replaced, cast back); throws when that would lose state. */
+  private checkCurrent(reg: Registered): void {
+    const bank = reg.layer.experts;
+    const current = bank === reg.bank && shapesKey(bank) === reg.shapes && PARAMS.every((n) => !bank[n] || bank[n]!.data.buffer === reg.params[n]);
+    if (current) return;
+    if (this.banksLocked !== null) {
+      throw new Error(`expert-parallel: layer ${reg.id}'s experts were replaced, resized or cast after ${this.banksLocked}; that is not supported (their optimizer state is on the workers)`);
+    }
+    this.register(reg);
+  }
+
+  /**
+   * (Re-)allocates a layer's shared parameter and gradient regions for the bank's current shapes,
+   * and moves the parameters' storage into the parameter region (the tensors keep their identity).
+   */
   private register(reg: Registered): void {
     const bank = reg.layer.experts;
+    for (const name of PARAMS) {
+      const p = bank[name];
+      if (p && p.dtype !== 'float32') throw new Error(`expert-parallel: float32 tensors only, got ${p.dtype} (expert weights)`);
+    }
     reg.bank = bank;
     reg.shapes = shapesKey(bank);
     reg.params = {};
     reg.grads = {};
+    reg.pendingBackwards = 0;
     for (const name of PARAMS) {
       const p = bank[name];
       if (!p) continue;
-      reg.params[name] = new SharedArrayBuffer(p.size * 4);
+      const sab = new SharedArrayBuffer(p.size * 4);
+      f32(sab, p.size).set(p.data as Float32Array);
+      const g = p.grad;
+      adoptStorage(p, f32(sab, p.size));
+      p.grad = g;
+      reg.params[name] = sab;
       reg.grads[name] = new SharedArrayBuffer(p.size * 4);
     }
     this.group.registerLayer({
@@ -103,13 +170,13 @@ export class ExpertParallel {
   }
 
   private forward(reg: Registered, x: Tensor, plan: DispatchPlan, gates: Tensor): Tensor {
-    // a grown or replaced expert bank gets new regions
-    if (reg.layer.experts !== reg.bank || shapesKey(reg.layer.experts) !== reg.shapes) this.register(reg);
-    const bank = reg.bank;
-    const params = PARAMS.map((n) => bank[n]).filter((p): p is Tensor => p !== null);
-    for (const t of [x, gates, ...params]) {
+    for (const t of [x, gates, ...PARAMS.map((n) => reg.layer.experts[n]).filter((p): p is Tensor => p !== null)]) {
       if (t.dtype !== 'float32') throw new Error(`expert-parallel: float32 tensors only, got ${t.dtype} (${t === x ? 'input' : t === gates ? 'gates' : 'expert weights'})`);
     }
+    // a grown, replaced or re-cast expert bank gets new regions (its weights move into them)
+    this.checkCurrent(reg);
+    const bank = reg.bank;
+    const params = PARAMS.map((n) => bank[n]).filter((p): p is Tensor => p !== null);
     const T = x.shape[0]!;
     const d = bank.dModel;
     const rows = plan.tokenOfRow.length;
@@ -118,10 +185,6 @@ export class ExpertParallel {
     // validates the plan and gives the bytes per link
     const layout = exchangeLayout(plan.tokenOfRow, plan.groupSizes, T, g.ranks);
     this.account(reg.id, rowMatrix(layout), T, d);
-    for (const name of PARAMS) {
-      const p = bank[name];
-      if (p) f32(reg.params[name]!, p.size).set(p.data as Float32Array);
-    }
     g.ensure('input', T * d * 4);
     g.ensure('output', T * d * 4);
     g.ensure('send', rows * d * 4);
@@ -154,8 +217,14 @@ export class ExpertParallel {
     if (!needGrad) return out;
 
     const inputs: Tensor[] = [x, ...params, gates];
+    reg.pendingBackwards++;
     return record(out, 'expertParallel', inputs, (gOut) => {
       if (reg.bank !== bank) throw new Error(`expert-parallel: layer ${reg.id}'s experts changed between forward and backward`);
+      reg.pendingBackwards = Math.max(0, reg.pendingBackwards - 1);
+      // A weight gradient handed out as a view of the gradient region must not be overwritten
+      // before autograd has taken it into the leaf's .grad; with another backward of this layer
+      // still to come in the graph (a layer used twice), hand out copies instead.
+      const views = reg.pendingBackwards === 0;
       writeMeta(g, tokenOfRow, groupSizes);
       f32(g.regions.input, T * d).set(gOut.data as Float32Array);
       let bflags = flags;
@@ -163,7 +232,8 @@ export class ExpertParallel {
         const p = bank[n];
         // the single-process op adds into an existing gradient in place (ops/expert-mlp.ts weightGrad): so do the workers
         if (p?.requiresGrad && accumulatesInPlace(p)) {
-          f32(reg.grads[n]!, p.size).set(p.grad!.data as Float32Array);
+          // a gradient that is already the region's view accumulates there with no copy
+          if (p.grad!.data.buffer !== reg.grads[n]) f32(reg.grads[n]!, p.size).set(p.grad!.data as Float32Array);
           bflags |= 1 << (FLAG.accumulate0 + i);
         }
       });
@@ -184,10 +254,11 @@ export class ExpertParallel {
         if (!p.requiresGrad) { grads.push(null); return; }
         const data = f32(reg.grads[n]!, p.size);
         if (bflags & (1 << (FLAG.accumulate0 + i))) {
-          (p.grad!.data as Float32Array).set(data);
+          if (p.grad!.data.buffer !== reg.grads[n]) (p.grad!.data as Float32Array).set(data);
           grads.push(null);
         } else {
-          grads.push(new Tensor(data.slice(), p.shape));
+          // a view: the gradient stays in the region the workers' optimizer steps from (valid until the layer's next backward)
+          grads.push(new Tensor(views ? data : data.slice(), p.shape));
         }
       });
       grads.push(gates.requiresGrad ? new Tensor(f32(g.regions.gateGrads, rows).slice(), [rows]) : null);
@@ -213,6 +284,13 @@ export class ExpertParallel {
 export function attachExpertParallel(model: Module, opts: ExpertParallelOptions): ExpertParallel {
   const layers = model.namedModules().map(([, m]) => m).filter((m): m is MoELayer => m instanceof MoELayer);
   return new ExpertParallel(layers, opts);
+}
+
+/** Gives a leaf tensor new storage of the same shape, keeping its identity and gradient (moe/grow.ts's helper). */
+function adoptStorage(t: Tensor, data: TypedArray): void {
+  const g = t.grad;
+  resizeLeafInPlace(t, t.shape, data);
+  t.grad = g;
 }
 
 function shapesKey(bank: ExpertBank): string {

@@ -3,7 +3,7 @@
 // deadline. A worker that fails, exits or misses the deadline fails the step with an error naming
 // it; the group is then broken (every later call says why) and its workers are terminated.
 
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import {
   CALL, CALL_WORDS, CTL, ERR_BYTES, OP_NAMES, STATUS, WORKER_CTL_WORDS, syncWords,
   type LayerMessage, type SharedRegions, type WorkerInit,
@@ -104,6 +104,42 @@ export class ExpertGroup {
   registerLayer(msg: LayerMessage): void {
     this.check();
     for (const p of this.ports) p.postMessage(msg);
+  }
+
+  /**
+   * Posts a message to every worker (or to one rank), read at its next phase: the payload of an
+   * operation that does not fit the call block (OP.optim's requests and states).
+   */
+  post(msg: unknown, rank?: number, transfer: ArrayBuffer[] = []): void {
+    this.check();
+    if (rank !== undefined) this.ports[rank]!.postMessage(msg, transfer);
+    else for (const p of this.ports) p.postMessage(msg);
+  }
+
+  /**
+   * The message of `type` and `seq` a worker posted during the phase that just ended (it posts
+   * before it reports done, so it is normally there at once); older ones are dropped. Fails the
+   * group, naming the worker, if it does not come within the phase deadline.
+   */
+  receive<T extends { type: string; seq: number }>(rank: number, type: string, seq: number, what: string): T {
+    this.check();
+    const deadline = Date.now() + this.timeoutMs;
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    for (;;) {
+      const m = receiveMessageOnPort(this.ports[rank]!);
+      if (m) {
+        const msg = m.message as T;
+        if (msg.type === type && msg.seq === seq) return msg;
+        continue;
+      }
+      if (Date.now() > deadline) this.fail(`expert-parallel: worker ${rank} sent no '${type}' for ${what} within ${this.timeoutMs} ms`);
+      Atomics.wait(nap, 0, 0, 1);
+    }
+  }
+
+  /** Test hook: worker `rank` exits with `code` when it starts its next phase of operation `op` (a death mid-step). */
+  injectExit(rank: number, op: number, code: number): void {
+    this.post({ type: 'exitAt', op, code }, rank);
   }
 
   /** Grows a region to hold at least `bytes`. */

@@ -47,10 +47,18 @@ export const OP = {
   forwardOverlap: 6,
   /** The backward in the same chunks: gradient rows packed, experts back-propagated per chunk, dx combined. */
   backwardOverlap: 7,
+  /**
+   * The optimizer of my experts (sharded-optimizer.ts): CALL.arg is OPTIM.step, .gather or .load;
+   * the payload is the port message with seq = CALL.callId (a gather answers with one).
+   */
+  optim: 8,
   /** Test hooks: throw inside the operation / exit the thread with code `arg`. */
   fail: 90,
   exit: 91,
 } as const;
+/** Sub-operations of OP.optim (CALL.arg). */
+export const OPTIM = { configure: 1, step: 2, gather: 3, load: 4 } as const;
+
 export const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(OP).map(([k, v]) => [v, k]));
 
 /** Flag bits of CALL.flags. */

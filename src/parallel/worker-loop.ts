@@ -18,6 +18,7 @@ import {
   BACKENDS, CALL, CTL, ERR_BYTES, FLAG, MAX_OVERLAP, OP, PARAMS, STATUS, WORKER_CTL_WORDS, f32, paramShape,
   type LayerMessage, type ParamName, type WorkerInit,
 } from './protocol.js';
+import { WorkerOptimizer, type OptimMessage } from './worker-optim.js';
 
 const init = workerData as WorkerInit;
 const rank = init.rank;
@@ -49,16 +50,36 @@ const saved = new Map<string, Saved[]>();
 /** Forwards whose backward never came are dropped past this many (main releases them too). */
 const MAX_SAVED = 256;
 
+/** My experts' optimizer (OP.optim) and its requests, in the order they came. */
+const optimizer = new WorkerOptimizer(rank, (m, transfer) => init.port.postMessage(m, transfer));
+const optimRequests: OptimMessage[] = [];
+/** Test hook (ExpertGroup.injectExit): exit with `code` at the start of the next operation `op`. */
+let exitAt: { op: number; code: number } | null = null;
+
 function readMessages(): void {
   for (;;) {
     const m = receiveMessageOnPort(init.port);
     if (!m) return;
-    const msg = m.message as LayerMessage;
+    const msg = m.message as LayerMessage | OptimMessage | { type: 'exitAt'; op: number; code: number };
     if (msg.type === 'layer') {
       const E = msg.numExperts;
       layers.set(msg.id, { msg, e0: Math.floor((rank * E) / init.ranks), e1: Math.floor(((rank + 1) * E) / init.ranks) });
+    } else if (msg.type === 'optim') {
+      optimRequests.push(msg);
+    } else if (msg.type === 'exitAt') {
+      exitAt = { op: msg.op, code: msg.code };
     }
   }
+}
+
+/** OP.optim: the request of this call (posted before it was issued; older ones were abandoned by a failed step). */
+function runOptim(): void {
+  const seq = call[CALL.callId]!;
+  let m: OptimMessage | undefined;
+  while ((m = optimRequests.shift()) !== undefined && m.seq !== seq) { /* skip stale requests */ }
+  if (!m) throw new Error(`optimizer: no request ${seq} arrived with the call`);
+  if (m.op !== call[CALL.arg]) throw new Error(`optimizer: request ${seq} is operation ${m.op}, the call says ${call[CALL.arg]}`);
+  optimizer.run(m, layers);
 }
 
 function currentLayout(tokens: number, rows: number, E: number): { layout: ExchangeLayout; tokenOfRow: Int32Array } {
@@ -217,6 +238,8 @@ function runOp(): void {
   const op = call[CALL.op]!;
   if (op === OP.exit) process.exit(call[CALL.arg]!);
   if (op === OP.fail) throw new Error('failure requested by the test hook');
+  if (exitAt !== null && exitAt.op === op) process.exit(exitAt.code);
+  if (op === OP.optim) { runOptim(); return; }
   setBackend(BACKENDS[call[CALL.backend]!]!);
   const layerId = call[CALL.layer]!;
   const lay = layers.get(layerId);

@@ -23,6 +23,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { Progress } from './progress.js';
 import type { Module } from '../nn/module.js';
 import { attachExpertParallel, type ExpertParallel } from '../parallel/expert-parallel.js';
+import { ExpertShardedOptimizer } from '../parallel/sharded-optimizer.js';
 import { recordRouting, type RoutingRecorder } from '../parallel/trace.js';
 import { growthControllerFor } from './growth.js';
 
@@ -95,6 +96,8 @@ export interface RunOptions {
   maxSteps?: number;
   onStep?: (v: Record<string, number>) => void;
   log?: (line: string) => void;
+  /** Called with the expert-parallel group when parallel.experts > 1 (tests inject worker faults through it). */
+  onExpertParallel?: (ep: ExpertParallel) => void;
 }
 
 export interface RunResult extends TrainResult {
@@ -169,7 +172,7 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
   const inPlace = resume !== null && resume.runDir !== null && resolve(resume.runDir) === resolve(opts.out);
   const { model, task: kind } = buildRunModel(config);
   const { task, summary } = await makeTask(config, model, kind);
-  const optimizer = makeOptimizer(model, config.optim);
+  let optimizer = makeOptimizer(model, config.optim);
   const growth = growthControllerFor(config.model, model, config.train.seed, log);
   const totalSteps = config.train.epochs * task.batchesPerEpoch;
   const metricsFile = join(opts.out, 'metrics.jsonl');
@@ -180,7 +183,14 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
   try {
     // parallel.experts > 1: every MoE layer's experts run on that many worker threads (src/parallel/)
     const workers = config.parallel?.experts ?? 1;
-    if (workers > 1) parallel = attachExpertParallel(model, { workers, overlapDegree: config.parallel?.overlap ?? 1 });
+    if (workers > 1) {
+      parallel = attachExpertParallel(model, { workers, overlapDegree: config.parallel?.overlap ?? 1 });
+      // each worker owns its experts' optimizer state and steps them (sharded-optimizer.ts); a
+      // growing model keeps it on the main thread, where growth extends it
+      if (growth) log(`parallel.experts = ${workers} with model growth: the experts' optimizer state stays on the main thread`);
+      else optimizer = new ExpertShardedOptimizer(optimizer, parallel);
+      opts.onExpertParallel?.(parallel);
+    }
     if (config.parallel?.trace) recorder = recordRouting(model, config.parallel.trace);
     let resumeState: TrainerState | undefined;
     let scheduleSteps = totalSteps;
