@@ -126,6 +126,16 @@ export interface KernelImpls {
    * reads either kind.
    */
   kvWrite(src: F, dst: F | Uint16Array, T: number, G: number, hd: number, maxLen: number, pos: number): void;
+
+  /**
+   * SwiGLU experts of a decode step in one call, inference only: for each assignment a (token[a],
+   * expert[a], gates[a]), out[token] += gates[a] * W2[e] (silu(W1[e] x_t) * (W3[e] x_t)), e = expert[a].
+   * x [T, d]; W1, W3 [E, h, d] and W2 [E, d, h] (HF [out, in] per expert), float32 (type 'f32') or
+   * ggml blocks of type (d and h multiples of 32; x and the hidden activation quantised to Q8_0 per
+   * row as quantMatmul does). Each token's gated rows are summed in expert order, then added to out.
+   */
+  expertSwiGLU(x: F, token: I, expert: I, gates: F, w1: F | Uint8Array, w3: F | Uint8Array, w2: F | Uint8Array, out: F,
+    T: number, d: number, h: number, E: number, type: QuantType | 'f32'): void;
 }
 
 export type KernelName = keyof KernelImpls;
@@ -135,7 +145,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
   'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
   'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward', 'quantMatmul', 'quantGroupedMatmul',
-  'cachedAttention', 'kvWrite',
+  'cachedAttention', 'kvWrite', 'expertSwiGLU',
 ];
 
 export interface Backend {

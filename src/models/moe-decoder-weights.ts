@@ -5,6 +5,8 @@ import { add, embedding, groupedMatmul, matmul, mul, reshape, silu } from '../op
 import { QuantWeight, quantMatmul, quantGroupedMatmul } from '../infer/quant/index.js';
 import { QK, dequantizeRow, quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
 import { adviseHugePages } from '../backends/native/index.js';
+import { kernel } from '../kernels/registry.js';
+import { shapeStr } from '../tensor/shape.js';
 import { OffloadedExperts } from '../infer/expert-cache.js';
 
 /**
@@ -64,6 +66,36 @@ export function expertSwiGLU(x: Tensor, w1: Weight, w3: Weight, w2: Weight, grou
     return w1.experts.mlp(x, groupSizes, act);
   }
   return expertLinear(act(expertLinear(x, w1, groupSizes), expertLinear(x, w3, groupSizes)), w2, groupSizes);
+}
+
+/**
+ * A decode step's routed experts added into out [T, d] by one fused kernel (expertSwiGLU): for each
+ * assignment (token[a], expert[a], gates[a]), gates[a] * down(silu(gate x_t) * up x_t) summed into
+ * out[t]. It replaces permute, the three grouped products, the activation, unpermute and the
+ * residual add (ten kernels with JS between them) for steps of a few rows. Returns false, doing
+ * nothing, when the stacks cannot take it (offloaded experts, float64, formats that differ).
+ */
+export function addExpertsInto(x: Tensor, token: Int32Array, expert: Int32Array, gates: Float32Array, w1: Weight, w3: Weight, w2: Weight,
+  out: Float32Array): boolean {
+  if (!(x.data instanceof Float32Array)) return false;
+  let type: QuantType | 'f32';
+  if (w1 instanceof QuantWeight && w3 instanceof QuantWeight && w2 instanceof QuantWeight) {
+    if (w3.type !== w1.type || w2.type !== w1.type) return false;
+    type = w1.type;
+  } else if (w1 instanceof Tensor && w3 instanceof Tensor && w2 instanceof Tensor) {
+    if (!(w1.data instanceof Float32Array && w3.data instanceof Float32Array && w2.data instanceof Float32Array)) return false;
+    type = 'f32';
+  } else {
+    return false;
+  }
+  const [E, h, d] = w1.shape as [number, number, number];
+  const T = x.shape[0]!;
+  if (x.rank !== 2 || x.shape[1] !== d || out.length !== T * d) {
+    throw new Error(`addExpertsInto: x ${shapeStr(x.shape)} and out (${out.length} values) do not fit experts of [${h}, ${d}]`);
+  }
+  kernel('expertSwiGLU')(x.data, token, expert, gates, w1.data as Float32Array | Uint8Array, w3.data as Float32Array | Uint8Array,
+    w2.data as Float32Array | Uint8Array, out, T, d, h, E, type);
+  return true;
 }
 
 /** Rows of the embedding table for ids [T] -> [T, d]; a quantised table is dequantised row by row (exact). */

@@ -17,7 +17,7 @@ import { planDispatch } from '../moe/permute/bins.js';
 import { permute, unpermute } from '../moe/permute/permute.js';
 import type { HFConfig } from '../formats/hf/config.js';
 import { isSparseLayer, validateMoEDecoderConfig, type MoEDecoderConfig } from './moe-decoder-config.js';
-import { embedRows, expertSwiGLU, linear, newMatrix, type Weight } from './moe-decoder-weights.js';
+import { addExpertsInto, embedRows, expertSwiGLU, linear, newMatrix, type Weight } from './moe-decoder-weights.js';
 import { quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
 import { QuantWeight } from '../infer/quant/index.js';
 import { attentionMask, cachedAttention, rotary, rotaryTables } from './moe-decoder-attention.js';
@@ -31,6 +31,9 @@ export type RoutingHook = (layer: number, expertIndices: Int32Array, expertWeigh
 
 
 const zeros = (shape: number[]): Tensor => Tensor.empty(shape);
+
+/** Rows up to which a step runs the fused decode experts (the native few-row kernels' limit, kFewM). */
+const FUSED_MAX_ROWS = 16;
 
 /** SwiGLU MLP with HF-layout weights: down(silu(gate x) * up x). Dense layers and Qwen2's shared expert. */
 export class DenseMLP extends Module {
@@ -90,21 +93,38 @@ export class SparseMoeBlock extends Module {
     this.w2 = w2;
   }
 
-  /** x [T, d] -> [T, d]; hook gets the routing. */
-  forward(x: Tensor, hook?: (expert: Int32Array, gates: Float32Array) => void): Tensor {
+  /**
+   * Steps of at most this many rows (decode, a batched decode of up to 16 sequences) run the routed
+   * experts as one fused kernel (addExpertsInto) when a residual is given; false: always the grouped path.
+   */
+  fusedDecode = true;
+
+  /** x [T, d] -> [T, d]; hook gets the routing. With residual [T, d]: residual + the block's output. */
+  forward(x: Tensor, hook?: (expert: Int32Array, gates: Float32Array) => void, residual?: Tensor): Tensor {
     const T = x.shape[0]!;
     const routing = this.router.route(x);
     if (hook) hook(Int32Array.from(routing.expert), Float32Array.from(routing.gates.data));
-    const plan = planDispatch(routing.token, routing.expert, routing.gates.data, this.numExperts, null);
     if (this.beforeExperts) this.beforeExperts(x);
+    const shared = (): Tensor | null => {
+      if (!this.shared) return null;
+      const s = this.shared.forward(x);
+      return this.sharedGate ? mul(sigmoid(linear(x, this.sharedGate)), s) : s; // [T, 1] gate broadcast over d
+    };
+    if (residual && this.fusedDecode && T <= FUSED_MAX_ROWS && !isGradEnabled() && residual.data instanceof Float32Array
+      && routing.gates.data instanceof Float32Array) {
+      const out = residual.data.slice();
+      if (addExpertsInto(x, routing.token, routing.expert, routing.gates.data, this.w1, this.w3, this.w2, out)) {
+        const y = new Tensor(out, [T, x.shape[1]!]);
+        const s = shared();
+        return s ? add(y, s) : y;
+      }
+    }
+    const plan = planDispatch(routing.token, routing.expert, routing.gates.data, this.numExperts, null);
     const xp = permute(x, plan); // [T*k, d] in expert order
     let y = unpermute(expertSwiGLU(xp, this.w1, this.w3, this.w2, plan.groupSizes), routing.gates, plan, T);
-    if (this.shared) {
-      let s = this.shared.forward(x);
-      if (this.sharedGate) s = mul(sigmoid(linear(x, this.sharedGate)), s); // [T, 1] broadcast over d
-      y = add(y, s);
-    }
-    return y;
+    const s = shared();
+    if (s) y = add(y, s);
+    return residual ? add(residual, y) : y;
   }
 }
 
@@ -290,8 +310,8 @@ export class DecoderLayer extends Module {
       prefetchHint(this.next.attn.o.data);
     }
     const n = this.postAttnNorm.forward(h);
-    const f = this.moe ? this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined) : this.mlp!.forward(n);
-    return add(h, f);
+    if (this.moe) return this.moe.forward(n, hook ? (e, w) => hook(this.index, e, w) : undefined, h);
+    return add(h, this.mlp!.forward(n));
   }
 }
 
@@ -373,6 +393,14 @@ export class MoEDecoder extends Module {
    * float16 as llama.cpp does by default (half the cache memory and attention's bytes per token).
    */
   kvCacheDtype: KVCacheDtype = 'float32';
+
+  /** Whether decode steps run the routed experts as one fused kernel (default true; false: the grouped path, for comparisons). */
+  get fusedDecode(): boolean {
+    return this.layers.some((l) => l.moe?.fusedDecode);
+  }
+  set fusedDecode(on: boolean) {
+    for (const l of this.layers) if (l.moe) l.moe.fusedDecode = on;
+  }
 
   /** Logits [T, V] of the new tokens ids; with a cache, positions continue from cache.length and the cache grows by T. */
   forward(ids: Int32Array, cache: KVCache | null = null): Tensor {

@@ -10,6 +10,7 @@ import { layerNorm, layerNormBackward, rmsNorm, rmsNormBackward } from './norm.j
 import { crossEntropy, crossEntropyBackward } from './loss.js';
 import { quantGroupedMatmul, quantMatmul } from './quant.js';
 import { cachedAttention, kvWrite } from './attention.js';
+import { expertSwiGLU } from './experts.js';
 
 export const jsBackend: Backend = {
   name: 'js',
@@ -21,6 +22,7 @@ export const jsBackend: Backend = {
     layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, crossEntropy, crossEntropyBackward, quantMatmul, quantGroupedMatmul,
     cachedAttention,
     kvWrite,
+    expertSwiGLU,
   },
 };
 

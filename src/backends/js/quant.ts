@@ -52,7 +52,8 @@ function dotRow(type: QuantType, w: Uint8Array, wOff: number, a: QuantRows, r: n
   return acc;
 }
 
-function product(x: FloatArray, xOff: number, w: Uint8Array, wOff: number, out: FloatArray, outOff: number, t: number, n: number, k: number,
+/** out[t, n] = x[t, k] (from xOff) against weight rows [n, k] of type (from byte wOff), activations quantised to Q8_0 first. */
+export function product(x: FloatArray, xOff: number, w: Uint8Array, wOff: number, out: FloatArray, outOff: number, t: number, n: number, k: number,
   type: QuantType): void {
   if (t === 0 || n === 0) return;
   const nb = k / QK;

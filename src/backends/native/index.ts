@@ -68,6 +68,8 @@ interface Addon {
   kvWrite(src: F32, dst: F32 | Uint16Array, T: number, G: number, hd: number, maxLen: number, pos: number): void;
   cachedAttention(q: F32, keys: F32 | Uint16Array, values: F32 | Uint16Array, out: F32, T: number, H: number, G: number, hd: number, maxLen: number, P: number,
     window: number, scale: number): void;
+  expertSwiGLU(x: F32, token: I32, expert: I32, gates: F32, w1: F32 | Uint8Array, w3: F32 | Uint8Array, w2: F32 | Uint8Array, out: F32,
+    T: number, d: number, h: number, E: number, type: number): void;
 }
 
 // Op codes shared with the C++ enums (elementwise.cc, reduce.cc); Records so a new op is a type error here.
@@ -231,6 +233,11 @@ function makeKernels(n: Addon): KernelImpls {
       const k = 'cachedAttention';
       n.cachedAttention(f32(k, q), keys instanceof Uint16Array ? keys : f32(k, keys), values instanceof Uint16Array ? values : f32(k, values),
         f32(k, out), T, H, G, hd, maxLen, P, window, scale);
+    },
+    expertSwiGLU: (x, token, expert, gates, w1, w3, w2, out, T, d, h, E, type) => {
+      const k = 'expertSwiGLU';
+      const w = (a: FloatArray | Uint8Array): F32 | Uint8Array => (a instanceof Uint8Array ? a : f32(k, a));
+      n.expertSwiGLU(f32(k, x), token, expert, f32(k, gates), w(w1), w(w3), w(w2), f32(k, out), T, d, h, E, type === 'f32' ? -1 : QUANT_CODE[type]);
     },
     kvWrite: (src, dst, T, G, hd, maxLen, pos) => n.kvWrite(f32('kvWrite', src), dst instanceof Uint16Array ? dst : f32('kvWrite', dst), T, G, hd, maxLen, pos),
   };

@@ -46,6 +46,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   moe::registerBandwidth(env, exports);
   moe::registerQuant(env, exports);
   moe::registerAttention(env, exports);
+  moe::registerExpertsDecode(env, exports);
   return exports;
 }
 

@@ -26,7 +26,8 @@
         "loss.cc",
         "peak.cc",
         "quant.cc",
-        "attention.cc"
+        "attention.cc",
+        "experts_decode.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

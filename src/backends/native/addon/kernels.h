@@ -15,5 +15,6 @@ void registerPeak(Napi::Env env, Napi::Object exports);
 void registerBandwidth(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 void registerAttention(Napi::Env env, Napi::Object exports);
+void registerExpertsDecode(Napi::Env env, Napi::Object exports);
 
 }  // namespace moe

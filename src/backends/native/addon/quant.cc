@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "quant.h"
 #include "threadpool.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -334,6 +335,18 @@ Napi::Value QuantGroupedMatmul(const Napi::CallbackInfo& info) {
 Napi::Value QuantSimd(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), simd().name); }
 
 }  // namespace
+
+i64 quantWeightBlockBytes(int type) { return kBlockBytes[type]; }
+
+bool quantizeActRow(const float* x, uint8_t* q, float* d, i64 nb) {
+  static_assert(sizeof(BlockQ8) == kActBlockBytes, "activation blocks are Q8_0 blocks");
+  return simd().k->quantizeRow(x, reinterpret_cast<BlockQ8*>(q), d, nb);
+}
+
+void quantRowDots(int type, const uint8_t* w, i64 rowBytes, i64 o0, i64 o1, const uint8_t* xq, const float* xd, i64 nb, i64 rows, float* out,
+                  i64 ldo) {
+  runRows(Job{reinterpret_cast<const BlockQ8*>(xq), xd, w, out, rows, ldo, nb, rowBytes}, *simd().k, type, o0, o1);
+}
 
 void registerQuant(Napi::Env env, Napi::Object exports) {
   exports.Set("quantMatmul", Napi::Function::New(env, QuantMatmul, "quantMatmul"));
