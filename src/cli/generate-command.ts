@@ -2,9 +2,10 @@
 
 import { rejectUnknown, type ParsedArgs } from './args.js';
 import { generateCommand as byteLMGenerateCommand, GENERATE_HELP as BYTE_LM_HELP } from './model-commands.js';
-import { loadLM } from '../models/load-lm.js';
+import { loadLM, type LoadLMOptions } from '../models/load-lm.js';
 import { LOAD_DTYPES, type LoadDType } from '../models/moe-decoder-weights.js';
 import { EXPERT_POLICIES, type ExpertPolicy } from '../infer/expert-slots.js';
+import { LOW_PRECISION_TYPES, type LowPrecisionType } from '../infer/expert-low-precision.js';
 import type { KVCacheDtype } from '../nn/kv-cache.js';
 
 /**
@@ -19,13 +20,26 @@ export function dtypeFlag(args: ParsedArgs, cmd: string): { dtype?: LoadDType; k
   if (kv !== undefined && kvNames[kv] === undefined) throw new Error(`${cmd}: --kv-dtype ${kv}: expected f32 or f16`);
   return { ...(v !== undefined ? { dtype: v as LoadDType } : {}), ...(kv !== undefined ? { kvDtype: kvNames[kv]! } : {}) };
 }
-/** --expert-memory BYTES|FRACTION and --expert-policy: routed experts beyond the budget stay in the model file (loadLM's expertMemory). */
-export function expertFlags(args: ParsedArgs, cmd: string): { expertMemory?: number; expertPolicy?: ExpertPolicy } {
+/**
+ * --expert-memory BYTES|FRACTION, --expert-policy, --expert-low-precision q4_0 [--expert-low-below F]
+ * and --expert-reader thread|sync: routed experts beyond the budget stay in the model file (loadLM's expertMemory).
+ */
+export function expertFlags(args: ParsedArgs, cmd: string): Pick<LoadLMOptions, 'expertMemory' | 'expertPolicy' | 'expertLowPrecision' | 'expertReader'> {
   const raw = args.flags.get('expert-memory')?.[0];
   const policy = args.flags.get('expert-policy')?.[0];
+  const low = args.flags.get('expert-low-precision')?.[0];
+  const below = args.flags.get('expert-low-below')?.[0];
+  const reader = args.flags.get('expert-reader')?.[0];
   if (policy !== undefined && !(EXPERT_POLICIES as readonly string[]).includes(policy)) throw new Error(`${cmd}: --expert-policy ${policy}: expected one of ${EXPERT_POLICIES.join(', ')}`);
+  if (low !== undefined && !(LOW_PRECISION_TYPES as readonly string[]).includes(low)) throw new Error(`${cmd}: --expert-low-precision ${low}: expected ${LOW_PRECISION_TYPES.join(', ')}`);
+  if (below !== undefined && low === undefined) throw new Error(`${cmd}: --expert-low-below needs --expert-low-precision`);
+  const belowV = below === undefined ? undefined : below === 'inf' || below === 'all' ? Infinity : Number(below);
+  if (belowV !== undefined && !(belowV >= 0)) throw new Error(`${cmd}: --expert-low-below ${below}: expected a number >= 0 (1 = an average share of a token's routed weight) or 'all'`);
+  if (reader !== undefined && reader !== 'thread' && reader !== 'sync') throw new Error(`${cmd}: --expert-reader ${reader}: expected thread or sync`);
   if (raw === undefined) {
-    if (policy !== undefined) throw new Error(`${cmd}: --expert-policy needs --expert-memory (the budget it manages)`);
+    for (const [f, v] of [['policy', policy], ['low-precision', low], ['reader', reader]] as const) {
+      if (v !== undefined) throw new Error(`${cmd}: --expert-${f} needs --expert-memory (the budget it manages)`);
+    }
     return {};
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*(%|k|m|g|kib|mib|gib|kb|mb|gb|b)?\s*$/i.exec(raw);
@@ -33,14 +47,26 @@ export function expertFlags(args: ParsedArgs, cmd: string): { expertMemory?: num
   const scale: Record<string, number> = { '': 1, b: 1, k: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gib: 2 ** 30, kb: 1e3, mb: 1e6, gb: 1e9 };
   const v = m ? (unit === '%' ? Number(m[1]) / 100 : Number(m[1]) * scale[unit]!) : NaN;
   if (!(v > 0) || (unit === '%' && v > 1)) throw new Error(`${cmd}: --expert-memory ${raw}: expected bytes (e.g. 512M, 2G, 300000000) or a fraction of the expert bytes (0.25 or 25%)`);
-  return { expertMemory: v, ...(policy !== undefined ? { expertPolicy: policy as ExpertPolicy } : {}) };
+  return {
+    expertMemory: v, ...(policy !== undefined ? { expertPolicy: policy as ExpertPolicy } : {}),
+    ...(low !== undefined ? { expertLowPrecision: { type: low as LowPrecisionType, ...(belowV !== undefined ? { below: belowV } : {}) } } : {}),
+    ...(reader !== undefined ? { expertReader: reader } : {}),
+  };
 }
 export const EXPERT_HELP = `  --expert-memory M   routed experts resident at most: bytes (512M, 2G) or a fraction of all
                       expert bytes (0.25, 25%); the rest are read from the model file on demand
                       into a fixed pool of slots per MoE layer (experts read as stored: --dtype
                       must be the file's expert type). Default: every expert resident
   --expert-policy P   which expert leaves a full pool: lru (default), lfu, or pregate (lru, plus
-                      the next MoE layer's router predicts its experts and loads them ahead)`;
+                      the next MoE layer's router predicts its experts and loads them ahead)
+  --expert-low-precision q4_0
+                      also keep a Q4_0 copy of every expert resident (made at load, counted in
+                      --expert-memory); a miss for an expert below --expert-low-below runs on its
+                      copy instead of being read (HOBBIT). Default: off
+  --expert-low-below F importance threshold: k x the expert's share of a token's routed weight
+                      (1 = average share, the default; 'all': every miss uses the copy)
+  --expert-reader R   sync (default): misses are read on the decoding thread; thread: a reader
+                      thread reads them while resident experts compute (docs/serving.md)`;
 export const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or q4_0 (quantised at load, or a GGUF's blocks as
                       stored; norms and router stay f32), f16 or bf16 (rounded, held as f32). Default:
                       f32, or the GGUF's Q8_0/Q4_0 when its experts are stored so
@@ -81,7 +107,7 @@ ${EXPERT_HELP}
 The byte-level LM of moe train keeps its own form:
 ${BYTE_LM_HELP}`;
 
-const OPTIONS = ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
+const OPTIONS = ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-reader', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
 
 function numberFlag(args: ParsedArgs, key: string, check: (v: number) => boolean, what: string): number | undefined {
   const raw = args.flags.get(key)?.[0];

@@ -33,6 +33,8 @@ export interface LayerCacheStats {
   staged: number;
   /** Milliseconds the forward waited for the reader thread (reads not hidden behind compute). */
   waitMs: number;
+  /** Misses computed on the resident low-precision copies instead of loading (HOBBIT; included in misses, not in bytesLoaded). */
+  lowPrecision: number;
 }
 
 
@@ -100,9 +102,20 @@ export class ExpertCache {
     private readonly files: ExpertFiles,
   ) {}
 
-  /** Slot memory held: slots x expert bytes over the layers (the budget; the reader's staging buffer is extra). */
+  /** Expert memory held: slots x expert bytes plus the low-precision copies, over the layers (the budget; the reader's staging buffer is extra). */
   get residentBytes(): number {
-    return this.layers.reduce((s, l) => s + l.pool.numSlots * l.expertBytes, 0);
+    return this.layers.reduce((s, l) => s + l.pool.numSlots * l.expertBytes + (l.low?.bytes ?? 0), 0);
+  }
+
+  /** Of residentBytes, the low-precision copies of every expert (0 without them). */
+  get lowPrecisionBytes(): number {
+    return this.layers.reduce((s, l) => s + (l.low?.bytes ?? 0), 0);
+  }
+
+  /** The low-precision copies' type and threshold, or null. */
+  get lowPrecision(): { type: string; below: number } | null {
+    const l = this.layers[0]!.low;
+    return l ? { type: l.type, below: l.below } : null;
   }
 
   /** The reader thread's staging buffer (0 with synchronous loads): STAGED_EXPERTS experts, shared by the layers. */
@@ -135,21 +148,21 @@ export class ExpertCache {
     for (const l of this.layers) l.reader = this.reader;
   }
 
-  stats(): { policy: string; residentBytes: number; totalExpertBytes: number; stagingBytes: number; hits: number; misses: number; hitRate: number; prefetched: number; prefetchUsed: number; reloads: number; bytesLoaded: number; staged: number; waitMs: number; layers: LayerCacheStats[] } {
+  stats(): { policy: string; residentBytes: number; totalExpertBytes: number; stagingBytes: number; lowPrecisionBytes: number; hits: number; misses: number; hitRate: number; prefetched: number; prefetchUsed: number; reloads: number; bytesLoaded: number; staged: number; waitMs: number; lowPrecision: number; layers: LayerCacheStats[] } {
     const layers = this.layers.map((l) => ({ ...l.stats }));
     const sum = (k: keyof LayerCacheStats): number => layers.reduce((s, l) => s + l[k], 0);
     const hits = sum('hits');
     const misses = sum('misses');
     return {
-      policy: this.policy, residentBytes: this.residentBytes, totalExpertBytes: this.totalExpertBytes, stagingBytes: this.stagingBytes,
+      policy: this.policy, residentBytes: this.residentBytes, totalExpertBytes: this.totalExpertBytes, stagingBytes: this.stagingBytes, lowPrecisionBytes: this.lowPrecisionBytes,
       hits, misses, hitRate: hits + misses > 0 ? hits / (hits + misses) : 0,
       prefetched: sum('prefetched'), prefetchUsed: sum('prefetchUsed'), reloads: sum('reloads'), bytesLoaded: sum('bytesLoaded'),
-      staged: sum('staged'), waitMs: sum('waitMs'), layers,
+      staged: sum('staged'), waitMs: sum('waitMs'), lowPrecision: sum('lowPrecision'), layers,
     };
   }
 
   resetStats(): void {
-    for (const l of this.layers) Object.assign(l.stats, { hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0 });
+    for (const l of this.layers) Object.assign(l.stats, { hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0, lowPrecision: 0 });
   }
 
   /** Stops the reader thread and closes the model file; a forward that needs a non-resident expert then fails with a clear error. */

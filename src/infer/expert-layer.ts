@@ -8,6 +8,7 @@ import { quantGroupedMatmul } from './quant/matmul.js';
 import { SlotPool, type EvictionRule } from './expert-slots.js';
 import { adviseHugePages } from '../backends/native/index.js';
 import type { ExpertReader } from './expert-reader.js';
+import type { LowPrecisionExperts } from './expert-low-precision.js';
 import type { ExpertFiles, ExpertRange, LayerCacheStats } from './expert-cache.js';
 
 const PROJ_NAMES = ['gate (w1)', 'up (w3)', 'down (w2)'] as const;
@@ -32,6 +33,8 @@ export class LayerExperts {
   private readonly prefetchedNow = new Set<number>();
   /** The cache's reader thread (ExpertCache.setAsyncLoads), or null: every read on the calling thread. */
   reader: ExpertReader | null = null;
+  /** Resident low-precision copies of all experts (HOBBIT), or null: every miss is loaded. */
+  low: LowPrecisionExperts | null = null;
 
   constructor(
     readonly layer: number,
@@ -60,7 +63,7 @@ export class LayerExperts {
       return new QuantWeight(type, [numSlots, sh[0], sh[1]], data);
     });
     this.slotBytes = this.slots.map((w) => (w instanceof QuantWeight ? w.data : new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength)));
-    this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0 };
+    this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0, lowPrecision: 0 };
   }
 
   /** Bytes of projection p of one expert. */
@@ -199,7 +202,11 @@ export class LayerExperts {
     const n = this.shapes[p]![0];
     const C = this.pool.numSlots;
     const out = new Float32Array(N * n);
-    if (p === 0) this.countUses(g.needed);
+    if (p === 0) {
+      this.countUses(g.needed);
+      // one projection at a time cannot keep a low-precision decision across the three: full precision, and the noted routing is spent
+      this.low?.take([], -1);
+    }
     this.pool.unpinAll();
     try {
       for (let at = 0; at < g.needed.length; at += C) {
@@ -223,6 +230,36 @@ export class LayerExperts {
   }
 
   /**
+   * The rows of the experts in `low` through the whole MLP on their low-precision copies: gathered
+   * in expert order (already contiguous per expert), the grouped Q4 kernel over the [E] stacks with
+   * sizes zero for every other expert, the rows put back.
+   */
+  private lowRound(xd: Float32Array, K: number, g: Groups, groupSizes: Int32Array, low: ReadonlySet<number>, out: Float32Array, n: number,
+    act: (gate: Tensor, up: Tensor) => Tensor): void {
+    const lp = this.low!;
+    const sizes = new Int32Array(this.numExperts);
+    const order = [...low].sort((a, b) => a - b);
+    let rows = 0;
+    for (const e of order) {
+      sizes[e] = groupSizes[e]!;
+      rows += groupSizes[e]!;
+    }
+    const xs = new Float32Array(rows * K);
+    let r = 0;
+    for (const e of order) {
+      xs.set(xd.subarray(g.starts[e]! * K, g.starts[e + 1]! * K), r * K);
+      r += groupSizes[e]!;
+    }
+    const x = new Tensor(xs, [rows, K]);
+    const y = lp.product(act(lp.product(x, 0, sizes), lp.product(x, 1, sizes)), 2, sizes).data as Float32Array;
+    r = 0;
+    for (const e of order) {
+      out.set(y.subarray(r * n, (r + groupSizes[e]!) * n), g.starts[e]! * n);
+      r += groupSizes[e]!;
+    }
+  }
+
+  /**
    * The experts' whole MLP: down(act(gate x, up x)) for x [N, in] grouped by expert -> [N, out].
    * When the experts with rows fit in the slots, one round: the three grouped products over all of
    * them (misses loaded first), as linear() three times. When they do not, the hits run first, then
@@ -240,16 +277,24 @@ export class LayerExperts {
     const xd = x.data as Float32Array;
     const three = (xs: Tensor, sizes: Int32Array): Tensor => this.product(act(this.product(xs, 0, sizes), this.product(xs, 1, sizes)), 2, sizes);
     this.pool.unpinAll();
-    const { hits, misses } = this.countUses(g.needed);
+    const { hits, misses: missed } = this.countUses(g.needed);
+    // HOBBIT: misses below the importance threshold run on the resident low-precision copies, never loaded
+    const low = this.low ? this.low.take(missed, N) : new Set<number>();
+    const misses = missed.filter((e) => !low.has(e));
+    const full = g.needed.filter((e) => !low.has(e));
+    this.stats.lowPrecision += low.size;
+    const runLow = (): void => {
+      if (low.size > 0) this.lowRound(xd, K, g, groupSizes, low, out, n, act);
+    };
     // More experts than slots: whatever runs last stays for the next step. Choose it: the
     // floor(C / 2) experts ranked first (LFU: most used since the start; otherwise most rows this
     // step) are kept pinned once run (hits) or run last (misses); the rest run in rounds of
     // C - kept. Without this the next step would find only the last round's misses resident.
     const keep = new Set<number>();
-    if (g.needed.length > C) {
+    if (full.length > C) {
       const lfu = this.pool.rule.name === 'lfu';
       const rank = (e: number): number => (lfu ? this.pool.uses(e) + (this.pool.slot(e) < 0 ? 1 : 0) : groupSizes[e]!);
-      for (const e of [...g.needed].sort((a, b) => rank(b) - rank(a) || a - b).slice(0, Math.floor(C / 2))) keep.add(e);
+      for (const e of [...full].sort((a, b) => rank(b) - rank(a) || a - b).slice(0, Math.floor(C / 2))) keep.add(e);
       misses.sort((a, b) => Number(keep.has(a)) - Number(keep.has(b)) || a - b);
     }
     const compute = (round: readonly number[]): void => {
@@ -261,16 +306,18 @@ export class LayerExperts {
       // hits stay pinned until they have run: a miss's load must not evict an expert still to run
       for (const e of hits) this.pool.pin(this.pool.slot(e));
       if (this.reader && misses.length > 0) {
-        this.staged(hits, misses, compute, cap);
-      } else if (g.needed.length <= C) {
+        this.staged(hits, misses, compute, cap, runLow);
+      } else if (full.length <= C) {
         // they fit: one round, the three grouped products over all of them
+        runLow();
         for (const e of misses) {
           this.load(e);
           this.pool.use(e);
           this.pool.pin(this.pool.slot(e));
         }
-        compute(g.needed);
+        if (full.length > 0) compute(full);
       } else {
+        runLow();
         if (hits.length > 0) compute(hits);
         // rounds of at most cap misses, the kept ones (at the end) a round of their own
         const rounds: number[][] = [];
@@ -299,7 +346,7 @@ export class LayerExperts {
    * copied into a slot, one the reader has not begun is read here straight into a slot (no waiting
    * for a reader that gets no core), one in progress is waited for.
    */
-  private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, cap: number): void {
+  private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, cap: number, first: () => void): void {
     const reader = this.reader!;
     const R = Math.max(1, Math.min(cap, reader.places));
     reader.start(misses.map((e) => this.ranges.map((rs) => {
@@ -307,6 +354,7 @@ export class LayerExperts {
       return { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes };
     })));
     try {
+      first();
       if (hits.length > 0) compute(hits);
       for (let at = 0; at < misses.length; at += R) {
         const round = misses.slice(at, at + R);

@@ -11,6 +11,8 @@ import { QuantWeight } from './quant/weight.js';
 import { ExpertCache, ExpertFiles, OffloadedExperts, type ExpertRange } from './expert-cache.js';
 import { LayerExperts } from './expert-layer.js';
 import { EXPERT_POLICIES, evictionRule, type ExpertPolicy } from './expert-slots.js';
+import { LOW_PRECISION_TYPES, LowPrecisionExperts, lowPrecisionExpertBytes, type LowPrecisionOptions } from './expert-low-precision.js';
+import type { Routing } from '../moe/routers/types.js';
 
 export interface ExpertOffloadOptions {
   /** Bytes of expert weights resident over all MoE layers (> 1), or a fraction of all expert bytes (0 < f <= 1). */
@@ -19,6 +21,12 @@ export interface ExpertOffloadOptions {
   policy?: ExpertPolicy;
   /** Read misses on a worker thread while resident experts compute (ExpertCache.setAsyncLoads). Default false. */
   asyncLoads?: boolean;
+  /**
+   * HOBBIT: a resident low-precision (Q4_0) copy of every expert, made at load from the file's
+   * weights and taken off the budget before the slots are sized; a miss whose importance is below
+   * `below` (default 1, expert-low-precision.ts) runs on its copy instead of being loaded. Default null.
+   */
+  lowPrecision?: LowPrecisionOptions | null;
 }
 
 const caches = new WeakMap<MoEDecoder, ExpertCache>();
@@ -28,11 +36,28 @@ export function expertCacheOf(model: MoEDecoder): ExpertCache | null {
   return caches.get(model) ?? null;
 }
 
-/** Budget in bytes -> slots per MoE layer (all layers alike, at most E); refused below top-k, naming the numbers. */
-export function slotsForBudget(expertMemory: number, o: { expertBytes: number; moeLayers: number; numExperts: number; topK: number }): number {
+/**
+ * Budget in bytes -> slots per MoE layer (all layers alike, at most E); refused below top-k, naming
+ * the numbers. With low-precision copies (lowPrecisionBytes: all E copies of one layer) the copies
+ * are taken off the budget first and one slot per layer is enough (a miss then either loads into a
+ * slot or runs on its copy; the schedule runs more experts than slots in rounds).
+ */
+export function slotsForBudget(expertMemory: number, o: { expertBytes: number; moeLayers: number; numExperts: number; topK: number; lowPrecisionBytes?: number }): number {
   if (!(Number.isFinite(expertMemory) && expertMemory > 0)) throw new Error(`expert memory ${expertMemory}: expected bytes (> 1) or a fraction of the expert bytes (0 < f <= 1)`);
   const total = o.expertBytes * o.numExperts * o.moeLayers;
   const bytes = expertMemory <= 1 ? expertMemory * total : expertMemory;
+  const low = (o.lowPrecisionBytes ?? 0) * o.moeLayers;
+  if (low > 0) {
+    const slots = Math.min(o.numExperts, Math.floor((bytes - low) / (o.expertBytes * o.moeLayers)));
+    if (slots < 1) {
+      const need = low + o.expertBytes * o.moeLayers;
+      throw new Error(
+        `expert memory ${Math.floor(bytes)} bytes: the low-precision copies of all experts take ${low} bytes (${((100 * low) / total).toFixed(1)}% of the ${total} expert bytes), ` +
+        `leaving ${Math.max(0, Math.floor(bytes - low))} bytes, not one full-precision slot per MoE layer (${o.moeLayers} layers x ${o.expertBytes} bytes); ` +
+        `need at least ${need} bytes, ${((100 * need) / total).toFixed(1)}%`);
+    }
+    return slots;
+  }
   const slots = Math.min(o.numExperts, Math.floor(bytes / (o.expertBytes * o.moeLayers)));
   if (slots < o.topK) {
     const need = o.topK * o.expertBytes * o.moeLayers;
@@ -77,7 +102,11 @@ export function offloadExperts(model: MoEDecoder, source: TensorSource, opts: Ex
     return { file: loc.file, offset: loc.offset, bytes: loc.bytes };
   })));
   const expertBytes = wantBytes.reduce((a, b) => a + b, 0);
-  const slots = slotsForBudget(opts.expertMemory, { expertBytes, moeLayers: sparse.length, numExperts: E, topK: c.topK });
+  const lowOpt = opts.lowPrecision ?? null;
+  if (lowOpt && !LOW_PRECISION_TYPES.includes(lowOpt.type)) throw new Error(`expert low precision '${String(lowOpt.type)}' is not one of ${LOW_PRECISION_TYPES.join(', ')}`);
+  if (lowOpt && type === lowOpt.type) throw new Error(`expert low precision: the experts are stored as ${type} already; a ${lowOpt.type} copy would be the same weights`);
+  const lowBytes = lowOpt ? E * lowPrecisionExpertBytes(lowOpt.type, shapes) : 0;
+  const slots = slotsForBudget(opts.expertMemory, { expertBytes, moeLayers: sparse.length, numExperts: E, topK: c.topK, lowPrecisionBytes: lowBytes });
 
   const files = new ExpertFiles();
   try {
@@ -101,19 +130,42 @@ export function offloadExperts(model: MoEDecoder, source: TensorSource, opts: Ex
     throw e;
   }
   const rule = evictionRule(policy);
+  let lows: LowPrecisionExperts[];
+  try {
+    lows = lowOpt ? sparse.map((layer, i) => new LowPrecisionExperts(layer.index, lowOpt.type, lowOpt.below ?? 1, E, shapes, type, ranges[i]!, files)) : [];
+  } catch (e) {
+    files.close();
+    throw e;
+  }
+  // each layer's own routing, before any wrapper: pre-gating's predictions must not count as the next layer's forward
+  const routes = sparse.map((layer) => {
+    const router = layer.moe!.router;
+    return router.route.bind(router) as (x: Tensor) => Routing;
+  });
   const layers = sparse.map((layer, i) => {
     const le = new LayerExperts(layer.index, E, slots, rule, type, shapes, ranges[i]!, files);
     const stack = (p: number): OffloadedExperts => new OffloadedExperts(le, p, [E, shapes[p]![0], shapes[p]![1]]);
     layer.moe!.setExperts(stack(0), stack(1), stack(2));
+    const low = lows[i];
+    if (low) {
+      le.low = low;
+      // the MoE block hands the experts its rows, not the gates: the router's result is noted on its way out (an instance property shadows the class method)
+      const route = routes[i]!;
+      (layer.moe!.router as { route: (x: Tensor) => Routing }).route = (x: Tensor): Routing => {
+        const r = route(x);
+        low.note(r);
+        return r;
+      };
+    }
     return le;
   });
   if (policy === 'pregate') {
     // layer i's input, through layer i+1's router, predicts layer i+1's experts: loaded before layer i's experts run
     sparse.forEach((layer, i) => {
-      const next = sparse[i + 1];
-      if (!next) return;
+      if (!sparse[i + 1]) return;
       const nextExperts = layers[i + 1]!;
-      layer.moe!.beforeExperts = (x: Tensor) => nextExperts.prefetch(predictExperts(next.moe!.router, x, E));
+      const nextRoute = routes[i + 1]!;
+      layer.moe!.beforeExperts = (x: Tensor) => nextExperts.prefetch(predictExperts(nextRoute, x, E));
     });
   }
   const cache = new ExpertCache(layers, policy, expertBytes * E * sparse.length, files);
@@ -123,8 +175,8 @@ export function offloadExperts(model: MoEDecoder, source: TensorSource, opts: Ex
 }
 
 /** The experts a router picks for the rows of x, most picked first. */
-function predictExperts(router: { route(x: Tensor): { expert: Int32Array } }, x: Tensor, E: number): number[] {
-  const picks = noGrad(() => router.route(x)).expert;
+function predictExperts(route: (x: Tensor) => { expert: Int32Array }, x: Tensor, E: number): number[] {
+  const picks = noGrad(() => route(x)).expert;
   const count = new Int32Array(E);
   for (const e of picks) count[e]!++;
   const order: number[] = [];

@@ -12,6 +12,7 @@ import { offloadExperts } from '../infer/expert-offload.js';
 import { KV_CACHE_DTYPES, type KVCacheDtype } from '../nn/kv-cache.js';
 import type { ExpertCache } from '../infer/expert-cache.js';
 import type { ExpertPolicy } from '../infer/expert-slots.js';
+import type { LowPrecisionOptions } from '../infer/expert-low-precision.js';
 
 export interface LoadedLM {
   model: MoEDecoder;
@@ -54,6 +55,10 @@ export interface LoadLMOptions {
   expertMemory?: number;
   /** Which expert leaves a full pool: 'lru' (default), 'lfu', or 'pregate' (lru + the next layer's router loads its predicted experts ahead). */
   expertPolicy?: ExpertPolicy;
+  /** With expertMemory: resident Q4_0 copies of every expert, used for unimportant misses (HOBBIT; src/infer/expert-low-precision.ts). */
+  expertLowPrecision?: LowPrecisionOptions;
+  /** With expertMemory: misses read by a reader thread ('thread') or on the calling thread ('sync', default). */
+  expertReader?: 'thread' | 'sync';
   /** Element type of the model's KV caches (MoEDecoder.kvCacheDtype): 'float32' (default) or 'float16'. */
   kvDtype?: KVCacheDtype;
 }
@@ -69,12 +74,18 @@ export async function loadLM(pathOrDir: string, opts: LoadLMOptions = {}): Promi
     const dtype = opts.dtype ?? (isDir ? 'f32' : storedExpertType(opened.source));
     const offload = opts.expertMemory !== undefined;
     if (!offload && opts.expertPolicy !== undefined) throw new Error('loadLM: expertPolicy needs expertMemory (the budget it manages)');
+    if (!offload && opts.expertLowPrecision !== undefined) throw new Error('loadLM: expertLowPrecision needs expertMemory (the copies are counted against it)');
+    if (!offload && opts.expertReader !== undefined) throw new Error('loadLM: expertReader needs expertMemory (it reads the experts left in the file)');
+    if (opts.expertReader !== undefined && opts.expertReader !== 'thread' && opts.expertReader !== 'sync') throw new Error(`loadLM: expertReader '${String(opts.expertReader)}' is not one of thread, sync`);
     if (offload && (dtype === 'f16' || dtype === 'bf16')) throw new Error(`loadLM: dtype ${dtype} rounds weights at load, but offloaded experts are read as stored; use f32, q8_0 or q4_0 matching the file`);
     if (opts.kvDtype !== undefined && !KV_CACHE_DTYPES.includes(opts.kvDtype)) throw new Error(`loadLM: kvDtype '${String(opts.kvDtype)}' is not one of ${KV_CACHE_DTYPES.join(', ')}`);
     const model = fromHF(opened.config, opened.source, isDir ? `${pathOrDir}/config.json` : `${pathOrDir} (metadata)`, { dtype, skipExperts: offload });
     if (opts.kvDtype !== undefined) model.kvCacheDtype = opts.kvDtype;
     const expertCache = offload
-      ? offloadExperts(model, opened.source, { expertMemory: opts.expertMemory!, ...(opts.expertPolicy !== undefined ? { policy: opts.expertPolicy } : {}) })
+      ? offloadExperts(model, opened.source, {
+        expertMemory: opts.expertMemory!, ...(opts.expertPolicy !== undefined ? { policy: opts.expertPolicy } : {}),
+        lowPrecision: opts.expertLowPrecision ?? null, asyncLoads: opts.expertReader === 'thread',
+      })
       : null;
     return { model, tokenizerJson: opened.tokenizerJson, tokenizerConfig: opened.tokenizerConfig, source: isDir ? 'hf' : 'gguf', warnings: opened.warnings ?? [], dtype, expertCache };
   } finally {

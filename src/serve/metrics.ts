@@ -84,7 +84,11 @@ export class ServeMetrics {
       follow('moe_expert_cache_misses_total', 'Expert uses that read the expert from the model file, per MoE layer (--expert-memory)', 'misses');
       follow('moe_expert_cache_prefetched_total', 'Experts loaded ahead by pre-gating, per MoE layer', 'prefetched');
       follow('moe_expert_cache_loaded_bytes_total', 'Bytes read from the model file into expert slots, per MoE layer', 'bytesLoaded');
-      new Gauge({ name: 'moe_expert_cache_resident_bytes', help: 'Bytes of the expert slots (the budget in use)', registers, collect() { this.set(cache.residentBytes); } });
+      new Gauge({ name: 'moe_expert_cache_resident_bytes', help: 'Bytes of the expert slots and low-precision copies (the budget in use)', registers, collect() { this.set(cache.residentBytes); } });
+      if (cache.lowPrecision) {
+        follow('moe_expert_cache_low_precision_total', 'Misses computed on the resident low-precision copy instead of loading the expert, per MoE layer (--expert-low-precision; included in misses)', 'lowPrecision');
+        new Gauge({ name: 'moe_expert_cache_low_precision_bytes', help: 'Bytes of the resident low-precision copies of every expert (part of the resident bytes)', registers, collect() { this.set(cache.lowPrecisionBytes); } });
+      }
     }
   }
 

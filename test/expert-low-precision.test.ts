@@ -1,0 +1,256 @@
+// HOBBIT's low-precision expert copies: off (or threshold 0) = the plain model bit for bit; every miss on the copies = a model whose experts are those Q4_0 copies, bit for bit;
+// the default threshold keeps logits close and its counters add up; budgets are counted with the copies, and edge cases (no room for a slot, E = 1, Q4_0 files) are named.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openHFDir } from '../src/formats/hf/index.js';
+import { writeGGUF } from '../src/formats/gguf/index.js';
+import { writeHFDir } from '../src/formats/hf/write.js';
+import { byteLevelTokenizerJson, byteLevelTokenizerConfig } from '../src/formats/hf/byte-tokenizer.js';
+import { decoderConfigToHF } from '../src/models/moe-decoder-config.js';
+import { createRandomHFDir, presetConfig, randomHFTensors } from '../src/models/moe-decoder-create.js';
+import { loadLM, type LoadLMOptions } from '../src/models/load-lm.js';
+import type { MoEDecoder } from '../src/models/moe-decoder.js';
+import { QuantWeight, dequantize, quantize } from '../src/infer/quant/weight.js';
+import { expertImportance } from '../src/infer/expert-low-precision.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { parseArgs } from '../src/cli/args.js';
+import { expertFlags } from '../src/cli/generate-command.js';
+
+const PROMPT = Int32Array.from(Buffer.from('All human beings are born free'));
+const NEW = 8;
+
+let dir: string;
+const files: Record<string, string> = {};
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'moe-expert-low-'));
+  // olmoe tiny: 16 experts top-4 (softmax gates, not renormalised); qwen2_moe tiny: renormalised top-k and a shared expert
+  for (const fam of ['olmoe', 'qwen2_moe'] as const) {
+    files[`${fam}-hf`] = join(dir, fam);
+    createRandomHFDir({ family: fam, preset: 'tiny', out: files[`${fam}-hf`]!, seed: 7 });
+  }
+  const hf = openHFDir(files['olmoe-hf']!);
+  try {
+    for (const dtype of ['q8_0', 'q4_0'] as const) {
+      files[`olmoe-${dtype}`] = join(dir, `olmoe-${dtype}.gguf`);
+      writeGGUF(files[`olmoe-${dtype}`]!, { config: hf.config, tensors: hf.source.names().map((n) => [n, hf.source.read(n), hf.source.info(n).shape]), dtype });
+    }
+  } finally {
+    hf.source.close();
+  }
+  // one expert, top-1
+  const c = { ...presetConfig('olmoe', 'tiny'), numExperts: 1, topK: 1 };
+  files['e1'] = join(dir, 'e1');
+  mkdirSync(files['e1']);
+  writeHFDir(files['e1'], {
+    config: { ...decoderConfigToHF(c), bos_token_id: 256, eos_token_id: 257 }, tensors: randomHFTensors(c, 3), dtype: 'F32',
+    tokenizerJson: byteLevelTokenizerJson(), tokenizerConfig: byteLevelTokenizerConfig(),
+  });
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * Greedy decoding by hand: every step's logits; expert uses counted per MoE call. forced: feed these
+ * ids instead of the model's own choices (comparing logits of a model that may choose differently).
+ */
+function greedy(model: MoEDecoder, forced?: readonly number[]): { ids: number[]; logits: Float32Array[]; uses: number } {
+  let uses = 0;
+  model.onRouting = (_l, idx) => { uses += new Set(idx).size; };
+  const cache = model.newCache(PROMPT.length + NEW + 1);
+  const V = model.config.vocabSize;
+  const logits: Float32Array[] = [];
+  const ids: number[] = [];
+  let out = model.forward(PROMPT, cache).data as Float32Array;
+  for (let i = 0; i < NEW; i++) {
+    const last = out.slice(out.length - V);
+    logits.push(last);
+    let best = 0;
+    for (let v = 1; v < V; v++) if (last[v]! > last[best]!) best = v;
+    ids.push(best);
+    out = model.forward(Int32Array.of(forced?.[i] ?? best), cache).data as Float32Array;
+  }
+  model.onRouting = undefined;
+  return { ids, logits, uses };
+}
+
+/** The plain model with every expert stack replaced by its Q4_0 quantisation (the reference for 'every miss on the copies'). */
+function q4Experts(model: MoEDecoder): void {
+  for (const layer of model.layers) {
+    const m = layer.moe;
+    if (!m) continue;
+    // a Q8_0 stack is dequantised first, as the copies are made from the file's blocks
+    const q = (w: unknown): QuantWeight => (w instanceof QuantWeight ? quantize(dequantize(w), w.shape, 'q4_0') : quantize((w as Tensor).data as Float32Array, (w as Tensor).shape, 'q4_0'));
+    m.setExperts(q(m.w1), q(m.w3), q(m.w2));
+  }
+}
+
+/**
+ * The plain model, loaded with the grouped expert path at decode: a fused decode kernel (when the
+ * model has one) adds a shared expert's output in another order, so only the grouped path is the
+ * same arithmetic as the offloaded one (the property is absent on models without the fused path).
+ */
+async function plainModel(path: string): Promise<MoEDecoder> {
+  const m = (await loadLM(path)).model;
+  (m as { fusedDecode?: boolean }).fusedDecode = false;
+  return m;
+}
+
+/** Largest |a - b| over all steps, and the largest |ref| (the scale). */
+function maxDiff(a: Float32Array[], b: Float32Array[]): { diff: number; scale: number } {
+  let diff = 0;
+  let scale = 0;
+  a.forEach((x, i) => x.forEach((v, j) => {
+    diff = Math.max(diff, Math.abs(v - b[i]![j]!));
+    scale = Math.max(scale, Math.abs(b[i]![j]!));
+  }));
+  return { diff, scale };
+}
+
+describe('low-precision expert copies (HOBBIT)', () => {
+  test('importance: k x the share of the token\'s routed weight, largest over the expert\'s rows', () => {
+    // token 0: experts 2 (0.3) and 0 (0.1); token 1: experts 2 (0.2) and 1 (0.2)
+    const imp = expertImportance({ tokens: 2, experts: 4, token: Int32Array.of(0, 0, 1, 1), expert: Int32Array.of(2, 0, 2, 1), gates: new Tensor(Float32Array.of(0.3, 0.1, 0.2, 0.2), [4]) });
+    assert.deepEqual([...imp].map((v) => Math.round(v * 1e6) / 1e6), [0.5, 1, 1.5, 0]);
+  });
+
+  for (const key of ['olmoe-hf', 'qwen2_moe-hf', 'olmoe-q8_0']) {
+    test(`${key}: off and threshold 0 = the plain model bit for bit; 'all' = Q4_0 experts bit for bit; the default stays close and counts add up`, async (t) => {
+      const path = files[key]!;
+      const ref = greedy(await plainModel(path));
+      // Q4_0 copies of Q8_0 experts take 53% of the expert bytes: the budget must hold them and a few slots
+      const mem = key === 'olmoe-q8_0' ? 0.75 : 0.5;
+      let allQ4 = 0; // how far every expert on its Q4_0 copy moves the logits (teacher-forced)
+      const run = async (opts: LoadLMOptions, forced?: number[]) => {
+        const lm = await loadLM(path, { expertMemory: mem, ...opts });
+        const got = greedy(lm.model, forced);
+        const st = lm.expertCache!.stats();
+        return { lm, got, st };
+      };
+      // off, and on with threshold 0: the same values as the plain model
+      for (const opts of [{}, { expertLowPrecision: { type: 'q4_0', below: 0 } }] as LoadLMOptions[]) {
+        const { lm, got, st } = await run(opts);
+        assert.deepEqual(got.ids, ref.ids, `${key} ${JSON.stringify(opts)}: tokens`);
+        got.logits.forEach((l, i) => assert.deepEqual(l, ref.logits[i], `${key} ${JSON.stringify(opts)}: logits of step ${i}`));
+        assert.equal(st.lowPrecision, 0);
+        lm.expertCache!.close();
+      }
+      // every miss on the copies: nothing is ever loaded, and the values are those of the experts quantised to Q4_0
+      {
+        const { lm, got, st } = await run({ expertLowPrecision: { type: 'q4_0', below: Infinity } });
+        const plain = await plainModel(path);
+        q4Experts(plain);
+        const want = greedy(plain);
+        allQ4 = maxDiff(greedy(plain, ref.ids).logits, ref.logits).diff;
+        assert.deepEqual(got.ids, want.ids, `${key} all: tokens`);
+        got.logits.forEach((l, i) => assert.deepEqual(l, want.logits[i], `${key} all: logits of step ${i} = the Q4_0-expert model`));
+        assert.equal(st.hits, 0, `${key} all: nothing loaded, so nothing hits`);
+        assert.equal(st.misses, got.uses);
+        assert.equal(st.lowPrecision, st.misses);
+        assert.equal(st.bytesLoaded, 0);
+        lm.expertCache!.close();
+      }
+      // the default threshold (1): close to the plain model, some uses on the copies, the rest loaded
+      {
+        const { lm, got, st } = await run({ expertLowPrecision: { type: 'q4_0' } }, ref.ids);
+        const { diff, scale } = maxDiff(got.logits, ref.logits);
+        const eb = lm.expertCache!.layers[0]!.expertBytes;
+        assert.equal(st.hits + st.misses, got.uses, `${key}: hits + misses = uses`);
+        assert.ok(st.lowPrecision > 0 && st.lowPrecision < st.misses, `${key}: ${st.lowPrecision} of ${st.misses} misses on the copies`);
+        assert.equal(st.bytesLoaded, (st.misses - st.lowPrecision) * eb, `${key}: bytes loaded = the full-precision misses`);
+        assert.ok(diff > 0, `${key}: the copies were used, the logits must move`);
+        t.diagnostic(`${key}, budget ${mem}: ${st.lowPrecision} of ${st.misses} misses on the copies; logits moved by at most ${diff.toFixed(4)} = ${((100 * diff) / scale).toFixed(2)}% ` +
+          `of the largest |logit| ${scale.toFixed(3)} (every expert on Q4_0: ${allQ4.toFixed(4)} = ${((100 * allQ4) / scale).toFixed(2)}%)`);
+        // the bound: below every expert on its copy (a part of the experts in low precision), and under 10% of the logit scale
+        assert.ok(diff < allQ4 && diff < 0.1 * scale, `${key}: logits moved by ${diff} (every expert Q4_0: ${allQ4}; largest |logit| ${scale})`);
+        lm.expertCache!.close();
+      }
+    });
+  }
+
+  test('the budget holds the copies first: resident bytes, slots, one slot is enough, too little is named', async (t) => {
+    const path = files['olmoe-hf']!;
+    const probe = await loadLM(path, { expertMemory: 1, expertLowPrecision: { type: 'q4_0' } });
+    const c = probe.expertCache!;
+    const L = c.layers.length;
+    const eb = c.layers[0]!.expertBytes;
+    const { numExperts: E, hiddenSize: d, moeIntermediateSize: h } = probe.model.config;
+    assert.equal(c.lowPrecisionBytes, L * E * 3 * (h * d / 32) * 18, 'Q4_0: 18 bytes per 32 values, all experts of all layers');
+    // 100% of the expert bytes, less the copies: E - ceil(copies / expert bytes) slots
+    assert.equal(c.layers[0]!.pool.numSlots, Math.floor((E * eb * L - c.lowPrecisionBytes) / (eb * L)));
+    assert.ok(c.residentBytes <= c.totalExpertBytes);
+    c.close();
+    // the copies plus one slot per layer: runs (top-4 in rounds of one), close to the plain model
+    const min = probe.expertCache!.lowPrecisionBytes + eb * L;
+    const ref = greedy(await plainModel(path));
+    const lm = await loadLM(path, { expertMemory: min, expertLowPrecision: { type: 'q4_0' }, expertPolicy: 'lfu' });
+    assert.ok(lm.expertCache!.layers.every((l) => l.pool.numSlots === 1));
+    const got = greedy(lm.model, ref.ids);
+    const st = lm.expertCache!.stats();
+    assert.equal(st.hits + st.misses, got.uses);
+    assert.equal(st.bytesLoaded, (st.misses - st.lowPrecision) * eb);
+    const { diff, scale } = maxDiff(got.logits, ref.logits);
+    t.diagnostic(`one slot per layer: ${st.lowPrecision} of ${st.misses} misses on the copies; logits moved by at most ${diff.toFixed(4)} = ${((100 * diff) / scale).toFixed(2)}% of the largest |logit|`);
+    assert.ok(diff < 0.1 * scale, `one slot: logits moved by ${diff} (scale ${scale})`);
+    lm.expertCache!.close();
+    // one byte less: no full-precision slot left, refused with the numbers
+    await assert.rejects(loadLM(path, { expertMemory: min - 1, expertLowPrecision: { type: 'q4_0' } }),
+      /low-precision copies of all experts take \d+ bytes .*not one full-precision slot per MoE layer.*need at least \d+ bytes/);
+  });
+
+  test('E = 1: the only expert is always average (full precision by default); all: on its copy', async () => {
+    const path = files['e1']!;
+    const ref = greedy(await plainModel(path));
+    const probe = await loadLM(path, { expertMemory: 1e12, expertLowPrecision: { type: 'q4_0' } });
+    assert.equal(probe.expertCache!.layers[0]!.pool.numSlots, 1);
+    const got = greedy(probe.model);
+    assert.deepEqual(got.logits, ref.logits, 'E = 1, default threshold: the plain model');
+    const st = probe.expertCache!.stats();
+    assert.equal(st.lowPrecision, 0);
+    assert.equal(st.misses, probe.expertCache!.layers.length, 'loaded once per layer, then hits');
+    probe.expertCache!.close();
+    const all = await loadLM(path, { expertMemory: 1e12, expertLowPrecision: { type: 'q4_0', below: Infinity } });
+    const g2 = greedy(all.model);
+    assert.equal(all.expertCache!.stats().lowPrecision, g2.uses);
+    all.expertCache!.close();
+    // the budget of the plain cache (one expert per layer) cannot hold the copy too
+    const eb = probe.expertCache!.layers[0]!.expertBytes * probe.expertCache!.layers.length;
+    await assert.rejects(loadLM(path, { expertMemory: eb, expertLowPrecision: { type: 'q4_0' } }), /not one full-precision slot/);
+  });
+
+  test('the reader thread gives the same values with the copies', async () => {
+    const path = files['olmoe-q8_0']!;
+    const sync = await loadLM(path, { expertMemory: 0.75, expertLowPrecision: { type: 'q4_0' } });
+    const a = greedy(sync.model);
+    const thread = await loadLM(path, { expertMemory: 0.75, expertLowPrecision: { type: 'q4_0' }, expertReader: 'thread' });
+    thread.expertCache!.setAsyncLoads(true, { mainReads: false });
+    const b = greedy(thread.model);
+    assert.deepEqual(b.logits, a.logits);
+    const [sa, sb] = [sync.expertCache!.stats(), thread.expertCache!.stats()];
+    assert.deepEqual([sb.hits, sb.misses, sb.lowPrecision, sb.bytesLoaded], [sa.hits, sa.misses, sa.lowPrecision, sa.bytesLoaded]);
+    assert.ok(sb.staged > 0, 'the reader read some experts');
+    sync.expertCache!.close();
+    thread.expertCache!.close();
+  });
+
+  test('refusals: a Q4_0 file, the option without a budget', async () => {
+    await assert.rejects(loadLM(files['olmoe-q4_0']!, { expertMemory: 1, expertLowPrecision: { type: 'q4_0' } }), /stored as q4_0 already/);
+    await assert.rejects(loadLM(files['olmoe-hf']!, { expertLowPrecision: { type: 'q4_0' } }), /expertLowPrecision needs expertMemory/);
+    await assert.rejects(loadLM(files['olmoe-hf']!, { expertReader: 'thread' }), /expertReader needs expertMemory/);
+  });
+
+  test('--expert-low-precision, --expert-low-below and --expert-reader parse; bad values are named', () => {
+    const f = (s: string) => expertFlags(parseArgs(s.split(' '), new Set()), 'serve');
+    assert.deepEqual(f('--expert-memory 25% --expert-low-precision q4_0'), { expertMemory: 0.25, expertLowPrecision: { type: 'q4_0' } });
+    assert.deepEqual(f('--expert-memory 25% --expert-low-precision q4_0 --expert-low-below all --expert-reader thread'),
+      { expertMemory: 0.25, expertLowPrecision: { type: 'q4_0', below: Infinity }, expertReader: 'thread' });
+    assert.deepEqual(f('--expert-memory 0.5 --expert-low-precision q4_0 --expert-low-below 0.5').expertLowPrecision, { type: 'q4_0', below: 0.5 });
+    assert.throws(() => f('--expert-memory 25% --expert-low-precision q8_0'), /--expert-low-precision q8_0: expected q4_0/);
+    assert.throws(() => f('--expert-memory 25% --expert-low-precision q4_0 --expert-low-below -1'), /--expert-low-below -1/);
+    assert.throws(() => f('--expert-memory 25% --expert-low-below 1'), /--expert-low-below needs --expert-low-precision/);
+    assert.throws(() => f('--expert-low-precision q4_0'), /--expert-low-precision needs --expert-memory/);
+    assert.throws(() => f('--expert-memory 25% --expert-reader async'), /--expert-reader async: expected thread or sync/);
+  });
+});
