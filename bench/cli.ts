@@ -12,6 +12,7 @@ import { benchSoftMoE, formatSoftMoEReport } from './soft-moe.js';
 import { benchDecodeCommand, BENCH_DECODE_HELP } from './decode-command.js';
 import { benchServeCommand, BENCH_SERVE_HELP } from './serve-command.js';
 import { benchCostModelCommand, BENCH_COST_MODEL_HELP } from './cost-model-command.js';
+import { benchExpertCacheCommand, BENCH_EXPERT_CACHE_HELP } from './expert-cache.js';
 
 export const BENCH_HELP: Record<string, string> = {
   'all-to-all': BENCH_ALL_TO_ALL_HELP,
@@ -29,6 +30,7 @@ against a plain memory copy measured in the same run.`,
   decode: BENCH_DECODE_HELP,
   serve: BENCH_SERVE_HELP,
   'cost-model': BENCH_COST_MODEL_HELP,
+  'expert-cache': BENCH_EXPERT_CACHE_HELP,
   'moe-layer': `moe bench moe-layer [--json] [--tokens 4096] [--experts 8,32,128] [--compare-torch] [--rounds N]
 
 The MoE layer at d=512, d_ff=2048, top-2 softmax, GELU experts, float32, T=4096 tokens: forward and
@@ -96,6 +98,7 @@ async function main(argv: string[]): Promise<number> {
   if (sub === 'decode') return benchDecodeCommand(args);
   if (sub === 'serve') return benchServeCommand(args);
   if (sub === 'cost-model') return benchCostModelCommand(args);
+  if (sub === 'expert-cache') return benchExpertCacheCommand(args);
   if (sub === 'all-to-all') return benchAllToAllCommand(args);
   const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts', 'compare-torch', 'rounds'], 'soft-moe': ['json', 'experts'] };
   rejectUnknown(args, known[sub]!, `bench ${sub}`);

@@ -3,12 +3,12 @@
 // Batch B > 1: B sequences over different stretches of the text, decoded together (one forwardBatch step
 // feeds each its next token), as a server's decode step does.
 //
-// Run: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate]
-//      [--batch 1,8] [--loads sync,async] [--places N] [--plot DIR] [--json] [--rows A.json,B.json]
+// Run: moe bench expert-cache --model MODEL [options] (or node dist/bench/expert-cache.js MODEL [options]); options in BENCH_EXPERT_CACHE_HELP.
 //
 // --loads: misses read on the calling thread (sync) and/or by the cache's reader thread while resident experts compute
 // (async; --places: experts the reader may read ahead); with both, the two caches run interleaved with the all-resident
 // model in the same steps. --rows: print (and --plot) rows saved with --json by earlier runs instead of measuring.
+// --low off,q4_0: each cache also with HOBBIT's resident Q4_0 copies (misses below --low-below on the copies).
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +21,8 @@ import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { loadUdhr } from '../src/data/text.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
 import { lineChart, writePlot } from '../src/report/plot.js';
+import { parseArgs, rejectUnknown, type ParsedArgs } from '../src/cli/args.js';
+import { LOW_PRECISION_TYPES, type LowPrecisionType } from '../src/infer/expert-low-precision.js';
 
 export interface TextDecodeResult {
   steps: number;
@@ -38,6 +40,8 @@ export interface TextDecodeResult {
   /** Share of the loaded experts read by the reader thread, and ms per token the forward waited for it. */
   staged: number | null;
   waitMsPerToken: number | null;
+  /** Share of the expert uses computed on the low-precision copies (null without them). */
+  lowPrecisionShare: number | null;
 }
 
 /** Token ids of the UDHR's English text: the model's tokenizer when it has one, else UTF-8 bytes (mod the vocabulary). */
@@ -106,6 +110,7 @@ export function textDecodeInterleaved(
       reloads: st ? st.reloads : null,
       staged: st ? st.staged : null,
       waitMsPerToken: st ? st.waitMs / tokens : null,
+      lowPrecisionShare: st && cache!.lowPrecision ? st.lowPrecision / Math.max(1, st.hits + st.misses) : null,
     };
   });
 }
@@ -115,7 +120,18 @@ export function textDecode(model: MoEDecoder, ids: Int32Array, cache: ExpertCach
   return textDecodeInterleaved([{ model, cache }], ids, opts)[0]!;
 }
 
-const USAGE = 'usage: node dist/bench/expert-cache.js MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate] [--batch 1,8] [--loads sync,async] [--places N] [--plot DIR] [--json] [--rows A.json,B.json]';
+export const BENCH_EXPERT_CACHE_HELP = `moe bench expert-cache --model MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate]
+          [--batch 1,8] [--loads sync,async] [--places N] [--low off,q4_0] [--low-below F] [--plot DIR] [--json] [--rows A.json,B.json]
+
+Decode under an expert budget on real text (the UDHR's English, teacher-forced one token per step): tokens/s,
+hit rate and MB read per token for every batch x budget x policy x loads x low, each cache interleaved step by
+step with an all-resident run of the same text (the ratio is per pair on a shared machine).
+  --budgets     fractions of all routed-expert bytes (or bytes > 1)
+  --loads       sync: misses read on the decoding thread; async: by the reader thread (--places: read-ahead)
+  --low         off and/or q4_0: HOBBIT's resident Q4_0 copies (counted in the budget); misses whose
+                importance (k x the token's share) is below --low-below (default 1; 'all': every miss) use them
+  --rows        print (and --plot) rows saved with --json instead of measuring`;
+const USAGE = `usage: ${BENCH_EXPERT_CACHE_HELP.split('\n\n')[0]}`;
 
 function numberList(flag: string, text: string, ok: (x: number) => boolean): number[] {
   const xs = text.split(',').map(Number);
@@ -128,7 +144,7 @@ function numberList(flag: string, text: string, ok: (x: number) => boolean): num
 async function plot(dir: string, rows: ReadonlyArray<Record<string, unknown>>): Promise<void> {
   const data = rows
     .filter((r) => typeof r['budget'] === 'number' && typeof r['hitRate'] === 'number')
-    .map((r) => ({ budget: 100 * (r['budget'] as number), hit: 100 * (r['hitRate'] as number), of: 100 * (r['ofResident'] as number), policy: `${String(r['policy'])} ${String(r['loads'] ?? '')}`.trim(), batch: `batch ${r['batch']}` }));
+    .map((r) => ({ budget: 100 * (r['budget'] as number), hit: 100 * (r['hitRate'] as number), of: 100 * (r['ofResident'] as number), policy: `${String(r['policy'])} ${String(r['loads'] ?? '')} ${r['low'] && r['low'] !== 'off' ? String(r['low']) : ''}`.trim(), batch: `batch ${r['batch']}` }));
   if (data.length === 0) throw new Error('bench expert-cache --plot: no budget ran (all refused?)');
   mkdirSync(dir, { recursive: true });
   await writePlot(join(dir, 'expert-cache-hit-rate'), lineChart({
@@ -142,8 +158,9 @@ async function plot(dir: string, rows: ReadonlyArray<Record<string, unknown>>): 
 }
 
 /** Measures every batch x budget x policy x load mode; rows as the table prints them. */
-async function measure(path: string, o: { steps: number; budgets: number[]; batches: number[]; policies: ExpertPolicy[]; loads: string[]; places: number | undefined }): Promise<Array<Record<string, unknown>>> {
-  const { steps, budgets, batches, policies, loads, places } = o;
+async function measure(path: string, o: { steps: number; budgets: number[]; batches: number[]; policies: ExpertPolicy[]; loads: string[]; places: number | undefined; lows: string[]; below: number | undefined }): Promise<Array<Record<string, unknown>>> {
+  const { steps, budgets, batches, policies, loads, places, lows, below } = o;
+  const modes = loads.flatMap((l) => lows.map((low) => ({ loads: l, low })));
   const rows: Array<Record<string, unknown>> = [];
   const base = await loadLM(path);
   const E = base.model.config.numExperts;
@@ -155,27 +172,31 @@ async function measure(path: string, o: { steps: number; budgets: number[]; batc
     for (const budget of budgets) {
       for (const policy of policies) {
         const lms: Array<Awaited<ReturnType<typeof loadLM>>> = [];
-        try {
-          for (const mode of loads) {
-            const lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy });
-            lm.expertCache!.setAsyncLoads(mode === 'async', places === undefined ? {} : { places });
+        const ran: typeof modes = [];
+        for (const mode of modes) {
+          try {
+            const lowOpt = mode.low === 'off' ? {} : { expertLowPrecision: { type: mode.low as LowPrecisionType, ...(below !== undefined ? { below } : {}) } };
+            const lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy, ...lowOpt });
+            lm.expertCache!.setAsyncLoads(mode.loads === 'async', places === undefined ? {} : { places });
             lms.push(lm);
+            ran.push(mode);
+          } catch (e) {
+            rows.push({ batch, budget, policy, loads: mode.loads, low: mode.low, refused: (e as Error).message });
+            process.stderr.write(`batch ${batch}, budget ${budget} ${policy} ${mode.loads} low ${mode.low}: refused: ${(e as Error).message}\n`);
           }
-        } catch (e) {
-          for (const lm of lms) lm.expertCache!.close();
-          rows.push({ batch, budget, policy, refused: (e as Error).message });
-          process.stderr.write(`batch ${batch}, budget ${budget} ${policy}: refused: ${(e as Error).message}\n`);
-          break;
         }
+        if (lms.length === 0) continue;
         const [ref, ...rs] = textDecodeInterleaved([{ model: base.model, cache: null }, ...lms.map((lm) => ({ model: lm.model, cache: lm.expertCache }))], ids, { steps, batch }) as [TextDecodeResult, ...TextDecodeResult[]];
         resident.push(ref.tokensPerSec);
         lms.forEach((lm, i) => {
           lm.expertCache!.close();
           const r = rs[i]!;
           const slots = lm.expertCache!.layers[0]!.pool.numSlots;
-          rows.push({ budget, slots, policy, loads: loads[i], ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
-          process.stderr.write(`batch ${batch}, budget ${budget} (${slots} slots/layer) ${policy} ${loads[i]}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), ` +
-            `hit rate ${(100 * r.hitRate!).toFixed(1)}%, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token (needed ${(r.neededBytesPerToken! / 1e6).toFixed(1)}), waited ${r.waitMsPerToken!.toFixed(2)} ms/token\n`);
+          const mode = ran[i]!;
+          rows.push({ budget, slots, policy, loads: mode.loads, low: mode.low, lowPrecisionBytes: lm.expertCache!.lowPrecisionBytes, ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
+          const lowNote = r.lowPrecisionShare === null ? '' : `, ${(100 * r.lowPrecisionShare).toFixed(1)}% of uses on the ${mode.low} copies`;
+          process.stderr.write(`batch ${batch}, budget ${budget} (${slots} slots/layer) ${policy} ${mode.loads} low ${mode.low}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), ` +
+            `hit rate ${(100 * r.hitRate!).toFixed(1)}%${lowNote}, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token (needed ${(r.neededBytesPerToken! / 1e6).toFixed(1)}), waited ${r.waitMsPerToken!.toFixed(2)} ms/token\n`);
         });
       }
     }
@@ -185,13 +206,15 @@ async function measure(path: string, o: { steps: number; budgets: number[]; batc
   return rows;
 }
 
-async function main(argv: string[]): Promise<void> {
-  const path = argv[0];
-  if (!path || path.startsWith('--')) throw new Error(USAGE);
-  const flag = (k: string): string | undefined => {
-    const i = argv.indexOf(`--${k}`);
-    return i < 0 ? undefined : argv[i + 1];
-  };
+const OPTIONS = ['model', 'steps', 'budgets', 'policies', 'batch', 'loads', 'places', 'low', 'low-below', 'plot', 'json', 'rows', 'help'];
+
+/** `moe bench expert-cache --model M ...` (or the script with MODEL first). */
+export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number> {
+  rejectUnknown(args, OPTIONS, 'bench expert-cache');
+  const flag = (k: string): string | undefined => args.flags.get(k)?.[0];
+  const positional = args.positional[0] === 'bench' ? args.positional.slice(2) : args.positional;
+  const path = flag('model') ?? positional[0];
+  if (!path && !flag('rows')) throw new Error(USAGE);
   const steps = Number(flag('steps') ?? 64);
   if (!(Number.isInteger(steps) && steps >= 1)) throw new Error(`--steps ${flag('steps')}: expected a positive integer\n${USAGE}`);
   const budgets = numberList('budgets', flag('budgets') ?? '1,0.5,0.25,0.125,0.1', (x) => Number.isFinite(x) && x > 0);
@@ -202,26 +225,32 @@ async function main(argv: string[]): Promise<void> {
   if (badLoad !== undefined || loads.length === 0) throw new Error(`--loads ${flag('loads')}: expected sync, async or sync,async\n${USAGE}`);
   const unknown = policies.find((p) => !EXPERT_POLICIES.includes(p));
   if (unknown) throw new Error(`--policies: unknown policy '${unknown}' (have ${EXPERT_POLICIES.join(', ')})`);
+  const lows = (flag('low') ?? 'off').split(',');
+  const badLow = lows.find((l) => l !== 'off' && !(LOW_PRECISION_TYPES as readonly string[]).includes(l));
+  if (badLow !== undefined) throw new Error(`--low ${flag('low')}: '${badLow}' is not off or ${LOW_PRECISION_TYPES.join(', ')}\n${USAGE}`);
+  const belowRaw = flag('low-below');
+  const below = belowRaw === undefined ? undefined : belowRaw === 'all' ? Infinity : Number(belowRaw);
+  if (below !== undefined && !(below >= 0)) throw new Error(`--low-below ${belowRaw}: expected a number >= 0 or 'all'\n${USAGE}`);
   const places = flag('places') === undefined ? undefined : Number(flag('places'));
   if (places !== undefined && !(Number.isInteger(places) && places >= 1)) throw new Error(`--places ${flag('places')}: expected a positive integer\n${USAGE}`);
   // --rows: print and plot rows saved by earlier runs (--json), e.g. one run per batch size, instead of measuring
   const saved = flag('rows');
   const rows: Array<Record<string, unknown>> = saved
     ? saved.split(',').flatMap((f) => JSON.parse(readFileSync(f, 'utf8')) as Array<Record<string, unknown>>)
-    : await measure(path, { steps, budgets, batches, policies, loads, places });
+    : await measure(path!, { steps, budgets, batches, policies, loads, places, lows, below });
   const plotDir = flag('plot');
   if (plotDir) await plot(plotDir, rows);
-  if (argv.includes('--json')) {
+  if (args.flags.has('json')) {
     console.log(JSON.stringify(rows));
-    return;
+    return 0;
   }
-  console.log('| batch | budget (of expert bytes) | slots/layer | policy | loads | decode tokens/s | of all-resident (interleaved run) | hit rate | MB read/token | MB needed/token (floor at 0 hits) | waited ms/token | prefetched (used) |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| batch | budget (of expert bytes) | slots/layer | policy | loads | low precision | decode tokens/s | of all-resident (interleaved run) | hit rate | uses on the copies | MB read/token | MB needed/token (floor at 0 hits) | waited ms/token | prefetched (used) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) {
     const pct = (x: unknown): string => (typeof x === 'number' ? `${(100 * x).toFixed(1)}%` : '-');
     const budget = typeof r['budget'] === 'number' ? pct(r['budget']) : String(r['budget']);
     if (r['refused']) {
-      console.log(`| ${r['batch']} | ${budget} | - | any | - | refused: ${String(r['refused'])} | | | | | | |`);
+      console.log(`| ${r['batch']} | ${budget} | - | ${r['policy'] ?? 'any'} | ${r['loads'] ?? '-'} | ${r['low'] ?? '-'} | refused: ${String(r['refused'])} | | | | | | | |`);
       continue;
     }
     const mbOf = (k: string): string => (typeof r[k] === 'number' ? ((r[k] as number) / 1e6).toFixed(1) : '-');
@@ -230,12 +259,13 @@ async function main(argv: string[]): Promise<void> {
     const pf = r['policy'] === 'pregate' ? `${r['prefetched']} (${r['prefetchUsed']})` : '-';
     const tps = (r['tokensPerSec'] as number).toFixed(1);
     const of = r['ofResident'] === undefined ? `median of ${r['runs']} runs` : `${pct(r['ofResident'])} (of ${(r['residentTokensPerSec'] as number).toFixed(1)})`;
-    console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${r['loads'] ?? '-'} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${mb} | ${mbOf('neededBytesPerToken')} | ${wait} | ${pf} |`);
+    console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${r['loads'] ?? '-'} | ${r['low'] ?? '-'} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${pct(r['lowPrecisionShare'])} | ${mb} | ${mbOf('neededBytesPerToken')} | ${wait} | ${pf} |`);
   }
+  return 0;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main(process.argv.slice(2)).catch((e: Error) => {
+  benchExpertCacheCommand(parseArgs(process.argv.slice(2), new Set(['json']))).catch((e: Error) => {
     process.stderr.write(`${e.message}\n`);
     process.exit(1);
   });
