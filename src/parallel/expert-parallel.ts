@@ -14,7 +14,7 @@ import { Module } from '../nn/module.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled, record } from '../tensor/autograd.js';
 import { getBackend } from '../kernels/registry.js';
-import { MoELayer } from '../moe/layer.js';
+import { MoELayer, type RoutedExperts } from '../moe/layer.js';
 import type { ExpertBank } from '../moe/experts/bank.js';
 import type { DispatchPlan } from '../moe/permute/bins.js';
 import { resizeLeafInPlace } from '../moe/grow.js';
@@ -33,9 +33,18 @@ export interface ExpertParallelOptions extends ExpertGroupOptions {
   overlapDegree?: number;
 }
 
+/**
+ * What the workers can serve: an expert bank and the hook through which its owner runs it
+ * (MoELayer; decoder-experts.ts wraps the MoE decoder's blocks in one).
+ */
+export interface ExpertHost {
+  readonly experts: ExpertBank;
+  routedExperts: RoutedExperts | null;
+}
+
 interface Registered {
   id: number;
-  layer: MoELayer;
+  layer: ExpertHost;
   bank: ExpertBank;
   params: Partial<Record<ParamName, SharedArrayBuffer>>;
   grads: Partial<Record<ParamName, SharedArrayBuffer>>;
@@ -61,7 +70,7 @@ export interface ExchangeBytes {
 
 export class ExpertParallel {
   readonly group: ExpertGroup;
-  readonly layers: MoELayer[];
+  readonly layers: ExpertHost[];
   readonly overlapDegree: number;
   readonly bytes: ExchangeBytes = { crossRank: 0, local: 0, exchanges: 0 };
   /** Called with each exchange's [N][N] row matrix (a routing trace for the simulator). */
@@ -71,11 +80,11 @@ export class ExpertParallel {
   /** Set when the workers own the experts' optimizer state: a replaced expert bank would lose it. */
   private banksLocked: string | null = null;
 
-  constructor(layers: MoELayer[], opts: ExpertParallelOptions) {
+  constructor(layers: ExpertHost[], opts: ExpertParallelOptions) {
     if (layers.length === 0) throw new Error('expert-parallel: the model has no MoELayer to distribute');
     for (const l of layers) {
-      if (l.config.numExperts < opts.workers) {
-        throw new Error(`expert-parallel: ${opts.workers} workers for a layer of ${l.config.numExperts} experts (parallel.experts must not exceed numExperts)`);
+      if (l.experts.numExperts < opts.workers) {
+        throw new Error(`expert-parallel: ${opts.workers} workers for a layer of ${l.experts.numExperts} experts (parallel.experts must not exceed numExperts)`);
       }
     }
     this.layers = layers;
