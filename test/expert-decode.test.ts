@@ -172,27 +172,41 @@ describe('fused decode experts: bad input is refused with a named error', () => 
   }
 });
 
-describe('decoder decode with the fused experts on and off', () => {
-  const cases: Array<[MoEFamily, LoadDType]> = [['olmoe', 'f32'], ['olmoe', 'q8_0'], ['qwen2_moe', 'f32'], ['qwen2_moe', 'q4_0'], ['mixtral', 'q8_0']];
+describe('decoder decode with the fused kernels (qkvAttention, expertSwiGLU) on and off', () => {
+  // olmoe: full QK-norm; qwen2_moe: qkv biases, shared expert; qwen3_moe: per-head QK-norm, a dense
+  // layer; mixtral: sliding window 6 (the steps below pass it)
+  const cases: Array<[MoEFamily, LoadDType, 'float32' | 'float16']> = [
+    ['olmoe', 'f32', 'float32'], ['olmoe', 'q8_0', 'float16'], ['qwen2_moe', 'f32', 'float32'], ['qwen2_moe', 'q4_0', 'float32'],
+    ['qwen3_moe', 'f32', 'float16'], ['mixtral', 'q8_0', 'float32'],
+  ];
   for (const backend of backendsUnderTest()) {
-    for (const [fam, dtype] of cases) {
-      test(`${backend} ${fam} ${dtype}: the same logits step by step (prefill takes the grouped path)`, () => {
+    for (const [fam, dtype, kv] of cases) {
+      test(`${backend} ${fam} ${dtype}, ${kv} cache: the same logits step by step, alone and in a batch of 3`, () => {
         withBackend(backend, () => {
           const c = presetConfig(fam, 'tiny');
           const m = fromHF(decoderConfigToHF(c), new MemoryTensorSource(randomHFTensors(c, 4)), 'config.json', { dtype });
+          const prompts = [[256, 72, 101, 108, 108, 111], [256, 87], [256, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]];
           const steps = (on: boolean): Float32Array[] => {
             m.fusedDecode = on;
-            const cache = m.newCache(64);
-            const out = [m.forward(Int32Array.from([256, 72, 101, 108, 108, 111]), cache).data as Float32Array];
-            for (const id of [32, 119, 111, 114]) out.push(m.forward(Int32Array.of(id), cache).data as Float32Array);
+            const cache = m.newCache(64, kv);
+            const out = [m.forward(Int32Array.from(prompts[0]!), cache).data as Float32Array];
+            for (const id of [32, 119, 111, 114, 108, 100, 33]) out.push(m.forward(Int32Array.of(id), cache).data as Float32Array);
+            // several sequences per step: prompts of 2, 6 and 18 rows (18: the kernel-per-op path), then decode steps
+            const caches = prompts.map(() => m.newCache(64, kv));
+            const batch = (ids: number[][]): void => {
+              for (const l of m.forwardBatch(ids.map((x, i) => ({ ids: Int32Array.from(x), cache: caches[i]! })))) out.push(l.data as Float32Array);
+            };
+            batch(prompts);
+            for (let i = 0; i < 3; i++) batch([[40 + i], [50 + i], [60 + i]]);
             return out;
           };
           const on = steps(true);
           const off = steps(false);
           assert.equal(m.fusedDecode, false);
+          assert.equal(on.length, off.length);
           for (let i = 0; i < on.length; i++) {
             const diff = maxDiff(on[i]!, off[i]!);
-            assert.ok(diff <= 1e-5, `${fam} ${dtype} step ${i}: max |fused - grouped| logit = ${diff}`);
+            assert.ok(diff <= 1e-5, `${fam} ${dtype} output ${i}: max |fused - kernel per op| logit = ${diff}`);
           }
         });
       });

@@ -128,6 +128,18 @@ export interface KernelImpls {
   kvWrite(src: F, dst: F | Uint16Array, T: number, G: number, hd: number, maxLen: number, pos: number): void;
 
   /**
+   * A decode step's attention after its qkv product, in one call, inference only: qkv [T, (H + 2G) hd]
+   * split into q [T, H, hd], k and v [T, G, hd]; biases added (each null or [H hd] / [G hd]);
+   * QK-norm (normMode 1: RMSNorm over all of q's and of k's heads with weights [H hd] and [G hd];
+   * 2: per head with weights [hd]; 0: none) with eps; rotate-half rotary by cos, sin [T, hd]; k and v
+   * written into the cache layer at positions P .. P + T - 1 (as kvWrite); then cachedAttention of
+   * q into out [T, H hd].
+   */
+  qkvAttention(qkv: F, qBias: F | null, kBias: F | null, vBias: F | null, qNorm: F | null, kNorm: F | null, normMode: number, eps: number,
+    cos: F, sin: F, keys: F | Uint16Array, values: F | Uint16Array, out: F, T: number, H: number, G: number, hd: number, maxLen: number,
+    P: number, window: number, scale: number): void;
+
+  /**
    * SwiGLU experts of a decode step in one call, inference only: for each assignment a (token[a],
    * expert[a], gates[a]), out[token] += gates[a] * W2[e] (silu(W1[e] x_t) * (W3[e] x_t)), e = expert[a].
    * x [T, d]; W1, W3 [E, h, d] and W2 [E, d, h] (HF [out, in] per expert), float32 (type 'f32') or
@@ -145,7 +157,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
   'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
   'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward', 'quantMatmul', 'quantGroupedMatmul',
-  'cachedAttention', 'kvWrite', 'expertSwiGLU',
+  'cachedAttention', 'kvWrite', 'qkvAttention', 'expertSwiGLU',
 ];
 
 export interface Backend {

@@ -6,7 +6,7 @@
 import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
 import { KVCache, type KVCacheDtype } from '../nn/kv-cache.js';
-import { prefetchHint } from '../kernels/registry.js';
+import { kernel, prefetchHint } from '../kernels/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled, noGrad } from '../tensor/autograd.js';
 import { add, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
@@ -105,24 +105,23 @@ export class SparseMoeBlock extends Module {
     const routing = this.router.route(x);
     if (hook) hook(Int32Array.from(routing.expert), Float32Array.from(routing.gates.data));
     if (this.beforeExperts) this.beforeExperts(x);
-    const shared = (): Tensor | null => {
-      if (!this.shared) return null;
-      const s = this.shared.forward(x);
-      return this.sharedGate ? mul(sigmoid(linear(x, this.sharedGate)), s) : s; // [T, 1] gate broadcast over d
-    };
+    let s: Tensor | null = null;
+    if (this.shared) {
+      s = this.shared.forward(x);
+      if (this.sharedGate) s = mul(sigmoid(linear(x, this.sharedGate)), s); // [T, 1] gate broadcast over d
+    }
     if (residual && this.fusedDecode && T <= FUSED_MAX_ROWS && !isGradEnabled() && residual.data instanceof Float32Array
       && routing.gates.data instanceof Float32Array) {
-      const out = residual.data.slice();
+      // residual + (experts + shared), the grouped path's order, so both give the same bits
+      const out = s ? (s.data as Float32Array).slice() : residual.data.slice();
       if (addExpertsInto(x, routing.token, routing.expert, routing.gates.data, this.w1, this.w3, this.w2, out)) {
         const y = new Tensor(out, [T, x.shape[1]!]);
-        const s = shared();
-        return s ? add(y, s) : y;
+        return s ? add(residual, y) : y;
       }
     }
     const plan = planDispatch(routing.token, routing.expert, routing.gates.data, this.numExperts, null);
     const xp = permute(x, plan); // [T*k, d] in expert order
     let y = unpermute(expertSwiGLU(xp, this.w1, this.w3, this.w2, plan.groupSizes), routing.gates, plan, T);
-    const s = shared();
     if (s) y = add(y, s);
     return residual ? add(residual, y) : y;
   }
@@ -193,8 +192,39 @@ export class DecoderAttention extends Module {
    * all N rows at once, attention per segment over its own cache. Inference only (under noGrad).
    */
   forwardSegments(x: Tensor, cos: Tensor, sin: Tensor, segs: readonly Segment[], layer: number): Tensor {
+    if (this.fusedDecode && x.shape[0]! <= FUSED_MAX_ROWS && x.data instanceof Float32Array && !isGradEnabled()) {
+      const y = this.fusedSegments(x, cos, sin, segs, layer);
+      if (y) return y;
+    }
     const [q, k, v] = this.project(x, cos, sin);
     return this.attendSegments(q, k, v, segs, layer);
+  }
+
+  /** Steps of at most FUSED_MAX_ROWS rows run everything between the qkv and output products as one kernel per sequence (qkvAttention). */
+  fusedDecode = true;
+
+  /** forwardSegments' decode path: the qkv product, one qkvAttention per segment, the output product; null when a norm has no weight. */
+  private fusedSegments(x: Tensor, cos: Tensor, sin: Tensor, segs: readonly Segment[], layer: number): Tensor | null {
+    const { numHeads: H, numKVHeads: G, headDim: hd, qkNorm } = this.c;
+    const data = (t: Tensor | null | undefined): Float32Array | null => (t ? (t.data as Float32Array) : null);
+    const qNorm = data(this.qNorm?.weight);
+    const kNorm = data(this.kNorm?.weight);
+    if (qkNorm !== 'none' && (!qNorm || !kNorm)) return null;
+    const N = x.shape[0]!;
+    const row = (H + 2 * G) * hd;
+    const qkv = linear(x, this.qkv).data as Float32Array; // [N, (H + 2G) hd]
+    const out = new Float32Array(N * H * hd);
+    const cd = cos.data as Float32Array;
+    const sd = sin.data as Float32Array;
+    const attend = kernel('qkvAttention');
+    for (const { start, T, cache } of segs) {
+      if (T === 0) continue;
+      attend(qkv.subarray(start * row, (start + T) * row), data(this.qBias), data(this.kBias), data(this.vBias), qNorm, kNorm,
+        qkNorm === 'full' ? 1 : qkNorm === 'head' ? 2 : 0, this.qNorm?.eps ?? 0, cd.subarray(start * hd, (start + T) * hd),
+        sd.subarray(start * hd, (start + T) * hd), cache.keys(layer), cache.values(layer), out.subarray(start * H * hd, (start + T) * H * hd),
+        T, H, G, hd, cache.maxLen, cache.length, this.c.slidingWindow ?? 0, 1 / Math.sqrt(hd));
+    }
+    return linear(new Tensor(out, [N, H * hd]), this.o);
   }
 
   /** x [N, d] -> q [N, H, hd] and k [N, G, hd] (biased, QK-normed, rotated), v [N, G*hd]. */
@@ -394,12 +424,19 @@ export class MoEDecoder extends Module {
    */
   kvCacheDtype: KVCacheDtype = 'float32';
 
-  /** Whether decode steps run the routed experts as one fused kernel (default true; false: the grouped path, for comparisons). */
+  /**
+   * Whether decode steps (at most 16 rows) run fused kernels: qkvAttention for everything between
+   * the qkv and output products, expertSwiGLU for the routed experts (default true; false: the
+   * kernel-per-op path, for comparisons).
+   */
   get fusedDecode(): boolean {
-    return this.layers.some((l) => l.moe?.fusedDecode);
+    return this.layers.some((l) => l.attn.fusedDecode || l.moe?.fusedDecode);
   }
   set fusedDecode(on: boolean) {
-    for (const l of this.layers) if (l.moe) l.moe.fusedDecode = on;
+    for (const l of this.layers) {
+      l.attn.fusedDecode = on;
+      if (l.moe) l.moe.fusedDecode = on;
+    }
   }
 
   /** Logits [T, V] of the new tokens ids; with a cache, positions continue from cache.length and the cache grows by T. */

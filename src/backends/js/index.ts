@@ -11,6 +11,7 @@ import { crossEntropy, crossEntropyBackward } from './loss.js';
 import { quantGroupedMatmul, quantMatmul } from './quant.js';
 import { cachedAttention, kvWrite } from './attention.js';
 import { expertSwiGLU } from './experts.js';
+import { qkvAttention } from './qkv-attention.js';
 
 export const jsBackend: Backend = {
   name: 'js',
@@ -22,6 +23,7 @@ export const jsBackend: Backend = {
     layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, crossEntropy, crossEntropyBackward, quantMatmul, quantGroupedMatmul,
     cachedAttention,
     kvWrite,
+    qkvAttention,
     expertSwiGLU,
   },
 };

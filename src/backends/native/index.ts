@@ -68,6 +68,9 @@ interface Addon {
   kvWrite(src: F32, dst: F32 | Uint16Array, T: number, G: number, hd: number, maxLen: number, pos: number): void;
   cachedAttention(q: F32, keys: F32 | Uint16Array, values: F32 | Uint16Array, out: F32, T: number, H: number, G: number, hd: number, maxLen: number, P: number,
     window: number, scale: number): void;
+  qkvAttention(qkv: F32, qBias: F32 | null, kBias: F32 | null, vBias: F32 | null, qNorm: F32 | null, kNorm: F32 | null, normMode: number, eps: number,
+    cos: F32, sin: F32, keys: F32 | Uint16Array, values: F32 | Uint16Array, out: F32, T: number, H: number, G: number, hd: number, maxLen: number,
+    P: number, window: number, scale: number): void;
   expertSwiGLU(x: F32, token: I32, expert: I32, gates: F32, w1: F32 | Uint8Array, w3: F32 | Uint8Array, w2: F32 | Uint8Array, out: F32,
     T: number, d: number, h: number, E: number, type: number): void;
 }
@@ -233,6 +236,12 @@ function makeKernels(n: Addon): KernelImpls {
       const k = 'cachedAttention';
       n.cachedAttention(f32(k, q), keys instanceof Uint16Array ? keys : f32(k, keys), values instanceof Uint16Array ? values : f32(k, values),
         f32(k, out), T, H, G, hd, maxLen, P, window, scale);
+    },
+    qkvAttention: (qkv, qBias, kBias, vBias, qNorm, kNorm, normMode, eps, cos, sin, keys, values, out, T, H, G, hd, maxLen, P, window, scale) => {
+      const k = 'qkvAttention';
+      const kv = (a: FloatArray | Uint16Array): F32 | Uint16Array => (a instanceof Uint16Array ? a : f32(k, a));
+      n.qkvAttention(f32(k, qkv), f32n(k, qBias), f32n(k, kBias), f32n(k, vBias), f32n(k, qNorm), f32n(k, kNorm), normMode, eps, f32(k, cos), f32(k, sin),
+        kv(keys), kv(values), f32(k, out), T, H, G, hd, maxLen, P, window, scale);
     },
     expertSwiGLU: (x, token, expert, gates, w1, w3, w2, out, T, d, h, E, type) => {
       const k = 'expertSwiGLU';

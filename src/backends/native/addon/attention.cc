@@ -166,6 +166,23 @@ void kvWriteHalf(const float* src, _Float16* dst, i64 T, i64 G, i64 hd, i64 maxL
   kvWriteBody<_Float16>(src, dst, T, G, hd, maxLen, pos);
 }
 
+// T queries [T, H, hd] at positions P .. P + T - 1 over one cache layer (float32 kd/vd, or half
+// kh/vh), out [T, H, hd]: one unit = one (query, head) pair, ~2 * L * hd flops.
+void attendAll(const float* qd, const float* kd, const float* vd, const _Float16* kh16, const _Float16* vh16, bool half, float* od, i64 T, i64 H,
+               i64 G, i64 hd, i64 maxLen, i64 P, i64 window, float scale) {
+  const i64 g = H / G, L = P + T;
+  parallelFor(T * H, std::max<i64>(1, 16384 / std::max<i64>(1, L * hd)), [=](i64 lo, i64 hi) {
+    static thread_local std::vector<float> scratch;
+    if (scratch.size() < static_cast<size_t>(L)) scratch.resize(static_cast<size_t>(L));
+    for (i64 u = lo; u < hi; u++) {
+      const i64 t = u / H, h = u % H, kv = h / g, pos = P + t;
+      const i64 first = window > 0 ? std::max<i64>(0, pos - window + 1) : 0;
+      if (half) attendOneHalf(qd + u * hd, kh16 + kv * maxLen * hd, vh16 + kv * maxLen * hd, first, pos, hd, scale, scratch.data(), od + u * hd);
+      else attendOne(qd + u * hd, kd + kv * maxLen * hd, vd + kv * maxLen * hd, first, pos, hd, scale, scratch.data(), od + u * hd);
+    }
+  });
+}
+
 // cachedAttention(q, keys, values, out, T, H, G, hd, maxLen, P, window, scale)
 Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
   Args args(info, "cachedAttention", 12);
@@ -195,24 +212,8 @@ Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
   }
   args.need(out, args.mul({T, H, hd}), "out");
   if (T == 0 || H == 0 || hd == 0) return info.Env().Undefined();
-  const i64 g = H / G, L = P + T;
-  const float* qd = q.data;
-  const float* kd = keys.data;
-  const float* vd = values.data;
-  const _Float16* kh16 = reinterpret_cast<const _Float16*>(keysH.data);
-  const _Float16* vh16 = reinterpret_cast<const _Float16*>(valuesH.data);
-  float* od = out.data;
-  // one unit = one (query, head) pair, ~2 * L * hd flops
-  parallelFor(T * H, std::max<i64>(1, 16384 / std::max<i64>(1, L * hd)), [=](i64 lo, i64 hi) {
-    static thread_local std::vector<float> scratch;
-    if (scratch.size() < static_cast<size_t>(L)) scratch.resize(static_cast<size_t>(L));
-    for (i64 u = lo; u < hi; u++) {
-      const i64 t = u / H, h = u % H, kv = h / g, pos = P + t;
-      const i64 first = window > 0 ? std::max<i64>(0, pos - window + 1) : 0;
-      if (half) attendOneHalf(qd + u * hd, kh16 + kv * maxLen * hd, vh16 + kv * maxLen * hd, first, pos, hd, scale, scratch.data(), od + u * hd);
-      else attendOne(qd + u * hd, kd + kv * maxLen * hd, vd + kv * maxLen * hd, first, pos, hd, scale, scratch.data(), od + u * hd);
-    }
-  });
+  attendAll(q.data, keys.data, values.data, reinterpret_cast<const _Float16*>(keysH.data), reinterpret_cast<const _Float16*>(valuesH.data), half,
+            out.data, T, H, G, hd, maxLen, P, window, scale);
   return info.Env().Undefined();
 }
 
@@ -237,11 +238,125 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// x [rows, d] scaled in place by its root mean square and gamma [d], as the rmsNorm kernel does.
+MOE_CLONES void rmsNormInPlace(float* x, const float* gamma, i64 rows, i64 d, float eps) {
+  for (i64 r = 0; r < rows; r++) {
+    float* xr = x + r * d;
+    float ms = 0.0f;
+#pragma omp simd reduction(+ : ms)
+    for (i64 j = 0; j < d; j++) ms += xr[j] * xr[j];
+    const float rs = 1.0f / std::sqrt(ms / static_cast<float>(d) + eps);
+    for (i64 j = 0; j < d; j++) xr[j] = xr[j] * rs * gamma[j];
+  }
+}
+
+// Rotate-half rotary of x [T, heads, hd] by cos, sin [T, hd], in place: x1 c - x2 s and x2 c + x1 s,
+// each product and sum rounded (the js rotary's order).
+void rotaryInPlace(float* x, const float* cs, const float* sn, i64 T, i64 heads, i64 hd) {
+  const i64 h = hd / 2;
+  for (i64 t = 0; t < T; t++)
+    for (i64 head = 0; head < heads; head++) {
+      float* b = x + (t * heads + head) * hd;
+      const float* c = cs + t * hd;
+      const float* s = sn + t * hd;
+      for (i64 i = 0; i < h; i++) {
+        const float x1 = b[i], x2 = b[i + h];
+        b[i] = x1 * c[i] + -x2 * s[i];
+        b[i + h] = x2 * c[i + h] + x1 * s[i + h];
+      }
+    }
+}
+
+// qkvAttention(qkv, qBias, kBias, vBias, qNorm, kNorm, normMode, eps, cos, sin, keys, values, out, T, H, G, hd, maxLen, P, window, scale)
+// A decode step's attention after its qkv product, in one call: qkv [T, (H + 2G) hd] rows split
+// into q, k, v, biases added (each null or [H hd] / [G hd]), QK-norm (normMode 1: over all of q's
+// and k's heads, weights [H hd] and [G hd]; 2: per head, weights [hd]), rotary (cos, sin [T, hd]),
+// k and v written to the cache layer at P, then cachedAttention into out [T, H hd]. Seven kernels
+// and their JS before; the same arithmetic.
+Napi::Value QkvAttention(const Napi::CallbackInfo& info) {
+  Args args(info, "qkvAttention", 21);
+  Buf<float> qkv = args.f32(0, "qkv"), qBias = args.f32OrNull(1, "qBias"), kBias = args.f32OrNull(2, "kBias"), vBias = args.f32OrNull(3, "vBias");
+  Buf<float> qNorm = args.f32OrNull(4, "qNorm"), kNorm = args.f32OrNull(5, "kNorm");
+  const i64 normMode = args.integer(6, "normMode");
+  const float eps = static_cast<float>(args.number(7, "eps"));
+  Buf<float> cs = args.f32(8, "cos"), sn = args.f32(9, "sin"), out = args.f32(12, "out");
+  const bool half = args.isU16(10);
+  Buf<float> keys, values;
+  Buf<uint16_t> keysH, valuesH;
+  if (half) {
+    keysH = args.u16(10, "keys");
+    valuesH = args.u16(11, "values");
+  } else {
+    keys = args.f32(10, "keys");
+    values = args.f32(11, "values");
+  }
+  const i64 T = args.size(13, "T"), H = args.size(14, "H"), G = args.size(15, "G"), hd = args.size(16, "hd");
+  const i64 maxLen = args.size(17, "maxLen"), P = args.size(18, "P"), window = args.size(19, "window");
+  const float scale = static_cast<float>(args.number(20, "scale"));
+  if (G == 0 || H % G != 0) args.fail("H = " + std::to_string(H) + " query heads are not a multiple of G = " + std::to_string(G) + " key/value heads");
+  if (hd % 2 != 0) args.fail("hd = " + std::to_string(hd) + " must be even for rotary");
+  if (P + T > maxLen) args.fail("P + T = " + std::to_string(P + T) + " positions exceed maxLen = " + std::to_string(maxLen));
+  if (normMode < 0 || normMode > 2) args.fail("normMode must be 0 (none), 1 (full) or 2 (per head), got " + std::to_string(normMode));
+  const i64 qw = H * hd, kw = G * hd, row = qw + 2 * kw;
+  args.need(qkv, args.mul({T, row}), "qkv");
+  if (qBias.data) args.need(qBias, qw, "qBias");
+  if (kBias.data) args.need(kBias, kw, "kBias");
+  if (vBias.data) args.need(vBias, kw, "vBias");
+  if (normMode != 0) {
+    if (!qNorm.data || !kNorm.data) args.fail("qNorm and kNorm weights are needed with normMode " + std::to_string(normMode));
+    args.need(qNorm, normMode == 1 ? qw : hd, "qNorm");
+    args.need(kNorm, normMode == 1 ? kw : hd, "kNorm");
+  }
+  args.need(cs, args.mul({T, hd}), "cos");
+  args.need(sn, args.mul({T, hd}), "sin");
+  if (half) {
+    args.need(keysH, args.mul({G, maxLen, hd}), "keys");
+    args.need(valuesH, args.mul({G, maxLen, hd}), "values");
+  } else {
+    args.need(keys, args.mul({G, maxLen, hd}), "keys");
+    args.need(values, args.mul({G, maxLen, hd}), "values");
+  }
+  args.need(out, args.mul({T, qw}), "out");
+  if (T == 0 || H == 0 || hd == 0) return info.Env().Undefined();
+  std::vector<float> q(static_cast<size_t>(T * qw)), k(static_cast<size_t>(T * kw)), v(static_cast<size_t>(T * kw));
+  auto split = [&](float* dst, i64 at, i64 w, const float* bias) {
+    for (i64 t = 0; t < T; t++) {
+      const float* src = qkv.data + t * row + at;
+      float* d = dst + t * w;
+      if (bias) for (i64 j = 0; j < w; j++) d[j] = src[j] + bias[j];
+      else std::copy(src, src + w, d);
+    }
+  };
+  split(q.data(), 0, qw, qBias.data);
+  split(k.data(), qw, kw, kBias.data);
+  split(v.data(), qw + kw, kw, vBias.data);
+  if (normMode == 1) {
+    rmsNormInPlace(q.data(), qNorm.data, T, qw, eps);
+    rmsNormInPlace(k.data(), kNorm.data, T, kw, eps);
+  } else if (normMode == 2) {
+    rmsNormInPlace(q.data(), qNorm.data, T * H, hd, eps);
+    rmsNormInPlace(k.data(), kNorm.data, T * G, hd, eps);
+  }
+  rotaryInPlace(q.data(), cs.data, sn.data, T, H, hd);
+  rotaryInPlace(k.data(), cs.data, sn.data, T, G, hd);
+  if (half) {
+    kvWriteHalf(k.data(), reinterpret_cast<_Float16*>(keysH.data), T, G, hd, maxLen, P);
+    kvWriteHalf(v.data(), reinterpret_cast<_Float16*>(valuesH.data), T, G, hd, maxLen, P);
+  } else {
+    kvWriteBody<float>(k.data(), keys.data, T, G, hd, maxLen, P);
+    kvWriteBody<float>(v.data(), values.data, T, G, hd, maxLen, P);
+  }
+  attendAll(q.data(), keys.data, values.data, reinterpret_cast<const _Float16*>(keysH.data), reinterpret_cast<const _Float16*>(valuesH.data), half,
+            out.data, T, H, G, hd, maxLen, P, window, scale);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerAttention(Napi::Env env, Napi::Object exports) {
   exports.Set("cachedAttention", Napi::Function::New(env, CachedAttention, "cachedAttention"));
   exports.Set("kvWrite", Napi::Function::New(env, KvWrite, "kvWrite"));
+  exports.Set("qkvAttention", Napi::Function::New(env, QkvAttention, "qkvAttention"));
 }
 
 }  // namespace moe
