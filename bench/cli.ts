@@ -4,7 +4,7 @@
 import { parseArgs, rejectUnknown, reportingErrors } from '../src/cli/args.js';
 import { getBackend, availableBackends, backendLoadError } from '../src/index.js';
 import { nativeInfo } from '../src/backends/native/index.js';
-import { benchAllToAllCommand, BENCH_ALL_TO_ALL_HELP } from '../src/cli/parallel-commands.js';
+import { benchAllToAllCommand, benchEpOptimizerCommand, BENCH_ALL_TO_ALL_HELP, BENCH_EP_OPTIMIZER_HELP } from '../src/cli/parallel-commands.js';
 import { benchGemm, formatGemmReport } from './gemm.js';
 import { benchElementwise, formatBandwidthReport } from './elementwise.js';
 import { benchMoELayer, formatMoELayerReport } from './moe-layer.js';
@@ -16,6 +16,7 @@ import { benchExpertCacheCommand, BENCH_EXPERT_CACHE_HELP } from './expert-cache
 
 export const BENCH_HELP: Record<string, string> = {
   'all-to-all': BENCH_ALL_TO_ALL_HELP,
+  'ep-optimizer': BENCH_EP_OPTIMIZER_HELP,
   gemm: `moe bench gemm [--json] [--backend js|native] [--js-sizes 256,512]
 
 Measures the float32 FMA peak of this machine (all threads, widest vector unit), then the GFLOP/s
@@ -100,6 +101,7 @@ async function main(argv: string[]): Promise<number> {
   if (sub === 'cost-model') return benchCostModelCommand(args);
   if (sub === 'expert-cache') return benchExpertCacheCommand(args);
   if (sub === 'all-to-all') return benchAllToAllCommand(args);
+  if (sub === 'ep-optimizer') return benchEpOptimizerCommand(args);
   const known: Record<string, string[]> = { gemm: ['json', 'backend', 'js-sizes'], elementwise: ['json', 'backend'], 'moe-layer': ['json', 'tokens', 'experts', 'compare-torch', 'rounds'], 'soft-moe': ['json', 'experts'] };
   rejectUnknown(args, known[sub]!, `bench ${sub}`);
   warnSlowPath();

@@ -95,7 +95,7 @@ test('unknown commands, benchmarks and options are named in the error', () => {
   assert.equal(r.code, 2);
   assert.match(r.err, /unknown command 'frobnicate'/);
   r = moe('bench', 'nope');
-  assert.match(r.err, /bench: unknown benchmark 'nope' \(available: all-to-all, gemm, elementwise, decode, serve, cost-model, moe-layer, soft-moe\)/);
+  assert.match(r.err, /bench: unknown benchmark 'nope' \(available: all-to-all, ep-optimizer, gemm, elementwise, decode, serve, cost-model, expert-cache, moe-layer, soft-moe\)/);
   r = moe('bench', 'gemm', '--jsn');
   assert.match(r.err, /option --jsn needs a value|unknown option --jsn/);
   r = moe('bench', 'gemm', '--fast=1');

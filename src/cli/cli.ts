@@ -44,6 +44,7 @@ Commands:
   bench cost-model --model M [--batch 1,2,4]   fit time per step = bytes / bandwidth + FLOPs / throughput
   bench serve --model M [--clients 1,4,16]      moe serve under N concurrent streaming clients: tokens/s, TTFT, TPOT
   bench all-to-all [--workers 1,2,4]            expert-parallel exchange on worker threads: bytes, compute vs exchange time
+  bench ep-optimizer [--workers 1,2]            optimizer state bytes on the main thread vs the workers, step times
   simulate ep --trace F [--topology T]          predicted all-to-all time and bytes per link of a routing trace
   simulate ep scaling|check-host                how all-to-all grows with T and devices; the simulator against this host
   info                                          backends, BLAS and threads in use

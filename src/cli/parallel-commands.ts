@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { intFlag, rejectUnknown, type ParsedArgs } from './args.js';
 import { benchAllToAll, probeTransports } from '../parallel/bench-all-to-all.js';
+import { benchExpertOptimizer } from '../parallel/bench-optimizer.js';
 import { ALGORITHMS, TOPOLOGY_PRESETS, loadTopology, readTrace, simulateTrace, formatSimulation, type Algorithm } from '../parallel/simulator.js';
 import { formatHostCheck, parseShapes, runHostCheck } from '../parallel/host-check.js';
 import { formatScaling, scalingTable } from '../parallel/scaling.js';
@@ -52,6 +53,40 @@ export async function benchAllToAllCommand(args: ParsedArgs): Promise<number> {
   }
   console.log(`transport probe, ${probe.bytes} bytes round trip: threads + SharedArrayBuffer ${probe.threadSharedMemoryMs.toFixed(3)} ms, `
     + `child process IPC ${probe.processIpcMs.toFixed(3)} ms (${(probe.processIpcMs / probe.threadSharedMemoryMs).toFixed(1)}x)`);
+  return 0;
+}
+
+export const BENCH_EP_OPTIMIZER_HELP = `moe bench ep-optimizer [--config configs/udhr-lm-moe.json] [--workers 1,2] [--steps 3] [--json]
+
+Where a training run's optimizer state lives with expert parallelism: for each N, the run's model
+and first batches (from --config), one warm-up step, then --steps timed training steps (forward,
+backward, clipping, optimizer step). N = 1 is one process; each N > 1 runs twice, with the experts'
+optimizer state on the main thread and on the workers (what moe train --set parallel.experts=N
+does). Prints bytes of optimizer state on the main thread and per worker, and median ms per step
+and per optimizer step. Run it under flock /tmp/bench.lock on a shared machine.`;
+
+export async function benchEpOptimizerCommand(args: ParsedArgs): Promise<number> {
+  rejectUnknown(args, ['config', 'workers', 'steps', 'json', 'help'], 'bench ep-optimizer');
+  const raw = args.flags.get('workers')?.[0] ?? '1,2';
+  const workers = raw.split(',').map((w) => {
+    const v = Number(w);
+    if (!Number.isInteger(v) || v < 1 || v > 64) throw new Error(`bench ep-optimizer: --workers ${raw}: '${w}' is not an integer in [1, 64]`);
+    return v;
+  });
+  const configPath = args.flags.get('config')?.[0] ?? 'configs/udhr-lm-moe.json';
+  const steps = intFlag(args, 'steps', 1, 'bench ep-optimizer') ?? 3;
+  const rows = await benchExpertOptimizer({ configPath, workers, steps, log: (l) => { process.stderr.write(`${l}\n`); } });
+  if (args.flags.has('json')) {
+    console.log(JSON.stringify({ config: configPath, steps, rows }, null, 2));
+    return 0;
+  }
+  const r0 = rows[0]!;
+  console.log(`${configPath}: ${r0.parameters} parameters, ${r0.expertParameters} in routed experts; medians of ${steps} steps`);
+  console.log('N  experts\' state  main-thread state B  per worker B         step ms  optimizer ms');
+  for (const r of rows) {
+    console.log(`${String(r.workers).padEnd(3)}${r.experts.padEnd(16)}${String(r.mainStateBytes).padStart(19)}  ${(r.workerStateBytes.join(', ') || '-').padEnd(19)}`
+      + `${r.stepMs.toFixed(0).padStart(8)}${r.optimizerStepMs.toFixed(0).padStart(14)}`);
+  }
   return 0;
 }
 
