@@ -1,5 +1,7 @@
 // Timing for benchmarks: warm up, then the median of repeated runs within a time budget.
 
+import { median } from '../src/report/stats.js';
+
 export interface Timing {
   medianMs: number;
   runs: number;
@@ -28,12 +30,7 @@ export function measure(fn: () => void, opts: { budgetMs?: number; minRuns?: num
   return { medianMs: median(times), runs: times.length };
 }
 
-/** The median (the mean of the two middle values for an even count); xs is not modified. */
-export function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
+export { median } from '../src/report/stats.js';
 
 /** Right-aligned table for terminal output. */
 export function formatTable(header: string[], rows: string[][]): string {

@@ -18,6 +18,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { lineChart, writePlot } from '../report/plot.js';
 import { markdownTable } from '../report/table.js';
 import { checkIntList, checkPositiveInt, formatSeconds, rejectUnknownOptions } from './common.js';
+import { median } from '../report/stats.js';
 
 const NAME = 'inference-cost';
 
@@ -98,12 +99,6 @@ export function resolveInferenceCostOptions(opts: InferenceCostOptions): { confi
   };
   for (const n of config.ns) if (Math.floor(784 / n) < 1) throw new Error(`${NAME}: option ns: n = ${n} leaves the classifier width floor(784/${n}) = 0`);
   return { config, out: opts.out ?? join('runs', 'experiments', `${NAME}${quick ? '-quick' : ''}`) };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 }
 
 /**
