@@ -121,13 +121,14 @@ export function textDecode(model: MoEDecoder, ids: Int32Array, cache: ExpertCach
 }
 
 export const BENCH_EXPERT_CACHE_HELP = `moe bench expert-cache --model MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate]
-          [--batch 1,8] [--loads sync,async] [--places N] [--low off,q4_0] [--low-below F] [--plot DIR] [--json] [--rows A.json,B.json]
+          [--batch 1,8] [--loads sync,async,async-copy] [--places N] [--low off,q4_0] [--low-below F] [--plot DIR] [--json] [--rows A.json,B.json]
 
 Decode under an expert budget on real text (the UDHR's English, teacher-forced one token per step): tokens/s,
 hit rate and MB read per token for every batch x budget x policy x loads x low, each cache interleaved step by
 step with an all-resident run of the same text (the ratio is per pair on a shared machine).
   --budgets     fractions of all routed-expert bytes (or bytes > 1)
-  --loads       sync: misses read on the decoding thread; async: by the reader thread (--places: read-ahead)
+  --loads       sync: misses read on the decoding thread; async: by the reader thread straight into the slots
+                (--places: read-ahead); async-copy: by the reader thread through staging and a copy (before direct reads)
   --low         off and/or q4_0: HOBBIT's resident Q4_0 copies (counted in the budget); misses whose
                 importance (k x the token's share) is below --low-below (default 1; 'all': every miss) use them
   --rows        print (and --plot) rows saved with --json instead of measuring`;
@@ -177,7 +178,7 @@ async function measure(path: string, o: { steps: number; budgets: number[]; batc
           try {
             const lowOpt = mode.low === 'off' ? {} : { expertLowPrecision: { type: mode.low as LowPrecisionType, ...(below !== undefined ? { below } : {}) } };
             const lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy, ...lowOpt });
-            lm.expertCache!.setAsyncLoads(mode.loads === 'async', places === undefined ? {} : { places });
+            lm.expertCache!.setAsyncLoads(mode.loads !== 'sync', { ...(places === undefined ? {} : { places }), direct: mode.loads !== 'async-copy' });
             lms.push(lm);
             ran.push(mode);
           } catch (e) {
@@ -221,8 +222,8 @@ export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number>
   const batches = numberList('batch', flag('batch') ?? '1', (x) => Number.isInteger(x) && x >= 1 && x <= 64);
   const policies = (flag('policies') ?? EXPERT_POLICIES.join(',')).split(',') as ExpertPolicy[];
   const loads = (flag('loads') ?? 'sync,async').split(',');
-  const badLoad = loads.find((m) => m !== 'sync' && m !== 'async');
-  if (badLoad !== undefined || loads.length === 0) throw new Error(`--loads ${flag('loads')}: expected sync, async or sync,async\n${USAGE}`);
+  const badLoad = loads.find((m) => m !== 'sync' && m !== 'async' && m !== 'async-copy');
+  if (badLoad !== undefined || loads.length === 0) throw new Error(`--loads ${flag('loads')}: expected a list of sync, async, async-copy\n${USAGE}`);
   const unknown = policies.find((p) => !EXPERT_POLICIES.includes(p));
   if (unknown) throw new Error(`--policies: unknown policy '${unknown}' (have ${EXPERT_POLICIES.join(', ')})`);
   const lows = (flag('low') ?? 'off').split(',');

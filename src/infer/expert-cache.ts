@@ -133,9 +133,11 @@ export class ExpertCache {
    * STAGED_EXPERTS experts (a few MB) outside the slot budget, and a worker thread started at the
    * first miss. opts.places: experts the reader may read ahead (default STAGED_EXPERTS, at most
    * the slots); opts.mainReads false: the forward always waits for the reader rather than reading
-   * an expert the reader has not begun itself (tests). Same values either way.
+   * an expert the reader has not begun itself (tests). opts.direct false: misses go through the
+   * staging places and a copy into their slot even when they fit the slots (default true: read
+   * straight into the slots; comparisons). Same values either way.
    */
-  setAsyncLoads(on: boolean, opts: { places?: number; mainReads?: boolean } = {}): void {
+  setAsyncLoads(on: boolean, opts: { places?: number; mainReads?: boolean; direct?: boolean } = {}): void {
     if (this.reader) {
       this.reader.close();
       this.reader = null;
@@ -145,7 +147,10 @@ export class ExpertCache {
       const places = opts.places ?? Math.min(STAGED_EXPERTS, Math.max(...this.layers.map((l) => l.pool.numSlots)));
       this.reader = new ExpertReader(places, eb, opts.mainReads === undefined ? {} : { mainReads: opts.mainReads });
     }
-    for (const l of this.layers) l.reader = this.reader;
+    for (const l of this.layers) {
+      l.reader = this.reader;
+      l.directReads = opts.direct ?? true;
+    }
   }
 
   stats(): { policy: string; residentBytes: number; totalExpertBytes: number; stagingBytes: number; lowPrecisionBytes: number; hits: number; misses: number; hitRate: number; prefetched: number; prefetchUsed: number; reloads: number; bytesLoaded: number; staged: number; waitMs: number; lowPrecision: number; layers: LayerCacheStats[] } {

@@ -9,6 +9,7 @@ import { SlotPool, type EvictionRule } from './expert-slots.js';
 import { adviseHugePages } from '../backends/native/index.js';
 import type { ExpertReader } from './expert-reader.js';
 import type { LowPrecisionExperts } from './expert-low-precision.js';
+import { directReads, stagedReads } from './expert-layer-reads.js';
 import type { ExpertFiles, ExpertRange, LayerCacheStats } from './expert-cache.js';
 
 const PROJ_NAMES = ['gate (w1)', 'up (w3)', 'down (w2)'] as const;
@@ -29,6 +30,13 @@ export class LayerExperts {
   /** Slot stacks per projection: QuantWeight [C, out, in] or float32 Tensor [C, out, in]. */
   readonly slots: Array<QuantWeight | Tensor>;
   private readonly slotBytes: Uint8Array[]; // byte views of slots[p]
+  /** The slot stacks' memory: shared, so that the reader thread can read misses straight into a slot. */
+  readonly slotBuffers: SharedArrayBuffer[];
+  /** The reader the slot buffers are registered with, and their indices there (expert-layer-reads.ts). */
+  registeredWith: ExpertReader | null = null;
+  destBufs: number[] = [];
+  /** With a reader: misses that fit the slots are read straight into them (false: through staging and a copy, as before; for comparisons). */
+  directReads = true;
   readonly stats: LayerCacheStats;
   private readonly prefetchedNow = new Set<number>();
   /** The cache's reader thread (ExpertCache.setAsyncLoads), or null: every read on the calling thread. */
@@ -46,19 +54,23 @@ export class LayerExperts {
     /** [out, in] per projection: gate, up, down. */
     readonly shapes: ReadonlyArray<readonly [number, number]>,
     /** ranges[p][e]: projection p of expert e in the file. */
-    private readonly ranges: ReadonlyArray<readonly ExpertRange[]>,
-    private readonly files: ExpertFiles,
+    readonly ranges: ReadonlyArray<readonly ExpertRange[]>,
+    readonly files: ExpertFiles,
   ) {
     this.pool = new SlotPool(numExperts, numSlots, rule);
+    this.slotBuffers = [];
     this.slots = shapes.map((sh, p) => {
       const bytes = ranges[p]![0]!.bytes;
+      // shared memory (the native kernels take it as it is): the reader thread can fill a slot itself
+      const buf = new SharedArrayBuffer(numSlots * bytes);
+      this.slotBuffers.push(buf);
       // huge pages as for resident weights (advised while the pages are untouched): fewer TLB misses when the kernels stream a slot
       if (type === 'f32') {
-        const data = new Float32Array((numSlots * bytes) / 4);
+        const data = new Float32Array(buf);
         adviseHugePages(data);
         return new Tensor(data, [numSlots, sh[0], sh[1]]);
       }
-      const data = new Uint8Array(numSlots * bytes);
+      const data = new Uint8Array(buf);
       adviseHugePages(data);
       return new QuantWeight(type, [numSlots, sh[0], sh[1]], data);
     });
@@ -82,7 +94,8 @@ export class LayerExperts {
     return this.slotBytes[p]!.subarray(s * b, (s + 1) * b);
   }
 
-  private readError(e: number, p: number, at: number | null, cause: string | null): Error {
+  /** The error of a failed read of projection p of expert e: the file ended at byte `at`, or `cause`. */
+  readError(e: number, p: number, at: number | null, cause: string | null): Error {
     const r = this.ranges[p]![e]!;
     const where = `${r.file}: expert ${e} of layer ${this.layer}, ${PROJ_NAMES[p]}`;
     if (at !== null) return new Error(`${where}: the file ends at byte ${at}, inside the expert's bytes [${r.offset}, ${r.offset + r.bytes}) (was the model file truncated or rewritten while the model was in use?)`);
@@ -90,20 +103,29 @@ export class LayerExperts {
   }
 
   /** Reads expert e's three projections into a slot (evicting by the rule); the slot is emptied again if a read fails. */
-  private load(e: number): number {
+  load(e: number): number {
     const { slot } = this.pool.place(e);
+    try {
+      this.readInto(e, slot);
+    } catch (err) {
+      this.pool.clear(slot);
+      throw err;
+    }
+    this.stats.bytesLoaded += this.expertBytes;
+    return slot;
+  }
+
+  /** Positioned reads of expert e's three projections into slot `slot` (already placed). */
+  readInto(e: number, slot: number): void {
     try {
       for (let p = 0; p < this.ranges.length; p++) {
         const r = this.ranges[p]![e]!;
         readFullyAt(this.files.fd(r.file), this.slotView(p, slot), r.offset, (at) => this.readError(e, p, at, null));
       }
     } catch (err) {
-      this.pool.clear(slot);
       const m = (err as Error).message;
       throw new Error(m.includes('expert ') ? m : `expert cache: loading expert ${e} of layer ${this.layer}: ${m}`);
     }
-    this.stats.bytesLoaded += this.expertBytes;
-    return slot;
   }
 
   /**
@@ -230,36 +252,6 @@ export class LayerExperts {
   }
 
   /**
-   * The rows of the experts in `low` through the whole MLP on their low-precision copies: gathered
-   * in expert order (already contiguous per expert), the grouped Q4 kernel over the [E] stacks with
-   * sizes zero for every other expert, the rows put back.
-   */
-  private lowRound(xd: Float32Array, K: number, g: Groups, groupSizes: Int32Array, low: ReadonlySet<number>, out: Float32Array, n: number,
-    act: (gate: Tensor, up: Tensor) => Tensor): void {
-    const lp = this.low!;
-    const sizes = new Int32Array(this.numExperts);
-    const order = [...low].sort((a, b) => a - b);
-    let rows = 0;
-    for (const e of order) {
-      sizes[e] = groupSizes[e]!;
-      rows += groupSizes[e]!;
-    }
-    const xs = new Float32Array(rows * K);
-    let r = 0;
-    for (const e of order) {
-      xs.set(xd.subarray(g.starts[e]! * K, g.starts[e + 1]! * K), r * K);
-      r += groupSizes[e]!;
-    }
-    const x = new Tensor(xs, [rows, K]);
-    const y = lp.product(act(lp.product(x, 0, sizes), lp.product(x, 1, sizes)), 2, sizes).data as Float32Array;
-    r = 0;
-    for (const e of order) {
-      out.set(y.subarray(r * n, (r + groupSizes[e]!) * n), g.starts[e]! * n);
-      r += groupSizes[e]!;
-    }
-  }
-
-  /**
    * The experts' whole MLP: down(act(gate x, up x)) for x [N, in] grouped by expert -> [N, out].
    * When the experts with rows fit in the slots, one round: the three grouped products over all of
    * them (misses loaded first), as linear() three times. When they do not, the hits run first, then
@@ -284,7 +276,7 @@ export class LayerExperts {
     const full = g.needed.filter((e) => !low.has(e));
     this.stats.lowPrecision += low.size;
     const runLow = (): void => {
-      if (low.size > 0) this.lowRound(xd, K, g, groupSizes, low, out, n, act);
+      if (low.size > 0) this.low!.mlp(xd, K, g.starts, groupSizes, low, out, n, act);
     };
     // More experts than slots: whatever runs last stays for the next step. Choose it: the
     // floor(C / 2) experts ranked first (LFU: most used since the start; otherwise most rows this
@@ -305,8 +297,10 @@ export class LayerExperts {
     try {
       // hits stay pinned until they have run: a miss's load must not evict an expert still to run
       for (const e of hits) this.pool.pin(this.pool.slot(e));
-      if (this.reader && misses.length > 0) {
-        this.staged(hits, misses, compute, cap, runLow);
+      if (this.reader && misses.length > 0 && this.directReads && full.length <= C) {
+        directReads(this, hits, misses, compute, runLow);
+      } else if (this.reader && misses.length > 0) {
+        stagedReads(this, hits, misses, compute, cap, runLow);
       } else if (full.length <= C) {
         // they fit: one round, the three grouped products over all of them
         runLow();
@@ -337,55 +331,5 @@ export class LayerExperts {
       this.pool.unpinAll();
     }
     return new Tensor(out, [N, n]);
-  }
-
-  /**
-   * The misses with the reader thread: it reads them in order into its staging places (at most
-   * `places` ahead of what this thread has consumed) while the hits, then each earlier round,
-   * compute; this thread takes them in order in rounds of at most min(cap, places): a read one is
-   * copied into a slot, one the reader has not begun is read here straight into a slot (no waiting
-   * for a reader that gets no core), one in progress is waited for.
-   */
-  private staged(hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, cap: number, first: () => void): void {
-    const reader = this.reader!;
-    const R = Math.max(1, Math.min(cap, reader.places));
-    reader.start(misses.map((e) => this.ranges.map((rs) => {
-      const r = rs[e]!;
-      return { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes };
-    })));
-    try {
-      first();
-      if (hits.length > 0) compute(hits);
-      for (let at = 0; at < misses.length; at += R) {
-        const round = misses.slice(at, at + R);
-        round.forEach((e, j) => {
-          const i = at + j;
-          const t0 = performance.now();
-          const got = reader.take(i);
-          if (got.mine) {
-            this.load(e);
-          } else {
-            this.stats.waitMs += performance.now() - t0;
-            if (got.failedRead >= 0) throw this.readError(e, got.failedRead, got.endAt, got.error);
-            const { slot } = this.pool.place(e);
-            let from = got.at;
-            for (let p = 0; p < this.ranges.length; p++) {
-              const bytes = this.projBytes(p);
-              this.slotView(p, slot).set(reader.staging.subarray(from, from + bytes));
-              from += bytes;
-            }
-            this.stats.bytesLoaded += this.expertBytes;
-            this.stats.staged++;
-          }
-          reader.release(i);
-          this.pool.use(e);
-          this.pool.pin(this.pool.slot(e));
-        });
-        compute(round);
-      }
-    } finally {
-      // the reader must be idle before its places are reused (or the file closed)
-      reader.finish();
-    }
   }
 }

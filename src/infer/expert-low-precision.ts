@@ -123,6 +123,36 @@ export class LowPrecisionExperts {
     return low;
   }
 
+  /**
+   * The rows of the experts in `low` through the whole MLP on their low-precision copies (rows of expert e at starts[e] .. starts[e + 1] - 1 of xd [N, K], results into out [N, n]): gathered
+   * in expert order (already contiguous per expert), the grouped Q4 kernel over the [E] stacks with
+   * sizes zero for every other expert, the rows put back.
+   */
+  mlp(xd: Float32Array, K: number, starts: Int32Array, groupSizes: Int32Array, low: ReadonlySet<number>, out: Float32Array, n: number,
+    act: (gate: Tensor, up: Tensor) => Tensor): void {
+    const lp = this;
+    const sizes = new Int32Array(this.numExperts);
+    const order = [...low].sort((a, b) => a - b);
+    let rows = 0;
+    for (const e of order) {
+      sizes[e] = groupSizes[e]!;
+      rows += groupSizes[e]!;
+    }
+    const xs = new Float32Array(rows * K);
+    let r = 0;
+    for (const e of order) {
+      xs.set(xd.subarray(starts[e]! * K, starts[e + 1]! * K), r * K);
+      r += groupSizes[e]!;
+    }
+    const x = new Tensor(xs, [rows, K]);
+    const y = lp.product(act(lp.product(x, 0, sizes), lp.product(x, 1, sizes)), 2, sizes).data as Float32Array;
+    r = 0;
+    for (const e of order) {
+      out.set(y.subarray(r * n, (r + groupSizes[e]!) * n), starts[e]! * n);
+      r += groupSizes[e]!;
+    }
+  }
+
   /** Projection p over the copies: x's rows grouped by expert (sizes [E], zero for experts not run here). */
   product(x: Tensor, p: number, sizes: Int32Array): Tensor {
     return quantGroupedMatmul(x, this.stacks[p]!, sizes);

@@ -5,7 +5,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { readSync } from 'node:fs';
-import { CTL, ERR_TEXT_BYTES, READ_STATUS, RING, ringWord, type FileRange, type ReaderInit, type ReaderJob } from './expert-reader-protocol.js';
+import { CTL, ERR_TEXT_BYTES, READ_STATUS, RING, ringWord, type FileRange, type ReaderInit, type ReaderJob, type ReaderRegister } from './expert-reader-protocol.js';
 
 const init = workerData as ReaderInit;
 const staging = new Uint8Array(init.staging);
@@ -13,18 +13,23 @@ const ctl = new Int32Array(init.ctl);
 const endAt = new Float64Array(init.endAt);
 const errText = new Uint8Array(init.errText);
 const W = init.places;
+/** Registered destination buffers (cache slot stacks), by index. */
+const dests: Uint8Array[] = [];
 
-/** Reads one expert's ranges back to back into place p; the outcome goes into the place's words. */
+/** Reads one expert's ranges back to back into place p (or each straight to its dest); the outcome goes into the place's words. */
 function readExpert(reads: readonly FileRange[], p: number): void {
   let at = p * init.placeBytes;
   let j = 0;
   try {
     for (; j < reads.length; j++) {
       const r = reads[j]!;
+      const buf = r.dest ? dests[r.dest.buf] : staging;
+      if (!buf) throw new Error(`reader thread: destination buffer ${r.dest!.buf} was never registered`);
+      const base = r.dest ? r.dest.at : at;
       let done = 0;
       while (done < r.bytes) {
         // readSync caps one call at 2 GiB and may return short: loop
-        const got = readSync(r.fd, staging, at + done, Math.min(r.bytes - done, 1 << 30), r.position + done);
+        const got = readSync(r.fd, buf, base + done, Math.min(r.bytes - done, 1 << 30), r.position + done);
         if (got === 0) {
           endAt[p] = r.position + done;
           ctl[ringWord(p, RING.status)] = READ_STATUS.eof;
@@ -64,7 +69,12 @@ function run(job: ReaderJob): void {
   }
 }
 
-parentPort!.on('message', (job: ReaderJob) => {
+parentPort!.on('message', (msg: ReaderJob | ReaderRegister) => {
+  if ('register' in msg) {
+    for (const b of msg.register) dests.push(new Uint8Array(b));
+    return;
+  }
+  const job = msg;
   run(job);
   Atomics.store(ctl, CTL.jobDone, job.seq);
   Atomics.notify(ctl, CTL.jobDone);

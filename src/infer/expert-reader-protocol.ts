@@ -5,11 +5,17 @@
 // places (index i at place i % W, only while i < CTL.released), the main thread reads its own
 // straight into a slot. The main thread consumes the indices in order and releases each place.
 
-/** One positioned read: `bytes` bytes of file descriptor `fd` from `position`. */
+/** One positioned read: `bytes` bytes of file descriptor `fd` from `position`; into staging, or straight to byte `at` of registered buffer `buf` (a cache slot). */
 export interface FileRange {
   fd: number;
   position: number;
   bytes: number;
+  dest?: { buf: number; at: number };
+}
+
+/** Buffers the reader may write into (a layer's slot stacks), sent once; FileRange.dest.buf indexes them in order of registration. */
+export interface ReaderRegister {
+  register: SharedArrayBuffer[];
 }
 
 /** What the main thread hands the reader thread at start (all shared memory). */
@@ -23,7 +29,7 @@ export interface ReaderInit {
   errText: SharedArrayBuffer; // Uint8Array [W * ERR_TEXT_BYTES]: an exception's message, UTF-8 (READ_STATUS.error)
 }
 
-/** A job: the misses' reads (per expert, its projections in order, laid out back to back in a place). */
+/** A job: the misses' reads (per expert, its projections in order, laid out back to back in a place, or each at its dest). */
 export interface ReaderJob {
   seq: number;
   experts: FileRange[][];

@@ -2,15 +2,17 @@
 //
 // Why a thread and not fs.promises: the model's forward is synchronous (the server's decode step,
 // generate), so the main thread can only wait for a read with Atomics.wait, never for a promise.
-// Why staging and a copy: the native kernels take ArrayBuffer-backed arrays only (the addon reads
-// them through napi_get_arraybuffer_info, which refuses a SharedArrayBuffer), and a worker can only
-// write shared memory. The copy into a slot runs at memory speed (~3x a page-cache read here).
+// Direct and staged reads: the cache's slots live in SharedArrayBuffers (the native kernels take
+// them since the addon reads typed arrays through napi_get_typedarray_info), registered with the
+// reader (register), so a miss that has its slot before the job starts is read straight into it.
+// Misses of a step that overflows the slots are read into the staging places instead and copied
+// into a slot when the forward reaches them (their slot is freed by an earlier round only then).
 // Why the main thread takes indices too: on a busy machine the reader thread may get no core for
 // a while; the main thread then reads the next expert itself instead of waiting (never slower than
 // reading everything on the main thread, but for the copies of what the reader did read).
 
 import { Worker } from 'node:worker_threads';
-import { CANCELLED, CTL, CTL_WORDS, ERR_TEXT_BYTES, READ_STATUS, RING, RING_WORDS, ringWord, type FileRange, type ReaderInit } from './expert-reader-protocol.js';
+import { CANCELLED, CTL, CTL_WORDS, ERR_TEXT_BYTES, READ_STATUS, RING, RING_WORDS, ringWord, type FileRange, type ReaderInit, type ReaderRegister } from './expert-reader-protocol.js';
 
 export type { FileRange } from './expert-reader-protocol.js';
 
@@ -30,6 +32,7 @@ export class ExpertReader {
   private seq = 0;
   private jobLength = -1; // -1: no job open
   private closed = false;
+  private registered = 0;
 
   /**
    * places: experts the reader may read ahead; placeBytes: one expert's bytes. mainReads false:
@@ -58,21 +61,41 @@ export class ExpertReader {
     if (this.closed) throw new Error('expert reader: closed');
     if (this.jobLength >= 0) throw new Error('expert reader: a job is already open (finish it first)');
     experts.forEach((rs, i) => {
-      const bytes = rs.reduce((s, r) => s + r.bytes, 0);
+      const bytes = rs.reduce((s, r) => s + (r.dest ? 0 : r.bytes), 0);
       if (bytes > this.placeBytes) throw new Error(`expert reader: expert ${i} of the job has ${bytes} bytes, a staging place holds ${this.placeBytes}`);
+      for (const r of rs) {
+        if (r.dest && !(r.dest.buf >= 0 && r.dest.buf < this.registered)) throw new Error(`expert reader: expert ${i} of the job names buffer ${r.dest.buf}; ${this.registered} are registered`);
+      }
     });
     // the reader is idle between jobs (finish waited for it): the words are ours to reset
     for (let p = 0; p < this.places; p++) Atomics.store(this.ctl, ringWord(p, RING.done), 0);
     Atomics.store(this.ctl, CTL.claim, 0);
     Atomics.store(this.ctl, CTL.released, this.places);
+    this.jobLength = experts.length;
+    this.thread().postMessage({ seq: ++this.seq, experts });
+  }
+
+  /**
+   * Buffers the reader may then write into directly (FileRange.dest): e.g. a layer's slot stacks,
+   * which the kernels read as they are (no staging copy). Returns their indices, in order.
+   */
+  register(buffers: readonly SharedArrayBuffer[]): number[] {
+    if (this.closed) throw new Error('expert reader: closed');
+    const first = this.registered;
+    this.registered += buffers.length;
+    this.thread().postMessage({ register: [...buffers] } satisfies ReaderRegister);
+    return buffers.map((_, i) => first + i);
+  }
+
+  /** The worker, started on first use (messages reach it in order: a registration before the jobs that use it). */
+  private thread(): Worker {
     if (!this.worker) {
       this.worker = new Worker(new URL('./expert-read-worker.js', import.meta.url), { workerData: this.init });
       // a forgotten cache must not keep the process alive
       this.worker.unref();
       this.worker.on('error', () => { /* seen as a timeout by the next wait, which names it */ });
     }
-    this.jobLength = experts.length;
-    this.worker.postMessage({ seq: ++this.seq, experts });
+    return this.worker;
   }
 
   /** Index i (the next in order): claimed for the main thread if the reader has not begun it, else waited for. */

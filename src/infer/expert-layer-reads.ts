@@ -1,0 +1,107 @@
+// The expert cache's reads on the reader thread for one layer's misses: straight into their slots when they fit beside the hits, else through the staging places and a copy.
+
+import type { LayerExperts } from './expert-layer.js';
+
+/**
+ * The misses with the reader thread when they fit the slots beside the hits: each is given its
+ * slot first, and the reader reads them in order straight into those slots (at most `places`
+ * ahead of what this thread has consumed) while the hits compute; this thread takes them in
+ * rounds of `places` and computes each round while the reader reads the next. An expert the
+ * reader has not begun is read here, into the same slot. No staging copy.
+ */
+export function directReads(L: LayerExperts, hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, first: () => void): void {
+  const reader = L.reader!;
+  if (L.registeredWith !== reader) {
+    L.destBufs = reader.register(L.slotBuffers);
+    L.registeredWith = reader;
+  }
+  const R = Math.max(1, reader.places);
+  const slots = misses.map((e) => {
+    const { slot } = L.pool.place(e);
+    L.pool.pin(slot);
+    return slot;
+  });
+  const filled = misses.map(() => false);
+  try {
+    reader.start(misses.map((e, i) => L.ranges.map((rs, p) => {
+      const r = rs[e]!;
+      return { fd: L.files.fd(r.file), position: r.offset, bytes: r.bytes, dest: { buf: L.destBufs[p]!, at: slots[i]! * L.projBytes(p) } };
+    })));
+    first();
+    if (hits.length > 0) compute(hits);
+    for (let at = 0; at < misses.length; at += R) {
+      const round = misses.slice(at, at + R);
+      round.forEach((e, j) => {
+        const i = at + j;
+        const t0 = performance.now();
+        const got = reader.take(i);
+        if (got.mine) {
+          L.readInto(e, slots[i]!);
+        } else {
+          L.stats.waitMs += performance.now() - t0;
+          if (got.failedRead >= 0) throw L.readError(e, got.failedRead, got.endAt, got.error);
+          L.stats.staged++;
+        }
+        filled[i] = true;
+        L.stats.bytesLoaded += L.expertBytes;
+        reader.release(i);
+        L.pool.use(e);
+      });
+      compute(round);
+    }
+  } finally {
+    // the reader must be idle before a slot it may still write is given up (or the file closed)
+    reader.finish();
+    misses.forEach((_, i) => { if (!filled[i]) L.pool.clear(slots[i]!); });
+  }
+}
+
+/**
+ * The misses with the reader thread: it reads them in order into its staging places (at most
+ * `places` ahead of what this thread has consumed) while the hits, then each earlier round,
+ * compute; this thread takes them in order in rounds of at most min(cap, places): a read one is
+ * copied into a slot, one the reader has not begun is read here straight into a slot (no waiting
+ * for a reader that gets no core), one in progress is waited for.
+ */
+export function stagedReads(L: LayerExperts, hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, cap: number, first: () => void): void {
+  const reader = L.reader!;
+  const R = Math.max(1, Math.min(cap, reader.places));
+  reader.start(misses.map((e) => L.ranges.map((rs) => {
+    const r = rs[e]!;
+    return { fd: L.files.fd(r.file), position: r.offset, bytes: r.bytes };
+  })));
+  try {
+    first();
+    if (hits.length > 0) compute(hits);
+    for (let at = 0; at < misses.length; at += R) {
+      const round = misses.slice(at, at + R);
+      round.forEach((e, j) => {
+        const i = at + j;
+        const t0 = performance.now();
+        const got = reader.take(i);
+        if (got.mine) {
+          L.load(e);
+        } else {
+          L.stats.waitMs += performance.now() - t0;
+          if (got.failedRead >= 0) throw L.readError(e, got.failedRead, got.endAt, got.error);
+          const { slot } = L.pool.place(e);
+          let from = got.at;
+          for (let p = 0; p < L.ranges.length; p++) {
+            const bytes = L.projBytes(p);
+            L.slotView(p, slot).set(reader.staging.subarray(from, from + bytes));
+            from += bytes;
+          }
+          L.stats.bytesLoaded += L.expertBytes;
+          L.stats.staged++;
+        }
+        reader.release(i);
+        L.pool.use(e);
+        L.pool.pin(L.pool.slot(e));
+      });
+      compute(round);
+    }
+  } finally {
+    // the reader must be idle before its places are reused (or the file closed)
+    reader.finish();
+  }
+}
