@@ -85,7 +85,7 @@ for (const [name, make] of OPTIMIZERS) {
   });
 }
 
-test('sharded optimizer: loadState is validated on the main thread with the one-process messages; a replaced expert bank is refused', async () => {
+test('sharded optimizer: loadState is validated on the main thread with the one-process messages; one phase at a time; a replaced expert bank is refused', async () => {
   const layer = new moe.MoELayer(LAYER);
   const ep = attachExpertParallel(layer, { workers: 2, timeoutMs: 30_000 });
   try {
@@ -93,6 +93,11 @@ test('sharded optimizer: loadState is validated on the main thread with the one-
     const bad = { step: new Tensor(Float64Array.of(1), [1]), 'exp_avg.experts.w1': new Tensor(new Float32Array(3), [3]) };
     assert.throws(() => opt.loadState(bad), /Adam.loadState: 'exp_avg.experts.w1' has shape \[3\], parameter 'experts.w1' has shape \[4, 6, 8\]/);
     assert.throws(() => new ExpertShardedOptimizer(new Adam(layer.namedParameters().filter(([n]) => n !== 'experts.w2')), ep), /has 4 of the 5 expert parameters/);
+    // the optimizer step overlaps the main thread's work with a phase in flight: a second phase must wait for it
+    const args = { layer: 0, callId: 0, tokens: 0, rows: 0, flags: 0, backend: 0 };
+    const first = ep.group.start(OP.release, args, 'first');
+    assert.throws(() => ep.group.run(OP.release, args, 'second'), /expert-parallel: second issued while 'release' \(first\) is still running/);
+    ep.group.finish(first);
     layer.experts.to('float64');
     assert.throws(() => layer.forward(randTensor(new Rng(1), [3, 6])), /float32 tensors only, got float64 \(expert weights\)/);
     layer.experts.to('float32');

@@ -33,6 +33,27 @@ const GrowableSharedArrayBuffer = SharedArrayBuffer as unknown as new (bytes: nu
 /** Largest size of a growable region: 1 GiB of address space each, committed only as used. */
 const MAX_REGION_BYTES = 1 << 30;
 
+/** The call block's words of one phase. */
+export interface PhaseArgs {
+  layer: number;
+  callId: number;
+  tokens: number;
+  rows: number;
+  flags: number;
+  backend: number;
+  arg?: number;
+  degree?: number;
+}
+
+/** A phase issued by start() and not yet finished. */
+export interface PendingPhase {
+  readonly op: number;
+  readonly what: string;
+  readonly seqs: readonly number[];
+  readonly t0: number;
+  readonly deadline: number;
+}
+
 export interface PhaseTiming {
   ms: number;
   calls: number;
@@ -53,6 +74,7 @@ export class ExpertGroup {
   private readonly errors: Uint8Array;
   private readonly exitCodes: Array<number | null>;
   private brokenBy: string | null = null;
+  private inFlight: PendingPhase | null = null;
   private closed = false;
 
   constructor(opts: ExpertGroupOptions) {
@@ -154,8 +176,18 @@ export class ExpertGroup {
    * Runs one phase on every worker and waits for all (the barrier). `what` names the phase in
    * errors (e.g. "layer 0 forward"). Throws, naming the worker, on error, exit or deadline.
    */
-  run(op: number, args: { layer: number; callId: number; tokens: number; rows: number; flags: number; backend: number; arg?: number; degree?: number }, what: string): void {
+  run(op: number, args: PhaseArgs, what: string): void {
+    this.finish(this.start(op, args, what));
+  }
+
+  /**
+   * Issues one phase to every worker and returns at once: the main thread may work on its own
+   * memory meanwhile (the sharded optimizer steps the non-expert parameters), then must call
+   * finish() before anything else touches the group.
+   */
+  start(op: number, args: PhaseArgs, what: string): PendingPhase {
     this.check();
+    if (this.inFlight) throw new Error(`expert-parallel: ${what} issued while '${OP_NAMES[this.inFlight.op] ?? this.inFlight.op}' (${this.inFlight.what}) is still running (finish it first)`);
     const c = this.call;
     c[CALL.op] = op;
     c[CALL.layer] = args.layer;
@@ -178,8 +210,17 @@ export class ExpertGroup {
       seqs.push(Atomics.add(this.ctl, base + CTL.cmd, 1) + 1);
       Atomics.notify(this.ctl, base + CTL.cmd);
     }
+    this.inFlight = { op, what, seqs, t0, deadline: Date.now() + this.timeoutMs };
+    return this.inFlight;
+  }
+
+  /** Waits for every worker to finish the phase start() issued (the barrier); throws, naming the worker, on error, exit or deadline. */
+  finish(phase: PendingPhase): void {
+    if (phase !== this.inFlight) throw new Error(`expert-parallel: finish() of '${OP_NAMES[phase.op] ?? phase.op}' (${phase.what}), which is not the phase in flight`);
+    this.inFlight = null;
+    this.check();
+    const { op, what, seqs, t0, deadline } = phase;
     const name = `'${OP_NAMES[op] ?? op}' (${what})`;
-    const deadline = Date.now() + this.timeoutMs;
     for (let r = 0; r < this.ranks; r++) {
       const base = r * WORKER_CTL_WORDS;
       for (;;) {

@@ -10,6 +10,7 @@ import { Adam, AdamW, SGD, Optimizer } from '../train/optim.js';
 import { OP, OPTIM, PARAMS, f32, type ParamName } from './protocol.js';
 import { evenSplit } from './layout.js';
 import type { ExpertLayerInfo, ExpertParallel } from './expert-parallel.js';
+import type { PendingPhase } from './group.js';
 import type { OptimConfig, OptimKind, OptimMessage, OptimStateReply, WireState } from './worker-optim.js';
 
 interface ExpertParam {
@@ -84,10 +85,6 @@ export class ExpertShardedOptimizer extends Optimizer {
   }
 
   override step(): void {
-    if (this.inner) {
-      this.inner.lr = this.lr;
-      this.inner.step();
-    }
     const grads: Record<number, ParamName[]> = {};
     for (const e of this.experts) {
       const g = e.tensor.grad;
@@ -98,7 +95,16 @@ export class ExpertShardedOptimizer extends Optimizer {
       if (g.data.buffer !== region) f32(region, g.size).set(g.data as Float32Array);
       (grads[e.layer.id] ??= []).push(e.param);
     }
-    if (Object.keys(grads).length > 0) this.request({ type: 'optim', seq: 0, op: OPTIM.step, lr: this.lr, grads }, 'optimizer step');
+    // the workers step their experts while the main thread steps the other parameters (disjoint memory)
+    const phase = Object.keys(grads).length > 0 ? this.startRequest({ type: 'optim', seq: 0, op: OPTIM.step, lr: this.lr, grads }, 'optimizer step') : null;
+    try {
+      if (this.inner) {
+        this.inner.lr = this.lr;
+        this.inner.step();
+      }
+    } finally {
+      if (phase) this.ep.group.finish(phase);
+    }
     this.count++;
   }
 
@@ -176,6 +182,12 @@ export class ExpertShardedOptimizer extends Optimizer {
   private request(m: OptimMessage, what: string): number {
     this.ep.group.post({ ...m, seq: this.seq + 1 });
     return this.issue(m.op, what);
+  }
+
+  private startRequest(m: OptimMessage, what: string): PendingPhase {
+    this.ep.group.post({ ...m, seq: this.seq + 1 });
+    const seq = ++this.seq;
+    return this.ep.group.start(OP.optim, { layer: 0, callId: seq, tokens: 0, rows: 0, flags: 0, backend: 0, arg: m.op }, what);
   }
 
   private issue(op: number, what: string): number {
