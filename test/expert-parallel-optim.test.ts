@@ -3,7 +3,8 @@
 // for Adam, AdamW and SGD with momentum (with clipping and a layer used twice in one graph);
 // the main thread keeps only the non-expert state; checkpoints move between N = 1 and N = 2 in
 // both directions; a worker that dies in the optimizer step fails the run with a clear error
-// (no hang) and the run resumes from its checkpoint to the same metrics as an uninterrupted run.
+// (no hang) and the run resumes from its checkpoint to the same metrics as an uninterrupted run;
+// with model growth the state stays on the main thread and the run still equals N = 1.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -134,9 +135,9 @@ test('sharded optimizer faults: a worker killed or exiting in the optimizer step
 });
 
 /** The byte LM of configs/udhr-lm-moe.json at a tiny size: 2 epochs of 3 steps. */
-function tinyConfig(experts: number): RunConfig {
+function tinyConfig(experts: number, model: Record<string, unknown> = {}): RunConfig {
   const raw = JSON.parse(readFileSync(fileURLToPath(new URL('../../configs/udhr-lm-moe.json', import.meta.url)), 'utf8')) as Record<string, Record<string, unknown>>;
-  Object.assign(raw['model']!, { dModel: 16, layers: 2, heads: 2, dFF: 16, numExperts: 4 });
+  Object.assign(raw['model']!, { dModel: 16, layers: 2, heads: 2, dFF: 16, numExperts: 4, ...model });
   Object.assign(raw['data']!, { maxLanguages: 2, seqLen: 16, stepsPerEpoch: 3, evalWindows: 4 });
   Object.assign(raw['train']!, { epochs: 2 });
   Object.assign(raw['optim']!, { warmupSteps: 1 });
@@ -179,6 +180,21 @@ test('training: N = 2 and 4 equal N = 1; a worker dying mid-run fails it clearly
     await runTraining(tinyConfig(1), { out: half, maxSteps: 4, ...quiet });
     await runTraining(tinyConfig(2), { out: half, resume: half, ...quiet });
     assert.deepEqual(metricsOf(half), want, 'N = 1 checkpoint resumed with N = 2');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('training with model growth at N = 2: the grown experts get new shared regions, the optimizer stays on the main thread, metrics equal N = 1', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moe-ep-grow-'));
+  const grow = { numExperts: 2, grow: [{ step: 2, add: 2 }] };
+  try {
+    await runTraining(tinyConfig(1, grow), { out: join(dir, 'n1'), progress: null, log: () => {} });
+    const lines: string[] = [];
+    await runTraining(tinyConfig(2, grow), { out: join(dir, 'n2'), progress: null, log: (l) => lines.push(l) });
+    assert.ok(lines.some((l) => /parallel.experts = 2 with model growth: the experts' optimizer state stays on the main thread/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /from 2 to 4 experts/.test(l)), 'the model grew');
+    assert.deepEqual(metricsOf(join(dir, 'n2')), metricsOf(join(dir, 'n1')));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
