@@ -20,6 +20,7 @@ import { EXPERT_POLICIES, type ExpertPolicy } from '../src/infer/expert-slots.js
 import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { loadUdhr } from '../src/data/text.js';
 import type { KVCache } from '../src/nn/kv-cache.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { lineChart, writePlot } from '../src/report/plot.js';
 import { parseArgs, rejectUnknown, type ParsedArgs } from '../src/cli/args.js';
 import { LOW_PRECISION_TYPES, type LowPrecisionType } from '../src/infer/expert-low-precision.js';
@@ -42,6 +43,9 @@ export interface TextDecodeResult {
   waitMsPerToken: number | null;
   /** Share of the expert uses computed on the low-precision copies (null without them). */
   lowPrecisionShare: number | null;
+  /** Against the all-resident run (the first, when it has no cache): largest |logit change| over the timed steps, and the share of steps whose top token is the same. */
+  maxLogitDiff: number | null;
+  top1Agreement: number | null;
 }
 
 /** Token ids of the UDHR's English text: the model's tokenizer when it has one, else UTF-8 bytes (mod the vocabulary). */
@@ -79,8 +83,8 @@ export function textDecodeInterleaved(
   // each sequence's own stretch of the text, copied out (wrapping round when the text is short)
   const texts = Array.from({ length: batch }, (_, j) => Int32Array.from({ length: span }, (_, i) => ids[(j * span + i) % ids.length]!));
   const kvs: KVCache[][] = runs.map(({ model }) => texts.map(() => model.newCache(span + 1)));
-  const step = (model: MoEDecoder, caches: KVCache[], from: number, to: number): void => {
-    model.forwardBatch(texts.map((t, j) => ({ ids: t.subarray(from, to), cache: caches[j]! })), 'bench expert-cache', { lastOnly: true });
+  const step = (model: MoEDecoder, caches: KVCache[], from: number, to: number): Tensor[] => {
+    return model.forwardBatch(texts.map((t, j) => ({ ids: t.subarray(from, to), cache: caches[j]! })), 'bench expert-cache', { lastOnly: true });
   };
   runs.forEach(({ model }, i) => {
     step(model, kvs[i]!, 0, prefix);
@@ -88,11 +92,24 @@ export function textDecodeInterleaved(
   });
   for (const r of runs) r.cache?.resetStats();
   const ms = runs.map(() => 0);
+  // against the first run when it is all-resident: the largest logit change and whether the top token stays (low-precision copies move them)
+  const maxDiff = runs.map(() => 0);
+  const top1 = runs.map(() => 0);
+  const argmax = (d: Float32Array): number => d.reduce((b, v, j) => (v > d[b]! ? j : b), 0);
   for (let at = prefix + warm; at < span; at++) {
+    let ref: Float32Array[] | null = null;
     runs.forEach(({ model }, i) => {
       const t0 = performance.now();
-      step(model, kvs[i]!, at, at + 1);
+      const out = step(model, kvs[i]!, at, at + 1).map((t) => t.data as Float32Array);
       ms[i]! += performance.now() - t0;
+      if (i === 0) ref = out;
+      else if (ref && runs[0]!.cache === null) {
+        out.forEach((d, j) => {
+          const r = ref![j]!;
+          for (let v = 0; v < d.length; v++) maxDiff[i] = Math.max(maxDiff[i]!, Math.abs(d[v]! - r[v]!));
+          if (argmax(d) === argmax(r)) top1[i]!++;
+        });
+      }
     });
   }
   return runs.map(({ cache }, i) => {
@@ -111,6 +128,8 @@ export function textDecodeInterleaved(
       staged: st ? st.staged : null,
       waitMsPerToken: st ? st.waitMs / tokens : null,
       lowPrecisionShare: st && cache!.lowPrecision ? st.lowPrecision / Math.max(1, st.hits + st.misses) : null,
+      maxLogitDiff: i > 0 && runs[0]!.cache === null ? maxDiff[i]! : null,
+      top1Agreement: i > 0 && runs[0]!.cache === null ? top1[i]! / tokens : null,
     };
   });
 }
@@ -245,13 +264,13 @@ export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number>
     console.log(JSON.stringify(rows));
     return 0;
   }
-  console.log('| batch | budget (of expert bytes) | slots/layer | policy | loads | low precision | decode tokens/s | of all-resident (interleaved run) | hit rate | uses on the copies | MB read/token | MB needed/token (floor at 0 hits) | waited ms/token | prefetched (used) |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| batch | budget (of expert bytes) | slots/layer | policy | loads | low precision | decode tokens/s | of all-resident (interleaved run) | hit rate | uses on the copies | max abs logit change (top-1 same) | MB read/token | MB needed/token (floor at 0 hits) | waited ms/token | prefetched (used) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) {
     const pct = (x: unknown): string => (typeof x === 'number' ? `${(100 * x).toFixed(1)}%` : '-');
     const budget = typeof r['budget'] === 'number' ? pct(r['budget']) : String(r['budget']);
     if (r['refused']) {
-      console.log(`| ${r['batch']} | ${budget} | - | ${r['policy'] ?? 'any'} | ${r['loads'] ?? '-'} | ${r['low'] ?? '-'} | refused: ${String(r['refused'])} | | | | | | | |`);
+      console.log(`| ${r['batch']} | ${budget} | - | ${r['policy'] ?? 'any'} | ${r['loads'] ?? '-'} | ${r['low'] ?? '-'} | refused: ${String(r['refused'])} | | | | | | | | |`);
       continue;
     }
     const mbOf = (k: string): string => (typeof r[k] === 'number' ? ((r[k] as number) / 1e6).toFixed(1) : '-');
@@ -260,7 +279,7 @@ export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number>
     const pf = r['policy'] === 'pregate' ? `${r['prefetched']} (${r['prefetchUsed']})` : '-';
     const tps = (r['tokensPerSec'] as number).toFixed(1);
     const of = r['ofResident'] === undefined ? `median of ${r['runs']} runs` : `${pct(r['ofResident'])} (of ${(r['residentTokensPerSec'] as number).toFixed(1)})`;
-    console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${r['loads'] ?? '-'} | ${r['low'] ?? '-'} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${pct(r['lowPrecisionShare'])} | ${mb} | ${mbOf('neededBytesPerToken')} | ${wait} | ${pf} |`);
+    console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${r['loads'] ?? '-'} | ${r['low'] ?? '-'} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${pct(r['lowPrecisionShare'])} | ${typeof r['maxLogitDiff'] === 'number' ? `${(r['maxLogitDiff'] as number).toPrecision(3)} (${pct(r['top1Agreement'])})` : '-'} | ${mb} | ${mbOf('neededBytesPerToken')} | ${wait} | ${pf} |`);
   }
   return 0;
 }
