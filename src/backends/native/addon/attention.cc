@@ -166,6 +166,36 @@ void kvWriteHalf(const float* src, _Float16* dst, i64 T, i64 G, i64 hd, i64 maxL
   kvWriteBody<_Float16>(src, dst, T, G, hd, maxLen, pos);
 }
 
+// One cache layer's keys and values (arguments i and i + 1): float32, or f16 bit patterns
+// (Uint16Array) for a half-precision cache, checked to hold [G, maxLen, hd] each.
+struct CacheLayer {
+  bool half = false;
+  Buf<float> keys, values;
+  Buf<uint16_t> keysH, valuesH;
+  CacheLayer(const Args& args, size_t i) : half(args.isU16(i)) {
+    if (half) {
+      keysH = args.u16(i, "keys");
+      valuesH = args.u16(i + 1, "values");
+    } else {
+      keys = args.f32(i, "keys");
+      values = args.f32(i + 1, "values");
+    }
+  }
+  void check(const Args& args, i64 G, i64 maxLen, i64 hd, i64 P, i64 T) const {
+    if (P + T > maxLen) args.fail("P + T = " + std::to_string(P + T) + " positions exceed maxLen = " + std::to_string(maxLen));
+    const i64 n = args.mul({G, maxLen, hd});
+    if (half) {
+      args.need(keysH, n, "keys");
+      args.need(valuesH, n, "values");
+    } else {
+      args.need(keys, n, "keys");
+      args.need(values, n, "values");
+    }
+  }
+  const _Float16* kh() const { return reinterpret_cast<const _Float16*>(keysH.data); }
+  const _Float16* vh() const { return reinterpret_cast<const _Float16*>(valuesH.data); }
+};
+
 // T queries [T, H, hd] at positions P .. P + T - 1 over one cache layer (float32 kd/vd, or half
 // kh/vh), out [T, H, hd]: one unit = one (query, head) pair, ~2 * L * hd flops.
 void attendAll(const float* qd, const float* kd, const float* vd, const _Float16* kh16, const _Float16* vh16, bool half, float* od, i64 T, i64 H,
@@ -186,34 +216,17 @@ void attendAll(const float* qd, const float* kd, const float* vd, const _Float16
 // cachedAttention(q, keys, values, out, T, H, G, hd, maxLen, P, window, scale)
 Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
   Args args(info, "cachedAttention", 12);
-  // keys and values: float32, or f16 bit patterns (Uint16Array) for a half-precision cache
-  const bool half = args.isU16(1);
-  Buf<float> q = args.f32(0, "q"), out = args.f32(3, "out"), keys, values;
-  Buf<uint16_t> keysH, valuesH;
-  if (half) {
-    keysH = args.u16(1, "keys");
-    valuesH = args.u16(2, "values");
-  } else {
-    keys = args.f32(1, "keys");
-    values = args.f32(2, "values");
-  }
+  Buf<float> q = args.f32(0, "q"), out = args.f32(3, "out");
+  const CacheLayer kv(args, 1);
   const i64 T = args.size(4, "T"), H = args.size(5, "H"), G = args.size(6, "G"), hd = args.size(7, "hd");
   const i64 maxLen = args.size(8, "maxLen"), P = args.size(9, "P"), window = args.size(10, "window");
   const float scale = static_cast<float>(args.number(11, "scale"));
   if (G == 0 || H % G != 0) args.fail("H = " + std::to_string(H) + " query heads are not a multiple of G = " + std::to_string(G) + " key/value heads");
-  if (P + T > maxLen) args.fail("P + T = " + std::to_string(P + T) + " positions exceed maxLen = " + std::to_string(maxLen));
+  kv.check(args, G, maxLen, hd, P, T);
   args.need(q, args.mul({T, H, hd}), "q");
-  if (half) {
-    args.need(keysH, args.mul({G, maxLen, hd}), "keys");
-    args.need(valuesH, args.mul({G, maxLen, hd}), "values");
-  } else {
-    args.need(keys, args.mul({G, maxLen, hd}), "keys");
-    args.need(values, args.mul({G, maxLen, hd}), "values");
-  }
   args.need(out, args.mul({T, H, hd}), "out");
   if (T == 0 || H == 0 || hd == 0) return info.Env().Undefined();
-  attendAll(q.data, keys.data, values.data, reinterpret_cast<const _Float16*>(keysH.data), reinterpret_cast<const _Float16*>(valuesH.data), half,
-            out.data, T, H, G, hd, maxLen, P, window, scale);
+  attendAll(q.data, kv.keys.data, kv.values.data, kv.kh(), kv.vh(), kv.half, out.data, T, H, G, hd, maxLen, P, window, scale);
   return info.Env().Undefined();
 }
 
@@ -280,22 +293,13 @@ Napi::Value QkvAttention(const Napi::CallbackInfo& info) {
   const i64 normMode = args.integer(6, "normMode");
   const float eps = static_cast<float>(args.number(7, "eps"));
   Buf<float> cs = args.f32(8, "cos"), sn = args.f32(9, "sin"), out = args.f32(12, "out");
-  const bool half = args.isU16(10);
-  Buf<float> keys, values;
-  Buf<uint16_t> keysH, valuesH;
-  if (half) {
-    keysH = args.u16(10, "keys");
-    valuesH = args.u16(11, "values");
-  } else {
-    keys = args.f32(10, "keys");
-    values = args.f32(11, "values");
-  }
+  const CacheLayer kv(args, 10);
   const i64 T = args.size(13, "T"), H = args.size(14, "H"), G = args.size(15, "G"), hd = args.size(16, "hd");
   const i64 maxLen = args.size(17, "maxLen"), P = args.size(18, "P"), window = args.size(19, "window");
   const float scale = static_cast<float>(args.number(20, "scale"));
   if (G == 0 || H % G != 0) args.fail("H = " + std::to_string(H) + " query heads are not a multiple of G = " + std::to_string(G) + " key/value heads");
   if (hd % 2 != 0) args.fail("hd = " + std::to_string(hd) + " must be even for rotary");
-  if (P + T > maxLen) args.fail("P + T = " + std::to_string(P + T) + " positions exceed maxLen = " + std::to_string(maxLen));
+  kv.check(args, G, maxLen, hd, P, T);
   if (normMode < 0 || normMode > 2) args.fail("normMode must be 0 (none), 1 (full) or 2 (per head), got " + std::to_string(normMode));
   const i64 qw = H * hd, kw = G * hd, row = qw + 2 * kw;
   args.need(qkv, args.mul({T, row}), "qkv");
@@ -309,13 +313,6 @@ Napi::Value QkvAttention(const Napi::CallbackInfo& info) {
   }
   args.need(cs, args.mul({T, hd}), "cos");
   args.need(sn, args.mul({T, hd}), "sin");
-  if (half) {
-    args.need(keysH, args.mul({G, maxLen, hd}), "keys");
-    args.need(valuesH, args.mul({G, maxLen, hd}), "values");
-  } else {
-    args.need(keys, args.mul({G, maxLen, hd}), "keys");
-    args.need(values, args.mul({G, maxLen, hd}), "values");
-  }
   args.need(out, args.mul({T, qw}), "out");
   if (T == 0 || H == 0 || hd == 0) return info.Env().Undefined();
   std::vector<float> q(static_cast<size_t>(T * qw)), k(static_cast<size_t>(T * kw)), v(static_cast<size_t>(T * kw));
@@ -339,14 +336,14 @@ Napi::Value QkvAttention(const Napi::CallbackInfo& info) {
   }
   rotaryInPlace(q.data(), cs.data, sn.data, T, H, hd);
   rotaryInPlace(k.data(), cs.data, sn.data, T, G, hd);
-  if (half) {
-    kvWriteHalf(k.data(), reinterpret_cast<_Float16*>(keysH.data), T, G, hd, maxLen, P);
-    kvWriteHalf(v.data(), reinterpret_cast<_Float16*>(valuesH.data), T, G, hd, maxLen, P);
+  if (kv.half) {
+    kvWriteHalf(k.data(), reinterpret_cast<_Float16*>(kv.keysH.data), T, G, hd, maxLen, P);
+    kvWriteHalf(v.data(), reinterpret_cast<_Float16*>(kv.valuesH.data), T, G, hd, maxLen, P);
   } else {
-    kvWriteBody<float>(k.data(), keys.data, T, G, hd, maxLen, P);
-    kvWriteBody<float>(v.data(), values.data, T, G, hd, maxLen, P);
+    kvWriteBody<float>(k.data(), kv.keys.data, T, G, hd, maxLen, P);
+    kvWriteBody<float>(v.data(), kv.values.data, T, G, hd, maxLen, P);
   }
-  attendAll(q.data(), keys.data, values.data, reinterpret_cast<const _Float16*>(keysH.data), reinterpret_cast<const _Float16*>(valuesH.data), half,
+  attendAll(q.data(), kv.keys.data, kv.values.data, kv.kh(), kv.vh(), kv.half,
             out.data, T, H, G, hd, maxLen, P, window, scale);
   return info.Env().Undefined();
 }
