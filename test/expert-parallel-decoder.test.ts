@@ -2,13 +2,20 @@
 // of KV-cached decode steps at N = 2 and 4 workers match the one-process decoder within 1e-5 of
 // the logits' scale (the workers run the expert bank's kernels on transposed stacks, so the
 // arithmetic order differs from the decoder's grouped products) and pick the same greedy tokens;
-// quantised stacks are refused naming the weight; close() gives the decoder working stacks back.
+// quantised stacks are refused naming the weight; close() gives the decoder working stacks back;
+// `moe serve --parallel-experts 2` answers a greedy completion with the one-process server's text
+// and exits 0 on SIGTERM.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { noGrad } from '../src/tensor/autograd.js';
 import { MemoryTensorSource } from '../src/formats/tensor-source.js';
-import { presetConfig, randomHFTensors } from '../src/models/moe-decoder-create.js';
+import { createRandomHFDir, presetConfig, randomHFTensors } from '../src/models/moe-decoder-create.js';
 import { fromHF } from '../src/models/moe-decoder-hf.js';
 import { MoEDecoder, SparseMoeBlock, decoderConfigToHF, type MoEFamily } from '../src/models/moe-decoder.js';
 import { DecoderExpertParallel } from '../src/parallel/decoder-experts.js';
@@ -74,4 +81,47 @@ test('decoder expert parallelism refuses quantised stacks and more workers than 
   const block = m.namedModules().find(([, b]) => b instanceof SparseMoeBlock)![1] as SparseMoeBlock;
   block.setExperts({ type: 'q8_0' } as unknown as SparseMoeBlock['w1'], block.w3, block.w2);
   assert.throws(() => DecoderExpertParallel.attach(m, { workers: 2 }), /expert-parallel: layers\.0\.moe\.w1 is quantised \(q8_0\); the workers run float32 expert stacks only/);
+});
+
+/** Starts `moe serve` on a free port, sends one greedy completion, stops it with SIGTERM: the text and the exit code. */
+async function serveOnce(dir: string, extra: string[]): Promise<{ text: string; code: number | null; err: string }> {
+  const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const child = spawn(process.execPath, [main, 'serve', '--model', dir, '--port', '0', '--ctx', '64', '--max-batch', '2', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  try {
+    const t0 = Date.now();
+    while (!/http:\/\/127\.0\.0\.1:\d+/.test(out) && child.exitCode === null && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
+    const url = /http:\/\/127\.0\.0\.1:\d+/.exec(out)?.[0];
+    assert.ok(url, `no URL printed: ${out} ${err}`);
+    const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'hello', max_tokens: 12, temperature: 0 }) });
+    assert.equal(res.status, 200, err);
+    const body = await res.json() as { choices: Array<{ text: string }> };
+    child.kill('SIGTERM');
+    return { text: body.choices[0]!.text, code: await exited, err };
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+}
+
+test('moe serve --parallel-experts 2: the same greedy completion as one process; exits 0 on SIGTERM; bad values refused', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'moe-ep-serve-'));
+  try {
+    const dir = join(root, 'tiny');
+    createRandomHFDir({ family: 'olmoe', preset: 'tiny', out: dir, seed: 5 });
+    const one = await serveOnce(dir, []);
+    const two = await serveOnce(dir, ['--parallel-experts', '2']);
+    assert.equal(one.code, 0, one.err);
+    assert.equal(two.code, 0, two.err);
+    assert.ok(one.text.length > 0);
+    assert.equal(two.text, one.text);
+    assert.match(two.err, /moe serve: the routed experts of \d+ MoE layers run on 2 worker threads/);
+    const bad = await serveOnce(dir, ['--parallel-experts', '0']).catch((e: Error) => e);
+    assert.match(String(bad), /serve: --parallel-experts 0: expected an integer >= 1/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

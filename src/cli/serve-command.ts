@@ -6,11 +6,12 @@ import { loadLM } from '../models/load-lm.js';
 import { dtypeFlag, DTYPE_HELP, expertFlags, EXPERT_HELP } from './generate-command.js';
 import { loadTokenizer } from '../formats/hf/tokenizer.js';
 import { ModelServer } from '../serve/http.js';
+import { DecoderExpertParallel } from '../parallel/decoder-experts.js';
 
 export const SERVE_HELP = `moe serve --model DIR|FILE.gguf [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-queue 64]
           [--ctx N] [--prefill-chunk 64] [--timeout SECONDS] [--grace SECONDS] [--name NAME] [--dtype T]
           [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate] [--expert-low-precision q4_0]
-          [--expert-low-below F] [--expert-reader sync|thread] [--rare-threshold F]
+          [--expert-low-below F] [--expert-reader sync|thread] [--rare-threshold F] [--parallel-experts N]
 
 Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/completions
 (streaming with "stream": true), GET /v1/models, /health and /metrics (Prometheus).
@@ -29,11 +30,14 @@ Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/
                      (config.json moe_ts.expert_token_counts) is below F / E (default 0.25);
                      /metrics counts tokens routed to such experts, and a request with
                      "moe_rare_experts": true gets usage.moe_rare_experts (docs/serving.md)
+  --parallel-experts N  run each MoE layer's routed experts on N worker threads, E/N each, over
+                     shared memory (docs/results/expert-parallel.md); float32 experts only (not a
+                     quantised --dtype, not with --expert-memory); default 1 (no workers)
 ${DTYPE_HELP}
 ${EXPERT_HELP}
 The URL is printed on stdout once the server listens (--port 0 picks a free port).`;
 
-const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-reader', 'rare-threshold', 'help'];
+const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-reader', 'rare-threshold', 'parallel-experts', 'help'];
 
 function intFlag(args: ParsedArgs, key: string, min: number): number | undefined {
   const raw = args.flags.get(key)?.[0];
@@ -60,8 +64,12 @@ export async function serveCommand(args: ParsedArgs): Promise<number> {
   const rareThreshold = rareRaw === undefined ? undefined : Number(rareRaw);
   if (rareThreshold !== undefined && !(rareRaw!.trim() !== '' && rareThreshold > 0 && rareThreshold <= 1)) throw new Error(`serve: --rare-threshold ${rareRaw}: expected a number in (0, 1]`);
 
+  const parallelExperts = intFlag(args, 'parallel-experts', 1) ?? 1;
   const lm = await loadLM(path, { ...dtypeFlag(args, 'serve'), ...expertFlags(args, 'serve') });
   for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
+  // the routed experts move to worker threads (the workers are stopped after the server drains)
+  const workers = parallelExperts > 1 ? DecoderExpertParallel.attach(lm.model, { workers: parallelExperts }) : null;
+  if (workers) process.stderr.write(`moe serve: the routed experts of ${workers.ep.layers.length} MoE layers run on ${parallelExperts} worker threads\n`);
   if (!lm.tokenizerJson) throw new Error(`serve: ${path} has no tokenizer.json; the server needs one to turn text into ids`);
   const tokenizer = loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {});
   const modelName = args.flags.get('name')?.[0] ?? basename(path.replace(/\/+$/, ''));
@@ -82,7 +90,7 @@ export async function serveCommand(args: ParsedArgs): Promise<number> {
       if (stopping) return;
       stopping = true;
       process.stderr.write(`moe serve: ${sig}: no new requests; finishing in-flight ones (up to ${graceS} s)\n`);
-      server.shutdown(graceS * 1000).then(() => resolve(0), (e: Error) => { process.stderr.write(`moe serve: shutdown: ${e.message}\n`); resolve(1); });
+      server.shutdown(graceS * 1000).then(() => workers?.close()).then(() => resolve(0), (e: Error) => { process.stderr.write(`moe serve: shutdown: ${e.message}\n`); resolve(1); });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
