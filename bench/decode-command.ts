@@ -8,7 +8,7 @@ import { benchDecode, formatDecodeReport } from './decode.js';
 import { textDecode, udhrIds } from './expert-cache.js';
 
 export const BENCH_DECODE_HELP = `moe bench decode --model DIR|FILE.gguf [--dtype T] [--json] [--prompt-tokens 64] [--new-tokens 32] [--seed S] [--rounds 3]
-                 [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate]
+                 [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate] [--expert-low-precision q4_0] [--expert-reader sync|thread]
 
 Batch-1 prefill and decode tokens/s of a MoE decoder (random prompt ids, greedy, KV cache), and in
 the same run the memory bandwidth (a 512 MiB read and copy) and the weight bytes one decoded token
@@ -24,7 +24,7 @@ ${DTYPE_HELP}
 ${EXPERT_HELP}`;
 
 export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'rounds', 'help'], 'bench decode');
+  rejectUnknown(args, ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-reader', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'rounds', 'help'], 'bench decode');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
   const int = (key: string, min: number): number | undefined => intFlag(args, key, min, 'bench decode');

@@ -294,6 +294,25 @@ test('serve: /metrics exposes the expert cache\'s hits and misses per layer (--e
   }
 });
 
+test('serve: /metrics counts the misses run on the low-precision copies (--expert-low-precision q4_0)', async () => {
+  const lm = await loadLM(join(root, 'plain'), { expertMemory: 0.5, expertLowPrecision: { type: 'q4_0' } });
+  try {
+    await withServer({ model: lm.model, expertCache: lm.expertCache }, async (url) => {
+      const res = await post(url, { prompt: 'All human beings are born free', max_tokens: 4 });
+      assert.equal(res.status, 200);
+      await res.json();
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const st = lm.expertCache!.stats();
+      assert.ok(st.lowPrecision > 0, 'the server\'s batched steps reach the copies');
+      for (const ls of st.layers) assert.equal(metricValue(text, `moe_expert_cache_low_precision_total{layer="${ls.layer}"}`), ls.lowPrecision);
+      assert.equal(metricValue(text, 'moe_expert_cache_low_precision_bytes'), lm.expertCache!.lowPrecisionBytes);
+      assert.equal(metricValue(text, 'moe_expert_cache_resident_bytes'), lm.expertCache!.residentBytes);
+    });
+  } finally {
+    lm.expertCache?.close();
+  }
+});
+
 test('serve: --rare-threshold is checked before the model loads', async () => {
   assert.throws(() => new ModelServer({ model: plain.model, tokenizer: tok, modelName: 'x', rareThreshold: 0 }), /serve: the rare-expert threshold must be a number in \(0, 1\]/);
   await assert.rejects(serveCommand(parseArgs(['--model', join(root, 'nope'), '--rare-threshold', '2'], new Set())), /--rare-threshold 2: expected a number in \(0, 1\]/);

@@ -77,14 +77,16 @@ import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js'
 import { generate, type RoutingEvent } from '../infer/generate.js';
 
 /** One line of expert-cache stats for a run of `tokens` tokens (prefill and decode). */
-function expertCacheLine(st: { policy: string; hits: number; misses: number; hitRate: number; bytesLoaded: number; residentBytes: number; totalExpertBytes: number }, tokens: number): string {
-  return `expert cache (${st.policy}, ${(st.residentBytes / 1e6).toFixed(1)} of ${(st.totalExpertBytes / 1e6).toFixed(1)} MB of experts resident): hit rate ${(100 * st.hitRate).toFixed(1)}% ` +
+function expertCacheLine(st: { policy: string; hits: number; misses: number; hitRate: number; bytesLoaded: number; residentBytes: number; totalExpertBytes: number; lowPrecision: number; lowPrecisionBytes: number }, tokens: number): string {
+  const low = st.lowPrecisionBytes > 0 ? ` (${(st.lowPrecisionBytes / 1e6).toFixed(1)} MB of them Q4_0 copies; ${st.lowPrecision} misses ran on the copies)` : '';
+  return `expert cache (${st.policy}, ${(st.residentBytes / 1e6).toFixed(1)} of ${(st.totalExpertBytes / 1e6).toFixed(1)} MB of experts resident${low}): hit rate ${(100 * st.hitRate).toFixed(1)}% ` +
     `(${st.hits} hits, ${st.misses} misses), ${(st.bytesLoaded / 1e6).toFixed(1)} MB read from the file, ${(st.bytesLoaded / Math.max(tokens, 1) / 1e6).toFixed(2)} MB per token`;
 }
 
 export const GENERATE_HELP = `moe generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
              [--temperature T] [--top-k K] [--top-p P] [--seed S] [--max-context N] [--dtype T] [--chat] [--json] [--show-routing]
-             [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate]
+             [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate] [--expert-low-precision q4_0]
+             [--expert-low-below F] [--expert-reader sync|thread]
 
 Loads an HF MoE model directory (config.json, safetensors, tokenizer.json) or a GGUF file and
 streams the continuation of the prompt to stdout as it is generated: the prompt is run in one
