@@ -201,6 +201,19 @@ describe('low-precision expert copies (HOBBIT)', () => {
       /low-precision copies of all experts take \d+ bytes .*not one full-precision slot per MoE layer.*need at least \d+ bytes/);
   });
 
+  test('pre-gating with the copies: prefetched experts hit in full precision; with every miss on the copies, the only loads are prefetches', async () => {
+    const path = files['olmoe-hf']!;
+    const lm = await loadLM(path, { expertMemory: 0.5, expertPolicy: 'pregate', expertLowPrecision: { type: 'q4_0', below: Infinity } });
+    const got = greedy(lm.model);
+    const st = lm.expertCache!.stats();
+    const eb = lm.expertCache!.layers[0]!.expertBytes;
+    assert.ok(st.prefetched > 0 && st.hits > 0, 'prefetched experts are hits, in full precision');
+    assert.equal(st.hits + st.misses, got.uses);
+    assert.equal(st.lowPrecision, st.misses);
+    assert.equal(st.bytesLoaded, st.prefetched * eb);
+    lm.expertCache!.close();
+  });
+
   test('E = 1: the only expert is always average (full precision by default); all: on its copy', async () => {
     const path = files['e1']!;
     const ref = greedy(await plainModel(path));
