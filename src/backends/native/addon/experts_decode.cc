@@ -3,8 +3,8 @@
 // The unfused path ran ten kernels per MoE layer (permute, three grouped products, silu, mul,
 // unpermute, the residual add), each with JS, fresh output arrays and a pool hand-off around it;
 // for the 1b preset that JS was ~6 ms of a 47 ms token. Here: two pool jobs, the gate and up rows of
-// every chosen expert (in blocks of 64 rows, the activation applied and, for block weights,
-// quantised to Q8_0 per 32-value block as it is produced), then the down rows with the gated sum.
+// every chosen expert (in blocks of 128 rows, the activation applied and, for block weights,
+// quantised to Q8_0 per 32-value block as it is produced), then the down rows, then the gated sum.
 // Weights are float32 (the matrix-vector kernel of gemv.cc) or ggml Q8_0 / Q4_0 blocks (quant.cc's).
 #include <algorithm>
 #include <atomic>
@@ -22,9 +22,10 @@
 namespace moe {
 namespace {
 
-// Rows of an expert's matrix per scheduling unit: two 32-value blocks, so a unit of gate/up rows
-// quantises whole blocks of the activation it produces.
-constexpr i64 kRowsPerUnit = 64;
+// Rows of an expert's matrix per scheduling unit: whole 32-value blocks, so a unit of gate/up rows
+// quantises whole blocks of the activation it produces; long enough that each thread reads few
+// separate stretches of memory (every jump to another stretch restarts the hardware prefetcher).
+constexpr i64 kRowsPerUnit = 128;
 
 MOE_CLONES void siluMul(const float* g, const float* u, float* y, i64 n) {
   for (i64 i = 0; i < n; i++) y[i] = g[i] * vsigmoid(g[i]) * u[i];
@@ -178,36 +179,38 @@ Napi::Value ExpertSwiGLU(const Napi::CallbackInfo& info) {
     args.fail("the hidden activation of token " + std::to_string(token.data[order[static_cast<size_t>(badRow.load())]]) + " holds a non-finite value, which cannot be quantised");
   }
 
-  // 2. down rows: each unit owns rows o0 .. o1 of the output, sums its assignments' gated rows in
-  // assignment (expert-major) order into a zeroed block, then adds that block into out.
+  // 2. down rows of every group: each unit one expert's block of output rows (one contiguous stretch
+  // of that expert's matrix), into its assignments' rows of `down`.
   const i64 blocksD = (d + kRowsPerUnit - 1) / kRowsPerUnit;
   std::vector<float> down(static_cast<size_t>(A * d));
-  parallelFor(blocksD, minUnits(kRowsPerUnit * h * G), [&](i64 u0, i64 u1) {
-    std::vector<float> sum(static_cast<size_t>(T * kRowsPerUnit));
+  parallelFor(G * blocksD, minUnits(kRowsPerUnit * h), [&](i64 u0, i64 u1) {
     for (i64 u = u0; u < u1; u++) {
-      const i64 o0 = u * kRowsPerUnit, o1 = std::min(d, o0 + kRowsPerUnit), n = o1 - o0;
-      for (i64 g = 0; g < G; g++) {
-        const i64 r0 = groupStart[static_cast<size_t>(g)], rows = groupStart[static_cast<size_t>(g) + 1] - r0;
-        const float* a = type < 0 ? &act[static_cast<size_t>(r0 * h)] : nullptr;
-        const uint8_t* q = type < 0 ? nullptr : &aq[static_cast<size_t>(r0 * nbh * kActBlockBytes)];
-        const float* qd = type < 0 ? nullptr : &ad[static_cast<size_t>(r0 * nbh)];
-        w2.dots(type, groupExpert[static_cast<size_t>(g)], o0, o1, a, q, qd, rows, &down[static_cast<size_t>(r0 * d)], d);
-      }
-      std::fill(sum.begin(), sum.end(), 0.0f);
-      for (i64 r = 0; r < A; r++) {
-        const i64 a = order[static_cast<size_t>(r)];
-        const float gw = gates.data[a];
-        float* s = &sum[static_cast<size_t>(token.data[a] * kRowsPerUnit)];
-        const float* z = &down[static_cast<size_t>(r * d + o0)];
-        for (i64 j = 0; j < n; j++) s[j] += gw * z[j];
-      }
-      for (i64 t = 0; t < T; t++) {
-        float* o = out.data + t * d + o0;
-        const float* s = &sum[static_cast<size_t>(t * kRowsPerUnit)];
-        for (i64 j = 0; j < n; j++) o[j] += s[j];
-      }
+      const i64 g = u / blocksD, o0 = (u % blocksD) * kRowsPerUnit, o1 = std::min(d, o0 + kRowsPerUnit);
+      const i64 r0 = groupStart[static_cast<size_t>(g)], rows = groupStart[static_cast<size_t>(g) + 1] - r0;
+      const float* a = type < 0 ? &act[static_cast<size_t>(r0 * h)] : nullptr;
+      const uint8_t* q = type < 0 ? nullptr : &aq[static_cast<size_t>(r0 * nbh * kActBlockBytes)];
+      const float* qd = type < 0 ? nullptr : &ad[static_cast<size_t>(r0 * nbh)];
+      w2.dots(type, groupExpert[static_cast<size_t>(g)], o0, o1, a, q, qd, rows, &down[static_cast<size_t>(r0 * d)], d);
     }
   });
+  // 3. each token's gated rows summed in assignment (expert-major) order, then added into out: the
+  // grouped path's unpermute and residual add, in the same order.
+  std::vector<float> sum(static_cast<size_t>(d));
+  for (i64 t = 0; t < T; t++) {
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    bool any = false;
+    for (i64 r = 0; r < A; r++) {
+      const i64 a = order[static_cast<size_t>(r)];
+      if (token.data[a] != t) continue;
+      any = true;
+      const float gw = gates.data[a];
+      const float* z = &down[static_cast<size_t>(r * d)];
+      for (i64 j = 0; j < d; j++) sum[static_cast<size_t>(j)] += gw * z[j];
+    }
+    if (!any) continue;
+    float* o = out.data + t * d;
+    for (i64 j = 0; j < d; j++) o[j] += sum[static_cast<size_t>(j)];
+  }
   return info.Env().Undefined();
 }
 
