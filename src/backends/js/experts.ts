@@ -35,13 +35,17 @@ export const expertSwiGLU: KernelImpls['expertSwiGLU'] = (x, token, expert, gate
     else matmul(v, w.subarray(e * rows * cols, (e + 1) * rows * cols), y, 1, 1, rows, cols, false, true, false, false, false);
     return y;
   };
+  if (type !== 'f32') {
+    for (let t = 0; t < T; t++) {
+      if (!x.subarray(t * d, (t + 1) * d).every(Number.isFinite)) throw new Error(`expertSwiGLU: x row ${t} holds a non-finite value, which cannot be quantised`);
+    }
+  }
   const order = Array.from({ length: A }, (_, a) => a).sort((p, q) => expert[p]! - expert[q]! || p - q);
   const sum = mk(T * d);
   for (const a of order) {
     const e = expert[a]!;
     const t = token[a]!;
     const xt = x.subarray(t * d, (t + 1) * d);
-    if (type !== 'f32' && !xt.every(Number.isFinite)) throw new Error(`expertSwiGLU: x row ${t} holds a non-finite value, which cannot be quantised`);
     const g = apply(w1, e, h, d, xt);
     const u = apply(w3, e, h, d, xt);
     const act = mk(h);
