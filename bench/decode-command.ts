@@ -24,7 +24,7 @@ ${DTYPE_HELP}
 ${EXPERT_HELP}`;
 
 export async function benchDecodeCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-reader', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'rounds', 'help'], 'bench decode');
+  rejectUnknown(args, ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-low-load', 'expert-reader', 'json', 'prompt-tokens', 'new-tokens', 'seed', 'rounds', 'help'], 'bench decode');
   const path = args.flags.get('model')?.[0];
   if (!path) throw new Error('bench decode: --model DIR|FILE.gguf is required');
   const int = (key: string, min: number): number | undefined => intFlag(args, key, min, 'bench decode');

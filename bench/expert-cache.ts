@@ -46,6 +46,8 @@ export interface TextDecodeResult {
   /** Against the all-resident run (the first, when it has no cache): largest |logit change| over the timed steps, and the share of steps whose top token is the same. */
   maxLogitDiff: number | null;
   top1Agreement: number | null;
+  /** Experts run on their copies and also read in full in the background (lowPrecision.background). */
+  backgroundLoads: number | null;
 }
 
 /** Token ids of the UDHR's English text: the model's tokenizer when it has one, else UTF-8 bytes (mod the vocabulary). */
@@ -130,6 +132,7 @@ export function textDecodeInterleaved(
       lowPrecisionShare: st && cache!.lowPrecision ? st.lowPrecision / Math.max(1, st.hits + st.misses) : null,
       maxLogitDiff: i > 0 && runs[0]!.cache === null ? maxDiff[i]! : null,
       top1Agreement: i > 0 && runs[0]!.cache === null ? top1[i]! / tokens : null,
+      backgroundLoads: st ? st.backgroundLoads : null,
     };
   });
 }
@@ -140,7 +143,7 @@ export function textDecode(model: MoEDecoder, ids: Int32Array, cache: ExpertCach
 }
 
 export const BENCH_EXPERT_CACHE_HELP = `moe bench expert-cache --model MODEL [--steps 64] [--budgets 1,0.5,0.25,0.125,0.1] [--policies lru,lfu,pregate]
-          [--batch 1,8] [--loads sync,async,async-copy] [--places N] [--low off,q4_0] [--low-below F] [--plot DIR] [--json] [--rows A.json,B.json]
+          [--batch 1,8] [--loads sync,async,async-copy] [--places N] [--low off,q4_0,q4_0+bg] [--low-below F] [--plot DIR] [--json] [--rows A.json,B.json]
 
 Decode under an expert budget on real text (the UDHR's English, teacher-forced one token per step): tokens/s,
 hit rate and MB read per token for every batch x budget x policy x loads x low, each cache interleaved step by
@@ -149,7 +152,8 @@ step with an all-resident run of the same text (the ratio is per pair on a share
   --loads       sync: misses read on the decoding thread; async: by the reader thread straight into the slots
                 (--places: read-ahead); async-copy: by the reader thread through staging and a copy (before direct reads)
   --low         off and/or q4_0: HOBBIT's resident Q4_0 copies (counted in the budget); misses whose
-                importance (k x the token's share) is below --low-below (default 1; 'all': every miss) use them
+                importance (k x the token's share) is below --low-below (default 1; 'all': every miss) use them;
+                q4_0+bg: with --loads async, such misses are also read in full in the background
   --rows        print (and --plot) rows saved with --json instead of measuring`;
 const USAGE = `usage: ${BENCH_EXPERT_CACHE_HELP.split('\n\n')[0]}`;
 
@@ -195,7 +199,8 @@ async function measure(path: string, o: { steps: number; budgets: number[]; batc
         const ran: typeof modes = [];
         for (const mode of modes) {
           try {
-            const lowOpt = mode.low === 'off' ? {} : { expertLowPrecision: { type: mode.low as LowPrecisionType, ...(below !== undefined ? { below } : {}) } };
+            const bg = mode.low.endsWith('+bg');
+            const lowOpt = mode.low === 'off' ? {} : { expertLowPrecision: { type: mode.low.replace('+bg', '') as LowPrecisionType, ...(below !== undefined ? { below } : {}), background: bg } };
             const lm = await loadLM(path, { expertMemory: budget, expertPolicy: policy, ...lowOpt });
             lm.expertCache!.setAsyncLoads(mode.loads !== 'sync', { ...(places === undefined ? {} : { places }), direct: mode.loads !== 'async-copy' });
             lms.push(lm);
@@ -214,7 +219,7 @@ async function measure(path: string, o: { steps: number; budgets: number[]; batc
           const slots = lm.expertCache!.layers[0]!.pool.numSlots;
           const mode = ran[i]!;
           rows.push({ budget, slots, policy, loads: mode.loads, low: mode.low, lowPrecisionBytes: lm.expertCache!.lowPrecisionBytes, ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
-          const lowNote = r.lowPrecisionShare === null ? '' : `, ${(100 * r.lowPrecisionShare).toFixed(1)}% of uses on the ${mode.low} copies`;
+          const lowNote = r.lowPrecisionShare === null ? '' : `, ${(100 * r.lowPrecisionShare).toFixed(1)}% of uses on the ${mode.low} copies (${r.backgroundLoads} read in the background)`;
           process.stderr.write(`batch ${batch}, budget ${budget} (${slots} slots/layer) ${policy} ${mode.loads} low ${mode.low}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), ` +
             `hit rate ${(100 * r.hitRate!).toFixed(1)}%${lowNote}, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token (needed ${(r.neededBytesPerToken! / 1e6).toFixed(1)}), waited ${r.waitMsPerToken!.toFixed(2)} ms/token\n`);
         });
@@ -246,8 +251,8 @@ export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number>
   const unknown = policies.find((p) => !EXPERT_POLICIES.includes(p));
   if (unknown) throw new Error(`--policies: unknown policy '${unknown}' (have ${EXPERT_POLICIES.join(', ')})`);
   const lows = (flag('low') ?? 'off').split(',');
-  const badLow = lows.find((l) => l !== 'off' && !(LOW_PRECISION_TYPES as readonly string[]).includes(l));
-  if (badLow !== undefined) throw new Error(`--low ${flag('low')}: '${badLow}' is not off or ${LOW_PRECISION_TYPES.join(', ')}\n${USAGE}`);
+  const badLow = lows.find((l) => l !== 'off' && !(LOW_PRECISION_TYPES as readonly string[]).includes(l.replace(/\+bg$/, '')));
+  if (badLow !== undefined) throw new Error(`--low ${flag('low')}: '${badLow}' is not off, ${LOW_PRECISION_TYPES.join(', ')} or ${LOW_PRECISION_TYPES.map((t) => `${t}+bg`).join(', ')}\n${USAGE}`);
   const belowRaw = flag('low-below');
   const below = belowRaw === undefined ? undefined : belowRaw === 'all' ? Infinity : Number(belowRaw);
   if (below !== undefined && !(below >= 0)) throw new Error(`--low-below ${belowRaw}: expected a number >= 0 or 'all'\n${USAGE}`);

@@ -3,7 +3,7 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openHFDir } from '../src/formats/hf/index.js';
@@ -20,6 +20,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { parseArgs } from '../src/cli/args.js';
 import { expertFlags } from '../src/cli/generate-command.js';
 import { textDecodeInterleaved } from '../bench/expert-cache.js';
+import type { ExpertRange } from '../src/infer/expert-cache.js';
 
 const PROMPT = Int32Array.from(Buffer.from('All human beings are born free'));
 const NEW = 8;
@@ -249,6 +250,46 @@ describe('low-precision expert copies (HOBBIT)', () => {
     thread.expertCache!.close();
   });
 
+  test('background loads (reader thread): copy-computed misses are read in full into free slots; counters add up; slots hold the file\'s bytes', async () => {
+    const path = files['olmoe-hf']!;
+    const ref = greedy(await plainModel(path));
+    for (const below of [1, Infinity]) {
+      const lm = await loadLM(path, { expertMemory: 0.5, expertLowPrecision: { type: 'q4_0', below, background: true }, expertReader: 'thread' });
+      const cache = lm.expertCache!;
+      cache.setAsyncLoads(true, { mainReads: false });
+      assert.equal(cache.lowPrecision!.background, true);
+      const got = greedy(lm.model, ref.ids);
+      const st = cache.stats();
+      const eb = cache.layers[0]!.expertBytes;
+      assert.ok(st.backgroundLoads > 0, `below ${below}: the reader read some copies' experts in full`);
+      assert.ok(st.backgroundLoads <= st.lowPrecision);
+      assert.equal(st.hits + st.misses, got.uses);
+      assert.equal(st.bytesLoaded, (st.misses - st.lowPrecision + st.backgroundLoads) * eb, `below ${below}: bytes = full misses + background reads`);
+      if (below === Infinity) assert.ok(st.hits > 0, 'with every miss on the copies, only background reads make hits');
+      const { diff, scale } = maxDiff(got.logits, ref.logits);
+      assert.ok(diff < 0.1 * scale, `below ${below}: logits moved by ${diff} (scale ${scale})`);
+      // every resident expert holds its own bytes from the file
+      const fd = openSync(join(path, 'model.safetensors'), 'r');
+      try {
+        for (const l of cache.layers) {
+          const ranges = (l as unknown as { ranges: ReadonlyArray<readonly ExpertRange[]> }).ranges;
+          for (const e of l.pool.residents()) {
+            if (e < 0) continue;
+            for (let p = 0; p < 3; p++) {
+              const r = ranges[p]![e]!;
+              const want = Buffer.alloc(r.bytes);
+              readSync(fd, want, 0, r.bytes, r.offset);
+              assert.ok(want.equals(l.slotView(p, l.pool.slot(e))), `layer ${l.layer}: expert ${e} projection ${p}`);
+            }
+          }
+        }
+      } finally {
+        closeSync(fd);
+      }
+      cache.close();
+    }
+  });
+
   test('refusals: a Q4_0 file, the option without a budget', async () => {
     await assert.rejects(loadLM(files['olmoe-q4_0']!, { expertMemory: 1, expertLowPrecision: { type: 'q4_0' } }), /stored as q4_0 already/);
     await assert.rejects(loadLM(files['olmoe-hf']!, { expertLowPrecision: { type: 'q4_0' } }), /expertLowPrecision needs expertMemory/);
@@ -261,6 +302,9 @@ describe('low-precision expert copies (HOBBIT)', () => {
     assert.deepEqual(f('--expert-memory 25% --expert-low-precision q4_0 --expert-low-below all --expert-reader thread'),
       { expertMemory: 0.25, expertLowPrecision: { type: 'q4_0', below: Infinity }, expertReader: 'thread' });
     assert.deepEqual(f('--expert-memory 0.5 --expert-low-precision q4_0 --expert-low-below 0.5').expertLowPrecision, { type: 'q4_0', below: 0.5 });
+    assert.deepEqual(f('--expert-memory 0.5 --expert-low-precision q4_0 --expert-low-load background').expertLowPrecision, { type: 'q4_0', background: true });
+    assert.throws(() => f('--expert-memory 0.5 --expert-low-load background'), /--expert-low-load needs --expert-low-precision/);
+    assert.throws(() => f('--expert-memory 0.5 --expert-low-precision q4_0 --expert-low-load soon'), /--expert-low-load soon: expected background or none/);
     assert.throws(() => f('--expert-memory 25% --expert-low-precision q8_0'), /--expert-low-precision q8_0: expected q4_0/);
     assert.throws(() => f('--expert-memory 25% --expert-low-precision q4_0 --expert-low-below -1'), /--expert-low-below -1/);
     assert.throws(() => f('--expert-memory 25% --expert-low-below 1'), /--expert-low-below needs --expert-low-precision/);

@@ -30,6 +30,9 @@ export function expertFlags(args: ParsedArgs, cmd: string): Pick<LoadLMOptions, 
   const low = args.flags.get('expert-low-precision')?.[0];
   const below = args.flags.get('expert-low-below')?.[0];
   const reader = args.flags.get('expert-reader')?.[0];
+  const lowLoad = args.flags.get('expert-low-load')?.[0];
+  if (lowLoad !== undefined && lowLoad !== 'background' && lowLoad !== 'none') throw new Error(`${cmd}: --expert-low-load ${lowLoad}: expected background or none`);
+  if (lowLoad !== undefined && low === undefined) throw new Error(`${cmd}: --expert-low-load needs --expert-low-precision`);
   if (policy !== undefined && !(EXPERT_POLICIES as readonly string[]).includes(policy)) throw new Error(`${cmd}: --expert-policy ${policy}: expected one of ${EXPERT_POLICIES.join(', ')}`);
   if (low !== undefined && !(LOW_PRECISION_TYPES as readonly string[]).includes(low)) throw new Error(`${cmd}: --expert-low-precision ${low}: expected ${LOW_PRECISION_TYPES.join(', ')}`);
   if (below !== undefined && low === undefined) throw new Error(`${cmd}: --expert-low-below needs --expert-low-precision`);
@@ -49,7 +52,7 @@ export function expertFlags(args: ParsedArgs, cmd: string): Pick<LoadLMOptions, 
   if (!(v > 0) || (unit === '%' && v > 1)) throw new Error(`${cmd}: --expert-memory ${raw}: expected bytes (e.g. 512M, 2G, 300000000) or a fraction of the expert bytes (0.25 or 25%)`);
   return {
     expertMemory: v, ...(policy !== undefined ? { expertPolicy: policy as ExpertPolicy } : {}),
-    ...(low !== undefined ? { expertLowPrecision: { type: low as LowPrecisionType, ...(belowV !== undefined ? { below: belowV } : {}) } } : {}),
+    ...(low !== undefined ? { expertLowPrecision: { type: low as LowPrecisionType, ...(belowV !== undefined ? { below: belowV } : {}), ...(lowLoad === 'background' ? { background: true } : {}) } } : {}),
     ...(reader !== undefined ? { expertReader: reader } : {}),
   };
 }
@@ -65,6 +68,9 @@ export const EXPERT_HELP = `  --expert-memory M   routed experts resident at mos
                       copy instead of being read (HOBBIT). Default: off
   --expert-low-below F importance threshold: k x the expert's share of a token's routed weight
                       (1 = average share, the default; 'all': every miss uses the copy)
+  --expert-low-load background
+                      with --expert-reader thread: a miss run on its copy is also read in full
+                      into a free slot while the layer computes (kept if done in time; default none)
   --expert-reader R   sync (default): misses are read on the decoding thread; thread: a reader
                       thread reads them while resident experts compute (docs/serving.md)`;
 export const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or q4_0 (quantised at load, or a GGUF's blocks as
@@ -109,7 +115,7 @@ ${EXPERT_HELP}
 The byte-level LM of moe train keeps its own form:
 ${BYTE_LM_HELP}`;
 
-const OPTIONS = ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-reader', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
+const OPTIONS = ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-low-load', 'expert-reader', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
 
 function numberFlag(args: ParsedArgs, key: string, check: (v: number) => boolean, what: string): number | undefined {
   const raw = args.flags.get(key)?.[0];

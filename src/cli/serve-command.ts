@@ -11,7 +11,7 @@ import { DecoderExpertParallel } from '../parallel/decoder-experts.js';
 export const SERVE_HELP = `moe serve --model DIR|FILE.gguf [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-queue 64]
           [--ctx N] [--prefill-chunk 64] [--timeout SECONDS] [--grace SECONDS] [--name NAME] [--dtype T]
           [--expert-memory BYTES|FRACTION] [--expert-policy lru|lfu|pregate] [--expert-low-precision q4_0]
-          [--expert-low-below F] [--expert-reader sync|thread] [--rare-threshold F] [--parallel-experts N]
+          [--expert-low-below F] [--expert-low-load background] [--expert-reader sync|thread] [--rare-threshold F] [--parallel-experts N]
 
 Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/completions
 (streaming with "stream": true), GET /v1/models, /health and /metrics (Prometheus).
@@ -37,7 +37,7 @@ ${DTYPE_HELP}
 ${EXPERT_HELP}
 The URL is printed on stdout once the server listens (--port 0 picks a free port).`;
 
-const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-reader', 'rare-threshold', 'parallel-experts', 'help'];
+const OPTIONS = ['model', 'port', 'host', 'max-batch', 'max-queue', 'ctx', 'prefill-chunk', 'timeout', 'grace', 'name', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-low-load', 'expert-reader', 'rare-threshold', 'parallel-experts', 'help'];
 
 function intFlag(args: ParsedArgs, key: string, min: number): number | undefined {
   const raw = args.flags.get(key)?.[0];

@@ -35,6 +35,8 @@ export interface LayerCacheStats {
   waitMs: number;
   /** Misses computed on the resident low-precision copies instead of loading (HOBBIT; included in misses, not in bytesLoaded). */
   lowPrecision: number;
+  /** Of those, experts the reader thread also read in full into a free slot while the layer computed (lowPrecision.background; in bytesLoaded and staged). */
+  backgroundLoads: number;
 }
 
 
@@ -113,9 +115,9 @@ export class ExpertCache {
   }
 
   /** The low-precision copies' type and threshold, or null. */
-  get lowPrecision(): { type: string; below: number } | null {
+  get lowPrecision(): { type: string; below: number; background: boolean } | null {
     const l = this.layers[0]!.low;
-    return l ? { type: l.type, below: l.below } : null;
+    return l ? { type: l.type, below: l.below, background: l.background } : null;
   }
 
   /** The reader thread's staging buffer (0 with synchronous loads): STAGED_EXPERTS experts, shared by the layers. */
@@ -153,7 +155,7 @@ export class ExpertCache {
     }
   }
 
-  stats(): { policy: string; residentBytes: number; totalExpertBytes: number; stagingBytes: number; lowPrecisionBytes: number; hits: number; misses: number; hitRate: number; prefetched: number; prefetchUsed: number; reloads: number; bytesLoaded: number; staged: number; waitMs: number; lowPrecision: number; layers: LayerCacheStats[] } {
+  stats(): { policy: string; residentBytes: number; totalExpertBytes: number; stagingBytes: number; lowPrecisionBytes: number; hits: number; misses: number; hitRate: number; prefetched: number; prefetchUsed: number; reloads: number; bytesLoaded: number; staged: number; waitMs: number; lowPrecision: number; backgroundLoads: number; layers: LayerCacheStats[] } {
     const layers = this.layers.map((l) => ({ ...l.stats }));
     const sum = (k: keyof LayerCacheStats): number => layers.reduce((s, l) => s + l[k], 0);
     const hits = sum('hits');
@@ -162,12 +164,12 @@ export class ExpertCache {
       policy: this.policy, residentBytes: this.residentBytes, totalExpertBytes: this.totalExpertBytes, stagingBytes: this.stagingBytes, lowPrecisionBytes: this.lowPrecisionBytes,
       hits, misses, hitRate: hits + misses > 0 ? hits / (hits + misses) : 0,
       prefetched: sum('prefetched'), prefetchUsed: sum('prefetchUsed'), reloads: sum('reloads'), bytesLoaded: sum('bytesLoaded'),
-      staged: sum('staged'), waitMs: sum('waitMs'), lowPrecision: sum('lowPrecision'), layers,
+      staged: sum('staged'), waitMs: sum('waitMs'), lowPrecision: sum('lowPrecision'), backgroundLoads: sum('backgroundLoads'), layers,
     };
   }
 
   resetStats(): void {
-    for (const l of this.layers) Object.assign(l.stats, { hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0, lowPrecision: 0 });
+    for (const l of this.layers) Object.assign(l.stats, { hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0, lowPrecision: 0, backgroundLoads: 0 });
   }
 
   /** Stops the reader thread and closes the model file; a forward that needs a non-resident expert then fails with a clear error. */

@@ -8,8 +8,14 @@ import type { LayerExperts } from './expert-layer.js';
  * ahead of what this thread has consumed) while the hits compute; this thread takes them in
  * rounds of `places` and computes each round while the reader reads the next. An expert the
  * reader has not begun is read here, into the same slot. No staging copy.
+ *
+ * background: misses computed on their low-precision copies whose full weights the reader may
+ * read too, into free slots, after the misses above (at most `places`, as many as free slots):
+ * one read by the time the layer is done stays resident for the next step, the rest are dropped
+ * (never waited for). HOBBIT's "compute the copy while the full expert loads".
  */
-export function directReads(L: LayerExperts, hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, first: () => void): void {
+export function directReads(L: LayerExperts, hits: readonly number[], misses: readonly number[], compute: (round: readonly number[]) => void, first: () => void,
+  background: readonly number[] = []): void {
   const reader = L.reader!;
   if (L.registeredWith !== reader) {
     L.destBufs = reader.register(L.slotBuffers);
@@ -22,8 +28,16 @@ export function directReads(L: LayerExperts, hits: readonly number[], misses: re
     return slot;
   });
   const filled = misses.map(() => false);
+  // free slots (not pinned by a hit or a miss) for background reads, evicted by the pool's rule
+  const later = background.slice(0, Math.max(0, Math.min(L.pool.numSlots - hits.length - misses.length, reader.places)));
+  for (const e of later) {
+    const { slot } = L.pool.place(e);
+    L.pool.pin(slot);
+    slots.push(slot);
+  }
+  let cleanExit = false;
   try {
-    reader.start(misses.map((e, i) => L.ranges.map((rs, p) => {
+    reader.start([...misses, ...later].map((e, i) => L.ranges.map((rs, p) => {
       const r = rs[e]!;
       return { fd: L.files.fd(r.file), position: r.offset, bytes: r.bytes, dest: { buf: L.destBufs[p]!, at: slots[i]! * L.projBytes(p) } };
     })));
@@ -49,10 +63,22 @@ export function directReads(L: LayerExperts, hits: readonly number[], misses: re
       });
       compute(round);
     }
+    cleanExit = true;
   } finally {
     // the reader must be idle before a slot it may still write is given up (or the file closed)
     reader.finish();
     misses.forEach((_, i) => { if (!filled[i]) L.pool.clear(slots[i]!); });
+    // background reads: kept if the reader finished them (it is idle now), else the slot is given up
+    later.forEach((_, j) => {
+      const i = misses.length + j;
+      if (cleanExit && reader.readOk(i)) {
+        L.stats.bytesLoaded += L.expertBytes;
+        L.stats.staged++;
+        L.stats.backgroundLoads++;
+      } else {
+        L.pool.clear(slots[i]!);
+      }
+    });
   }
 }
 

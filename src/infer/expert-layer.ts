@@ -75,7 +75,7 @@ export class LayerExperts {
       return new QuantWeight(type, [numSlots, sh[0], sh[1]], data);
     });
     this.slotBytes = this.slots.map((w) => (w instanceof QuantWeight ? w.data : new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength)));
-    this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0, lowPrecision: 0 };
+    this.stats = { layer, slots: numSlots, hits: 0, misses: 0, prefetched: 0, prefetchUsed: 0, reloads: 0, bytesLoaded: 0, staged: 0, waitMs: 0, lowPrecision: 0, backgroundLoads: 0 };
   }
 
   /** Bytes of projection p of one expert. */
@@ -297,8 +297,10 @@ export class LayerExperts {
     try {
       // hits stay pinned until they have run: a miss's load must not evict an expert still to run
       for (const e of hits) this.pool.pin(this.pool.slot(e));
-      if (this.reader && misses.length > 0 && this.directReads && full.length <= C) {
-        directReads(this, hits, misses, compute, runLow);
+      // background: the copies' experts are also read in full into free slots while the layer computes (reader thread only)
+      const background = this.low?.background && this.reader && this.directReads ? [...low].sort((a, b) => a - b) : [];
+      if (this.reader && (misses.length > 0 || background.length > 0) && this.directReads && full.length <= C) {
+        directReads(this, hits, misses, compute, runLow, background);
       } else if (this.reader && misses.length > 0) {
         stagedReads(this, hits, misses, compute, cap, runLow);
       } else if (full.length <= C) {

@@ -25,10 +25,15 @@ import type { ExpertFiles, ExpertRange } from './expert-cache.js';
 export type LowPrecisionType = 'q4_0';
 export const LOW_PRECISION_TYPES: readonly LowPrecisionType[] = ['q4_0'];
 
-/** The option: the copies' block type, and the importance below which a miss uses them (default 1). */
+/**
+ * The option: the copies' block type, the importance below which a miss uses them (default 1), and
+ * background: with the reader thread, such a miss's full expert is also read into a free slot
+ * while the layer computes, kept if done by the layer's end (default false; no effect without the thread).
+ */
 export interface LowPrecisionOptions {
   type: LowPrecisionType;
   below?: number;
+  background?: boolean;
 }
 
 /** Bytes of one expert's low-precision copy (its three projections). */
@@ -71,6 +76,8 @@ export class LowPrecisionExperts {
     readonly layer: number,
     readonly type: LowPrecisionType,
     readonly below: number,
+    /** Also read a copy-computed miss in full in the background (reader thread; LowPrecisionOptions.background). */
+    readonly background: boolean,
     readonly numExperts: number,
     shapes: ReadonlyArray<readonly [number, number]>,
     /** Stored type of the full experts in the file. */

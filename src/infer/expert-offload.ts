@@ -132,7 +132,7 @@ export function offloadExperts(model: MoEDecoder, source: TensorSource, opts: Ex
   const rule = evictionRule(policy);
   let lows: LowPrecisionExperts[];
   try {
-    lows = lowOpt ? sparse.map((layer, i) => new LowPrecisionExperts(layer.index, lowOpt.type, lowOpt.below ?? 1, E, shapes, type, ranges[i]!, files)) : [];
+    lows = lowOpt ? sparse.map((layer, i) => new LowPrecisionExperts(layer.index, lowOpt.type, lowOpt.below ?? 1, lowOpt.background ?? false, E, shapes, type, ranges[i]!, files)) : [];
   } catch (e) {
     files.close();
     throw e;

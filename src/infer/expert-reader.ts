@@ -113,6 +113,16 @@ export class ExpertReader {
     return { mine: false, at: p * this.placeBytes, failedRead, endAt, error };
   }
 
+  /**
+   * After finish(): whether the reader read index i of the last job, completely (for indices never
+   * taken, e.g. background reads). Place i % places still holds index i's outcome: index i + places
+   * is read only after release(i).
+   */
+  readOk(i: number): boolean {
+    const p = i % this.places;
+    return Atomics.load(this.ctl, ringWord(p, RING.done)) === i + 1 && Atomics.load(this.ctl, ringWord(p, RING.status)) === READ_STATUS.ok;
+  }
+
   /** Index i is consumed (copied out, or read by the main thread): its place may take index i + places. */
   release(i: number): void {
     Atomics.store(this.ctl, CTL.released, i + 1 + this.places);
