@@ -4,11 +4,11 @@
 // arithmetic order differs from the decoder's grouped products) and pick the same greedy tokens;
 // quantised stacks are refused naming the weight; close() gives the decoder working stacks back;
 // `moe serve --parallel-experts 2` answers a greedy completion with the one-process server's text
-// and exits 0 on SIGTERM.
+// and exits 0 on SIGTERM; `moe generate --parallel-experts 2` gives the one-process ids and exits.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,6 +121,29 @@ test('moe serve --parallel-experts 2: the same greedy completion as one process;
     assert.match(two.err, /moe serve: the routed experts of \d+ MoE layers run on 2 worker threads/);
     const bad = await serveOnce(dir, ['--parallel-experts', '0']).catch((e: Error) => e);
     assert.match(String(bad), /serve: --parallel-experts 0: expected an integer >= 1/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('moe generate --parallel-experts 2: the same greedy ids as one process, and the process exits (workers closed); bad values refused', () => {
+  const root = mkdtempSync(join(tmpdir(), 'moe-ep-generate-'));
+  try {
+    const dir = join(root, 'tiny');
+    createRandomHFDir({ family: 'mixtral', preset: 'tiny', out: dir, seed: 6 });
+    const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const run = (extra: string[]) => spawnSync(process.execPath, [main, 'generate', '--model', dir, '--prompt-ids', '256,72,101', '--max-new-tokens', '8', '--json', ...extra],
+      { encoding: 'utf8', timeout: 120_000 });
+    const one = run([]);
+    const two = run(['--parallel-experts', '2']);
+    assert.equal(one.status, 0, one.stderr);
+    assert.equal(two.status, 0, two.stderr);
+    const ids = (r: { stdout: string }): number[] => (JSON.parse(r.stdout.trim().split('\n').pop()!) as { ids: number[] }).ids;
+    assert.equal(ids(one).length, 8);
+    assert.deepEqual(ids(two), ids(one));
+    const bad = run(['--parallel-experts', '0']);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /generate: --parallel-experts 0: expected a positive integer/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

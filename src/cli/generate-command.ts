@@ -78,6 +78,7 @@ export const DTYPE_HELP = `  --dtype T           weights in memory: f32, q8_0 or
                       f32, or the GGUF's Q8_0/Q4_0 when its experts are stored so
   --kv-dtype T        KV cache elements: f32 (default) or f16 (llama.cpp's default: half the cache
                       memory and the bytes attention reads per token; logits move by f16 rounding)`;
+import { DecoderExpertParallel } from '../parallel/decoder-experts.js';
 import type { KVCache } from '../nn/kv-cache.js';
 import { loadTokenizer, type LoadedTokenizer } from '../formats/hf/tokenizer.js';
 import { generate, type RoutingEvent } from '../infer/generate.js';
@@ -107,6 +108,8 @@ new tokens (default 128). Timing (prefill and decode tokens/s) goes to stderr.
   --max-context N     KV cache positions (default: the model's max_position_embeddings); a longer
                       prompt is refused
   --show-routing      each token's experts (and gate weights) in every MoE layer, on stderr
+  --parallel-experts N  run each MoE layer's routed experts on N worker threads, E/N each, over
+                      shared memory (float32 stacks only: not with a quantised --dtype or --expert-memory)
 ${DTYPE_HELP}
 ${EXPERT_HELP}
   --json              print one JSON object: {"ids", "text", "prefillTokensPerSec", "decodeTokensPerSec"}
@@ -115,7 +118,7 @@ ${EXPERT_HELP}
 The byte-level LM of moe train keeps its own form:
 ${BYTE_LM_HELP}`;
 
-const OPTIONS = ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-low-load', 'expert-reader', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'help'];
+const OPTIONS = ['model', 'dtype', 'kv-dtype', 'expert-memory', 'expert-policy', 'expert-low-precision', 'expert-low-below', 'expert-low-load', 'expert-reader', 'prompt', 'prompt-ids', 'max-new-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'max-context', 'chat', 'json', 'show-routing', 'parallel-experts', 'help'];
 
 function numberFlag(args: ParsedArgs, key: string, check: (v: number) => boolean, what: string): number | undefined {
   const raw = args.flags.get(key)?.[0];
@@ -148,6 +151,7 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
   const topP = numberFlag(args, 'top-p', (v) => v > 0 && v <= 1, 'a number in (0, 1]') ?? 1;
   const seed = numberFlag(args, 'seed', Number.isInteger, 'an integer') ?? 0;
   const maxContext = numberFlag(args, 'max-context', (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
+  const parallelExperts = numberFlag(args, 'parallel-experts', (v) => Number.isInteger(v) && v >= 1, 'a positive integer') ?? 1;
   const json = args.flags.has('json');
   const chat = args.flags.has('chat');
   const showRouting = args.flags.has('show-routing');
@@ -156,80 +160,86 @@ export async function generateCommand(args: ParsedArgs): Promise<number> {
   const t0 = performance.now();
   const lm = await loadLM(path, { ...dtype, ...expertFlags(args, 'generate') });
   for (const w of lm.warnings) process.stderr.write(`moe: ${w}\n`);
-  const tok: LoadedTokenizer | null = lm.tokenizerJson ? loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {}) : null;
-  const loadMs = performance.now() - t0;
-  const V = lm.model.config.vocabSize;
+  // the routed experts move to worker threads, stopped when the generation ends
+  const workers = parallelExperts > 1 ? DecoderExpertParallel.attach(lm.model, { workers: parallelExperts }) : null;
+  try {
+    const tok: LoadedTokenizer | null = lm.tokenizerJson ? loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {}) : null;
+    const loadMs = performance.now() - t0;
+    const V = lm.model.config.vocabSize;
 
-  let promptIds: number[];
-  if (promptIdsRaw !== undefined) {
-    if (chat) throw new Error('generate: --chat needs --prompt TEXT (the template is text)');
-    promptIds = parsePromptIds(promptIdsRaw);
-  } else {
-    if (!tok) throw new Error(`generate: ${path} has no tokenizer.json, so --prompt TEXT cannot be encoded; give --prompt-ids`);
-    if (chat) {
-      if (!tok.hasChatTemplate) throw new Error(`generate: --chat: ${path} has no chat_template in tokenizer_config.json`);
-      promptIds = [...tok.encode(tok.applyChatTemplate([{ role: 'user', content: promptText! }], { addGenerationPrompt: true }))];
+    let promptIds: number[];
+    if (promptIdsRaw !== undefined) {
+      if (chat) throw new Error('generate: --chat needs --prompt TEXT (the template is text)');
+      promptIds = parsePromptIds(promptIdsRaw);
     } else {
-      promptIds = [...tok.encode(promptText!, { addSpecialTokens: true })];
+      if (!tok) throw new Error(`generate: ${path} has no tokenizer.json, so --prompt TEXT cannot be encoded; give --prompt-ids`);
+      if (chat) {
+        if (!tok.hasChatTemplate) throw new Error(`generate: --chat: ${path} has no chat_template in tokenizer_config.json`);
+        promptIds = [...tok.encode(tok.applyChatTemplate([{ role: 'user', content: promptText! }], { addGenerationPrompt: true }))];
+      } else {
+        promptIds = [...tok.encode(promptText!, { addSpecialTokens: true })];
+      }
     }
-  }
-  if (tok && tok.vocabSize > V) process.stderr.write(`moe: the tokenizer has ${tok.vocabSize} ids, the model's vocabulary ${V}\n`);
+    if (tok && tok.vocabSize > V) process.stderr.write(`moe: the tokenizer has ${tok.vocabSize} ids, the model's vocabulary ${V}\n`);
 
-  const stream = tok?.streamDecoder({ skipSpecialTokens: true }) ?? null;
-  const routing = new Map<number, Array<{ layer: number; experts: number[]; weights: number[] }>>();
-  const onRouting = (e: RoutingEvent): void => {
-    const k = lm.model.config.topK;
-    const T = e.expertIndices.length / k;
-    for (let t = 0; t < T; t++) {
-      const list = routing.get(e.start + t) ?? [];
-      list.push({ layer: e.layer, experts: [...e.expertIndices.subarray(t * k, (t + 1) * k)], weights: [...e.expertWeights.subarray(t * k, (t + 1) * k)] });
-      routing.set(e.start + t, list);
-    }
-  };
-  const result = generate<KVCache>(lm.model, promptIds, {
-    maxNewTokens,
-    sampler: { temperature, topK, topP, seed },
-    eosIds: tok?.eosIds.filter((id) => id < V) ?? [],
-    bosId: tok?.bosId ?? null,
-    ...(maxContext !== undefined ? { maxContext } : {}),
-    onWarning: (m) => process.stderr.write(`moe: ${m}\n`),
-    ...(showRouting ? { onRouting } : {}),
-  }, (id, i) => {
-    if (!json) process.stdout.write(stream ? stream.push(id) : `${i ? ' ' : ''}${id}`);
-  });
-
-  const text = tok ? tok.decode(result.ids, { skipSpecialTokens: true }) : '';
-  if (json) {
-    const out: Record<string, unknown> = {
-      ids: [...result.ids],
-      text,
-      prefillTokensPerSec: result.prefillTokensPerSec,
-      decodeTokensPerSec: result.decodeTokensPerSec,
+    const stream = tok?.streamDecoder({ skipSpecialTokens: true }) ?? null;
+    const routing = new Map<number, Array<{ layer: number; experts: number[]; weights: number[] }>>();
+    const onRouting = (e: RoutingEvent): void => {
+      const k = lm.model.config.topK;
+      const T = e.expertIndices.length / k;
+      for (let t = 0; t < T; t++) {
+        const list = routing.get(e.start + t) ?? [];
+        list.push({ layer: e.layer, experts: [...e.expertIndices.subarray(t * k, (t + 1) * k)], weights: [...e.expertWeights.subarray(t * k, (t + 1) * k)] });
+        routing.set(e.start + t, list);
+      }
     };
+    const result = generate<KVCache>(lm.model, promptIds, {
+      maxNewTokens,
+      sampler: { temperature, topK, topP, seed },
+      eosIds: tok?.eosIds.filter((id) => id < V) ?? [],
+      bosId: tok?.bosId ?? null,
+      ...(maxContext !== undefined ? { maxContext } : {}),
+      onWarning: (m) => process.stderr.write(`moe: ${m}\n`),
+      ...(showRouting ? { onRouting } : {}),
+    }, (id, i) => {
+      if (!json) process.stdout.write(stream ? stream.push(id) : `${i ? ' ' : ''}${id}`);
+    });
+
+    const text = tok ? tok.decode(result.ids, { skipSpecialTokens: true }) : '';
+    if (json) {
+      const out: Record<string, unknown> = {
+        ids: [...result.ids],
+        text,
+        prefillTokensPerSec: result.prefillTokensPerSec,
+        decodeTokensPerSec: result.decodeTokensPerSec,
+      };
+      if (showRouting) {
+        const ordered = [...routing.keys()].sort((a, b) => a - b);
+        out['routing'] = ordered.map((pos) => ({ position: pos, layers: routing.get(pos)! }));
+      }
+      console.log(JSON.stringify(out));
+      return 0;
+    }
+    if (stream) process.stdout.write(stream.flush());
+    process.stdout.write('\n');
     if (showRouting) {
-      const ordered = [...routing.keys()].sort((a, b) => a - b);
-      out['routing'] = ordered.map((pos) => ({ position: pos, layers: routing.get(pos)! }));
+      // per position: the token fed there and the experts it went to (the last new token is never fed)
+      const all = [...result.promptIds, ...result.ids];
+      const shown = (id: number): string => (tok ? JSON.stringify(tok.decode([id])) : String(id));
+      for (const pos of [...routing.keys()].sort((a, b) => a - b)) {
+        const parts = routing.get(pos)!.map((l) => `L${l.layer} ${l.experts.map((e, i) => `${e}:${l.weights[i]!.toFixed(2)}`).join(' ')}`);
+        process.stderr.write(`[${pos}] ${shown(all[pos]!)}  ${parts.join(' | ')}\n`);
+      }
     }
-    console.log(JSON.stringify(out));
+    const dec = result.decodeTokensPerSec;
+    process.stderr.write(
+      `moe: loaded in ${(loadMs / 1000).toFixed(2)} s; prefill ${result.promptIds.length} tokens at ${result.prefillTokensPerSec.toFixed(1)} tokens/s; ` +
+      `decode ${Math.max(result.ids.length - 1, 0)} tokens at ${dec === null ? 'n/a' : dec.toFixed(1)} tokens/s; stop: ${result.stopReason}\n`,
+    );
+    if (lm.expertCache) process.stderr.write(`moe: ${expertCacheLine(lm.expertCache.stats(), result.promptIds.length + result.ids.length)}\n`);
     return 0;
+  } finally {
+    await workers?.close();
   }
-  if (stream) process.stdout.write(stream.flush());
-  process.stdout.write('\n');
-  if (showRouting) {
-    // per position: the token fed there and the experts it went to (the last new token is never fed)
-    const all = [...result.promptIds, ...result.ids];
-    const shown = (id: number): string => (tok ? JSON.stringify(tok.decode([id])) : String(id));
-    for (const pos of [...routing.keys()].sort((a, b) => a - b)) {
-      const parts = routing.get(pos)!.map((l) => `L${l.layer} ${l.experts.map((e, i) => `${e}:${l.weights[i]!.toFixed(2)}`).join(' ')}`);
-      process.stderr.write(`[${pos}] ${shown(all[pos]!)}  ${parts.join(' | ')}\n`);
-    }
-  }
-  const dec = result.decodeTokensPerSec;
-  process.stderr.write(
-    `moe: loaded in ${(loadMs / 1000).toFixed(2)} s; prefill ${result.promptIds.length} tokens at ${result.prefillTokensPerSec.toFixed(1)} tokens/s; ` +
-    `decode ${Math.max(result.ids.length - 1, 0)} tokens at ${dec === null ? 'n/a' : dec.toFixed(1)} tokens/s; stop: ${result.stopReason}\n`,
-  );
-  if (lm.expertCache) process.stderr.write(`moe: ${expertCacheLine(lm.expertCache.stats(), result.promptIds.length + result.ids.length)}\n`);
-  return 0;
 }
 
