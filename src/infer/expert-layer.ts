@@ -1,7 +1,9 @@
 // One MoE layer's offloaded experts: a fixed pool of slots filled from the model file by positioned reads (or the reader thread), and the schedules that run them.
 
 import { Tensor } from '../tensor/tensor.js';
-import { groupedMatmul } from '../ops/index.js';
+import { groupedMatmul, mul, silu } from '../ops/index.js';
+import { kernel } from '../kernels/registry.js';
+import type { QuantType } from '../tensor/quant-blocks.js';
 import { readFullyAt } from '../io/safetensors.js';
 import { QuantWeight } from './quant/weight.js';
 import { quantGroupedMatmul } from './quant/matmul.js';
@@ -13,6 +15,12 @@ import { directReads, stagedReads } from './expert-layer-reads.js';
 import type { ExpertFiles, ExpertRange, LayerCacheStats } from './expert-cache.js';
 
 const PROJ_NAMES = ['gate (w1)', 'up (w3)', 'down (w2)'] as const;
+
+/** Rows per slot up to which a round runs as one fused kernel call (the native few-row kernels' limit). */
+const FUSED_MAX_ROWS = 16;
+
+/** The decoder experts' activation, down(silu(gate x) * up x): mlp() given this one runs decode rounds through the fused kernel. */
+export const swigluAct = (gate: Tensor, up: Tensor): Tensor => mul(silu(gate), up);
 
 /** An expert's rows' place in a forward's grouped input: rows starts[e] .. starts[e + 1] - 1. */
 interface Groups {
@@ -205,6 +213,36 @@ export class LayerExperts {
     }
   }
 
+  /**
+   * A decode-sized round (at most FUSED_MAX_ROWS rows per slot) through the fused SwiGLU kernel over
+   * the slot stacks, each row its own token with gate 1 (out = 0 + 1 * row: the grouped products'
+   * values exactly); null when the stacks' formats differ or a slot has more rows.
+   */
+  private fusedSwiGLU(xs: Tensor, sizes: Int32Array): Tensor | null {
+    const [w1, w3, w2] = this.slots as [QuantWeight | Tensor, QuantWeight | Tensor, QuantWeight | Tensor];
+    let type: QuantType | 'f32';
+    if (w1 instanceof QuantWeight && w3 instanceof QuantWeight && w2 instanceof QuantWeight && w3.type === w1.type && w2.type === w1.type) type = w1.type;
+    else if (w1 instanceof Tensor && w3 instanceof Tensor && w2 instanceof Tensor && xs.data instanceof Float32Array) type = 'f32';
+    else return null;
+    if (sizes.some((s) => s > FUSED_MAX_ROWS)) return null;
+    const rows = xs.shape[0]!;
+    const [C, h, K] = w1.shape as [number, number, number];
+    const n = w2.shape[1]!;
+    const token = new Int32Array(rows);
+    const expert = new Int32Array(rows);
+    let r = 0;
+    for (let slot = 0; slot < sizes.length; slot++) {
+      for (let i = 0; i < sizes[slot]!; i++, r++) {
+        token[r] = r;
+        expert[r] = slot;
+      }
+    }
+    const out = new Float32Array(rows * n);
+    kernel('expertSwiGLU')(xs.data as Float32Array, token, expert, new Float32Array(rows).fill(1), w1.data as Float32Array | Uint8Array,
+      w3.data as Float32Array | Uint8Array, w2.data as Float32Array | Uint8Array, out, rows, K, h, C, type);
+    return new Tensor(out, [rows, n]);
+  }
+
   /** Projection p over the slot stack: rows grouped by slot (sizes [C]). */
   private product(x: Tensor, p: number, sizes: Int32Array): Tensor {
     const w = this.slots[p]!;
@@ -267,7 +305,8 @@ export class LayerExperts {
     const C = this.pool.numSlots;
     const out = new Float32Array(N * n);
     const xd = x.data as Float32Array;
-    const three = (xs: Tensor, sizes: Int32Array): Tensor => this.product(act(this.product(xs, 0, sizes), this.product(xs, 1, sizes)), 2, sizes);
+    const grouped = (xs: Tensor, sizes: Int32Array): Tensor => this.product(act(this.product(xs, 0, sizes), this.product(xs, 1, sizes)), 2, sizes);
+    const three = act === swigluAct ? (xs: Tensor, sizes: Int32Array): Tensor => this.fusedSwiGLU(xs, sizes) ?? grouped(xs, sizes) : grouped;
     this.pool.unpinAll();
     const { hits, misses: missed } = this.countUses(g.needed);
     // HOBBIT: misses below the importance threshold run on the resident low-precision copies, never loaded

@@ -1,13 +1,14 @@
 // The decoder's weight products in one place: a weight is a float32 Tensor or a QuantWeight (Q8_0/Q4_0 blocks).
 
 import { Tensor } from '../tensor/tensor.js';
-import { add, embedding, groupedMatmul, matmul, mul, reshape, silu } from '../ops/index.js';
+import { add, embedding, groupedMatmul, matmul, reshape } from '../ops/index.js';
 import { QuantWeight, quantMatmul, quantGroupedMatmul } from '../infer/quant/index.js';
 import { QK, dequantizeRow, quantizedBytes, type QuantType } from '../tensor/quant-blocks.js';
 import { adviseHugePages } from '../backends/native/index.js';
 import { kernel } from '../kernels/registry.js';
 import { shapeStr } from '../tensor/shape.js';
 import { OffloadedExperts } from '../infer/expert-cache.js';
+import { swigluAct } from '../infer/expert-layer.js';
 
 /**
  * A model matrix: float32 (trainable parameter) or quantised blocks, in the HF layout either way:
@@ -60,7 +61,7 @@ export function expertLinear(x: Tensor, w: Weight, groupSizes: Int32Array): Tens
  * while resident); stacks in memory as three grouped products. Same values either way.
  */
 export function expertSwiGLU(x: Tensor, w1: Weight, w3: Weight, w2: Weight, groupSizes: Int32Array): Tensor {
-  const act = (g: Tensor, u: Tensor): Tensor => mul(silu(g), u);
+  const act = swigluAct;
   if (w1 instanceof OffloadedExperts && w3 instanceof OffloadedExperts && w2 instanceof OffloadedExperts
     && w1.experts === w3.experts && w1.experts === w2.experts && w1.proj === 0 && w3.proj === 1 && w2.proj === 2) {
     return w1.experts.mlp(x, groupSizes, act);
