@@ -15,6 +15,7 @@ import { SlotPool, LRU, LFU } from '../src/infer/expert-slots.js';
 import { slotsForBudget } from '../src/infer/expert-offload.js';
 import { parseArgs } from '../src/cli/args.js';
 import { expertFlags } from '../src/cli/generate-command.js';
+import { greedyByHand } from './greedy-by-hand.js';
 
 const PROMPT = Int32Array.from(Buffer.from('All human beings are born free'));
 const NEW = 10;
@@ -40,26 +41,7 @@ before(() => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Greedy decoding by hand: every step's logits and the chosen ids; per MoE call, the number of distinct experts used. */
-function greedy(model: MoEDecoder): { ids: number[]; logits: Float32Array[]; uses: number } {
-  let uses = 0;
-  model.onRouting = (_l, idx) => { uses += new Set(idx).size; };
-  const cache = model.newCache(PROMPT.length + NEW + 1);
-  const V = model.config.vocabSize;
-  const logits: Float32Array[] = [];
-  const ids: number[] = [];
-  let out = model.forward(PROMPT, cache).data as Float32Array;
-  for (let i = 0; i < NEW; i++) {
-    const last = out.slice(out.length - V);
-    logits.push(last);
-    let best = 0;
-    for (let v = 1; v < V; v++) if (last[v]! > last[best]!) best = v;
-    ids.push(best);
-    out = model.forward(Int32Array.of(best), cache).data as Float32Array;
-  }
-  model.onRouting = undefined;
-  return { ids, logits, uses };
-}
+const greedy = (model: MoEDecoder): ReturnType<typeof greedyByHand> => greedyByHand(model, PROMPT, NEW);
 
 describe('expert offload = all resident, bit for bit', () => {
   for (const key of ['olmoe-gguf', 'olmoe-hf', 'qwen3_moe-gguf', 'qwen2_moe-hf']) {

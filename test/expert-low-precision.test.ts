@@ -21,6 +21,7 @@ import { parseArgs } from '../src/cli/args.js';
 import { expertFlags } from '../src/cli/generate-command.js';
 import { textDecodeInterleaved } from '../bench/expert-cache.js';
 import type { ExpertRange } from '../src/infer/expert-cache.js';
+import { greedyByHand } from './greedy-by-hand.js';
 
 const PROMPT = Int32Array.from(Buffer.from('All human beings are born free'));
 const NEW = 8;
@@ -54,29 +55,7 @@ before(() => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/**
- * Greedy decoding by hand: every step's logits; expert uses counted per MoE call. forced: feed these
- * ids instead of the model's own choices (comparing logits of a model that may choose differently).
- */
-function greedy(model: MoEDecoder, forced?: readonly number[]): { ids: number[]; logits: Float32Array[]; uses: number } {
-  let uses = 0;
-  model.onRouting = (_l, idx) => { uses += new Set(idx).size; };
-  const cache = model.newCache(PROMPT.length + NEW + 1);
-  const V = model.config.vocabSize;
-  const logits: Float32Array[] = [];
-  const ids: number[] = [];
-  let out = model.forward(PROMPT, cache).data as Float32Array;
-  for (let i = 0; i < NEW; i++) {
-    const last = out.slice(out.length - V);
-    logits.push(last);
-    let best = 0;
-    for (let v = 1; v < V; v++) if (last[v]! > last[best]!) best = v;
-    ids.push(best);
-    out = model.forward(Int32Array.of(forced?.[i] ?? best), cache).data as Float32Array;
-  }
-  model.onRouting = undefined;
-  return { ids, logits, uses };
-}
+const greedy = (model: MoEDecoder, forced?: readonly number[]): ReturnType<typeof greedyByHand> => greedyByHand(model, PROMPT, NEW, forced);
 
 /** The plain model with every expert stack replaced by its Q4_0 quantisation (the reference for 'every miss on the copies'). */
 function q4Experts(model: MoEDecoder): void {
