@@ -1,6 +1,20 @@
 // The expert cache's reads on the reader thread for one layer's misses: straight into their slots when they fit beside the hits, else through the staging places and a copy.
 
 import type { LayerExperts } from './expert-layer.js';
+import type { ExpertReader } from './expert-reader.js';
+
+/**
+ * Read i (expert e) from the reader: null when this thread is to read it itself (the reader had not
+ * begun it), else the finished read, the time waited for it counted and a failed read thrown.
+ */
+function takeRead(L: LayerExperts, e: number, i: number): Exclude<ReturnType<ExpertReader['take']>, { mine: true }> | null {
+  const t0 = performance.now();
+  const got = L.reader!.take(i);
+  if (got.mine) return null;
+  L.stats.waitMs += performance.now() - t0;
+  if (got.failedRead >= 0) throw L.readError(e, got.failedRead, got.endAt, got.error);
+  return got;
+}
 
 /**
  * The misses with the reader thread when they fit the slots beside the hits: each is given its
@@ -47,13 +61,9 @@ export function directReads(L: LayerExperts, hits: readonly number[], misses: re
       const round = misses.slice(at, at + R);
       round.forEach((e, j) => {
         const i = at + j;
-        const t0 = performance.now();
-        const got = reader.take(i);
-        if (got.mine) {
+        if (!takeRead(L, e, i)) {
           L.readInto(e, slots[i]!);
         } else {
-          L.stats.waitMs += performance.now() - t0;
-          if (got.failedRead >= 0) throw L.readError(e, got.failedRead, got.endAt, got.error);
           L.stats.staged++;
         }
         filled[i] = true;
@@ -103,13 +113,10 @@ export function stagedReads(L: LayerExperts, hits: readonly number[], misses: re
       const round = misses.slice(at, at + R);
       round.forEach((e, j) => {
         const i = at + j;
-        const t0 = performance.now();
-        const got = reader.take(i);
-        if (got.mine) {
+        const got = takeRead(L, e, i);
+        if (!got) {
           L.load(e);
         } else {
-          L.stats.waitMs += performance.now() - t0;
-          if (got.failedRead >= 0) throw L.readError(e, got.failedRead, got.endAt, got.error);
           const { slot } = L.pool.place(e);
           let from = got.at;
           for (let p = 0; p < L.ranges.length; p++) {

@@ -3,6 +3,7 @@
 import { Tensor } from '../tensor/tensor.js';
 import { groupedMatmul, mul, silu } from '../ops/index.js';
 import { kernel } from '../kernels/registry.js';
+import { FUSED_DECODE_MAX_ROWS } from '../kernels/kernels.js';
 import type { QuantType } from '../tensor/quant-blocks.js';
 import { readFullyAt } from '../io/safetensors.js';
 import { QuantWeight } from './quant/weight.js';
@@ -15,9 +16,6 @@ import { directReads, stagedReads } from './expert-layer-reads.js';
 import type { ExpertFiles, ExpertRange, LayerCacheStats } from './expert-cache.js';
 
 const PROJ_NAMES = ['gate (w1)', 'up (w3)', 'down (w2)'] as const;
-
-/** Rows per slot up to which a round runs as one fused kernel call (the native few-row kernels' limit). */
-const FUSED_MAX_ROWS = 16;
 
 /** The decoder experts' activation, down(silu(gate x) * up x): mlp() given this one runs decode rounds through the fused kernel. */
 export const swigluAct = (gate: Tensor, up: Tensor): Tensor => mul(silu(gate), up);
@@ -214,7 +212,7 @@ export class LayerExperts {
   }
 
   /**
-   * A decode-sized round (at most FUSED_MAX_ROWS rows per slot) through the fused SwiGLU kernel over
+   * A decode-sized round (at most FUSED_DECODE_MAX_ROWS rows per slot) through the fused SwiGLU kernel over
    * the slot stacks, each row its own token with gate 1 (out = 0 + 1 * row: the grouped products'
    * values exactly); null when the stacks' formats differ or a slot has more rows.
    */
@@ -224,7 +222,7 @@ export class LayerExperts {
     if (w1 instanceof QuantWeight && w3 instanceof QuantWeight && w2 instanceof QuantWeight && w3.type === w1.type && w2.type === w1.type) type = w1.type;
     else if (w1 instanceof Tensor && w3 instanceof Tensor && w2 instanceof Tensor && xs.data instanceof Float32Array) type = 'f32';
     else return null;
-    if (sizes.some((s) => s > FUSED_MAX_ROWS)) return null;
+    if (sizes.some((s) => s > FUSED_DECODE_MAX_ROWS)) return null;
     const rows = xs.shape[0]!;
     const [C, h, K] = w1.shape as [number, number, number];
     const n = w2.shape[1]!;

@@ -150,6 +150,9 @@ export interface KernelImpls {
     T: number, d: number, h: number, E: number, type: QuantType | 'f32'): void;
 }
 
+/** Rows per expert (and per step) up to which decode runs the fused kernels (the native few-row kernels' limit, kFewM). */
+export const FUSED_DECODE_MAX_ROWS = 16;
+
 export type KernelName = keyof KernelImpls;
 
 export const KERNEL_NAMES: readonly KernelName[] = [

@@ -7,6 +7,7 @@ import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
 import { KVCache, type KVCacheDtype } from '../nn/kv-cache.js';
 import { kernel, prefetchHint } from '../kernels/registry.js';
+import { FUSED_DECODE_MAX_ROWS } from '../kernels/kernels.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled, noGrad } from '../tensor/autograd.js';
 import { add, matmul, mul, reshape, sigmoid, silu, softmax, transpose } from '../ops/index.js';
@@ -32,8 +33,6 @@ export type RoutingHook = (layer: number, expertIndices: Int32Array, expertWeigh
 
 const zeros = (shape: number[]): Tensor => Tensor.empty(shape);
 
-/** Rows up to which a step runs the fused decode experts (the native few-row kernels' limit, kFewM). */
-const FUSED_MAX_ROWS = 16;
 
 /** SwiGLU MLP with HF-layout weights: down(silu(gate x) * up x). Dense layers and Qwen2's shared expert. */
 export class DenseMLP extends Module {
@@ -110,7 +109,7 @@ export class SparseMoeBlock extends Module {
       s = this.shared.forward(x);
       if (this.sharedGate) s = mul(sigmoid(linear(x, this.sharedGate)), s); // [T, 1] gate broadcast over d
     }
-    if (residual && this.fusedDecode && T <= FUSED_MAX_ROWS && !isGradEnabled() && residual.data instanceof Float32Array
+    if (residual && this.fusedDecode && T <= FUSED_DECODE_MAX_ROWS && !isGradEnabled() && residual.data instanceof Float32Array
       && routing.gates.data instanceof Float32Array) {
       // residual + (experts + shared), the grouped path's order, so both give the same bits
       const out = s ? (s.data as Float32Array).slice() : residual.data.slice();
@@ -192,7 +191,7 @@ export class DecoderAttention extends Module {
    * all N rows at once, attention per segment over its own cache. Inference only (under noGrad).
    */
   forwardSegments(x: Tensor, cos: Tensor, sin: Tensor, segs: readonly Segment[], layer: number): Tensor {
-    if (this.fusedDecode && x.shape[0]! <= FUSED_MAX_ROWS && x.data instanceof Float32Array && !isGradEnabled()) {
+    if (this.fusedDecode && x.shape[0]! <= FUSED_DECODE_MAX_ROWS && x.data instanceof Float32Array && !isGradEnabled()) {
       const y = this.fusedSegments(x, cos, sin, segs, layer);
       if (y) return y;
     }
@@ -200,7 +199,7 @@ export class DecoderAttention extends Module {
     return this.attendSegments(q, k, v, segs, layer);
   }
 
-  /** Steps of at most FUSED_MAX_ROWS rows run everything between the qkv and output products as one kernel per sequence (qkvAttention). */
+  /** Steps of at most FUSED_DECODE_MAX_ROWS rows run everything between the qkv and output products as one kernel per sequence (qkvAttention). */
   fusedDecode = true;
 
   /** forwardSegments' decode path: the qkv product, one qkvAttention per segment, the output product; null when a norm has no weight. */

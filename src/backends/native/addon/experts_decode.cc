@@ -146,11 +146,9 @@ Napi::Value ExpertSwiGLU(const Napi::CallbackInfo& info) {
     ad.resize(static_cast<size_t>(A * nbh));
   }
   // A thread is worth waking for about as many weight bytes as the matrix-vector kernel asks.
-  const i64 bytesPerValue = type < 0 ? 4 : quantWeightBlockBytes(type);
-  const i64 valuesPerByte = type < 0 ? 1 : kQuantBlock;  // bytes = values * bytesPerValue / valuesPerByte
   auto minUnits = [&](i64 unitValues) {
-    const i64 unitBytes = std::max<i64>(1, unitValues * bytesPerValue / valuesPerByte);
-    return std::max<i64>(1, smallMMinBytesPerThread() / unitBytes);
+    const i64 unitBytes = type < 0 ? unitValues * 4 : unitValues / kQuantBlock * quantWeightBlockBytes(type);
+    return std::max<i64>(1, smallMMinBytesPerThread() / std::max<i64>(1, unitBytes));
   };
 
   // 1. gate and up rows of every group, the activation, and (block weights) its Q8_0 blocks.
