@@ -6,9 +6,13 @@ import { loadLM } from '../src/models/load-lm.js';
 import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { dtypeFlag, DTYPE_HELP } from '../src/cli/generate-command.js';
 import { benchServe, formatServeReport } from './serve.js';
+import { benchServeBudgets, formatServeBudgetReport, plotServeBudgets } from './serve-budget.js';
+import { EXPERT_POLICIES, type ExpertPolicy } from '../src/infer/expert-slots.js';
 
 export const BENCH_SERVE_HELP = `moe bench serve --model DIR|FILE.gguf [--clients 1,4,16] [--requests 32] [--max-new-tokens 32]
                 [--prompt-tokens 32] [--rounds 3] [--prompts udhr|random] [--prefill-chunk 64] [--dtype T] [--json]
+       moe bench serve --model M --expert-memory 1,0.5,0.25,0.125 [--expert-policy lru,lfu,pregate] [--clients 1,8]
+                [--rounds 2] [--plot DIR] ...
 
 Starts the real server (moe serve) in this process on a free loopback port and drives it with
 streaming HTTP clients: for each client count, --requests completions of exactly --max-new-tokens
@@ -20,9 +24,17 @@ tokenizer (or seeded random ids). Reports per client count: generated tokens/s, 
 distinct experts per MoE layer per step, weight bytes read per generated token and the speedup
 they allow, peak RSS, 429s and errors (anything but a complete 200 stream).
 ${DTYPE_HELP}
---json prints the report as one JSON object.`;
+--json prints the report as one JSON object.
 
-const OPTIONS = ['model', 'clients', 'requests', 'max-new-tokens', 'prompt-tokens', 'rounds', 'prompts', 'prefill-chunk', 'dtype', 'kv-dtype', 'json', 'help'];
+With --expert-memory (a list of fractions of all routed-expert bytes), the same client loop runs on
+the model all resident and on one server per budget x --expert-policy (default lru,lfu,pregate;
+experts beyond the budget stay in the model file), every configuration in turn in each of --rounds
+rounds (default 2). Per configuration and client count: tokens/s and its share of all-resident,
+TTFT and TPOT p50/p99, the cache's hit rate and MB read from the file per generated token.
+Budgets the cache refuses (fewer slots than top-k) are listed. --plot DIR writes hit rate, tokens/s
+and TTFT against the budget (SVG and PNG).`;
+
+const OPTIONS = ['model', 'clients', 'requests', 'max-new-tokens', 'prompt-tokens', 'rounds', 'prompts', 'prefill-chunk', 'dtype', 'kv-dtype', 'json', 'help', 'expert-memory', 'expert-policy', 'plot'];
 
 export async function benchServeCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, OPTIONS, 'bench serve');
@@ -44,12 +56,38 @@ export async function benchServeCommand(args: ParsedArgs): Promise<number> {
   const prompts = args.flags.get('prompts')?.[0];
   if (prompts !== undefined && prompts !== 'udhr' && prompts !== 'random') throw new Error(`bench serve: --prompts ${prompts}: expected udhr or random`);
   const log = (l: string): void => { process.stderr.write(`${l}\n`); };
+  const opt = <K extends string, V>(k: K, v: V | undefined): { [P in K]?: V } => (v === undefined ? {} : ({ [k]: v } as { [P in K]?: V }));
+  const rawBudgets = args.flags.get('expert-memory')?.[0];
+  for (const k of ['expert-policy', 'plot']) {
+    if (rawBudgets === undefined && args.flags.has(k)) throw new Error(`bench serve: --${k} needs --expert-memory (the budgets to sweep)`);
+  }
+  if (rawBudgets !== undefined) {
+    if (args.flags.has('dtype')) throw new Error('bench serve: --dtype does not combine with --expert-memory (offloaded experts are read as stored)');
+    const budgets = rawBudgets.split(',').map((v) => {
+      const x = v.trim().endsWith('%') ? Number(v.trim().slice(0, -1)) / 100 : Number(v);
+      if (v.trim() === '' || !(x > 0 && x <= 1)) throw new Error(`bench serve: --expert-memory ${rawBudgets}: '${v}' is not a fraction in (0, 1] of the expert bytes (0.25 or 25%)`);
+      return x;
+    });
+    const rawPolicies = args.flags.get('expert-policy')?.[0];
+    const policies = (rawPolicies ?? EXPERT_POLICIES.join(',')).split(',').map((p) => {
+      if (!(EXPERT_POLICIES as readonly string[]).includes(p)) throw new Error(`bench serve: --expert-policy ${rawPolicies}: unknown policy '${p}' (have ${EXPERT_POLICIES.join(', ')})`);
+      return p as ExpertPolicy;
+    });
+    const report = await benchServeBudgets(path, {
+      budgets, policies, ...opt('clients', clients ?? [1, 8]), ...opt('requests', int('requests')), ...opt('maxNewTokens', int('max-new-tokens')),
+      ...opt('promptTokens', int('prompt-tokens')), ...opt('rounds', int('rounds')), ...opt('prompts', prompts as 'udhr' | 'random' | undefined),
+      ...opt('prefillChunk', int('prefill-chunk')), log,
+    });
+    const plotDir = args.flags.get('plot')?.[0];
+    if (plotDir) log(`plots: ${(await plotServeBudgets(plotDir, report.rows)).join(', ')}`);
+    console.log(args.flags.has('json') ? JSON.stringify(report) : formatServeBudgetReport(report));
+    return report.rows.some((r) => r.errors > 0) ? 1 : 0;
+  }
   const t0 = performance.now();
   const lm = await loadLM(path, dtypeFlag(args, 'bench serve'));
   if (!lm.tokenizerJson) throw new Error(`bench serve: ${path} has no tokenizer.json; the server needs one`);
   const tokenizer = loadTokenizer(lm.tokenizerJson, lm.tokenizerConfig ?? {});
   log(`loaded ${path} (${lm.model.config.family}, ${lm.dtype}) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
-  const opt = <K extends string, V>(k: K, v: V | undefined): { [P in K]?: V } => (v === undefined ? {} : ({ [k]: v } as { [P in K]?: V }));
   const report = await benchServe(lm.model, tokenizer, basename(path.replace(/\/+$/, '')), {
     ...opt('clients', clients), ...opt('requests', int('requests')), ...opt('maxNewTokens', int('max-new-tokens')),
     ...opt('promptTokens', int('prompt-tokens')), ...opt('rounds', int('rounds')), ...opt('prompts', prompts as 'udhr' | 'random' | undefined),

@@ -5,6 +5,7 @@ import type { MoEDecoder } from '../src/models/moe-decoder.js';
 import type { LoadedTokenizer } from '../src/formats/hf/tokenizer.js';
 import { weightBytes } from '../src/models/moe-decoder-weights.js';
 import { ModelServer } from '../src/serve/http.js';
+import type { ExpertCache } from '../src/infer/expert-cache.js';
 import { Rng } from '../src/index.js';
 import { formatTable, median } from './timing.js';
 
@@ -22,7 +23,20 @@ export interface ServeBenchOptions {
   /** Prompt ids: windows of the UDHR's English text through the model's tokenizer, or random ids (default udhr). */
   prompts?: 'udhr' | 'random';
   prefillChunk?: number;
+  /** The cache of a model loaded with an expert budget: each row then carries its hits, misses and bytes read (and the server's /metrics counts them). */
+  expertCache?: ExpertCache | null;
   log?: (line: string) => void;
+}
+
+/** Expert-cache counters over one client count's requests (every round, warm-up excluded). */
+export interface ServeCacheRow {
+  hits: number;
+  misses: number;
+  hitRate: number;
+  /** Expert bytes read from the model file per generated token (prefill reads included). */
+  mbReadPerToken: number;
+  /** Misses computed on the resident low-precision copies (HOBBIT), included in misses. */
+  lowPrecision: number;
 }
 
 /** One client count, medians over rounds (latencies pooled over every request of every round). */
@@ -55,6 +69,8 @@ export interface ServeBenchRow {
   weightMBPerToken: number;
   /** weightMBPerToken of 1 client over this one: the speedup if every step were bound by reading weights. */
   bytesCeiling: number | null;
+  /** Under an expert budget (opts.expertCache): the cache's counters over this client count; null all resident. */
+  cache: ServeCacheRow | null;
 }
 
 export interface ServeBenchReport {
@@ -179,7 +195,9 @@ export async function benchServe(model: MoEDecoder, tokenizer: LoadedTokenizer, 
   const server = new ModelServer({
     model, tokenizer, modelName: name, maxBatch: maxClients, maxQueue: 2 * maxClients, contextLength: ctx,
     ...(opts.prefillChunk !== undefined ? { prefillChunk: opts.prefillChunk } : {}),
+    ...(opts.expertCache ? { expertCache: opts.expertCache } : {}),
   });
+  const cache = opts.expertCache ?? null;
   // count steps, their sequences and each MoE layer's distinct experts (beside the server's own routing metrics)
   let steps = 0;
   let stepSeqs = 0;
@@ -203,8 +221,8 @@ export async function benchServe(model: MoEDecoder, tokenizer: LoadedTokenizer, 
   const url = await server.listen(0, '127.0.0.1');
   const loadBefore = loadavg();
   const t0 = performance.now();
-  type Acc = { tps: number[]; ttft: number[]; tpot: number[]; n: number; tokens: number; r429: number; errors: number; firstError: string | null; rss: number; steps: number; seqs: number; layerCalls: number; distinct: number; sec: number };
-  const acc = new Map<number, Acc>(clients.map((c) => [c, { tps: [], ttft: [], tpot: [], n: 0, tokens: 0, r429: 0, errors: 0, firstError: null, rss: 0, steps: 0, seqs: 0, layerCalls: 0, distinct: 0, sec: 0 }]));
+  type Acc = { tps: number[]; ttft: number[]; tpot: number[]; n: number; tokens: number; r429: number; errors: number; firstError: string | null; rss: number; steps: number; seqs: number; layerCalls: number; distinct: number; sec: number; hits: number; misses: number; bytesRead: number; low: number };
+  const acc = new Map<number, Acc>(clients.map((c) => [c, { tps: [], ttft: [], tpot: [], n: 0, tokens: 0, r429: 0, errors: 0, firstError: null, rss: 0, steps: 0, seqs: 0, layerCalls: 0, distinct: 0, sec: 0, hits: 0, misses: 0, bytesRead: 0, low: 0 }]));
   try {
     // warm-up: one request alone (first-call costs: code paths, page faults, huge pages)
     await streamOne(url, prompts[0]!, Math.min(maxNewTokens, 4));
@@ -216,6 +234,7 @@ export async function benchServe(model: MoEDecoder, tokenizer: LoadedTokenizer, 
         let rss = process.memoryUsage.rss();
         const sampler = setInterval(() => { rss = Math.max(rss, process.memoryUsage.rss()); }, 50);
         const [s0, q0, l0, d0] = [steps, stepSeqs, layerCalls, distinct];
+        const c0 = cache?.stats();
         const start = performance.now();
         await Promise.all(Array.from({ length: c }, async () => {
           for (let i = next++; i < requests; i = next++) {
@@ -242,6 +261,13 @@ export async function benchServe(model: MoEDecoder, tokenizer: LoadedTokenizer, 
         a.seqs += stepSeqs - q0;
         a.layerCalls += layerCalls - l0;
         a.distinct += distinct - d0;
+        if (cache && c0) {
+          const c1 = cache.stats();
+          a.hits += c1.hits - c0.hits;
+          a.misses += c1.misses - c0.misses;
+          a.bytesRead += c1.bytesLoaded - c0.bytesLoaded;
+          a.low += c1.lowPrecision - c0.lowPrecision;
+        }
         log(`round ${round + 1}/${rounds}, ${c} client(s): ${tokens} tokens in ${sec.toFixed(2)} s = ${(tokens / sec).toFixed(1)} tokens/s`);
       }
     }
@@ -261,6 +287,10 @@ export async function benchServe(model: MoEDecoder, tokenizer: LoadedTokenizer, 
       requests: a.n, generatedTokens: a.tokens, rejected429: a.r429, errors: a.errors, firstError: a.firstError,
       peakRssMiB: a.rss / 2 ** 20, meanBatch: a.steps > 0 ? a.seqs / a.steps : 0, meanExpertsPerLayer: meanExperts,
       weightMBPerToken: a.tokens > 0 ? stepBytes / a.tokens / 1e6 : NaN, bytesCeiling: null,
+      cache: cache === null ? null : {
+        hits: a.hits, misses: a.misses, hitRate: a.hits + a.misses > 0 ? a.hits / (a.hits + a.misses) : NaN,
+        mbReadPerToken: a.tokens > 0 ? a.bytesRead / a.tokens / 1e6 : NaN, lowPrecision: a.low,
+      },
     };
   });
   const one = rows.find((r) => r.clients === 1);

@@ -2,7 +2,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
@@ -105,4 +105,61 @@ test('moe bench serve: random prompts, --json; bad flags name themselves', async
   }
   assert.match(errs.join(''), /--clients 1,x: 'x' is not a positive integer/);
   assert.match(errs.join(''), /--prompts poems: expected udhr or random/);
+});
+
+test('moe bench serve --expert-memory: every budget x policy serves every request; hit rates from the cache; a budget below top-k is refused; plots written', async () => {
+  const { benchServeBudgets, formatServeBudgetReport, plotServeBudgets } = await import('../bench/serve-budget.js');
+  const cfg = lm.model.config;
+  // below k experts per layer: the cache refuses it (the report lists it, the rest still run)
+  const tooSmall = (cfg.topK - 1) / cfg.numExperts;
+  const r = await benchServeBudgets(join(root, 'tiny'), {
+    budgets: [1, 0.5, tooSmall], policies: ['lru', 'pregate'], clients: [1, 2], requests: 2, maxNewTokens: 3, promptTokens: 5, rounds: 2,
+  });
+  assert.deepEqual(r.refused.map((x) => [x.budget, x.policy]), [[tooSmall, 'lru'], [tooSmall, 'pregate']]);
+  assert.match(r.refused[0]!.reason, /\d/, 'the refusal gives the numbers');
+  // all resident + 2 budgets x 2 policies, each at 1 and 2 clients
+  assert.equal(r.rows.length, 5 * 2);
+  for (const row of r.rows) {
+    assert.equal(row.errors, 0, row.firstError ?? '');
+    assert.equal(row.roundTokensPerSec.length, 2);
+    assert.ok(row.tokensPerSec > 0 && Number.isFinite(row.ttftMs.p50) && Number.isFinite(row.ttftMs.p99));
+    if (row.budget === null) {
+      assert.equal(row.hitRate, null);
+      assert.equal(row.ofResident, null);
+      assert.equal(row.slotsPerLayer, cfg.numExperts);
+    } else {
+      assert.ok(row.hitRate !== null && row.hitRate >= 0 && row.hitRate <= 1, `hit rate ${row.hitRate}`);
+      assert.ok(row.mbReadPerToken !== null && row.mbReadPerToken >= 0);
+      assert.ok(row.ofResident !== null && row.ofResident > 0);
+      assert.equal(row.slotsPerLayer, Math.floor(row.budget * cfg.numExperts));
+    }
+  }
+  // with every expert in a slot, the timed requests (after the warm-up and round 1 filled the slots) all hit
+  const full = r.rows.filter((x) => x.budget === 1 && x.policy === 'lru');
+  assert.ok(full.every((x) => x.hitRate! > 0.9), `budget 1: ${full.map((x) => x.hitRate).join(', ')}`);
+  const half = r.rows.filter((x) => x.budget === 0.5 && x.policy === 'lru');
+  assert.ok(half.every((x) => x.hitRate! < 1 && x.mbReadPerToken! > 0), 'half the experts: some misses read from the file');
+  const text = formatServeBudgetReport(r);
+  assert.match(text, /all resident/);
+  assert.match(text, /refused: budget/);
+  const dir = join(root, 'plots');
+  const pngs = await plotServeBudgets(dir, r.rows);
+  assert.equal(pngs.length, 3);
+  for (const p of pngs) assert.ok(existsSync(p), p);
+});
+
+test('moe bench serve: sweep flags are checked and named', async () => {
+  const errs: string[] = [];
+  const w = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => { errs.push(s); return true; }) as typeof process.stderr.write;
+  try {
+    assert.equal(await run(['bench', 'serve', '--model', join(root, 'tiny'), '--plot', join(root, 'p')]), 2);
+    assert.equal(await run(['bench', 'serve', '--model', join(root, 'tiny'), '--expert-memory', '0.5,2']), 2);
+    assert.equal(await run(['bench', 'serve', '--model', join(root, 'tiny'), '--expert-memory', '0.5', '--expert-policy', 'fifo']), 2);
+  } finally {
+    process.stderr.write = w;
+  }
+  assert.match(errs.join(''), /--plot needs --expert-memory/);
+  assert.match(errs.join(''), /--expert-memory 0.5,2: '2' is not a fraction/);
+  assert.match(errs.join(''), /unknown policy 'fifo'/);
 });
