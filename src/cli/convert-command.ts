@@ -1,16 +1,25 @@
 // `moe convert`: an HF directory or a .gguf file to an HF directory or a GGUF file, tensor by tensor.
 
 import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ParsedArgs } from './args.js';
 import { rejectUnknown } from './args.js';
 import { openHFDir, writeHFDir, type HFConfig } from '../formats/hf/index.js';
 import type { TensorSource } from '../formats/tensor-source.js';
+import { MemoryTensorSource } from '../formats/tensor-source.js';
+import { byteLevelTokenizerConfig, byteLevelTokenizerJson } from '../formats/hf/byte-tokenizer.js';
+import { loadModel } from '../models/load.js';
+import { ByteLM } from '../models/lm.js';
+import { byteLMToHF } from '../models/byte-lm-hf.js';
 import { GGUF_WRITE_DTYPES, readGGUFAsHF, writeGGUF, type EncodedTensor, type GGUFTensorSource, type GGUFWriteDType } from '../formats/gguf/index.js';
 
 export const CONVERT_HELP = `moe convert SRC DST --format hf|gguf [--dtype ${GGUF_WRITE_DTYPES.join('|')}] [--json]
 
 Converts a MoE decoder (mixtral, qwen2_moe, qwen3_moe, olmoe) between formats, one tensor at a time:
-  SRC   an HF directory (config.json, safetensors) or a .gguf file
+  SRC   an HF directory (config.json, safetensors), a .gguf file, or a moe-ts run (or checkpoint)
+        directory of a byte-level LM (model byte-lm with norm rms, positions rope, activation
+        swiglu, attentionBias false, softmax top-k routing): written as Mixtral, or as Qwen2-MoE
+        when some blocks are dense or the gates are not renormalised, with a bytes-only tokenizer
   DST   a directory (--format hf; created if missing) or a file (--format gguf; replaced atomically)
   --dtype  stored type of the weight matrices (default f32). hf: f32, f16, bf16. gguf: also q8_0 and
            q4_0 (ggml's blocks of 32; norms, biases and routers stay F32 as in llama.cpp's converter).
@@ -27,9 +36,25 @@ interface Opened {
 
 async function openSource(src: string): Promise<Opened> {
   if (!existsSync(src)) throw new Error(`convert: ${src} does not exist (expected an HF directory or a .gguf file)`);
-  if (statSync(src).isDirectory()) return { ...openHFDir(src), warnings: [] };
+  if (statSync(src).isDirectory()) {
+    if (existsSync(join(src, 'state.json')) || existsSync(join(src, 'checkpoint', 'state.json'))) return openRun(src);
+    return { ...openHFDir(src), warnings: [] };
+  }
   if (src.toLowerCase().endsWith('.gguf')) return readGGUFAsHF(src);
   throw new Error(`convert: ${src} is neither a directory nor a .gguf file`);
+}
+
+/** A moe-ts run of a byte LM, as the HF checkpoint it is equivalent to (byte-lm-hf.ts). */
+function openRun(src: string): Opened {
+  const loaded = loadModel(src);
+  if (!(loaded.model instanceof ByteLM)) {
+    throw new Error(`convert: ${src} is a moe-ts run of model type '${loaded.config.model.type}'; only byte-lm runs have an HF MoE layout`);
+  }
+  const x = byteLMToHF(loaded.model);
+  return {
+    config: x.config, source: new MemoryTensorSource(x.tensors, src), warnings: x.warnings,
+    tokenizerJson: byteLevelTokenizerJson({ specials: false }), tokenizerConfig: byteLevelTokenizerConfig({ specials: false }),
+  };
 }
 
 export async function convertCommand(args: ParsedArgs): Promise<number> {

@@ -57,6 +57,8 @@ export interface LMConfig {
   depthPredictor: boolean;
   /** Every block's attention: dense multi-head ('mha') or attention-MoE ('switchhead'). */
   attention: AttentionConfig;
+  /** Biases on the dense attention's qkv and output projections (the HF MoE families have none). */
+  attentionBias: boolean;
 }
 
 export const LM_SCHEMA: Schema = {
@@ -96,6 +98,10 @@ export const LM_SCHEMA: Schema = {
     type: 'json', default: { type: 'mha' }, check: validateAttention,
     doc: "every block's attention: { type: 'mha' } (dense, heads of dModel / heads) or { type: 'switchhead', heads?, headDim?, experts?, k? } (SwitchHead attention-MoE: k of E value and output experts per head; heads defaults to the heads field; docs/variants.md)",
   },
+  attentionBias: {
+    type: 'boolean', default: true,
+    doc: "biases on the dense attention's qkv and output projections; false gives the layout of the HF MoE families (Mixtral, Qwen2-MoE), which `moe convert` of a byte LM needs",
+  },
   depthEvery: { type: 'integer', default: 2, min: 1, doc: 'with depthCapacity < 1: block i routes its depth when (i + 1) % depthEvery == 0 (2: every other block, as Raposo et al.)' },
 };
 
@@ -123,6 +129,7 @@ export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {
   if (c.depthPredictor && c.depthCapacity >= 1) throw new Error('model (byte-lm).depthPredictor: needs depthCapacity < 1 (there is no choice to predict)');
   const att = c.attention;
   if (att.type === 'switchhead') {
+    if (partial.attentionBias === true) throw new Error("model (byte-lm).attentionBias: true is not supported by switchhead attention (its projections have no biases)");
     const h = att.heads ?? c.heads;
     if (att.headDim === undefined && c.dModel % h !== 0) throw new Error(`model (byte-lm).attention.heads: ${h} must divide dModel = ${c.dModel} (or set headDim)`);
     const hd = att.headDim ?? c.dModel / h;
@@ -212,6 +219,7 @@ export class ByteLM extends Module {
       this.blocks.push(this.module(`blocks.${i}`, transformerBlock({
         dModel: d, heads: c.heads, maxSeqLen: c.maxSeqLen, causal: true, ffn, norm: c.norm, attention: c.attention,
         rope: c.positions === 'rope', dropout: c.dropout, rng,
+        ...(c.attention.type === 'mha' ? { bias: c.attentionBias } : {}),
         ...(c.depthCapacity < 1 && (i + 1) % c.depthEvery === 0 ? { depthCapacity: c.depthCapacity, depthPredictor: c.depthPredictor } : {}),
       })));
     }

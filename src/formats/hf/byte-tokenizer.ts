@@ -41,8 +41,15 @@ export function bytesToUnicode(): string[] {
   return out;
 }
 
+/** Options of the byte-level tokenizer files. */
+export interface ByteTokenizerOptions {
+  /** The special tokens at ids 256.. (default true); false: the 256 bytes alone, for a model whose vocabulary is 256 (the byte LM). */
+  specials?: boolean;
+}
+
 /** A valid HF tokenizer.json (loadable by @huggingface/tokenizers and the Rust `tokenizers`). */
-export function byteLevelTokenizerJson(): Record<string, unknown> {
+export function byteLevelTokenizerJson(opts: ByteTokenizerOptions = {}): Record<string, unknown> {
+  const specials = opts.specials ?? true;
   const symbols = bytesToUnicode();
   const vocab: Record<string, number> = {};
   symbols.forEach((s, b) => { vocab[s] = b; });
@@ -50,7 +57,7 @@ export function byteLevelTokenizerJson(): Record<string, unknown> {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: BYTE_SPECIAL_TOKENS.map((t) => ({
+    added_tokens: (specials ? BYTE_SPECIAL_TOKENS : []).map((t) => ({
       id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
     })),
     normalizer: null,
@@ -65,8 +72,14 @@ export function byteLevelTokenizerJson(): Record<string, unknown> {
   };
 }
 
-/** tokenizer_config.json to go with it: bos/eos/pad, no automatic BOS, the chat template. */
-export function byteLevelTokenizerConfig(): Record<string, unknown> {
+/** tokenizer_config.json to go with it: bos/eos/pad, no automatic BOS, the chat template (bytes only: none of these). */
+export function byteLevelTokenizerConfig(opts: ByteTokenizerOptions = {}): Record<string, unknown> {
+  if (!(opts.specials ?? true)) {
+    return {
+      tokenizer_class: 'PreTrainedTokenizerFast', added_tokens_decoder: {}, bos_token: null, eos_token: null, pad_token: null, unk_token: null,
+      add_bos_token: false, add_eos_token: false, clean_up_tokenization_spaces: false, model_max_length: 1_000_000,
+    };
+  }
   const decoder: Record<string, unknown> = {};
   for (const t of BYTE_SPECIAL_TOKENS) {
     decoder[String(t.id)] = { content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };

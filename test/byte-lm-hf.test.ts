@@ -1,0 +1,152 @@
+// A byte LM exported to an HF MoE layout (Mixtral or Qwen2-MoE) computes the same logits as the byte LM;
+// configs no HF layout expresses are refused by name; `moe convert RUN DST` writes HF and GGUF that load.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ByteLM, type LMConfig } from '../src/models/lm.js';
+import { byteLMToHF } from '../src/models/byte-lm-hf.js';
+import { fromHF } from '../src/models/moe-decoder-hf.js';
+import { MemoryTensorSource } from '../src/formats/tensor-source.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { noGrad } from '../src/tensor/autograd.js';
+import { Rng } from '../src/tensor/rng.js';
+import { validateRun } from '../src/config/run.js';
+import { buildModel } from '../src/models/registry.js';
+import { saveCheckpoint } from '../src/models/checkpoint.js';
+import { loadLM } from '../src/models/load-lm.js';
+import type { MoEDecoder } from '../src/models/moe-decoder.js';
+
+const BASE: Partial<LMConfig> = {
+  dModel: 32, heads: 4, layers: 2, maxSeqLen: 32, numExperts: 4, k: 2, dFF: 24, activation: 'swiglu', attentionBias: false,
+};
+
+function ids(T: number, seed: number): Int32Array {
+  const rng = new Rng(seed);
+  return Int32Array.from({ length: T }, () => rng.int(256));
+}
+
+/** Largest |a - b| relative to the largest |a|. */
+function relErr(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0, s = 0;
+  for (let i = 0; i < a.length; i++) { m = Math.max(m, Math.abs(a[i]! - b[i]!)); s = Math.max(s, Math.abs(a[i]!)); }
+  return m / s;
+}
+
+function byteLogits(m: ByteLM, x: Int32Array): Float32Array {
+  m.eval();
+  return noGrad(() => m.forward(new Tensor(x, [1, x.length])).logits.data as Float32Array);
+}
+
+function decoderLogits(d: MoEDecoder, x: Int32Array): Float32Array {
+  return noGrad(() => d.forward(x).data as Float32Array);
+}
+
+function exported(cfg: Partial<LMConfig>, seed = 3): { lm: ByteLM; dec: MoEDecoder; family: string; warnings: string[] } {
+  const lm = new ByteLM({ ...BASE, ...cfg }, seed);
+  // random-init router weights are tiny: scale them so the top-k choice is not a near-tie everywhere
+  for (const l of lm.moeLayers()) {
+    const w = (l.router as unknown as { weight: Tensor }).weight.data as Float32Array;
+    for (let i = 0; i < w.length; i++) w[i] = w[i]! * 20;
+  }
+  const x = byteLMToHF(lm);
+  const dec = fromHF(x.config, new MemoryTensorSource(x.tensors));
+  return { lm, dec, family: String(x.config.model_type), warnings: x.warnings };
+}
+
+const cases: Array<[string, Partial<LMConfig>, string]> = [
+  ['top-2, renormalised, untied', {}, 'mixtral'],
+  ['top-2, tied embeddings', { tieEmbeddings: true }, 'mixtral'],
+  ['k = E', { k: 4 }, 'mixtral'],
+  ['topk-softmax order', { router: { type: 'topk', order: 'topk-softmax' } }, 'mixtral'],
+  ['E = 1, k = 1 (gate not renormalised)', { numExperts: 1, k: 1 }, 'qwen2_moe'],
+  ['switch (k = 1, gate = p)', { router: { type: 'switch' } }, 'qwen2_moe'],
+  ['top-2 without renormalising', { router: { type: 'topk', normalize: false } }, 'qwen2_moe'],
+  ['every other block dense', { layers: 3, moeEvery: 2 }, 'qwen2_moe'],
+];
+
+for (const [name, cfg, family] of cases) {
+  test(`byteLMToHF: ${name} -> ${family}, the same logits (T = 1 and T = 20)`, () => {
+    const { lm, dec, family: got } = exported(cfg);
+    assert.equal(got, family);
+    for (const T of [1, 20]) {
+      const x = ids(T, T);
+      const e = relErr(byteLogits(lm, x), decoderLogits(dec, x));
+      assert.ok(e < 2e-5, `T = ${T}: relative error ${e}`);
+    }
+  });
+}
+
+test('byteLMToHF: the KV-cached decoder continues as the byte LM does (greedy)', () => {
+  const { lm, dec } = exported({});
+  const x = ids(6, 9);
+  const cache = dec.newCache(32);
+  const seq = Array.from(x);
+  noGrad(() => {
+    let logits = dec.forward(x, cache);
+    for (let i = 0; i < 8; i++) {
+      const last = (logits.data as Float32Array).subarray((logits.shape[0]! - 1) * 256);
+      const ref = byteLogits(lm, Int32Array.from(seq)).subarray((seq.length - 1) * 256);
+      assert.ok(relErr(ref, last) < 2e-5, `step ${i}`);
+      const next = ref.indexOf(Math.max(...ref));
+      seq.push(next);
+      logits = dec.forward(Int32Array.of(next), cache);
+    }
+  });
+});
+
+test('byteLMToHF refuses what no HF MoE layout expresses, naming the field', () => {
+  const refused: Array<[Partial<LMConfig>, RegExp]> = [
+    [{ attentionBias: true }, /model\.attentionBias is true/],
+    [{ norm: 'layer' }, /model\.norm is 'layer'/],
+    [{ positions: 'learned' }, /model\.positions is 'learned'/],
+    [{ activation: 'gelu' }, /model\.activation is 'gelu'/],
+    [{ ffn: 'dense' }, /model\.ffn is 'dense'/],
+    [{ router: { type: 'hash' } }, /model\.router of block 0 is 'hash'/],
+    [{ attention: { type: 'switchhead' }, attentionBias: false }, /model\.attention is/],
+  ];
+  for (const [cfg, re] of refused) {
+    assert.throws(() => byteLMToHF(new ByteLM({ ...BASE, ...cfg }, 1)), re, JSON.stringify(cfg));
+  }
+});
+
+test('byteLMToHF warns that an evaluation capacity factor is dropped', () => {
+  const { warnings } = exported({ capacityFactor: 1.0 });
+  assert.equal(warnings.length, 2);
+  assert.match(warnings[0]!, /block 0 drops tokens over an evaluation capacity factor of 1/);
+});
+
+test('moe convert RUN DST: HF (F32: the byte LM\'s logits) and GGUF Q8_0 that load and generate', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moe-bytelm-hf-'));
+  try {
+    const config = validateRun({ model: { type: 'byte-lm', ...BASE }, data: { dataset: 'udhr' } });
+    const { model } = buildModel(config.model, config.train.seed);
+    const run = join(dir, 'run');
+    saveCheckpoint(join(run, 'checkpoint'), { model, config });
+    const cli = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
+    const out = execFileSync(process.execPath, [cli, 'convert', run, join(dir, 'hf'), '--format', 'hf', '--json'], { encoding: 'utf8' });
+    assert.equal(JSON.parse(out.trim().split('\n').at(-1)!).modelType, 'mixtral');
+    const tok = JSON.parse(readFileSync(join(dir, 'hf', 'tokenizer.json'), 'utf8')) as { added_tokens: unknown[]; model: { vocab: Record<string, number> } };
+    assert.equal(tok.added_tokens.length, 0);
+    assert.equal(Object.keys(tok.model.vocab).length, 256);
+    const hf = await loadLM(join(dir, 'hf'), {});
+    const x = ids(12, 5);
+    assert.ok(relErr(byteLogits(model as ByteLM, x), decoderLogits(hf.model, x)) < 2e-5);
+    execFileSync(process.execPath, [cli, 'convert', run, join(dir, 'q8.gguf'), '--format', 'gguf', '--dtype', 'q8_0'], { encoding: 'utf8' });
+    const q8 = await loadLM(join(dir, 'q8.gguf'), {});
+    const e = relErr(byteLogits(model as ByteLM, x), decoderLogits(q8.model, x));
+    assert.ok(e > 0 && e < 0.05, `Q8_0 relative error ${e}`);
+    // not a byte LM run: named
+    const other = join(dir, 'other');
+    const cls = validateRun({ model: { type: 'softmoe-classifier', numExperts: 2 }, data: { dataset: 'fashion-mnist' } });
+    saveCheckpoint(other, { model: buildModel(cls.model, 0).model, config: cls });
+    assert.throws(() => execFileSync(process.execPath, [cli, 'convert', other, join(dir, 'x'), '--format', 'hf'], { encoding: 'utf8', stdio: 'pipe' }),
+      /only byte-lm runs have an HF MoE layout/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
