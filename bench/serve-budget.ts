@@ -14,7 +14,7 @@ export interface ServeBudgetOptions extends Omit<ServeBenchOptions, 'rounds' | '
   /** Fractions of all routed-expert bytes (1 = every expert in a slot, still through the cache). */
   budgets: number[];
   policies: ExpertPolicy[];
-  /** Rounds over all configurations, in order (all resident first), so a shared machine's drift hits them alike (default 2). */
+  /** Rounds over all configurations, all resident first and then in reverse order, alternately, so a shared machine's drift hits them alike (default 2). */
   rounds?: number;
   log?: (line: string) => void;
 }
@@ -91,7 +91,8 @@ export async function benchServeBudgets(path: string, opts: ServeBudgetOptions):
   const { budgets: _b, policies: _p, rounds: _r, log: _l, ...serveOpts } = opts;
   try {
     for (let round = 0; round < rounds; round++) {
-      for (const c of configs) {
+      // odd rounds run the configurations in reverse (A B C, C B A, ...): a machine whose load drifts during the run then tilts no configuration's median
+      for (const c of round % 2 === 0 ? configs : [...configs].reverse()) {
         const r = await benchServe(c.lm.model, tokenizer, name, { ...serveOpts, rounds: 1, expertCache: c.lm.expertCache });
         c.rows.push(r.rows);
         const what = c.budget === null ? 'all resident' : `budget ${c.budget} ${c.policy}`;
@@ -149,7 +150,7 @@ export function formatServeBudgetReport(r: ServeBudgetReport): string {
     ]),
   );
   return [
-    `moe bench serve (expert budget sweep): ${r.model}, ${r.requests} streamed requests per client count, configuration and round, ${r.rounds} round(s) over every configuration in turn, prompts ${r.promptTokens} tokens, ${r.maxNewTokens} new tokens each (greedy, EOS ignored)`,
+    `moe bench serve (expert budget sweep): ${r.model}, ${r.requests} streamed requests per client count, configuration and round, ${r.rounds} round(s) over every configuration in turn (odd rounds in reverse order), prompts ${r.promptTokens} tokens, ${r.maxNewTokens} new tokens each (greedy, EOS ignored)`,
     '',
     table,
     '',
