@@ -19,6 +19,7 @@ import { buildModel } from '../src/models/registry.js';
 import { saveCheckpoint } from '../src/models/checkpoint.js';
 import { loadLM } from '../src/models/load-lm.js';
 import type { MoEDecoder } from '../src/models/moe-decoder.js';
+import { quantPerplexity, summarise } from '../bench/quant-perplexity.js';
 
 const BASE: Partial<LMConfig> = {
   dModel: 32, heads: 4, layers: 2, maxSeqLen: 32, numExperts: 4, k: 2, dFF: 24, activation: 'swiglu', attentionBias: false,
@@ -146,6 +147,27 @@ test('moe convert RUN DST: HF (F32: the byte LM\'s logits) and GGUF Q8_0 that lo
     saveCheckpoint(other, { model: buildModel(cls.model, 0).model, config: cls });
     assert.throws(() => execFileSync(process.execPath, [cli, 'convert', other, join(dir, 'x'), '--format', 'hf'], { encoding: 'utf8', stdio: 'pipe' }),
       /only byte-lm runs have an HF MoE layout/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('quant-perplexity: the f32 export scores the held-out bytes as the byte LM does; q8_0 and q4_0 move it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moe-bytelm-ppl-'));
+  try {
+    const config = validateRun({ model: { type: 'byte-lm', ...BASE }, data: { dataset: 'udhr', maxLanguages: 2, testFraction: 0.1, seqLen: 32 } });
+    const { model } = buildModel(config.model, config.train.seed);
+    saveCheckpoint(join(dir, 'checkpoint'), { model, config });
+    const rows = await quantPerplexity({ run: dir, dtypes: ['f32', 'q8_0', 'q4_0'], maxBytes: 200 });
+    assert.equal(rows.length, 4 * 2);
+    const s = new Map(summarise(rows).map((r) => [r.dtype, r]));
+    const lmBits = s.get('byte-lm')!.bitsPerByte, f32 = s.get('f32')!.bitsPerByte;
+    // an untrained model: about log2(256) = 8 bits per byte
+    assert.ok(lmBits > 6 && lmBits < 10, `byte LM ${lmBits} bits/byte`);
+    assert.ok(Math.abs(f32 - lmBits) / lmBits < 1e-5, `f32 export ${f32} vs byte LM ${lmBits}`);
+    for (const q of ['q8_0', 'q4_0']) assert.notEqual(s.get(q)!.bitsPerByte, f32, q);
+    assert.ok(rows.every((r) => r.bytes > 100 && r.bytes <= 199), JSON.stringify(rows.map((r) => r.bytes)));
+    await assert.rejects(quantPerplexity({ run: dir, dtypes: ['f32'], languages: ['xx_none'] }), /language xx_none is not one the run trained on/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
