@@ -1,8 +1,10 @@
 // Elementwise kernels: unary activations and their derivatives, broadcasting binary ops,
 // broadcastTo / sumToShape (adjoints of each other) and strided copies.
+#include <algorithm>
 #include <cstring>
 
 #include "common.h"
+#include "gelu_simd.h"
 #include "kernels.h"
 #include "simd_math.h"
 #include "strided.h"
@@ -11,7 +13,7 @@
 namespace moe {
 namespace {
 
-constexpr float kInvSqrt2Pi = 0.398942280401432678f;
+constexpr float kInvSqrt2Pi = 0.398942280401432678f;  // normcdf's derivative
 constexpr float kGeluTanhC = 0.797884560802865356f;  // sqrt(2 / pi)
 
 enum Unary { kNeg, kExp, kLog, kSqrt, kSquare, kAbs, kTanh, kSigmoid, kSoftplus, kRelu, kGelu, kGeluTanh, kSilu, kNormCdf, kUnaryCount };
@@ -33,14 +35,7 @@ MOE_CLONES void unaryRange(int op, const float* x, float* y, i64 n) {
       }
       break;
     case kRelu: for (i64 i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
-    case kGelu:
-      for (i64 i = 0; i < n; i++) {
-        float v = x[i];
-        float e = verfcHalfGelu(v, nullptr);
-        // 1 + erf(v / sqrt 2) is 2 - E above zero and E below: no cancellation in the tail.
-        y[i] = v >= 0.0f ? v * (1.0f - 0.5f * e) : 0.5f * v * e;
-      }
-      break;
+    case kGelu: gelu_simd::kernels().forward(x, y, n); break;  // hand-vectorised (gelu_simd.h)
     case kGeluTanh:
       for (i64 i = 0; i < n; i++) {
         float v = x[i];
@@ -73,14 +68,7 @@ MOE_CLONES void unaryGradRange(int op, const float* x, const float* y, const flo
     case kSigmoid: for (i64 i = 0; i < n; i++) dx[i] = dy[i] * (y[i] * (1.0f - y[i])); break;
     case kSoftplus: for (i64 i = 0; i < n; i++) dx[i] = dy[i] * vsigmoid(x[i]); break;
     case kRelu: for (i64 i = 0; i < n; i++) dx[i] = dy[i] * (x[i] > 0.0f ? 1.0f : 0.0f); break;
-    case kGelu:
-      for (i64 i = 0; i < n; i++) {
-        float v = x[i], phi;
-        float e = verfcHalfGelu(v, &phi);
-        float cdf = v >= 0.0f ? 1.0f - 0.5f * e : 0.5f * e;
-        dx[i] = dy[i] * (cdf + v * kInvSqrt2Pi * phi);
-      }
-      break;
+    case kGelu: gelu_simd::kernels().backward(x, dy, dx, n); break;
     case kGeluTanh:
       for (i64 i = 0; i < n; i++) {
         float v = x[i], s, sm;
@@ -180,6 +168,57 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   parallelFor(x.length, kParallelMin / 4, [&](i64 b, i64 e) {
     unaryGradRange(static_cast<int>(op), x.data + b, y.data + b, dy.data + b, dx.data + b, e - b);
   });
+  return info.Env().Undefined();
+}
+
+// geluRowsBackward(pre, dy, gates | null, act, dot | null, rows, n): the exact GELU's backward over
+// the [rows, n] hidden of an expert MLP in one pass, recomputing the activation from the kept
+// pre-activation: act = gelu(pre); dot[r] += <dy_r, act_r> (the gate's gradient, before dy is
+// scaled); dy_r <- gate_r dy_r gelu'(pre_r), in place.
+Napi::Value GeluRowsBackward(const Napi::CallbackInfo& info) {
+  Args args(info, "geluRowsBackward", 7);
+  Buf<float> pre = args.f32(0, "pre"), dy = args.f32(1, "dy"), gates = args.f32OrNull(2, "gates");
+  Buf<float> act = args.f32(3, "act"), dot = args.f32OrNull(4, "dot");
+  const i64 rows = args.size(5, "rows"), n = args.size(6, "n");
+  const i64 total = args.mul({rows, n});
+  args.need(pre, total, "pre");
+  args.need(dy, total, "dy");
+  args.need(act, total, "act");
+  if (gates.data) args.need(gates, rows, "gates");
+  if (dot.data) args.need(dot, rows, "dot");
+  if (total == 0) return info.Env().Undefined();
+  const gelu_simd::Kernels& k = gelu_simd::kernels();
+  parallelFor(rows, std::max<i64>(1, kParallelMin / 4 / n), [&](i64 r0, i64 r1) {
+    for (i64 r = r0; r < r1; r++) {
+      float s = k.row(pre.data + r * n, dy.data + r * n, act.data + r * n, gates.data ? gates.data[r] : 1.0f, n);
+      if (dot.data) dot.data[r] += s;
+    }
+  });
+  return info.Env().Undefined();
+}
+
+// geluSimd(tier, backward, x, dy, out): the test hook running one SIMD tier of the GELU kernels,
+// tier 0 the one picked for this CPU, 1 the portable baseline, 2 AVX2+FMA, 3 AVX-512 (an error
+// where the CPU lacks it). backward: out = dy gelu'(x), else out = gelu(x) (dy unused).
+Napi::Value GeluSimd(const Napi::CallbackInfo& info) {
+  Args args(info, "geluSimd", 5);
+  const i64 tier = args.integer(0, "tier");
+  const bool backward = args.boolean(1, "backward");
+  Buf<float> x = args.f32(2, "x"), dy = args.f32(3, "dy"), out = args.f32(4, "out");
+  args.need(dy, x.length, "dy");
+  args.need(out, x.length, "out");
+  gelu_simd::Kernels k;
+  if (tier == 0) k = gelu_simd::kernels();
+  else if (tier == 1) k = gelu_simd::baseKernels();
+  else if (tier == 2 || tier == 3) {
+    const SimdTier have = simdTier();
+    if (tier == 3 ? have != SimdTier::Avx512 : have == SimdTier::Base) args.fail("tier " + std::to_string(tier) + " needs a CPU feature this one lacks");
+    if (!gelu_simd::tierKernels(tier == 3, &k)) args.fail("tier " + std::to_string(tier) + " is not compiled in this build");
+  } else {
+    args.fail("tier must be 0 (auto), 1 (baseline), 2 (AVX2) or 3 (AVX-512), got " + std::to_string(tier));
+  }
+  if (backward) k.backward(x.data, dy.data, out.data, x.length);
+  else k.forward(x.data, out.data, x.length);
   return info.Env().Undefined();
 }
 
@@ -374,6 +413,8 @@ Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
 void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary, "unary"));
   exports.Set("unaryBackward", Napi::Function::New(env, UnaryBackward, "unaryBackward"));
+  exports.Set("geluRowsBackward", Napi::Function::New(env, GeluRowsBackward, "geluRowsBackward"));
+  exports.Set("geluSimd", Napi::Function::New(env, GeluSimd, "geluSimd"));
   exports.Set("binary", Napi::Function::New(env, Binary, "binary"));
   exports.Set("broadcastTo", Napi::Function::New(env, BroadcastTo, "broadcastTo"));
   exports.Set("sumToShape", Napi::Function::New(env, SumToShape, "sumToShape"));

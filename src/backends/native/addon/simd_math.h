@@ -1,6 +1,7 @@
 // Branch-free float math that GCC auto-vectorises (libm's expf/tanhf/erff are scalar calls):
 // Cephes-style exp, log on [1, 2] and tanh, and erfc with ~1e-7 relative error. Results agree
-// with the js reference (double precision) to a few float ulps.
+// with the js reference (double precision) to a few float ulps. (The exact GELU has its own,
+// hand-vectorised kernels in gelu_simd.h.)
 #pragma once
 
 #include <cmath>
@@ -138,25 +139,6 @@ MOE_INLINE void verfcHalf(float x, float* erfcOut, float* phiOut) {
   float ea = vexp(a);
   *erfcOut = t * ea * vexp(b + q);
   *phiOut = ea * vexp(b);
-}
-
-/**
- * erfc(|x| / sqrt 2) with one exp, for gelu: t * exp(-x^2/2 + q(t)) without the exact split of
- * x^2. The rounding of x^2/2 costs a relative error of ~1e-6 at |x| ~ 6, where gelu multiplies
- * this by x and the result is below 1e-8 (negative side) or within 1e-8 of x (positive side).
- */
-MOE_INLINE float verfcHalfGelu(float x, float* phiOut) {
-  float ax = std::fabs(x);
-  ax = ax > 20.0f ? 20.0f : ax;  // NaN stays NaN
-  float t = 1.0f / (1.0f + 0.5f * 0.70710678118654752f * ax);
-  float q = erfcPoly(t);
-  float a = -0.5f * (ax * ax);
-  if (phiOut) {
-    float phi = vexp(a);
-    *phiOut = phi;
-    return t * phi * vexp(q);
-  }
-  return t * vexp(a + q);
 }
 
 }  // namespace moe
