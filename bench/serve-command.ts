@@ -6,7 +6,8 @@ import { loadLM } from '../src/models/load-lm.js';
 import { loadTokenizer } from '../src/formats/hf/tokenizer.js';
 import { dtypeFlag, DTYPE_HELP } from '../src/cli/generate-command.js';
 import { benchServe, formatServeReport } from './serve.js';
-import { benchServeBudgets, formatServeBudgetReport, plotServeBudgets } from './serve-budget.js';
+import { readFileSync } from 'node:fs';
+import { benchServeBudgets, formatServeBudgetReport, plotServeBudgets, type ServeBudgetReport } from './serve-budget.js';
 import { EXPERT_POLICIES, type ExpertPolicy } from '../src/infer/expert-slots.js';
 
 export const BENCH_SERVE_HELP = `moe bench serve --model DIR|FILE.gguf [--clients 1,4,16] [--requests 32] [--max-new-tokens 32]
@@ -32,14 +33,14 @@ experts beyond the budget stay in the model file), every configuration in turn i
 rounds (default 2; every other round in reverse order). Per configuration and client count: tokens/s and its share of all-resident,
 TTFT and TPOT p50/p99, the cache's hit rate and MB read from the file per generated token.
 Budgets the cache refuses (fewer slots than top-k) are listed. --plot DIR writes hit rate, tokens/s
-and TTFT against the budget (SVG and PNG).`;
+and TTFT against the budget (SVG and PNG). --rows A.json,B.json prints (and plots) the rows of
+sweeps saved with --json instead of measuring (each row keeps the all-resident ratio of its own run).`;
 
-const OPTIONS = ['model', 'clients', 'requests', 'max-new-tokens', 'prompt-tokens', 'rounds', 'prompts', 'prefill-chunk', 'dtype', 'kv-dtype', 'json', 'help', 'expert-memory', 'expert-policy', 'plot'];
+const OPTIONS = ['model', 'clients', 'requests', 'max-new-tokens', 'prompt-tokens', 'rounds', 'prompts', 'prefill-chunk', 'dtype', 'kv-dtype', 'json', 'help', 'expert-memory', 'expert-policy', 'plot', 'rows'];
 
 export async function benchServeCommand(args: ParsedArgs): Promise<number> {
   rejectUnknown(args, OPTIONS, 'bench serve');
   const path = args.flags.get('model')?.[0];
-  if (!path) throw new Error('bench serve: --model DIR|FILE.gguf is required');
   const int = (key: string): number | undefined => {
     const raw = args.flags.get(key)?.[0];
     if (raw === undefined) return undefined;
@@ -57,9 +58,22 @@ export async function benchServeCommand(args: ParsedArgs): Promise<number> {
   if (prompts !== undefined && prompts !== 'udhr' && prompts !== 'random') throw new Error(`bench serve: --prompts ${prompts}: expected udhr or random`);
   const log = (l: string): void => { process.stderr.write(`${l}\n`); };
   const opt = <K extends string, V>(k: K, v: V | undefined): { [P in K]?: V } => (v === undefined ? {} : ({ [k]: v } as { [P in K]?: V }));
+  const saved = args.flags.get('rows')?.[0];
+  if (saved !== undefined) {
+    const reports = saved.split(',').map((f) => JSON.parse(readFileSync(f, 'utf8')) as ServeBudgetReport);
+    const merged: ServeBudgetReport = {
+      ...reports[0]!, rows: reports.flatMap((r) => r.rows), refused: reports.flatMap((r) => r.refused),
+      loadBefore: reports[0]!.loadBefore, loadAfter: reports.at(-1)!.loadAfter, wallSec: reports.reduce((s, r) => s + r.wallSec, 0),
+    };
+    const plotDir = args.flags.get('plot')?.[0];
+    if (plotDir) log(`plots: ${(await plotServeBudgets(plotDir, merged.rows)).join(', ')}`);
+    console.log(args.flags.has('json') ? JSON.stringify(merged) : formatServeBudgetReport(merged));
+    return 0;
+  }
+  if (!path) throw new Error('bench serve: --model DIR|FILE.gguf is required');
   const rawBudgets = args.flags.get('expert-memory')?.[0];
   for (const k of ['expert-policy', 'plot']) {
-    if (rawBudgets === undefined && args.flags.has(k)) throw new Error(`bench serve: --${k} needs --expert-memory (the budgets to sweep)`);
+    if (rawBudgets === undefined && args.flags.has(k) && !args.flags.has('rows')) throw new Error(`bench serve: --${k} needs --expert-memory (the budgets to sweep)`);
   }
   if (rawBudgets !== undefined) {
     if (args.flags.has('dtype')) throw new Error('bench serve: --dtype does not combine with --expert-memory (offloaded experts are read as stored)');

@@ -2,7 +2,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRandomHFDir } from '../src/models/moe-decoder-create.js';
@@ -146,6 +146,20 @@ test('moe bench serve --expert-memory: every budget x policy serves every reques
   const pngs = await plotServeBudgets(dir, r.rows);
   assert.equal(pngs.length, 3);
   for (const p of pngs) assert.ok(existsSync(p), p);
+  // --rows: saved sweeps are printed together (and plotted) without measuring
+  const saved = join(root, 'sweep.json');
+  writeFileSync(saved, JSON.stringify(r));
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (l: string) => { lines.push(l); };
+  try {
+    assert.equal(await run(['bench', 'serve', '--rows', `${saved},${saved}`, '--json']), 0);
+  } finally {
+    console.log = log;
+  }
+  const merged = JSON.parse(lines.at(-1)!) as { rows: unknown[]; refused: unknown[] };
+  assert.equal(merged.rows.length, 2 * r.rows.length);
+  assert.equal(merged.refused.length, 2 * r.refused.length);
 });
 
 test('moe bench serve: sweep flags are checked and named', async () => {
