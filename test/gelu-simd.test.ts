@@ -13,11 +13,14 @@ import { erf, gelu as geluJs } from '../src/backends/js/math.js';
 
 interface GeluAddon {
   geluSimd(tier: number, backward: boolean, x: Float32Array, dy: Float32Array, out: Float32Array): void;
-  geluRowsBackward(pre: Float32Array, dy: Float32Array, gates: Float32Array | null, act: Float32Array, dot: Float32Array | null,
-    rows: number, n: number): void;
+  activationBackwardRows(op: number, pre: Float32Array, dy: Float32Array, gates: Float32Array | null, act: Float32Array,
+    dot: Float32Array | null, rows: number, n: number): void;
 }
 
 const native = findBackend('native');
+const js = findBackend('js')!;
+/** The addon's op code of the exact GELU (native/index.ts's UNARY_CODE). */
+const GELU = 10;
 const addonPath = process.env['MOE_NATIVE_ADDON'] || fileURLToPath(new URL('../../src/backends/native/addon/build/Release/moe_native.node', import.meta.url));
 const addon = native && existsSync(addonPath) ? (createRequire(import.meta.url)(addonPath) as GeluAddon) : null;
 const skip = (addon === null || typeof addon.geluSimd !== 'function') && 'the native addon (with geluSimd) is not built here';
@@ -151,7 +154,7 @@ test('the unary kernels run the SIMD gelu: bit for bit, at lengths with tails an
   }
 });
 
-test('geluRowsBackward: the activation as forward, the gate-scaled gradient and the row dots in one pass', { skip }, () => {
+test('activationBackwardRows (gelu): the activation as forward, the gate-scaled gradient and the row dots in one pass', { skip }, () => {
   const rng = new Rng(5);
   for (const [rows, n] of [[1, 1], [3, 7], [5, 33], [64, 2048], [0, 8], [4, 0]] as const) {
     const pre = new Float32Array(rows * n);
@@ -163,7 +166,7 @@ test('geluRowsBackward: the activation as forward, the gate-scaled gradient and 
     const act = new Float32Array(rows * n);
     const dot = Float32Array.from({ length: rows }, (_, r) => r * 0.25);  // accumulated into
     const dy = u.slice();
-    addon!.geluRowsBackward(pre, dy, gates, act, dot, rows, n);
+    addon!.activationBackwardRows(GELU, pre, dy, gates, act, dot, rows, n);
     const wantAct = new Float32Array(rows * n);
     addon!.geluSimd(0, false, pre, pre, wantAct);
     assert.deepEqual(act, wantAct, `act [${rows}, ${n}]`);
@@ -183,17 +186,46 @@ test('geluRowsBackward: the activation as forward, the gate-scaled gradient and 
     }
     // without gates and dots: gate 1, nothing accumulated
     const dy2 = u.slice();
-    addon!.geluRowsBackward(pre, dy2, null, act, null, rows, n);
+    addon!.activationBackwardRows(GELU, pre, dy2, null, act, null, rows, n);
     addon!.geluSimd(0, true, pre, u, wantDy);
     assert.deepEqual(dy2, wantDy, `ungated gradient [${rows}, ${n}]`);
   }
 });
 
-test('geluRowsBackward and geluSimd refuse buffers shorter than their sizes, naming the argument', { skip }, () => {
+test('activationBackwardRows and geluSimd refuse bad arguments, naming them', { skip }, () => {
   const a = new Float32Array(6);
-  assert.throws(() => addon!.geluRowsBackward(a, a, null, new Float32Array(5), null, 2, 3), /geluRowsBackward.*act has 5 elements/);
-  assert.throws(() => addon!.geluRowsBackward(a, a, new Float32Array(1), a, null, 2, 3), /gates has 1 elements/);
-  assert.throws(() => addon!.geluRowsBackward(a, a, null, a, new Float32Array(1), 2, 3), /dot has 1 elements/);
+  assert.throws(() => addon!.activationBackwardRows(GELU, a, a, null, new Float32Array(5), null, 2, 3), /activationBackwardRows.*act has 5 elements/);
+  assert.throws(() => addon!.activationBackwardRows(GELU, a, a, new Float32Array(1), a, null, 2, 3), /gates has 1 elements/);
+  assert.throws(() => addon!.activationBackwardRows(99, a, a, null, a, null, 2, 3), /unknown unary op code 99/);
+  assert.throws(() => addon!.activationBackwardRows(GELU, a, a, null, a, new Float32Array(1), 2, 3), /dot has 1 elements/);
   assert.throws(() => addon!.geluSimd(0, false, a, a, new Float32Array(2)), /out has 2 elements/);
   assert.throws(() => addon!.geluSimd(7, false, a, a, a), /tier must be 0/);
+});
+
+test('activationBackwardRows on native equals the js reference for the expert activations', { skip }, () => {
+  const rng = new Rng(9);
+  for (const op of ['gelu', 'geluTanh', 'relu', 'silu'] as const) {
+    for (const [rows, n, gated] of [[3, 13, true], [40, 300, true], [2, 5, false], [0, 4, true]] as const) {
+      const pre = new Float32Array(rows * n);
+      rng.fillUniform(pre, -4, 4);
+      const u = new Float32Array(rows * n);
+      rng.fillUniform(u, -1, 1);
+      const gates = gated ? Float32Array.from({ length: rows }, () => 0.1 + rng.next()) : null;
+      const run = (k: typeof js.kernels): [Float32Array, Float32Array, Float32Array] => {
+        const dy = u.slice();
+        const act = new Float32Array(rows * n);
+        const dot = new Float32Array(rows).fill(0.5);
+        k.activationBackwardRows!(op, pre, dy, gates, act, gated ? dot : null, rows, n);
+        return [dy, act, dot];
+      };
+      const [dyJ, actJ, dotJ] = run(js.kernels);
+      const [dyN, actN, dotN] = run(native!.kernels);
+      const what = `${op} [${rows}, ${n}]${gated ? ' gated' : ''}`;
+      for (let i = 0; i < rows * n; i++) {
+        assert.ok(Math.abs(actN[i]! - actJ[i]!) <= 1e-6 + 1e-6 * Math.abs(actJ[i]!), `${what}: act[${i}] ${actN[i]} vs ${actJ[i]}`);
+        assert.ok(Math.abs(dyN[i]! - dyJ[i]!) <= 1e-6 + 1e-5 * Math.abs(dyJ[i]!), `${what}: dy[${i}] ${dyN[i]} vs ${dyJ[i]}`);
+      }
+      for (let r = 0; r < rows; r++) assert.ok(Math.abs(dotN[r]! - dotJ[r]!) <= 1e-4 * (1 + Math.abs(dotJ[r]!)), `${what}: dot[${r}]`);
+    }
+  }
 });

@@ -2,6 +2,7 @@
 
 import { ops, Rng, Tensor, UNARY_OPS, type DType } from '../src/index.js';
 import { randTensor } from './helpers.js';
+import { expertMLP } from '../src/ops/expert-mlp.js';
 
 export interface OpCase {
   name: string;
@@ -198,5 +199,16 @@ cases.push({
   name: 'dropout (seeded)', inputs: (rng, dt) => [r([6, 7])(rng, dt)], diff: [true],
   fn: ([x]) => ops.dropout(x!, 0.3, { rng: new Rng(11) }),
 });
+
+// The expert MLP (routed top-2 with gates, an empty group): its backward runs activationBackwardRows.
+for (const act of ['gelu', 'geluTanh', 'silu'] as const) {
+  cases.push({
+    name: `expertMLP ${act} routed with gates`,
+    inputs: (rng, dt) => [r([4, 3], -2, 2)(rng, dt), r([3, 3, 5])(rng, dt), r([3, 5, 3])(rng, dt), r([8], 0.1, 1)(rng, dt)],
+    diff: [true, true, true, true],
+    fn: ([x, w1, w2, g]) => expertMLP(x!, ints([3, 0, 5]), act, { w1: w1!, w2: w2! }, { rowIndex: ints([0, 1, 3, 2, 0, 1, 3, 2]), gates: g! }),
+    rtol: 1e-4, atol: 1e-5,
+  });
+}
 
 export const OP_CASES: readonly OpCase[] = cases;

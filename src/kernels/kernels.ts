@@ -46,6 +46,13 @@ export interface KernelImpls {
   /** dx = dy * f'(x); y = f(x) is passed for ops whose derivative is cheaper from it. */
   unaryBackward(op: UnaryOp, x: F, y: F, dy: F, dx: F): void;
 
+  /**
+   * An activation's backward over the [rows, n] hidden of an expert MLP in one pass, recomputing
+   * the activation from the kept pre-activation: act = f(pre); dot[r] += <dy_r, act_r> (before dy
+   * changes; skipped when dot is null); dy_r <- gates[r] * dy_r * f'(pre_r) in place (null: 1).
+   */
+  activationBackwardRows(op: UnaryOp, pre: F, dy: F, gates: F | null, act: F, dot: F | null, rows: number, n: number): void;
+
   /** Softmax (or log-softmax) over the middle axis of [outer, dim, inner]. */
   softmax(x: F, out: F, outer: number, dim: number, inner: number, log: boolean): void;
   softmaxBackward(y: F, dy: F, dx: F, outer: number, dim: number, inner: number, log: boolean): void;
@@ -156,7 +163,7 @@ export const FUSED_DECODE_MAX_ROWS = 16;
 export type KernelName = keyof KernelImpls;
 
 export const KERNEL_NAMES: readonly KernelName[] = [
-  'matmul', 'groupedMatmul', 'groupedMatmulWeightGrad', 'binary', 'unary', 'unaryBackward', 'softmax',
+  'matmul', 'groupedMatmul', 'groupedMatmulWeightGrad', 'binary', 'unary', 'unaryBackward', 'activationBackwardRows', 'softmax',
   'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
   'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
   'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward', 'quantMatmul', 'quantGroupedMatmul',

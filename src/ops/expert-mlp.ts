@@ -128,18 +128,6 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   return record(out, 'expertMLP', inputs, (gOut) => {
     // gp [A', d]: the output gradient of each expert row, before the gate
     const gp = idx ? gatherRowsRaw(gOut, idx) : gOut;
-    // recompute the hidden activation from the kept pre-activation
-    let silu1: Tensor | null = null;
-    let hAct: Tensor;
-    if (pre3) {
-      silu1 = uninitLike([rows, h], dt);
-      kernel('unary')('silu', F(pre), F(silu1));
-      hAct = uninitLike([rows, h], dt);
-      kernel('binary')('mul', F(silu1), [rows, h], F(pre3), [rows, h], F(hAct), [rows, h]);
-    } else {
-      hAct = uninitLike([rows, h], dt);
-      kernel('unary')(activation as Exclude<ExpertMLPActivation, 'swiglu'>, F(pre), F(hAct));
-    }
     // u = gp W2^T [A', h]; with y_r = gate_r * (act_r W2 + b2), dgate_r = <u_r, act_r> + <gp_r, b2>
     const u = uninitLike([rows, h], dt);
     gemm(F(gp), F(w2), sizes, F(u), d, h, true);
@@ -148,6 +136,19 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
       dGates = emptyLike([rows], dt);
       // the bias part <gp_r, b2_e> of dgate_r, read before gp is scaled in place below
       if (b2) addBiasDot(F(dGates), F(gp), F(b2), ex!, d);
+    }
+    // recompute the hidden activation from the kept pre-activation
+    let silu1: Tensor | null = null;
+    const hAct = uninitLike([rows, h], dt);
+    if (pre3) {
+      silu1 = uninitLike([rows, h], dt);
+      kernel('unary')('silu', F(pre), F(silu1));
+      kernel('binary')('mul', F(silu1), [rows, h], F(pre3), [rows, h], F(hAct), [rows, h]);
+    } else {
+      // one pass over the hidden: the activation, <u_r, act_r> into dgate_r, and u becomes
+      // dpre = gate * u * act'(pre) (for the exact GELU one erfc serves value and derivative)
+      kernel('activationBackwardRows')(activation as Exclude<ExpertMLPActivation, 'swiglu'>, F(pre), F(u), gates ? F(gates) : null,
+        F(hAct), dGates ? F(dGates) : null, rows, h);
     }
     // gps: the gate-scaled output gradient, the gradient of act W2 + b2 (gp is ours when
     // gathered; otherwise it is the caller's gradient and must stay unchanged)
@@ -158,33 +159,28 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     }
     const dw2 = w2.requiresGrad ? weightGrad(w2, hAct, gps, sizes, h, d) : null;
     const db2 = b2?.requiresGrad ? sumRowsByExpert(F(gps), ex!, E, d, dt) : null;
-    if (gates) {
-      if (dGates) {
-        // + <u_r, act_r>, as a native elementwise product and row sum; act is not needed past dW2,
-        // so the product overwrites it (same-index elementwise, safe in place)
-        kernel('binary')('mul', F(u), [rows, h], F(hAct), [rows, h], F(hAct), [rows, h]);
-        const dot = emptyLike([rows], dt);
-        kernel('reduce')('sum', F(hAct), F(dot), null, rows, h, 1);
-        const dg = F(dGates);
-        const dd = F(dot);
-        for (let r = 0; r < rows; r++) dg[r] = dg[r]! + dd[r]!;
-      }
-      // u becomes d(act) = gate * u, in place
-      scaleRows(u, gates);
-    }
-    // dact = u (already gate-scaled); dpre = dact * act'(pre)
     let dpre3: Tensor | null = null;
     if (pre3) {
+      if (gates) {
+        if (dGates) {
+          // + <u_r, act_r>, as a native elementwise product and row sum; act is not needed past dW2,
+          // so the product overwrites it (same-index elementwise, safe in place)
+          kernel('binary')('mul', F(u), [rows, h], F(hAct), [rows, h], F(hAct), [rows, h]);
+          const dot = emptyLike([rows], dt);
+          kernel('reduce')('sum', F(hAct), F(dot), null, rows, h, 1);
+          const dg = F(dGates);
+          const dd = F(dot);
+          for (let r = 0; r < rows; r++) dg[r] = dg[r]! + dd[r]!;
+        }
+        // u becomes d(act) = gate * u, in place
+        scaleRows(u, gates);
+      }
       // act = silu(p1) * p3: dp3 = dact * silu(p1); dp1 = dact * p3 * silu'(p1)
       dpre3 = uninitLike([rows, h], dt);
       kernel('binary')('mul', F(u), [rows, h], F(silu1!), [rows, h], F(dpre3), [rows, h]);
       // elementwise kernels read and write the same index, so these may work in place on u
       kernel('binary')('mul', F(u), [rows, h], F(pre3), [rows, h], F(u), [rows, h]);
       kernel('unaryBackward')('silu', F(pre), F(silu1!), F(u), F(u));
-    } else {
-      // y = hAct may hold the gate product by now: these four activations' derivatives read x
-      // alone on every backend (the composed-ops test of each activation would catch a change)
-      kernel('unaryBackward')(activation as Exclude<ExpertMLPActivation, 'swiglu'>, F(pre), F(hAct), F(u), F(u));
     }
     const dpre = u;
     // the permuted input rows, re-gathered only now that they are needed (cheap next to the GEMMs)

@@ -109,6 +109,22 @@ export const unaryBackward: KernelImpls['unaryBackward'] = (op, x, y, dy, dx) =>
   for (let i = 0; i < x.length; i++) dx[i] = dy[i]! * g(x[i]!, y[i]!);
 };
 
+export const activationBackwardRows: KernelImpls['activationBackwardRows'] = (op, pre, dy, gates, act, dot, rows, n) => {
+  const f = unaryFn(op);
+  const g = unaryGradFn(op);
+  for (let r = 0; r < rows; r++) {
+    const scale = gates ? gates[r]! : 1;
+    let s = 0;
+    for (let i = r * n; i < (r + 1) * n; i++) {
+      act[i] = f(pre[i]!);
+      const y = act[i]!;  // as stored, like unary then unaryBackward
+      s += dy[i]! * y;
+      dy[i] = scale * dy[i]! * g(pre[i]!, y);
+    }
+    if (dot) dot[r] = dot[r]! + s;
+  }
+};
+
 export const sumToShape: KernelImpls['sumToShape'] = (src, srcShape, dst, dstShape) => {
   dst.fill(0);
   const sd = broadcastStrides(dstShape, srcShape);

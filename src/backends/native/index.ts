@@ -25,6 +25,7 @@ interface Addon {
   binary(op: number, a: F32, aShape: Shape, b: F32, bShape: Shape, out: F32, outShape: Shape): void;
   unary(op: number, x: F32, out: F32): void;
   unaryBackward(op: number, x: F32, y: F32, dy: F32, dx: F32): void;
+  activationBackwardRows(op: number, pre: F32, dy: F32, gates: F32 | null, act: F32, dot: F32 | null, rows: number, n: number): void;
   softmax(x: F32, out: F32, outer: number, dim: number, inner: number, log: boolean): void;
   softmaxBackward(y: F32, dy: F32, dx: F32, outer: number, dim: number, inner: number, log: boolean): void;
   reduce(op: number, x: F32, out: F32, arg: I32 | null, outer: number, dim: number, inner: number): void;
@@ -193,6 +194,10 @@ function makeKernels(n: Addon): KernelImpls {
     unary: (op, x, out) => n.unary(UNARY_CODE[op], f32('unary', x), f32('unary', out)),
     unaryBackward: (op, x, y, dy, dx) =>
       n.unaryBackward(UNARY_CODE[op], f32('unaryBackward', x), f32('unaryBackward', y), f32('unaryBackward', dy), f32('unaryBackward', dx)),
+    activationBackwardRows: (op, pre, dy, gates, act, dot, rows, nn) => {
+      const k = 'activationBackwardRows';
+      n.activationBackwardRows(UNARY_CODE[op], f32(k, pre), f32(k, dy), gates && f32(k, gates), f32(k, act), dot && f32(k, dot), rows, nn);
+    },
     softmax: (x, out, outer, dim, inner, log) => n.softmax(f32('softmax', x), f32('softmax', out), outer, dim, inner, log),
     softmaxBackward: (y, dy, dx, outer, dim, inner, log) =>
       n.softmaxBackward(f32('softmaxBackward', y), f32('softmaxBackward', dy), f32('softmaxBackward', dx), outer, dim, inner, log),

@@ -124,6 +124,13 @@ MOE_CLONES float sumRun(const float* s, i64 n) {
   return acc;
 }
 
+MOE_CLONES float dotRun(const float* a, const float* b, i64 n) {
+  float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+  for (i64 j = 0; j < n; j++) acc += a[j] * b[j];
+  return acc;
+}
+
 MOE_CLONES void addRun(const float* s, float* d, i64 n) {
   for (i64 j = 0; j < n; j++) d[j] += s[j];
 }
@@ -171,15 +178,18 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// geluRowsBackward(pre, dy, gates | null, act, dot | null, rows, n): the exact GELU's backward over
-// the [rows, n] hidden of an expert MLP in one pass, recomputing the activation from the kept
-// pre-activation: act = gelu(pre); dot[r] += <dy_r, act_r> (the gate's gradient, before dy is
-// scaled); dy_r <- gate_r dy_r gelu'(pre_r), in place.
-Napi::Value GeluRowsBackward(const Napi::CallbackInfo& info) {
-  Args args(info, "geluRowsBackward", 7);
-  Buf<float> pre = args.f32(0, "pre"), dy = args.f32(1, "dy"), gates = args.f32OrNull(2, "gates");
-  Buf<float> act = args.f32(3, "act"), dot = args.f32OrNull(4, "dot");
-  const i64 rows = args.size(5, "rows"), n = args.size(6, "n");
+// activationBackwardRows(op, pre, dy, gates | null, act, dot | null, rows, n): an activation's
+// backward over the [rows, n] hidden of an expert MLP in one pass, recomputing the activation from
+// the kept pre-activation: act = f(pre); dot[r] += <dy_r, act_r> (the gate's gradient, before dy
+// changes); dy_r <- gate_r dy_r f'(pre_r), in place. The exact GELU runs as one SIMD loop per row
+// (value and derivative share their erfc); other ops run their unary loops row by row.
+Napi::Value ActivationBackwardRows(const Napi::CallbackInfo& info) {
+  Args args(info, "activationBackwardRows", 8);
+  const i64 op = args.integer(0, "op");
+  if (op < 0 || op >= kUnaryCount) args.fail("unknown unary op code " + std::to_string(op));
+  Buf<float> pre = args.f32(1, "pre"), dy = args.f32(2, "dy"), gates = args.f32OrNull(3, "gates");
+  Buf<float> act = args.f32(4, "act"), dot = args.f32OrNull(5, "dot");
+  const i64 rows = args.size(6, "rows"), n = args.size(7, "n");
   const i64 total = args.mul({rows, n});
   args.need(pre, total, "pre");
   args.need(dy, total, "dy");
@@ -190,7 +200,19 @@ Napi::Value GeluRowsBackward(const Napi::CallbackInfo& info) {
   const gelu_simd::Kernels& k = gelu_simd::kernels();
   parallelFor(rows, std::max<i64>(1, kParallelMin / 4 / n), [&](i64 r0, i64 r1) {
     for (i64 r = r0; r < r1; r++) {
-      float s = k.row(pre.data + r * n, dy.data + r * n, act.data + r * n, gates.data ? gates.data[r] : 1.0f, n);
+      const float g = gates.data ? gates.data[r] : 1.0f;
+      const float* p = pre.data + r * n;
+      float* d = dy.data + r * n;
+      float* a = act.data + r * n;
+      float s;
+      if (op == kGelu) {
+        s = k.row(p, d, a, g, n);
+      } else {
+        unaryRange(static_cast<int>(op), p, a, n);
+        s = dotRun(d, a, n);
+        scaleRun(d, 1, d, n, g);
+        unaryGradRange(static_cast<int>(op), p, a, d, d, n);
+      }
       if (dot.data) dot.data[r] += s;
     }
   });
@@ -413,7 +435,7 @@ Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
 void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary, "unary"));
   exports.Set("unaryBackward", Napi::Function::New(env, UnaryBackward, "unaryBackward"));
-  exports.Set("geluRowsBackward", Napi::Function::New(env, GeluRowsBackward, "geluRowsBackward"));
+  exports.Set("activationBackwardRows", Napi::Function::New(env, ActivationBackwardRows, "activationBackwardRows"));
   exports.Set("geluSimd", Napi::Function::New(env, GeluSimd, "geluSimd"));
   exports.Set("binary", Napi::Function::New(env, Binary, "binary"));
   exports.Set("broadcastTo", Napi::Function::New(env, BroadcastTo, "broadcastTo"));
