@@ -87,7 +87,7 @@ function backendsOption(flags: Map<string, string[]>): string[] | undefined {
 
 /** `moe bench SUB [options]`: argv starts at 'bench'. */
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, new Set(['json', 'help', 'compare-torch']));
+  const args = parseArgs(argv, new Set(['json', 'help', 'compare-torch', 'cost-model']));
   const [cmd, sub] = args.positional;
   if (cmd !== 'bench') throw new Error(`bench/cli.ts runs 'moe bench ...', not '${cmd ?? ''}'`);
   const help = args.flags.has('help');

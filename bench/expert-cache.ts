@@ -48,6 +48,10 @@ export interface TextDecodeResult {
   top1Agreement: number | null;
   /** Experts run on their copies and also read in full in the background (lowPrecision.background). */
   backgroundLoads: number | null;
+  /** Mean over the timed steps: ms per step, distinct experts summed over the MoE layers, and the sequences' mean context length (for the cost model). */
+  stepMs: number;
+  distinctExpertsPerStep: number;
+  meanContext: number;
 }
 
 /** Token ids of the UDHR's English text: the model's tokenizer when it has one, else UTF-8 bytes (mod the vocabulary). */
@@ -94,6 +98,19 @@ export function textDecodeInterleaved(
   });
   for (const r of runs) r.cache?.resetStats();
   const ms = runs.map(() => 0);
+  // distinct experts per MoE layer per step, summed over layers (each run's own routing; the hook chains to any already set)
+  const distinct = runs.map(() => 0);
+  const hooks = runs.map(({ model }, i) => {
+    const prev = model.onRouting;
+    const seen = new Set<number>();
+    model.onRouting = (layer, idx, w) => {
+      prev?.(layer, idx, w);
+      seen.clear();
+      for (const e of idx) seen.add(e);
+      distinct[i]! += seen.size;
+    };
+    return prev;
+  });
   // against the first run when it is all-resident: the largest logit change and whether the top token stays (low-precision copies move them)
   const maxDiff = runs.map(() => 0);
   const top1 = runs.map(() => 0);
@@ -114,6 +131,7 @@ export function textDecodeInterleaved(
       }
     });
   }
+  runs.forEach(({ model }, i) => { model.onRouting = hooks[i]; });
   return runs.map(({ cache }, i) => {
     const st = cache?.stats() ?? null;
     const tokens = steps * batch;
@@ -133,6 +151,10 @@ export function textDecodeInterleaved(
       maxLogitDiff: i > 0 && runs[0]!.cache === null ? maxDiff[i]! : null,
       top1Agreement: i > 0 && runs[0]!.cache === null ? top1[i]! / tokens : null,
       backgroundLoads: st ? st.backgroundLoads : null,
+      stepMs: ms[i]! / steps,
+      distinctExpertsPerStep: distinct[i]! / steps,
+      // timed step s feeds position prefix + warm + s, attending over that many + 1
+      meanContext: prefix + warm + (steps + 1) / 2,
     };
   });
 }
@@ -154,7 +176,9 @@ step with an all-resident run of the same text (the ratio is per pair on a share
   --low         off and/or q4_0: HOBBIT's resident Q4_0 copies (counted in the budget); misses whose
                 importance (k x the token's share) is below --low-below (default 1; 'all': every miss) use them;
                 q4_0+bg: with --loads async, such misses are also read in full in the background
-  --rows        print (and --plot) rows saved with --json instead of measuring`;
+  --rows        print (and --plot) rows saved with --json instead of measuring
+  --cost-model  fit time per step = bytes / bandwidth + FLOPs / throughput over every batch x budget measured
+                (sync loads, no copies; file reads counted as bytes, then apart) and print the error per point`;
 const USAGE = `usage: ${BENCH_EXPERT_CACHE_HELP.split('\n\n')[0]}`;
 
 function numberList(flag: string, text: string, ok: (x: number) => boolean): number[] {
@@ -218,7 +242,8 @@ async function measure(path: string, o: { steps: number; budgets: number[]; batc
           const r = rs[i]!;
           const slots = lm.expertCache!.layers[0]!.pool.numSlots;
           const mode = ran[i]!;
-          rows.push({ budget, slots, policy, loads: mode.loads, low: mode.low, lowPrecisionBytes: lm.expertCache!.lowPrecisionBytes, ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec });
+          rows.push({ budget, slots, policy, loads: mode.loads, low: mode.low, lowPrecisionBytes: lm.expertCache!.lowPrecisionBytes, ...r, residentTokensPerSec: ref.tokensPerSec, ofResident: r.tokensPerSec / ref.tokensPerSec,
+            residentStepMs: ref.stepMs, residentDistinctExpertsPerStep: ref.distinctExpertsPerStep });
           const lowNote = r.lowPrecisionShare === null ? '' : `, ${(100 * r.lowPrecisionShare).toFixed(1)}% of uses on the ${mode.low} copies (${r.backgroundLoads} read in the background)`;
           process.stderr.write(`batch ${batch}, budget ${budget} (${slots} slots/layer) ${policy} ${mode.loads} low ${mode.low}: ${r.tokensPerSec.toFixed(1)} tokens/s (all resident, interleaved: ${ref.tokensPerSec.toFixed(1)}), ` +
             `hit rate ${(100 * r.hitRate!).toFixed(1)}%${lowNote}, ${(r.bytesLoadedPerToken! / 1e6).toFixed(1)} MB loaded per token (needed ${(r.neededBytesPerToken! / 1e6).toFixed(1)}), waited ${r.waitMsPerToken!.toFixed(2)} ms/token\n`);
@@ -231,7 +256,7 @@ async function measure(path: string, o: { steps: number; budgets: number[]; batc
   return rows;
 }
 
-const OPTIONS = ['model', 'steps', 'budgets', 'policies', 'batch', 'loads', 'places', 'low', 'low-below', 'plot', 'json', 'rows', 'help'];
+const OPTIONS = ['model', 'steps', 'budgets', 'policies', 'batch', 'loads', 'places', 'low', 'low-below', 'plot', 'json', 'rows', 'cost-model', 'help'];
 
 /** `moe bench expert-cache --model M ...` (or the script with MODEL first). */
 export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number> {
@@ -261,12 +286,21 @@ export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number>
   // --rows: print and plot rows saved by earlier runs (--json), e.g. one run per batch size, instead of measuring
   const saved = flag('rows');
   const rows: Array<Record<string, unknown>> = saved
-    ? saved.split(',').flatMap((f) => JSON.parse(readFileSync(f, 'utf8')) as Array<Record<string, unknown>>)
+    ? saved.split(',').flatMap((f) => {
+      const j = JSON.parse(readFileSync(f, 'utf8')) as Array<Record<string, unknown>> | { rows: Array<Record<string, unknown>> };
+      return Array.isArray(j) ? j : j.rows; // with --cost-model, --json wrote { rows, cost }
+    })
     : await measure(path!, { steps, budgets, batches, policies, loads, places, lows, below });
   const plotDir = flag('plot');
   if (plotDir) await plot(plotDir, rows);
+  // --cost-model: time per step = bytes / bandwidth + FLOPs / throughput over every batch and budget measured (shapes from the model)
+  const cost = args.flags.has('cost-model') ? await (async () => {
+    if (!path) throw new Error(`--cost-model needs --model (the shapes behind bytes and FLOPs)\n${USAGE}`);
+    const { fitCacheCost, cacheCostInputs } = await import('./expert-cache-cost.js');
+    return fitCacheCost((await loadLM(path)).model, cacheCostInputs(rows));
+  })() : null;
   if (args.flags.has('json')) {
-    console.log(JSON.stringify(rows));
+    console.log(JSON.stringify(cost ? { rows, cost } : rows));
     return 0;
   }
   console.log('| batch | budget (of expert bytes) | slots/layer | policy | loads | low precision | decode tokens/s | of all-resident (interleaved run) | hit rate | uses on the copies | max abs logit change (top-1 same) | MB read/token | MB needed/token (floor at 0 hits) | waited ms/token | prefetched (used) |');
@@ -286,11 +320,15 @@ export async function benchExpertCacheCommand(args: ParsedArgs): Promise<number>
     const of = r['ofResident'] === undefined ? `median of ${r['runs']} runs` : `${pct(r['ofResident'])} (of ${(r['residentTokensPerSec'] as number).toFixed(1)})`;
     console.log(`| ${r['batch']} | ${budget} | ${r['slots']} | ${r['policy']} | ${r['loads'] ?? '-'} | ${r['low'] ?? '-'} | ${tps} | ${of} | ${pct(r['hitRate'])} | ${pct(r['lowPrecisionShare'])} | ${typeof r['maxLogitDiff'] === 'number' ? `${(r['maxLogitDiff'] as number).toPrecision(3)} (${pct(r['top1Agreement'])})` : '-'} | ${mb} | ${mbOf('neededBytesPerToken')} | ${wait} | ${pf} |`);
   }
+  if (cost) {
+    const { formatCacheCost } = await import('./expert-cache-cost.js');
+    console.log(`\n${formatCacheCost(cost)}`);
+  }
   return 0;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  benchExpertCacheCommand(parseArgs(process.argv.slice(2), new Set(['json']))).catch((e: Error) => {
+  benchExpertCacheCommand(parseArgs(process.argv.slice(2), new Set(['json', 'cost-model']))).catch((e: Error) => {
     process.stderr.write(`${e.message}\n`);
     process.exit(1);
   });
