@@ -13,7 +13,7 @@ const noNative = native === null && 'the native addon is not built here';
 const REGISTRY = new URL('../src/kernels/registry.js', import.meta.url).href;
 const INDEX = new URL('../src/index.js', import.meta.url).href;
 
-test('prefetch hints between products leave the products bit-identical (queue overflow included)', { skip: noNative }, () => {
+test('prefetch hints between products leave the products bit-identical (queue overflow and replaced queues included)', { skip: noNative }, () => {
   const rng = new Rng(1);
   const m = 3, n = 700, k = 1024;
   const a = new Float32Array(m * k), b = new Float32Array(n * k);
@@ -26,6 +26,8 @@ test('prefetch hints between products leave the products bit-identical (queue ov
     // 40 hints > the 16-region queue: the rest are dropped, never block
     native!.prefetch!(big);
     native!.prefetch!(b.subarray(i, i + 100));
+    // replace: the queued hints are dropped first, whatever the workers are reading
+    if (i % 7 === 0) native!.prefetch!(big, true);
     const got = new Float32Array(m * n);
     native!.kernels.matmul!(a, b, got, 1, m, n, k, false, true, false, false, false);
     assert.deepEqual(got, want, `round ${i}`);

@@ -179,7 +179,8 @@ export interface Backend {
   readonly info: string;
   /**
    * A hint: read data's bytes into the caches in the background when the backend can (the native
-   * pool's idle workers, between kernels; MOE_PREFETCH=0 turns it off). Absent: nothing to do.
+   * pool's idle workers, between kernels; MOE_PREFETCH=0 turns it off). replace: drop the hints
+   * still queued first (they are stale). Absent: nothing to do.
    */
-  readonly prefetch?: (data: ArrayBufferView) => void;
+  readonly prefetch?: (data: ArrayBufferView, replace?: boolean) => void;
 }

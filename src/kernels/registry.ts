@@ -126,8 +126,8 @@ function timed<F extends (...args: never[]) => void>(name: string, f: F, into: K
 }
 
 /** Passes a prefetch hint to the current backend (see Backend.prefetch); a no-op where it has none. */
-export function prefetchHint(data: ArrayBufferView): void {
-  getBackend().prefetch?.(data);
+export function prefetchHint(data: ArrayBufferView, replace = false): void {
+  getBackend().prefetch?.(data, replace);
 }
 
 export function kernel<K extends KernelName>(name: K): KernelImpls[K] {

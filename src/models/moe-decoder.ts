@@ -335,7 +335,8 @@ export class DecoderLayer extends Module {
   private ffn(h: Tensor, hook: RoutingHook | undefined): Tensor {
     // decode-sized steps only: a prefill's products are compute-bound and read their weights anyway
     if (this.next && h.shape[0]! <= 16) {
-      prefetchHint(this.next.attn.qkv.data);
+      // replace: what is left of this layer's own hint is stale now (its attention has run)
+      prefetchHint(this.next.attn.qkv.data, true);
       prefetchHint(this.next.attn.o.data);
     }
     const n = this.postAttnNorm.forward(h);

@@ -58,7 +58,7 @@ interface Addon {
   setGemmLibrary(library: string | null): void;
   /** Sizes the thread pool and OpenBLAS (openblas_set_num_threads) to n threads. */
   setThreads(n: number): void;
-  prefetchIdle(data: ArrayBufferView): void;
+  prefetchIdle(data: ArrayBufferView, replace: boolean): void;
   measurePeakGflops(seconds: number, threads: number): number;
   measureReadBandwidth(bytes: number, passes: number): ReadBandwidth;
   adviseHugePages(a: ArrayBufferView): number;
@@ -279,7 +279,7 @@ function load(): Backend | null {
     float64: false,
     info: `C++ addon: GEMM on ${i.gemm}${i.gemmForced ? ' (MOE_GEMM)' : ''}; ${dnnl}${blas}; ${i.threads} threads, ${i.simd} loops`,
     kernels: makeKernels(n),
-    prefetch: (data) => n.prefetchIdle(data),
+    prefetch: (data, replace) => n.prefetchIdle(data, replace === true),
   };
 }
 

@@ -400,14 +400,16 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// prefetchIdle(typedArray): the array's bytes queued for the pool's idle workers to read ahead
-// (threadpool.h). The caller keeps the array alive (model weights); a hint, nothing is returned.
+// prefetchIdle(typedArray, replace): the array's bytes queued for the pool's idle workers to read
+// ahead (threadpool.h); replace drops what is still queued first. The caller keeps the array alive
+// (model weights); a hint, nothing is returned.
 Napi::Value PrefetchIdle(const Napi::CallbackInfo& info) {
-  Args args(info, "prefetchIdle", 1);
+  Args args(info, "prefetchIdle", 2);
   if (!info[0].IsTypedArray()) args.fail("data must be a typed array");
   Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
   const size_t bytes = ta.ByteLength();
-  if (bytes > 0) prefetchIdle(static_cast<const uint8_t*>(args.dataOf(ta, "data")), bytes);
+  const bool replace = info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  if (bytes > 0) prefetchIdle(static_cast<const uint8_t*>(args.dataOf(ta, "data")), bytes, replace);
   return info.Env().Undefined();
 }
 

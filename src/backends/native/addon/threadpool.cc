@@ -44,9 +44,10 @@ class Pool {
   void park() { park_.store(true, std::memory_order_relaxed); }
 
   // Queues [p, p + n) for the idle workers to read into the caches (see prefetchIdle in threadpool.h).
-  void prefetch(const void* p, size_t n) {
+  void prefetch(const void* p, size_t n, bool replace) {
     if (threads_ < 2 || n == 0) return;
     std::lock_guard<std::mutex> lk(pf_);
+    if (replace) nRegions_ = 0;
     if (nRegions_ == kMaxRegions) return;  // a full queue drops the hint
     regions_[nRegions_++] = Region{static_cast<const char*>(p), n};
     pfPending_.store(true, std::memory_order_release);
@@ -222,12 +223,12 @@ void setPoolThreads(int threads) {
 
 void parallelForRaw(int64_t n, int64_t minChunk, ChunkFn fn, void* ctx) { pool().run(n, minChunk, fn, ctx); }
 
-void prefetchIdle(const void* p, size_t bytes) {
+void prefetchIdle(const void* p, size_t bytes, bool replace) {
   static const bool enabled = [] {
     const char* v = std::getenv("MOE_PREFETCH");
     return !(v && v[0] == '0');
   }();
-  if (enabled) pool().prefetch(p, bytes);
+  if (enabled) pool().prefetch(p, bytes, replace);
 }
 
 void parkPool() {

@@ -31,8 +31,10 @@ void parkPool();
  * jobs, 16 KiB at a time (a job waits at most one chunk). Decode leaves the workers idle while JS
  * runs between kernels; reading the next layer's weights then lets its products find them in the
  * cache. A hint: dropped when the queue (16 regions) is full, with one thread, or MOE_PREFETCH=0.
+ * replace: first drop what is still queued (the unread rest of an earlier layer's hint is stale:
+ * that layer has run, and reading it now only evicts what the next products need).
  */
-void prefetchIdle(const void* p, size_t bytes);
+void prefetchIdle(const void* p, size_t bytes, bool replace = false);
 
 template <typename F>
 inline void parallelFor(int64_t n, int64_t minChunk, F&& f) {
