@@ -1,8 +1,8 @@
 // Expert parallelism for the MoE decoder (src/parallel/decoder-experts.ts): logits of a prefill and
-// of KV-cached decode steps at N = 2 and 4 workers match the one-process decoder within 1e-5 of
-// the logits' scale (the workers run the expert bank's kernels on transposed stacks, so the
-// arithmetic order differs from the decoder's grouped products) and pick the same greedy tokens;
-// quantised stacks are refused naming the weight; close() gives the decoder working stacks back;
+// of KV-cached decode steps at N = 2 and 4 workers equal the one-process decoder's bit for bit, for
+// float32, Q8_0 and Q4_0 expert stacks (the workers run the decoder's own expertSwiGLU on their
+// experts' rows), with the fused decode kernel on or off in the one-process run; stacks the workers
+// cannot hold are refused naming the weight; close() gives the decoder working stacks back;
 // `moe serve --parallel-experts 2` answers a greedy completion with the one-process server's text
 // and exits 0 on SIGTERM; `moe generate --parallel-experts 2` gives the one-process ids and exits.
 
@@ -19,10 +19,13 @@ import { createRandomHFDir, presetConfig, randomHFTensors } from '../src/models/
 import { fromHF } from '../src/models/moe-decoder-hf.js';
 import { MoEDecoder, SparseMoeBlock, decoderConfigToHF, type MoEFamily } from '../src/models/moe-decoder.js';
 import { DecoderExpertParallel } from '../src/parallel/decoder-experts.js';
+import { QuantWeight } from '../src/infer/quant/index.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import type { LoadDType } from '../src/models/moe-decoder-weights.js';
 
-const model = (family: MoEFamily): MoEDecoder => {
+const model = (family: MoEFamily, dtype: LoadDType = 'f32'): MoEDecoder => {
   const c = presetConfig(family, 'tiny');
-  return fromHF(decoderConfigToHF(c), new MemoryTensorSource(randomHFTensors(c, 5)));
+  return fromHF(decoderConfigToHF(c), new MemoryTensorSource(randomHFTensors(c, 5)), 'config.json', { dtype });
 };
 
 /** Prefill of 6 tokens then 4 greedy decode steps: every step's logits and the chosen tokens. */
@@ -46,41 +49,75 @@ function decode(m: MoEDecoder): { logits: Float32Array[]; tokens: number[] } {
   });
 }
 
+/** Largest |a - b| over the largest |b|. */
 function relErr(a: Float32Array[], b: Float32Array[]): number {
   let diff = 0;
   let scale = 0;
-  a.forEach((x, i) => x.forEach((v, j) => { diff = Math.max(diff, Math.abs(v - b[i]![j]!)); scale = Math.max(scale, Math.abs(v)); }));
+  b.forEach((x, i) => x.forEach((v, j) => { diff = Math.max(diff, Math.abs(a[i]![j]! - v)); scale = Math.max(scale, Math.abs(v)); }));
   return diff / scale;
 }
 
 for (const family of ['qwen2_moe', 'mixtral'] as MoEFamily[]) {
-  test(`decoder experts on N = 2, 4 workers give the one-process logits (within 1e-5) and greedy tokens: ${family}`, async () => {
-    const want = decode(model(family));
-    for (const N of [2, 4]) {
-      const m = model(family);
-      const dep = DecoderExpertParallel.attach(m, { workers: N, timeoutMs: 30_000 });
-      try {
-        const got = decode(m);
-        assert.deepEqual(got.tokens, want.tokens, `N=${N}: greedy tokens`);
-        const err = relErr(got.logits, want.logits);
-        assert.ok(err <= 1e-5, `N=${N}: logits differ by ${err} of their scale`);
-        assert.ok(dep.ep.bytes.exchanges > 0 && dep.ep.bytes.crossRank > 0, 'rows went through the workers');
-      } finally {
-        await dep.close();
+  for (const dtype of ['f32', 'q8_0', 'q4_0'] as LoadDType[]) {
+    test(`decoder experts on N = 2, 4 workers give the one-process logits bit for bit and its greedy tokens: ${family}, ${dtype}`, async () => {
+      // the workers run the MoE blocks' grouped path (expertSwiGLU), not the fused decode kernel: the one-process reference does too
+      const grouped = (m: MoEDecoder): MoEDecoder => {
+        for (const [, b] of m.namedModules()) if (b instanceof SparseMoeBlock) b.fusedDecode = false;
+        return m;
+      };
+      const want = decode(grouped(model(family, dtype)));
+      const fused = decode(model(family, dtype));
+      assert.deepEqual(fused.tokens, want.tokens, 'one process: fused and grouped experts pick the same tokens');
+      const fusedErr = relErr(fused.logits, want.logits);
+      assert.ok(fusedErr <= 1e-6, `one process: fused and grouped experts differ by ${fusedErr} of the logits' scale`);
+      for (const N of [2, 4]) {
+        const m = model(family, dtype);
+        const dep = DecoderExpertParallel.attach(m, { workers: N, timeoutMs: 30_000 });
+        try {
+          const block = m.namedModules().find(([, b]) => b instanceof SparseMoeBlock)![1] as SparseMoeBlock;
+          assert.ok(!(block.w1 instanceof Tensor) && !(block.w1 instanceof QuantWeight), 'the block no longer holds its stacks');
+          const got = decode(m);
+          assert.deepEqual(got.tokens, want.tokens, `N=${N}: greedy tokens`);
+          assert.deepEqual(got.logits, want.logits, `N=${N}: logits bit for bit`);
+          assert.ok(dep.ep.bytes.exchanges > 0 && dep.ep.bytes.crossRank > 0, 'rows went through the workers');
+        } finally {
+          await dep.close();
+        }
+        // the blocks have their stacks again, in their format, and the same results
+        const block = m.namedModules().find(([, b]) => b instanceof SparseMoeBlock)![1] as SparseMoeBlock;
+        assert.equal(block.w1 instanceof QuantWeight ? block.w1.type : 'f32', dtype, 'format after close');
+        assert.deepEqual(decode(grouped(m)), want, `N=${N}: after close`);
       }
-      // the blocks have float32 stacks again, and the same results
-      assert.deepEqual(decode(m).tokens, want.tokens, `N=${N}: after close`);
-    }
-  });
+    });
+  }
 }
 
-test('decoder expert parallelism refuses quantised stacks and more workers than experts, naming them', () => {
+test('decoder expert parallelism refuses stacks it cannot hold and more workers than experts, naming them', async () => {
   const m = model('qwen2_moe');
   const E = presetConfig('qwen2_moe', 'tiny').numExperts;
   assert.throws(() => DecoderExpertParallel.attach(m, { workers: E + 1 }), new RegExp(`${E + 1} workers for a layer of ${E} experts`));
   const block = m.namedModules().find(([, b]) => b instanceof SparseMoeBlock)![1] as SparseMoeBlock;
-  block.setExperts({ type: 'q8_0' } as unknown as SparseMoeBlock['w1'], block.w3, block.w2);
-  assert.throws(() => DecoderExpertParallel.attach(m, { workers: 2 }), /expert-parallel: layers\.0\.moe\.w1 is quantised \(q8_0\); the workers run float32 expert stacks only/);
+  const [w1, w3, w2] = [block.w1, block.w3, block.w2];
+  block.setExperts({ type: 'q8_0' } as unknown as SparseMoeBlock['w1'], w3, w2);
+  assert.throws(() => DecoderExpertParallel.attach(m, { workers: 2 }), /expert-parallel: layers\.0\.moe\.w1 is not an expert stack \(object\); the workers need the stacks in memory/);
+  const q = model('qwen2_moe', 'q8_0');
+  const qb = q.namedModules().find(([, b]) => b instanceof SparseMoeBlock)![1] as SparseMoeBlock;
+  block.setExperts(qb.w1, w3, w2);
+  assert.throws(() => DecoderExpertParallel.attach(m, { workers: 2 }), /expert-parallel: layers\.0\.moe's expert stacks mix formats \(w1 q8_0, w3 f32, w2 f32\)/);
+  block.setExperts(new Tensor(Float64Array.from((w1 as Tensor).data), [...(w1 as Tensor).shape]), w3, w2);
+  assert.throws(() => DecoderExpertParallel.attach(m, { workers: 2 }), /expert-parallel: layers\.0\.moe\.w1 is float64; the workers run float32 or Q8_0\/Q4_0 expert stacks/);
+  block.setExperts(w2, w3, w2);
+  assert.throws(() => DecoderExpertParallel.attach(m, { workers: 2 }), /expert-parallel: layers\.0\.moe\.w3 has shape \[.*\], expected \[.*\] \(gate and up \[E, h, d\], down \[E, d, h\]\)/);
+  // gradients are refused: the stacks serve inference only
+  block.setExperts(w1, w3, w2);
+  const dep = DecoderExpertParallel.attach(m, { workers: 2, timeoutMs: 30_000 });
+  try {
+    const d = presetConfig('qwen2_moe', 'tiny').hiddenSize;
+    const x = new Tensor(new Float32Array(3 * d).fill(0.5), [3, d]).requireGrad();
+    assert.throws(() => block.forward(x), /expert-parallel: layer 0 runs a decoder's stored expert stacks, for inference only; run it under noGrad/);
+  } finally {
+    await dep.close();
+  }
 });
 
 /** Starts `moe serve` on a free port, sends one greedy completion, stops it with SIGTERM: the text and the exit code. */
@@ -126,7 +163,7 @@ test('moe serve --parallel-experts 2: the same greedy completion as one process;
   }
 });
 
-test('moe generate --parallel-experts 2: the same greedy ids as one process, and the process exits (workers closed); bad values refused', () => {
+test('moe generate --parallel-experts 2 (f32 and q4_0): the same greedy ids as one process, and the process exits (workers closed); bad values refused', () => {
   const root = mkdtempSync(join(tmpdir(), 'moe-ep-generate-'));
   try {
     const dir = join(root, 'tiny');
@@ -141,6 +178,11 @@ test('moe generate --parallel-experts 2: the same greedy ids as one process, and
     const ids = (r: { stdout: string }): number[] => (JSON.parse(r.stdout.trim().split('\n').pop()!) as { ids: number[] }).ids;
     assert.equal(ids(one).length, 8);
     assert.deepEqual(ids(two), ids(one));
+    // quantised experts on the workers: the one-process q4_0 ids
+    const q = run(['--dtype', 'q4_0']);
+    const q2 = run(['--dtype', 'q4_0', '--parallel-experts', '2']);
+    assert.equal(q2.status, 0, q2.stderr);
+    assert.deepEqual(ids(q2), ids(q));
     const bad = run(['--parallel-experts', '0']);
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /generate: --parallel-experts 0: expected a positive integer/);

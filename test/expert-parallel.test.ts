@@ -36,11 +36,28 @@ test('exchangeLayout counts the rows each shard sends each expert, as a naive lo
     for (let i = 0; i < token.length; i++) naive[ownerOf(shards, token[i]!)]![ownerOf(experts, expert[i]!)]!++;
     assert.deepEqual(rowMatrix(l), naive, `T=${T} E=${E} N=${N}`);
     assert.equal(l.sendOffset[N * E], plan.tokenOfRow.length);
+    checkSlots(l, plan.tokenOfRow);
   }
+  // rows of an expert in score order, not token order (expert choice): each source's rows keep plan order in its slots
+  const l = exchangeLayout(Int32Array.of(3, 0, 2, 1, 1, 3), Int32Array.of(4, 2), 4, 2);
+  checkSlots(l, Int32Array.of(3, 0, 2, 1, 1, 3));
+  assert.deepEqual([...l.rowOfSlot], [1, 3, 4, 0, 2, 5]);
   assert.throws(() => exchangeLayout(new Int32Array(0), new Int32Array(2), 4, 3), /3 ranks for 2 experts/);
   assert.throws(() => exchangeLayout(Int32Array.of(0, 9), Int32Array.of(2), 4, 1), /row 1 names token 9, outside \[0, 4\)/);
-  assert.throws(() => exchangeLayout(Int32Array.of(2, 1), Int32Array.of(2), 4, 1), /not in token order/);
 });
+
+/** Slots are a permutation of the rows; each (source shard, expert) block holds that source's rows of the expert, in plan order. */
+function checkSlots(l: ReturnType<typeof exchangeLayout>, tokenOfRow: Int32Array): void {
+  const E = l.experts;
+  for (let g = 0; g < tokenOfRow.length; g++) assert.equal(l.rowOfSlot[l.slotOfRow[g]!], g);
+  for (let r = 0; r < l.ranks; r++) {
+    for (let e = 0; e < E; e++) {
+      const want: number[] = [];
+      for (let g = l.groupStart[e]!; g < l.groupStart[e + 1]!; g++) if (ownerOf(l.shardStart, tokenOfRow[g]!) === r) want.push(g);
+      assert.deepEqual([...l.rowOfSlot.subarray(l.sendOffset[r * E + e]!, l.sendOffset[r * E + e + 1]!)], want, `source ${r}, expert ${e}`);
+    }
+  }
+}
 
 interface Case {
   name: string;

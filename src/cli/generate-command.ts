@@ -109,7 +109,7 @@ new tokens (default 128). Timing (prefill and decode tokens/s) goes to stderr.
                       prompt is refused
   --show-routing      each token's experts (and gate weights) in every MoE layer, on stderr
   --parallel-experts N  run each MoE layer's routed experts on N worker threads, E/N each, over
-                      shared memory (float32 stacks only: not with a quantised --dtype or --expert-memory)
+                      shared memory (any --dtype; not with --expert-memory)
 ${DTYPE_HELP}
 ${EXPERT_HELP}
   --json              print one JSON object: {"ids", "text", "prefillTokensPerSec", "decodeTokensPerSec"}

@@ -31,8 +31,8 @@ Serves the model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/
                      /metrics counts tokens routed to such experts, and a request with
                      "moe_rare_experts": true gets usage.moe_rare_experts (docs/serving.md)
   --parallel-experts N  run each MoE layer's routed experts on N worker threads, E/N each, over
-                     shared memory (docs/results/expert-parallel.md); float32 experts only (not a
-                     quantised --dtype, not with --expert-memory); default 1 (no workers)
+                     shared memory (docs/results/expert-parallel.md); f32/f16/bf16, q8_0 or q4_0
+                     experts (not with --expert-memory); default 1 (no workers)
 ${DTYPE_HELP}
 ${EXPERT_HELP}
 The URL is printed on stdout once the server listens (--port 0 picks a free port).`;

@@ -20,6 +20,7 @@ import type { DispatchPlan } from '../moe/permute/bins.js';
 import { resizeLeafInPlace } from '../moe/grow.js';
 import type { TypedArray } from '../tensor/dtype.js';
 import { ExpertGroup, type ExpertGroupOptions } from './group.js';
+import { ExpertStacks } from './expert-stacks.js';
 import { exchangeLayout, rowMatrix } from './layout.js';
 import { BACKENDS, FLAG, MAX_OVERLAP, OP, PARAMS, f32, type ParamName } from './protocol.js';
 
@@ -34,18 +35,18 @@ export interface ExpertParallelOptions extends ExpertGroupOptions {
 }
 
 /**
- * What the workers can serve: an expert bank and the hook through which its owner runs it
- * (MoELayer; decoder-experts.ts wraps the MoE decoder's blocks in one).
+ * What the workers can serve: an expert bank (trainable; MoELayer) or the MoE decoder's stored
+ * stacks (inference only; decoder-experts.ts), and the hook through which its owner runs it.
  */
 export interface ExpertHost {
-  readonly experts: ExpertBank;
+  readonly experts: ExpertBank | ExpertStacks;
   routedExperts: RoutedExperts | null;
 }
 
 interface Registered {
   id: number;
   layer: ExpertHost;
-  bank: ExpertBank;
+  bank: ExpertBank | ExpertStacks;
   params: Partial<Record<ParamName, SharedArrayBuffer>>;
   grads: Partial<Record<ParamName, SharedArrayBuffer>>;
   shapes: string;
@@ -109,8 +110,10 @@ export class ExpertParallel {
   async close(): Promise<void> {
     for (const l of this.layers) l.routedExperts = null;
     for (const reg of this.registered) {
+      const bank = reg.bank;
+      if (bank instanceof ExpertStacks) continue; // the owner takes its stacks back (decoder-experts.ts)
       for (const name of PARAMS) {
-        const p = reg.bank[name];
+        const p = bank[name];
         if (!p) continue;
         const g = p.grad;
         if (p.data.buffer === reg.params[name]) adoptStorage(p, p.data.slice());
@@ -124,7 +127,10 @@ export class ExpertParallel {
   /** The layers' expert parameters and their shared regions, in registration order. */
   expertLayers(): ExpertLayerInfo[] {
     for (const reg of this.registered) this.checkCurrent(reg);
-    return this.registered.map((r) => ({ id: r.id, bank: r.bank, params: r.params, grads: r.grads }));
+    return this.registered.map((r) => {
+      if (r.bank instanceof ExpertStacks) throw new Error(`expert-parallel: layer ${r.id} holds a decoder's stored expert stacks (inference only); they have no optimizer`);
+      return { id: r.id, bank: r.bank, params: r.params, grads: r.grads };
+    });
   }
 
   /**
@@ -138,6 +144,10 @@ export class ExpertParallel {
   /** Re-registers a layer whose bank changed (grown, replaced, cast back); throws when that would lose state. */
   private checkCurrent(reg: Registered): void {
     const bank = reg.layer.experts;
+    if (bank instanceof ExpertStacks) {
+      if (bank !== reg.bank) throw new Error(`expert-parallel: layer ${reg.id}'s expert stacks were replaced; attach the model again`);
+      return;
+    }
     const current = bank === reg.bank && shapesKey(bank) === reg.shapes && PARAMS.every((n) => !bank[n] || bank[n]!.data.buffer === reg.params[n]);
     if (current) return;
     if (this.banksLocked !== null) {
@@ -152,6 +162,14 @@ export class ExpertParallel {
    */
   private register(reg: Registered): void {
     const bank = reg.layer.experts;
+    if (bank instanceof ExpertStacks) {
+      reg.bank = bank;
+      this.group.registerLayer({
+        type: 'layer', id: reg.id, numExperts: bank.numExperts, dModel: bank.dModel, dHidden: bank.dHidden,
+        activation: 'swiglu', params: {}, grads: {}, stacks: bank.message,
+      });
+      return;
+    }
     for (const name of PARAMS) {
       const p = bank[name];
       if (p && p.dtype !== 'float32') throw new Error(`expert-parallel: float32 tensors only, got ${p.dtype} (expert weights)`);
@@ -179,13 +197,18 @@ export class ExpertParallel {
   }
 
   private forward(reg: Registered, x: Tensor, plan: DispatchPlan, gates: Tensor): Tensor {
-    for (const t of [x, gates, ...PARAMS.map((n) => reg.layer.experts[n]).filter((p): p is Tensor => p !== null)]) {
+    const current = reg.layer.experts;
+    const weights = current instanceof ExpertStacks ? [] : PARAMS.map((n) => current[n]).filter((p): p is Tensor => p !== null);
+    for (const t of [x, gates, ...weights]) {
       if (t.dtype !== 'float32') throw new Error(`expert-parallel: float32 tensors only, got ${t.dtype} (${t === x ? 'input' : t === gates ? 'gates' : 'expert weights'})`);
     }
     // a grown, replaced or re-cast expert bank gets new regions (its weights move into them)
     this.checkCurrent(reg);
     const bank = reg.bank;
-    const params = PARAMS.map((n) => bank[n]).filter((p): p is Tensor => p !== null);
+    const params = bank instanceof ExpertStacks ? [] : PARAMS.map((n) => bank[n]).filter((p): p is Tensor => p !== null);
+    if (bank instanceof ExpertStacks && isGradEnabled() && (x.requiresGrad || gates.requiresGrad)) {
+      throw new Error(`expert-parallel: layer ${reg.id} runs a decoder's stored expert stacks, for inference only; run it under noGrad`);
+    }
     const T = x.shape[0]!;
     const d = bank.dModel;
     const rows = plan.tokenOfRow.length;
@@ -210,7 +233,7 @@ export class ExpertParallel {
     let flags = needGrad ? FLAG.needGrad : 0;
     if (x.requiresGrad) flags |= FLAG.xGrad;
     if (gates.requiresGrad) flags |= FLAG.gateGrad;
-    PARAMS.forEach((n, i) => { if (bank[n]?.requiresGrad) flags |= 1 << (FLAG.paramGrad0 + i); });
+    if (!(bank instanceof ExpertStacks)) PARAMS.forEach((n, i) => { if (bank[n]?.requiresGrad) flags |= 1 << (FLAG.paramGrad0 + i); });
     const callId = ++this.callId;
     const degree = this.overlapDegree;
     const args = { layer: reg.id, callId, tokens: T, rows, flags, backend: backendCode(), degree };
@@ -223,7 +246,7 @@ export class ExpertParallel {
       g.run(OP.combine, args, what);
     }
     const out = new Tensor(f32(g.regions.output, T * d).slice(), [T, d]);
-    if (!needGrad) return out;
+    if (!needGrad || bank instanceof ExpertStacks) return out;
 
     const inputs: Tensor[] = [x, ...params, gates];
     reg.pendingBackwards++;

@@ -4,8 +4,10 @@
 //
 // Ranks: N. Rank r holds the token shard [shardStart[r], shardStart[r+1]) (contiguous, as a
 // data-parallel split) and owns experts [expertStart[r], expertStart[r+1]). Rows are the kept
-// assignments in the dispatch plan's order (grouped by expert, token order within an expert), so
-// the rows that shard r sends to expert e are one contiguous run of expert e's group.
+// assignments in the dispatch plan's order (grouped by expert; within an expert in whatever order
+// the router gave: token order for most, score order for expert choice). Each row has a send slot
+// (slotOfRow), r-major; the expert side reads its rows back in plan order, so every expert sees
+// the rows in the order one process gives it, and the results match bit for bit.
 
 export interface ExchangeLayout {
   /** Ranks N. */
@@ -22,8 +24,10 @@ export interface ExchangeLayout {
   groupStart: Int32Array;
   /** Rows that shard r sends to expert e, [N * E] indexed r * E + e. */
   count: Int32Array;
-  /** Rows of expert e's group that come from shards before r, [N * E]. */
-  before: Int32Array;
+  /** Send slot of each plan row [A']: its source shard r's block, expert e, then plan order. */
+  slotOfRow: Int32Array;
+  /** Plan row of each send slot [A'] (the inverse of slotOfRow). */
+  rowOfSlot: Int32Array;
   /**
    * Slot of the first row of (r, e) in the send buffer, [N * E + 1], r-major: rank r's rows for
    * all experts are one contiguous block in expert order (so the combine reads it in one pass).
@@ -52,7 +56,7 @@ export function ownerOf(bounds: Int32Array, i: number): number {
 
 /**
  * The layout for tokenOfRow [A'] and groupSizes [E] (a dispatch plan's) over `ranks` ranks and
- * `tokens` tokens. Throws if a row's token is out of range or tokens are not ascending within a group.
+ * `tokens` tokens. Throws if a row's token is out of range.
  */
 export function exchangeLayout(tokenOfRow: Int32Array, groupSizes: Int32Array, tokens: number, ranks: number): ExchangeLayout {
   const E = groupSizes.length;
@@ -64,26 +68,31 @@ export function exchangeLayout(tokenOfRow: Int32Array, groupSizes: Int32Array, t
   const groupStart = new Int32Array(E + 1);
   for (let e = 0; e < E; e++) groupStart[e + 1] = groupStart[e]! + groupSizes[e]!;
   if (groupStart[E] !== tokenOfRow.length) throw new Error(`exchangeLayout: group sizes sum to ${groupStart[E]}, but there are ${tokenOfRow.length} rows`);
+  const A = tokenOfRow.length;
   const count = new Int32Array(N * E);
-  const before = new Int32Array(N * E);
+  const srcOfRow = new Int32Array(A);
   for (let e = 0; e < E; e++) {
-    let prev = -1;
     for (let g = groupStart[e]!; g < groupStart[e + 1]!; g++) {
       const t = tokenOfRow[g]!;
-      if (t < 0 || t >= tokens) throw new Error(`exchangeLayout: row ${g} names token ${t}, outside [0, ${tokens})`);
-      if (t < prev) throw new Error(`exchangeLayout: rows of expert ${e} are not in token order (row ${g})`);
-      prev = t;
-      count[ownerOf(shardStart, t) * E + e]!++;
-    }
-    let acc = 0;
-    for (let r = 0; r < N; r++) {
-      before[r * E + e] = acc;
-      acc += count[r * E + e]!;
+      if (!(t >= 0 && t < tokens)) throw new Error(`exchangeLayout: row ${g} names token ${t}, outside [0, ${tokens})`);
+      const r = ownerOf(shardStart, t);
+      srcOfRow[g] = r;
+      count[r * E + e]!++;
     }
   }
   const sendOffset = new Int32Array(N * E + 1);
   for (let i = 0; i < N * E; i++) sendOffset[i + 1] = sendOffset[i]! + count[i]!;
-  return { ranks: N, experts: E, tokens, shardStart, expertStart, groupStart, count, before, sendOffset };
+  const slotOfRow = new Int32Array(A);
+  const rowOfSlot = new Int32Array(A);
+  const next = sendOffset.slice(0, N * E);
+  for (let e = 0; e < E; e++) {
+    for (let g = groupStart[e]!; g < groupStart[e + 1]!; g++) {
+      const s = next[srcOfRow[g]! * E + e]!++;
+      slotOfRow[g] = s;
+      rowOfSlot[s] = g;
+    }
+  }
+  return { ranks: N, experts: E, tokens, shardStart, expertStart, groupStart, count, sendOffset, slotOfRow, rowOfSlot };
 }
 
 /** Rows rank `from` sends to rank `to` in one exchange (dispatch; the combine sends as many back). */

@@ -3,6 +3,8 @@
 // issues one operation to every worker and waits (Atomics.wait, with a deadline) for all of them:
 // each operation is one phase of the all-to-all, and the wait is its barrier.
 
+import type { StacksMessage } from './expert-stacks.js';
+
 /** Control words per worker, in one Int32Array of WORKER_CTL_WORDS * N. */
 /** computeUs: microseconds the last phase spent in expert arithmetic (the rest of a phase is exchange). */
 export const CTL = { cmd: 0, done: 1, status: 2, errLen: 3, ready: 4, computeUs: 5 } as const;
@@ -105,6 +107,8 @@ export interface LayerMessage {
   activation: string;
   params: Partial<Record<ParamName, SharedArrayBuffer>>;
   grads: Partial<Record<ParamName, SharedArrayBuffer>>;
+  /** Inference only: the decoder's stacks as stored (expert-stacks.ts), run by expertSwiGLU; params and grads are then empty. */
+  stacks?: StacksMessage;
 }
 
 export interface WorkerInit {

@@ -19,6 +19,8 @@ import {
   type LayerMessage, type ParamName, type WorkerInit,
 } from './protocol.js';
 import { WorkerOptimizer, type OptimMessage } from './worker-optim.js';
+import { stackSlice } from './expert-stacks.js';
+import { expertSwiGLU, type Weight } from '../models/moe-decoder-weights.js';
 
 const init = workerData as WorkerInit;
 const rank = init.rank;
@@ -32,6 +34,8 @@ interface LocalLayer {
   msg: LayerMessage;
   e0: number;
   e1: number;
+  /** A decoder's stored stacks (msg.stacks): views of the gate, up and down stacks per chunk [e0, e1), made once. */
+  views: Map<string, [Weight, Weight, Weight]>;
 }
 /** What a forward keeps for its backward, per chunk of experts [e0, e1). */
 interface Saved {
@@ -63,7 +67,7 @@ function readMessages(): void {
     const msg = m.message as LayerMessage | OptimMessage | { type: 'exitAt'; op: number; code: number };
     if (msg.type === 'layer') {
       const E = msg.numExperts;
-      layers.set(msg.id, { msg, e0: Math.floor((rank * E) / init.ranks), e1: Math.floor(((rank + 1) * E) / init.ranks) });
+      layers.set(msg.id, { msg, e0: Math.floor((rank * E) / init.ranks), e1: Math.floor(((rank + 1) * E) / init.ranks), views: new Map() });
     } else if (msg.type === 'optim') {
       optimRequests.push(msg);
     } else if (msg.type === 'exitAt') {
@@ -88,45 +92,35 @@ function currentLayout(tokens: number, rows: number, E: number): { layout: Excha
   return { layout: exchangeLayout(tokenOfRow, meta.slice(rows, rows + E), tokens, init.ranks), tokenOfRow };
 }
 
-/** Source side: copy my shard's rows for experts [e0, e1) into the send slots (r-major). */
+/** Source side: copy my shard's rows for experts [e0, e1) into their send slots (r-major). */
 function pack(l: ExchangeLayout, tokenOfRow: Int32Array, d: number, e0 = 0, e1 = l.experts): void {
   const E = l.experts;
   const input = f32(R.input, l.tokens * d);
   const send = f32(R.send, l.sendOffset[l.ranks * E]! * d);
-  for (let e = e0; e < e1; e++) {
-    const n = l.count[rank * E + e]!;
-    const g0 = l.groupStart[e]! + l.before[rank * E + e]!;
-    const s0 = l.sendOffset[rank * E + e]!;
-    for (let i = 0; i < n; i++) send.set(input.subarray(tokenOfRow[g0 + i]! * d, (tokenOfRow[g0 + i]! + 1) * d), (s0 + i) * d);
+  for (let s = l.sendOffset[rank * E + e0]!; s < l.sendOffset[rank * E + e1]!; s++) {
+    const t = tokenOfRow[l.rowOfSlot[s]!]!;
+    send.set(input.subarray(t * d, (t + 1) * d), s * d);
   }
 }
 
-/** Expert side: my experts' rows from every source, in plan order (expert, then source rank). */
+/** Expert side: my experts' rows from every source, in plan order (as one process runs them). */
 function receive(l: ExchangeLayout, from: Float32Array, e0: number, e1: number, d: number): Float32Array {
-  const rows = l.groupStart[e1]! - l.groupStart[e0]!;
-  const out = new Float32Array(rows * d);
-  let o = 0;
-  for (let e = e0; e < e1; e++) {
-    for (let r = 0; r < l.ranks; r++) {
-      const n = l.count[r * l.experts + e]!;
-      const s = l.sendOffset[r * l.experts + e]!;
-      out.set(from.subarray(s * d, (s + n) * d), o * d);
-      o += n;
-    }
+  const g0 = l.groupStart[e0]!;
+  const g1 = l.groupStart[e1]!;
+  const out = new Float32Array((g1 - g0) * d);
+  for (let g = g0; g < g1; g++) {
+    const s = l.slotOfRow[g]!;
+    out.set(from.subarray(s * d, (s + 1) * d), (g - g0) * d);
   }
   return out;
 }
 
 /** Expert side: write rows (plan order of my experts) back into the slots they came from. */
 function sendBack(l: ExchangeLayout, rowsData: Float32Array, to: Float32Array, e0: number, e1: number, d: number): void {
-  let o = 0;
-  for (let e = e0; e < e1; e++) {
-    for (let r = 0; r < l.ranks; r++) {
-      const n = l.count[r * l.experts + e]!;
-      const s = l.sendOffset[r * l.experts + e]!;
-      to.set(rowsData.subarray(o * d, (o + n) * d), s * d);
-      o += n;
-    }
+  const g0 = l.groupStart[e0]!;
+  for (let g = g0; g < l.groupStart[e1]!; g++) {
+    const s = l.slotOfRow[g]!;
+    to.set(rowsData.subarray((g - g0) * d, (g - g0 + 1) * d), s * d);
   }
 }
 
@@ -140,12 +134,9 @@ function combine(l: ExchangeLayout, tokenOfRow: Int32Array, d: number): void {
   const s0 = l.sendOffset[rank * E]!;
   const s1 = l.sendOffset[(rank + 1) * E]!;
   if (s1 === s0 || nTok === 0) return;
+  // my slots are in expert order, so each token's rows are summed in expert order
   const idx = new Int32Array(s1 - s0);
-  let o = 0;
-  for (let e = 0; e < E; e++) {
-    const g0 = l.groupStart[e]! + l.before[rank * E + e]!;
-    for (let i = 0; i < l.count[rank * E + e]!; i++) idx[o++] = tokenOfRow[g0 + i]! - t0;
-  }
+  for (let s = s0; s < s1; s++) idx[s - s0] = tokenOfRow[l.rowOfSlot[s]!]! - t0;
   // the kernels get a private copy of the rows: a native addon may not accept shared memory
   const rows = f32(R.ret, (s1 - s0) * d, s0 * d).slice();
   const acc = new Float32Array(nTok * d);
@@ -180,6 +171,14 @@ function expertForward(lay: LocalLayer, l: ExchangeLayout, flags: number, d: num
   if (needGrad && flags & FLAG.xGrad) x.requireGrad();
   if (needGrad && flags & FLAG.gateGrad) gates.requireGrad();
   const sizes = Int32Array.from({ length: e1 - e0 }, (_, i) => l.groupStart[e0 + i + 1]! - l.groupStart[e0 + i]!);
+  if (lay.msg.stacks) {
+    if (needGrad) throw new Error(`layer ${lay.msg.id}: stored expert stacks run for inference only`);
+    const t0 = performance.now();
+    const out = stacksForward(lay, x, gates, sizes, e0, e1);
+    computeMs += performance.now() - t0;
+    sendBack(l, out, f32(R.ret, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d);
+    return null;
+  }
   const rowExpert = new Int32Array(rows);
   for (let i = 0, r = 0; i < sizes.length; i++) for (let j = 0; j < sizes[i]!; j++) rowExpert[r++] = i;
   const run = (): Tensor => expertMLP(x, sizes, lay.msg.activation as ExpertMLPActivation,
@@ -190,6 +189,30 @@ function expertForward(lay: LocalLayer, l: ExchangeLayout, flags: number, d: num
   computeMs += performance.now() - t0;
   sendBack(l, out.data as Float32Array, f32(R.ret, l.sendOffset[l.ranks * l.experts]! * d), e0, e1, d);
   return needGrad ? { e0, e1, out, x, gates, params, rows } : null;
+}
+
+/**
+ * A decoder's experts [e0, e1) on their rows: the decoder's own expertSwiGLU (the same kernels as
+ * one process, on views of the stored stacks, no copy), each row then times its gate (1 for the
+ * decoder, which weights the rows itself: exact).
+ */
+function stacksForward(lay: LocalLayer, x: Tensor, gates: Tensor, sizes: Int32Array, e0: number, e1: number): Float32Array {
+  const key = `${e0}:${e1}`;
+  let w = lay.views.get(key);
+  if (!w) {
+    const m = lay.msg.stacks!;
+    w = [stackSlice(m, 0, e0, e1), stackSlice(m, 1, e0, e1), stackSlice(m, 2, e0, e1)];
+    lay.views.set(key, w);
+  }
+  const y = noGrad(() => expertSwiGLU(x, w[0], w[1], w[2], sizes));
+  const out = y.data as Float32Array;
+  const g = gates.data as Float32Array;
+  const d = lay.msg.dModel;
+  for (let r = 0; r < g.length; r++) {
+    const gr = g[r]!;
+    if (gr !== 1) for (let j = r * d; j < (r + 1) * d; j++) out[j] = out[j]! * gr;
+  }
+  return out;
 }
 
 function remember(key: string, s: Saved[]): void {
