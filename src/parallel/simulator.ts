@@ -108,6 +108,8 @@ export interface ExchangeCost {
   /** Bytes carried by intra-node and inter-node links (a block crossing h links counts h times). */
   intraBytes: number;
   interBytes: number;
+  /** Bytes carried by each directed link, [from][to] (device pairs; a relayed block counts on every link it crosses). */
+  linkBytes: number[][];
   /** Messages sent (the latency terms paid in sequence are in seconds). */
   rounds: number;
 }
@@ -135,8 +137,11 @@ function linkCost(bytes: number[][], topo: Topology, algo: Algorithm): ExchangeC
   const node = (r: number): number => Math.floor(r / P);
   const link = (a: number, b: number): LinkSpec => (node(a) === node(b) ? topo.intra : topo.inter);
   const cost = (a: number, b: number, n: number): number => link(a, b).latencyUs * 1e-6 + n / (link(a, b).bandwidthGBs * 1e9);
-  const out: ExchangeCost = { seconds: 0, intraBytes: 0, interBytes: 0, rounds: 0 };
-  const carry = (a: number, b: number, n: number): void => { if (node(a) === node(b)) out.intraBytes += n; else out.interBytes += n; };
+  const out: ExchangeCost = { seconds: 0, intraBytes: 0, interBytes: 0, linkBytes: Array.from({ length: D }, () => new Array<number>(D).fill(0)), rounds: 0 };
+  const carry = (a: number, b: number, n: number): void => {
+    if (node(a) === node(b)) out.intraBytes += n; else out.interBytes += n;
+    out.linkBytes[a]![b]! += n;
+  };
   if (D <= 1) return out;
   switch (algo) {
     case 'pairwise':
@@ -270,24 +275,32 @@ export interface SimulationResult {
   devices: number;
   steps: number;
   /** Per algorithm, per training step (every layer: forward dispatch + combine, backward dispatch + combine). */
-  perStep: Record<Algorithm, { seconds: number; intraBytes: number; interBytes: number }>;
+  perStep: Record<Algorithm, { seconds: number; intraBytes: number; interBytes: number; linkBytes: number[][] }>;
 }
 
-/** Mean per training step over the trace; each record's exchange runs 4 times (2 forward, 2 backward). */
+/**
+ * Mean per training step over the trace; each record's layer exchanges 4 times: the dispatch and the
+ * combine (the dispatch's transpose) in the forward, and again for the gradients in the backward.
+ */
 export function simulateTrace(trace: TraceRecord[], topo: Topology, opts: { dModel?: number; bytesPerValue: number }): SimulationResult {
   const D = topo.devices;
-  const perStep = Object.fromEntries(ALGORITHMS.map((a) => [a, { seconds: 0, intraBytes: 0, interBytes: 0 }])) as SimulationResult['perStep'];
+  const zero = (): number[][] => Array.from({ length: D }, () => new Array<number>(D).fill(0));
+  const perStep = Object.fromEntries(ALGORITHMS.map((a) => [a, { seconds: 0, intraBytes: 0, interBytes: 0, linkBytes: zero() }])) as SimulationResult['perStep'];
   const steps = new Set(trace.map((r) => r.step)).size;
   for (const rec of trace) {
     const E = rec.groupSizes.length;
     if (D > E) throw new Error(`simulate: ${D} devices for ${E} experts (layer ${rec.layer}); give --devices at most ${E}`);
     const rowBytes = (opts.dModel ?? rec.dModel) * opts.bytesPerValue;
     const m = rowMatrix(exchangeLayout(Int32Array.from(rec.tokenOfRow), Int32Array.from(rec.groupSizes), rec.tokens, D)).map((r) => r.map((n) => n * rowBytes));
+    // the dispatch sends m (token owner -> expert owner), the combine its transpose back; the backward does both again
+    const mT = m.map((row, i) => row.map((_, j) => m[j]![i]!));
     for (const a of ALGORITHMS) {
-      const c = exchangeCost(m, topo, a);
-      perStep[a].seconds += (4 * c.seconds) / steps;
-      perStep[a].intraBytes += (4 * c.intraBytes) / steps;
-      perStep[a].interBytes += (4 * c.interBytes) / steps;
+      for (const c of [exchangeCost(m, topo, a), exchangeCost(mT, topo, a)]) {
+        perStep[a].seconds += (2 * c.seconds) / steps;
+        perStep[a].intraBytes += (2 * c.intraBytes) / steps;
+        perStep[a].interBytes += (2 * c.interBytes) / steps;
+        c.linkBytes.forEach((row, i) => row.forEach((b, j) => { perStep[a].linkBytes[i]![j]! += (2 * b) / steps; }));
+      }
     }
   }
   return { topology: topo, devices: D, steps, perStep };
@@ -295,12 +308,27 @@ export function simulateTrace(trace: TraceRecord[], topo: Topology, opts: { dMod
 
 export function formatSimulation(r: SimulationResult): string {
   const lines = [`${r.topology.name}: ${r.devices} devices, ${r.topology.devicesPerNode} per node; ${r.steps} steps of the trace`, `  (${r.topology.source})`,
-    'algorithm      ms/step   intra-node MB/step   inter-node MB/step'];
+    'algorithm      ms/step   intra-node MB/step   inter-node MB/step   busiest link MB/step'];
   for (const a of ALGORITHMS) {
     const p = r.perStep[a];
-    lines.push(`${a.padEnd(13)}${(p.seconds * 1e3).toFixed(4).padStart(9)}${(p.intraBytes / 1e6).toFixed(3).padStart(21)}${(p.interBytes / 1e6).toFixed(3).padStart(21)}`);
+    const [most, from, to] = busiest(p.linkBytes);
+    lines.push(`${a.padEnd(13)}${(p.seconds * 1e3).toFixed(4).padStart(9)}${(p.intraBytes / 1e6).toFixed(3).padStart(21)}${(p.interBytes / 1e6).toFixed(3).padStart(21)}`
+      + `${(most / 1e6).toFixed(3).padStart(14)} (${from}->${to})`);
+  }
+  // every link of the direct exchange (NCCL's pairwise); --json gives every algorithm's
+  if (r.devices <= 16) {
+    lines.push('pairwise, MB/step per link (row: from device, column: to device; - = the device itself)');
+    lines.push(`      ${Array.from({ length: r.devices }, (_, j) => String(j).padStart(9)).join('')}`);
+    r.perStep.pairwise.linkBytes.forEach((row, i) => lines.push(`${String(i).padStart(6)}${row.map((b, j) => (i === j ? '-' : (b / 1e6).toFixed(3)).padStart(9)).join('')}`));
   }
   return lines.join('\n');
+}
+
+/** The most bytes on one directed link, and the link. */
+function busiest(links: number[][]): [number, number, number] {
+  let best: [number, number, number] = [0, 0, 0];
+  links.forEach((row, i) => row.forEach((b, j) => { if (b > best[0]) best = [b, i, j]; }));
+  return best;
 }
 
 /** The byte matrix of T tokens routed top-k uniformly at random (expected counts) over D devices. */
