@@ -115,6 +115,19 @@ test('byteLMToHF refuses what no HF MoE layout expresses, naming the field', () 
   }
 });
 
+test('byteLMToHF --arch: qwen2_moe on request; mixtral only where it fits; qwen3_moe, olmoe refused', () => {
+  const lm = new ByteLM(BASE, 2);
+  assert.equal(byteLMToHF(lm).config.model_type, 'mixtral');
+  const q = byteLMToHF(lm, { family: 'qwen2_moe' });
+  assert.equal(q.config.model_type, 'qwen2_moe');
+  const x = ids(10, 4);
+  assert.ok(relErr(byteLogits(lm, x), decoderLogits(fromHF(q.config, new MemoryTensorSource(q.tensors)), x)) < 2e-5);
+  assert.throws(() => byteLMToHF(new ByteLM({ ...BASE, layers: 2, moeEvery: 2 }, 1), { family: 'mixtral' }), /model\.moeEvery gives dense blocks \(0\)/);
+  assert.throws(() => byteLMToHF(new ByteLM({ ...BASE, router: { type: 'switch' } }, 1), { family: 'mixtral' }), /does not renormalise the top-k gates/);
+  for (const f of ['qwen3_moe', 'olmoe']) assert.throws(() => byteLMToHF(lm, { family: f }), /normalises queries and keys/);
+  assert.throws(() => byteLMToHF(lm, { family: 'llama' }), /--arch llama cannot hold a byte LM; use mixtral or qwen2_moe/);
+});
+
 test('byteLMToHF warns that an evaluation capacity factor is dropped', () => {
   const { warnings } = exported({ capacityFactor: 1.0 });
   assert.equal(warnings.length, 2);
@@ -141,6 +154,10 @@ test('moe convert RUN DST: HF (F32: the byte LM\'s logits) and GGUF Q8_0 that lo
     const q8 = await loadLM(join(dir, 'q8.gguf'), {});
     const e = relErr(byteLogits(model as ByteLM, x), decoderLogits(q8.model, x));
     assert.ok(e > 0 && e < 0.05, `Q8_0 relative error ${e}`);
+    execFileSync(process.execPath, [cli, 'convert', run, join(dir, 'qw'), '--format', 'hf', '--arch', 'qwen2_moe'], { encoding: 'utf8' });
+    assert.equal(JSON.parse(readFileSync(join(dir, 'qw', 'config.json'), 'utf8')).model_type, 'qwen2_moe');
+    assert.throws(() => execFileSync(process.execPath, [cli, 'convert', join(dir, 'hf'), join(dir, 'y'), '--format', 'hf', '--arch', 'qwen2_moe'], { encoding: 'utf8', stdio: 'pipe' }),
+      /--arch applies to a moe-ts run as SRC/);
     // not a byte LM run: named
     const other = join(dir, 'other');
     const cls = validateRun({ model: { type: 'softmoe-classifier', numExperts: 2 }, data: { dataset: 'fashion-mnist' } });

@@ -13,13 +13,14 @@ import { ByteLM } from '../models/lm.js';
 import { byteLMToHF } from '../models/byte-lm-hf.js';
 import { GGUF_WRITE_DTYPES, readGGUFAsHF, writeGGUF, type EncodedTensor, type GGUFTensorSource, type GGUFWriteDType } from '../formats/gguf/index.js';
 
-export const CONVERT_HELP = `moe convert SRC DST --format hf|gguf [--dtype ${GGUF_WRITE_DTYPES.join('|')}] [--json]
+export const CONVERT_HELP = `moe convert SRC DST --format hf|gguf [--dtype ${GGUF_WRITE_DTYPES.join('|')}] [--arch mixtral|qwen2_moe] [--json]
 
 Converts a MoE decoder (mixtral, qwen2_moe, qwen3_moe, olmoe) between formats, one tensor at a time:
   SRC   an HF directory (config.json, safetensors), a .gguf file, or a moe-ts run (or checkpoint)
         directory of a byte-level LM (model byte-lm with norm rms, positions rope, activation
         swiglu, attentionBias false, softmax top-k routing): written as Mixtral, or as Qwen2-MoE
-        when some blocks are dense or the gates are not renormalised, with a bytes-only tokenizer
+        when some blocks are dense or the gates are not renormalised, with a bytes-only tokenizer;
+        --arch chooses between the two where both fit (a run only)
   DST   a directory (--format hf; created if missing) or a file (--format gguf; replaced atomically)
   --dtype  stored type of the weight matrices (default f32). hf: f32, f16, bf16. gguf: also q8_0 and
            q4_0 (ggml's blocks of 32; norms, biases and routers stay F32 as in llama.cpp's converter).
@@ -34,23 +35,23 @@ interface Opened {
   warnings: string[];
 }
 
-async function openSource(src: string): Promise<Opened> {
+async function openSource(src: string, arch: string | undefined): Promise<Opened> {
   if (!existsSync(src)) throw new Error(`convert: ${src} does not exist (expected an HF directory or a .gguf file)`);
-  if (statSync(src).isDirectory()) {
-    if (existsSync(join(src, 'state.json')) || existsSync(join(src, 'checkpoint', 'state.json'))) return openRun(src);
-    return { ...openHFDir(src), warnings: [] };
-  }
+  const dir = statSync(src).isDirectory();
+  if (dir && (existsSync(join(src, 'state.json')) || existsSync(join(src, 'checkpoint', 'state.json')))) return openRun(src, arch);
+  if (arch !== undefined) throw new Error(`convert: --arch applies to a moe-ts run as SRC; ${src} keeps its own architecture`);
+  if (dir) return { ...openHFDir(src), warnings: [] };
   if (src.toLowerCase().endsWith('.gguf')) return readGGUFAsHF(src);
   throw new Error(`convert: ${src} is neither a directory nor a .gguf file`);
 }
 
 /** A moe-ts run of a byte LM, as the HF checkpoint it is equivalent to (byte-lm-hf.ts). */
-function openRun(src: string): Opened {
+function openRun(src: string, arch: string | undefined): Opened {
   const loaded = loadModel(src);
   if (!(loaded.model instanceof ByteLM)) {
     throw new Error(`convert: ${src} is a moe-ts run of model type '${loaded.config.model.type}'; only byte-lm runs have an HF MoE layout`);
   }
-  const x = byteLMToHF(loaded.model);
+  const x = byteLMToHF(loaded.model, arch === undefined ? {} : { family: arch });
   return {
     config: x.config, source: new MemoryTensorSource(x.tensors, src), warnings: x.warnings,
     tokenizerJson: byteLevelTokenizerJson({ specials: false }), tokenizerConfig: byteLevelTokenizerConfig({ specials: false }),
@@ -58,7 +59,7 @@ function openRun(src: string): Opened {
 }
 
 export async function convertCommand(args: ParsedArgs): Promise<number> {
-  rejectUnknown(args, ['format', 'dtype', 'json'], 'convert');
+  rejectUnknown(args, ['format', 'dtype', 'arch', 'json'], 'convert');
   const [, src, dst, extra] = args.positional;
   if (!src || !dst || extra !== undefined) throw new Error('convert: expected SRC and DST (moe convert SRC DST --format hf|gguf)');
   const format = args.flags.get('format')?.[0];
@@ -68,7 +69,7 @@ export async function convertCommand(args: ParsedArgs): Promise<number> {
   if (format === 'hf' && (dtype === 'q8_0' || dtype === 'q4_0')) throw new Error(`convert: --dtype ${dtype} needs --format gguf (HF safetensors store f32, f16 or bf16 here)`);
 
   const t0 = performance.now();
-  const opened = await openSource(src);
+  const opened = await openSource(src, args.flags.get('arch')?.[0]);
   const { config, source } = opened;
   try {
     const raw = 'readRaw' in source ? (source as GGUFTensorSource) : null;

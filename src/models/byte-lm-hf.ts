@@ -47,8 +47,12 @@ function expertSlice(t: Tensor, e: number): Float32Array {
  * The HF checkpoint of a byte LM: config.json (Mixtral, or Qwen2-MoE), tensors in HF names.
  * Throws naming the first config field or parameter that no HF MoE layout expresses.
  */
-export function byteLMToHF(model: ByteLM): ByteLMExport {
+export function byteLMToHF(model: ByteLM, opts: { family?: string } = {}): ByteLMExport {
   const c = model.config;
+  if (opts.family !== undefined && opts.family !== 'mixtral' && opts.family !== 'qwen2_moe') {
+    const why = opts.family === 'qwen3_moe' || opts.family === 'olmoe' ? ' (its attention normalises queries and keys, which the byte LM does not)' : '';
+    throw new Error(`moe convert (byte-lm): --arch ${opts.family} cannot hold a byte LM${why}; use mixtral or qwen2_moe`);
+  }
   const refuse = (what: string, why: string): never => {
     throw new Error(`moe convert (byte-lm): model.${what} ${why}; the HF MoE layouts (Mixtral, Qwen2-MoE) cannot express it`);
   };
@@ -100,7 +104,11 @@ export function byteLMToHF(model: ByteLM): ByteLMExport {
   // softmax then top-k, renormalised over the k, and top-k of the logits then a softmax over them,
   // give the same gates; softmax then top-k without renormalising is Qwen's norm_topk_prob = false
   const normTopkProb = r.order === 'topk-softmax' || r.normalize;
-  const family = denseLayers.length === 0 && normTopkProb ? 'mixtral' : 'qwen2_moe';
+  const mixtralFits = denseLayers.length === 0 && normTopkProb;
+  if (opts.family === 'mixtral' && !mixtralFits) {
+    refuse(denseLayers.length > 0 ? 'moeEvery' : 'router', denseLayers.length > 0 ? `gives dense blocks (${denseLayers.join(', ')}), which --arch mixtral has no place for (qwen2_moe has)` : 'does not renormalise the top-k gates, which --arch mixtral always does (qwen2_moe can leave them)');
+  }
+  const family = opts.family === 'qwen2_moe' || !mixtralFits ? 'qwen2_moe' : 'mixtral';
   const H = c.heads;
   const dc: MoEDecoderConfig = {
     family, vocabSize: BYTE_VOCAB_SIZE, hiddenSize: d, numLayers: c.layers, numHeads: H, numKVHeads: H, headDim: d / H,
