@@ -4,7 +4,8 @@
 // the main thread keeps only the non-expert state; checkpoints move between N = 1 and N = 2 in
 // both directions; a worker that dies in the optimizer step fails the run with a clear error
 // (no hang) and the run resumes from its checkpoint to the same metrics as an uninterrupted run;
-// with model growth the state stays on the main thread and the run still equals N = 1.
+// with model growth the workers' state is re-sharded to the grown experts, bit for bit with one
+// process (layer level and a whole run, resumed from a grown checkpoint).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +18,8 @@ import { attachExpertParallel, type ExpertParallel } from '../src/parallel/exper
 import { ExpertShardedOptimizer, optimizerStateBytes } from '../src/parallel/sharded-optimizer.js';
 import { OP } from '../src/parallel/protocol.js';
 import { Adam, AdamW, SGD, clipGradNorm, type Optimizer } from '../src/train/optim.js';
+import { growMoELayer } from '../src/moe/grow.js';
+import { extendOptimizerState } from '../src/train/growth.js';
 import { validateRun, type RunConfig } from '../src/config/run.js';
 import { runTraining } from '../src/train/run.js';
 import { loadCheckpoint } from '../src/models/checkpoint.js';
@@ -185,16 +188,52 @@ test('training: N = 2 and 4 equal N = 1; a worker dying mid-run fails it clearly
   }
 });
 
-test('training with model growth at N = 2: the grown experts get new shared regions, the optimizer stays on the main thread, metrics equal N = 1', async () => {
+test('model growth with the optimizer on the workers: state() before, grow, extend and load re-shards it; equals one process bit for bit at N = 2, 4', async () => {
+  const cfg: moe.MoELayerConfig = { ...LAYER, numExperts: 4 };
+  const run = (layer: moe.MoELayer, opt: Optimizer): { losses: number[]; state: Array<[string, number[], number[]]>; weights: Array<[string, number[]]> } => {
+    const losses = train3(layer, opt);
+    const before = opt.state();
+    growMoELayer(layer, { add: 4, offset: 0, seed: 9 });
+    extendOptimizerState(opt, before);
+    losses.push(...train3(layer, opt));
+    return { losses, state: plainState(opt.state()), weights: snapshot(layer) };
+  };
+  const ref = new moe.MoELayer(cfg);
+  const want = run(ref, new Adam(ref.namedParameters(), { lr: 0.01 }));
+  for (const N of [2, 4]) {
+    const layer = new moe.MoELayer(cfg);
+    const ep = attachExpertParallel(layer, { workers: N, timeoutMs: 30_000 });
+    try {
+      const opt = new ExpertShardedOptimizer(new Adam(layer.namedParameters(), { lr: 0.01 }), ep);
+      assert.deepEqual(run(layer, opt), want, `N=${N}`);
+      // the grown experts' moments are on the workers: 8 experts x (w1, w2, w3, b1, b2) x 2 moments, split over N
+      const expertState = 2 * 4 * (2 * 6 * 8 + 8 * 6 + 8 + 6) * 8;
+      assert.equal(opt.workerStateBytes.reduce((a, b) => a + b, 0), expertState, `N=${N}: state bytes on the workers`);
+      assert.ok(opt.mainStateBytes() < expertState / 4, `N=${N}: the main thread holds only the router's state (${opt.mainStateBytes()} B)`);
+      assert.equal(ep.expertLayers()[0]!.bank.numExperts, 8);
+    } finally {
+      await ep.close();
+    }
+  }
+});
+
+test('training with model growth at N = 2: the workers own the grown experts\' state, metrics and optimizer state equal N = 1, and a grown checkpoint resumes', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'moe-ep-grow-'));
   const grow = { numExperts: 2, grow: [{ step: 2, add: 2 }] };
+  const quiet = { progress: null, log: () => {} };
   try {
-    await runTraining(tinyConfig(1, grow), { out: join(dir, 'n1'), progress: null, log: () => {} });
+    await runTraining(tinyConfig(1, grow), { out: join(dir, 'n1'), ...quiet });
     const lines: string[] = [];
     await runTraining(tinyConfig(2, grow), { out: join(dir, 'n2'), progress: null, log: (l) => lines.push(l) });
-    assert.ok(lines.some((l) => /parallel.experts = 2 with model growth: the experts' optimizer state stays on the main thread/.test(l)), lines.join('\n'));
     assert.ok(lines.some((l) => /from 2 to 4 experts/.test(l)), 'the model grew');
+    assert.ok(!lines.some((l) => /stays on the main thread/.test(l)), lines.join('\n'));
     assert.deepEqual(metricsOf(join(dir, 'n2')), metricsOf(join(dir, 'n1')));
+    assert.deepEqual(savedState(join(dir, 'n2')), savedState(join(dir, 'n1')), 'the checkpoint\'s optimizer state (gathered from the workers)');
+    // a checkpoint written after the growth (step 3) resumes at N = 2: growth replays, then the state loads into the grown experts
+    const half = join(dir, 'half');
+    await runTraining(tinyConfig(2, grow), { out: half, maxSteps: 4, ...quiet });
+    await runTraining(tinyConfig(2, grow), { out: half, resume: half, ...quiet });
+    assert.deepEqual(metricsOf(half), metricsOf(join(dir, 'n1')), 'resumed after growth');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -141,6 +141,21 @@ export class ExpertParallel {
     this.banksLocked = why;
   }
 
+  /**
+   * Re-registers every layer whose bank grew or changed, even when the workers own the optimizer
+   * state: for the sharded optimizer's loadState, which is about to replace that state with one of
+   * the new shapes (model growth: state() read before, extended, loaded after).
+   */
+  adoptChangedBanks(): void {
+    const locked = this.banksLocked;
+    this.banksLocked = null;
+    try {
+      for (const reg of this.registered) this.checkCurrent(reg);
+    } finally {
+      this.banksLocked = locked;
+    }
+  }
+
   /** Re-registers a layer whose bank changed (grown, replaced, cast back); throws when that would lose state. */
   private checkCurrent(reg: Registered): void {
     const bank = reg.layer.experts;

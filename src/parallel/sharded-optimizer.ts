@@ -3,7 +3,8 @@
 // main thread keeps the state of the other parameters (router, attention, embeddings, shared
 // experts). To the trainer it is one Optimizer: state() gathers the workers' slices into the same
 // full-size entries a one-process optimizer writes, loadState() scatters them, so a checkpoint
-// written with N workers resumes with any other N (or none).
+// written with N workers resumes with any other N (or none). A model that grows (continual MoE)
+// re-shards at the growth's loadState: the workers own the grown experts' state too.
 
 import { Tensor } from '../tensor/tensor.js';
 import { Adam, AdamW, SGD, Optimizer } from '../train/optim.js';
@@ -134,11 +135,22 @@ export class ExpertShardedOptimizer extends Optimizer {
     return out;
   }
 
-  /** Validated as a one-process optimizer would (same messages); then split: workers get their experts' rows. */
+  /**
+   * Validated as a one-process optimizer would (same messages); then split: workers get their
+   * experts' rows. Expert banks that grew since (model growth: state() read before, extended to the
+   * new shapes, loaded here) get new shared regions first, and the workers new optimizers over them.
+   */
   override loadState(state: Readonly<Record<string, Tensor>>): void {
     this.full.loadState(state);
     // the full optimizer only checked it: drop its copy
     this.full.loadState({ step: state['step']! });
+    this.ep.adoptChangedBanks();
+    const current = new Map(this.ep.expertLayers().map((l) => [l.id, l] as const));
+    for (const e of this.experts) {
+      const l = current.get(e.layer.id)!;
+      if (l.bank[e.param] !== e.tensor) throw new Error(`${this.kind}: '${e.name}' is no longer layer ${l.id}'s ${e.param} (the bank was replaced, not grown)`);
+      e.layer = l;
+    }
     const steps = state['step']!.data[0]!;
     const innerState: Record<string, Tensor> = { step: state['step']! };
     const perLayer = new Map<number, Record<string, Tensor>>();

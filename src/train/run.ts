@@ -186,9 +186,8 @@ export async function runTraining(configIn: RunConfig, opts: RunOptions): Promis
     if (workers > 1) {
       parallel = attachExpertParallel(model, { workers, overlapDegree: config.parallel?.overlap ?? 1 });
       // each worker owns its experts' optimizer state and steps them (sharded-optimizer.ts); a
-      // growing model keeps it on the main thread, where growth extends it
-      if (growth) log(`parallel.experts = ${workers} with model growth: the experts' optimizer state stays on the main thread`);
-      else optimizer = new ExpertShardedOptimizer(optimizer, parallel);
+      // growing model re-shards it when growth loads the extended state
+      optimizer = new ExpertShardedOptimizer(optimizer, parallel);
       opts.onExpertParallel?.(parallel);
     }
     if (config.parallel?.trace) recorder = recordRouting(model, config.parallel.trace);
