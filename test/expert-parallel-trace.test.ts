@@ -1,7 +1,8 @@
 // The simulator on a routing trace recorded from a real moe-ts run, end to end through the CLI:
 // `moe train --set parallel.trace=FILE` (with the experts on 2 workers), then `moe simulate ep
 // --trace FILE`: the bytes per link it prints equal a count made by hand from the trace (each row
-// from its token's device to its expert's device, back in the combine, twice more in the backward).
+// from its token's device to its expert's device, back in the combine, twice more in the backward),
+// and the expert compute it adds for the predicted step equals the busiest device's FLOPs by hand.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -32,12 +33,23 @@ test('moe train records a routing trace; moe simulate ep prices it: bytes per li
     // 4 devices, 2 per node, made-up links, given as a file (as users give a topology)
     const topo = join(dir, 'topo.json');
     const D = 4;
-    writeFileSync(topo, JSON.stringify({ name: 'test-2x2', devices: D, devicesPerNode: 2, intra: { bandwidthGBs: 100, latencyUs: 2 }, inter: { bandwidthGBs: 10, latencyUs: 5 } }));
+    writeFileSync(topo, JSON.stringify({ name: 'test-2x2', devices: D, devicesPerNode: 2, intra: { bandwidthGBs: 100, latencyUs: 2 }, inter: { bandwidthGBs: 10, latencyUs: 5 }, computeTFlops: 2 }));
     const sim = spawnSync(process.execPath, [main, 'simulate', 'ep', '--trace', trace, '--topology', topo, '--bytes-per-value', '4', '--json'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(sim.status, 0, sim.stderr);
     const r = JSON.parse(sim.stdout) as SimulationResult;
     assert.equal(r.steps, steps);
 
+    // expert compute by hand: per layer record the device with the most rows, forward + backward (3x), 2 matrices (gelu)
+    let compute = 0;
+    for (const rec of records) {
+      assert.equal(rec.dFF, 16, 'the trace names the hidden width');
+      assert.equal(rec.activation, 'gelu');
+      const rows = new Array<number>(D).fill(0);
+      const experts = evenSplit(rec.groupSizes.length, D);
+      rec.groupSizes.forEach((n, e) => { rows[ownerOf(experts, e)]! += n; });
+      compute += (3 * Math.max(...rows) * 2 * rec.dModel * 16 * 2) / 2e12 / steps;
+    }
+    assert.ok(r.computeSeconds !== null && Math.abs(r.computeSeconds - compute) < 1e-15, `compute ${r.computeSeconds} vs ${compute}`);
     // by hand: row g of a record goes from its token's device to its expert's device (dispatch), back (combine), and both again in the backward
     const want = Array.from({ length: D }, () => new Array<number>(D).fill(0));
     for (const rec of records) {
@@ -71,6 +83,8 @@ test('moe train records a routing trace; moe simulate ep prices it: bytes per li
     assert.equal(text.status, 0, text.stderr);
     assert.match(text.stdout, /busiest link MB\/step/);
     assert.match(text.stdout, /pairwise, MB\/step per link/);
+    assert.match(text.stdout, /expert compute [0-9.]+ ms\/step .*step = compute \+ exchange/);
+    assert.match(text.stdout, /busiest link MB\/step   step ms/);
     const bad = spawnSync(process.execPath, [main, 'simulate', 'ep', '--trace', trace, '--topology', topo, '--devices', '8'], { encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /simulate: 8 devices for 4 experts/);

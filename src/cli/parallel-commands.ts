@@ -91,7 +91,7 @@ export async function benchEpOptimizerCommand(args: ParsedArgs): Promise<number>
 }
 
 export const SIMULATE_HELP = `moe simulate ep --trace FILE.jsonl [--topology ${Object.keys(TOPOLOGY_PRESETS).join('|')}|FILE.json]
-                [--devices N] [--d 256] [--bytes-per-value 2] [--json]
+                [--devices N] [--d 256] [--ff 1024] [--bytes-per-value 2] [--json]
 moe simulate ep scaling [--topology NAME|FILE.json] [--tokens 4096,16384] [--ranks 2,4,8,16,32,64]
                 [--k 2] [--d 4096] [--bytes-per-value 2] [--json]
 moe simulate ep check-host [--fit 512x256,2048x256] [--check 1024x128,1024x256,4096x128]
@@ -103,8 +103,10 @@ over --devices devices (default: all of the topology's), experts too. For each a
 (${ALGORITHMS.join(', ')}): time per exchange (latency + bytes / bandwidth per round) and bytes on
 intra- and inter-node links, averaged over the trace. A topology JSON has { name, source, devices,
 devicesPerNode, intra: { bandwidthGBs, latencyUs }, inter: { bandwidthGBs, latencyUs } } and optionally
-localCopyGBs (a device copies its own rows too, as threads over shared memory do) and overheadUs
-(a fixed cost per exchange).
+localCopyGBs (a device copies its own rows too, as threads over shared memory do), overheadUs
+(a fixed cost per exchange) and computeTFlops (TFLOP/s of a device in the expert GEMMs: then the
+busiest device's expert compute, forward and backward, is added for a predicted step time; the
+hidden width comes from the trace or --ff; --d and --ff price the same routing at other widths).
 
 scaling: time and bytes of one exchange of uniform top-k routing for every algorithm, T and N_d,
 with time / (T/N_d) and time / (T/N_d log2 N_d) to read the growth from (the seed's T/N_d log N_d).
@@ -136,7 +138,7 @@ export function simulateCommand(args: ParsedArgs): number {
   if (mode !== undefined && mode !== 'scaling' && mode !== 'check-host') throw new Error(`simulate ep: unknown mode '${mode}' (available: scaling, check-host, or none with --trace)`);
   const common = ['topology', 'd', 'bytes-per-value', 'json', 'help'];
   rejectUnknown(args, mode === 'scaling' ? [...common, 'tokens', 'ranks', 'k'] : mode === 'check-host' ? ['json', 'help', 'fit', 'check', 'workers', 'experts', 'rounds', 'algorithm']
-    : [...common, 'trace', 'devices'], `simulate ep${mode ? ` ${mode}` : ''}`);
+    : [...common, 'trace', 'devices', 'ff'], `simulate ep${mode ? ` ${mode}` : ''}`);
   const json = args.flags.has('json');
   if (mode === 'scaling') {
     const topo = loadTopology(args.flags.get('topology')?.[0] ?? 'h100-ib-cluster', (p) => readFileSync(p, 'utf8'));
@@ -166,9 +168,10 @@ export function simulateCommand(args: ParsedArgs): number {
   const topo = loadTopology(args.flags.get('topology')?.[0] ?? 'dgx-h100', (p) => readFileSync(p, 'utf8'));
   const devices = intFlag(args, 'devices', 1, 'simulate ep') ?? topo.devices;
   const d = intFlag(args, 'd', 1, 'simulate ep');
+  const ff = intFlag(args, 'ff', 1, 'simulate ep');
   const bpv = intFlag(args, 'bytes-per-value', 1, 'simulate ep') ?? 2;
   const trace = readTrace(readFileSync(tracePath, 'utf8'), tracePath);
-  const result = simulateTrace(trace, { ...topo, devices }, { ...(d ? { dModel: d } : {}), bytesPerValue: bpv });
+  const result = simulateTrace(trace, { ...topo, devices }, { ...(d ? { dModel: d } : {}), ...(ff ? { dFF: ff } : {}), bytesPerValue: bpv });
   console.log(args.flags.has('json') ? JSON.stringify(result, null, 2) : formatSimulation(result));
   return 0;
 }

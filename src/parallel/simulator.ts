@@ -34,22 +34,31 @@ export interface Topology {
   localCopyGBs?: number;
   /** Optional fixed cost of one exchange, microseconds (phase hand-offs and barriers on the host). */
   overheadUs?: number;
+  /**
+   * Optional TFLOP/s a device achieves in the expert GEMMs: with it (and the experts' hidden width
+   * from the trace or --ff) the simulator adds the busiest device's expert compute to the step.
+   */
+  computeTFlops?: number;
 }
 
 export const TOPOLOGY_PRESETS: Record<string, Topology> = {
   'dgx-h100': {
     name: 'dgx-h100', devices: 8, devicesPerNode: 8,
     source: 'NVIDIA DGX H100 datasheet / H100 SXM datasheet: NVLink 4 at 900 GB/s per GPU (both directions, so 450 GB/s each way) through NVSwitch; '
-      + 'latency 3 us per message is an assumed order of magnitude for NCCL, not a published figure',
+      + 'latency 3 us per message is an assumed order of magnitude for NCCL, not a published figure; '
+      + 'expert GEMMs at 400 TFLOP/s assumed (~40% of the H100 SXM datasheet\'s 989 TFLOPS dense BF16)',
     intra: { bandwidthGBs: 450, latencyUs: 3 },
     inter: { bandwidthGBs: 450, latencyUs: 3 },
+    computeTFlops: 400,
   },
   'h100-ib-cluster': {
     name: 'h100-ib-cluster', devices: 256, devicesPerNode: 8,
     source: 'NVIDIA DGX H100 datasheet: 8 GPUs on NVLink 4 (450 GB/s each way per GPU) and 8x ConnectX-7 400 Gb/s NDR InfiniBand per node (50 GB/s per GPU each way); '
-      + '32 nodes; latencies (3 us NVLink, 8 us InfiniBand with NCCL) are assumed orders of magnitude',
+      + '32 nodes; latencies (3 us NVLink, 8 us InfiniBand with NCCL) are assumed orders of magnitude; '
+      + 'expert GEMMs at 400 TFLOP/s assumed (~40% of the H100 SXM datasheet\'s 989 TFLOPS dense BF16)',
     intra: { bandwidthGBs: 450, latencyUs: 3 },
     inter: { bandwidthGBs: 50, latencyUs: 8 },
+    computeTFlops: 400,
   },
   host: {
     name: 'host', devices: 4, devicesPerNode: 4,
@@ -98,6 +107,7 @@ export function validateTopology(raw: unknown, where: string): Topology {
     devices: num(o['devices'], 'devices', true), devicesPerNode: num(o['devicesPerNode'], 'devicesPerNode', true),
     intra: link(o['intra'], 'intra'), inter: link(o['inter'], 'inter'),
     ...(o['localCopyGBs'] !== undefined ? { localCopyGBs: num(o['localCopyGBs'], 'localCopyGBs', false) } : {}),
+    ...(o['computeTFlops'] !== undefined ? { computeTFlops: num(o['computeTFlops'], 'computeTFlops', false) } : {}),
     ...(overhead !== undefined ? { overheadUs: overhead as number } : {}),
   };
 }
@@ -249,6 +259,9 @@ export interface TraceRecord {
   groupSizes: number[];
   /** Token of each kept row, experts in order [A']. */
   tokenOfRow: number[];
+  /** The experts' hidden width and activation (traces from before 2026-12-01 lack them: give --ff). */
+  dFF?: number;
+  activation?: string;
 }
 
 export function readTrace(text: string, where: string): TraceRecord[] {
@@ -276,17 +289,25 @@ export interface SimulationResult {
   steps: number;
   /** Per algorithm, per training step (every layer: forward dispatch + combine, backward dispatch + combine). */
   perStep: Record<Algorithm, { seconds: number; intraBytes: number; interBytes: number; linkBytes: number[][] }>;
+  /**
+   * Expert compute per training step: each layer's busiest device (the most rows) runs forward and
+   * backward (3x the forward's FLOPs) at the topology's computeTFlops, layers one after another;
+   * null without computeTFlops or a hidden width. The predicted step is this plus an algorithm's
+   * exchange time (no overlap between them).
+   */
+  computeSeconds: number | null;
 }
 
 /**
  * Mean per training step over the trace; each record's layer exchanges 4 times: the dispatch and the
  * combine (the dispatch's transpose) in the forward, and again for the gradients in the backward.
  */
-export function simulateTrace(trace: TraceRecord[], topo: Topology, opts: { dModel?: number; bytesPerValue: number }): SimulationResult {
+export function simulateTrace(trace: TraceRecord[], topo: Topology, opts: { dModel?: number; dFF?: number; bytesPerValue: number }): SimulationResult {
   const D = topo.devices;
   const zero = (): number[][] => Array.from({ length: D }, () => new Array<number>(D).fill(0));
   const perStep = Object.fromEntries(ALGORITHMS.map((a) => [a, { seconds: 0, intraBytes: 0, interBytes: 0, linkBytes: zero() }])) as SimulationResult['perStep'];
   const steps = new Set(trace.map((r) => r.step)).size;
+  let computeSeconds: number | null = topo.computeTFlops === undefined ? null : 0;
   for (const rec of trace) {
     const E = rec.groupSizes.length;
     if (D > E) throw new Error(`simulate: ${D} devices for ${E} experts (layer ${rec.layer}); give --devices at most ${E}`);
@@ -294,6 +315,14 @@ export function simulateTrace(trace: TraceRecord[], topo: Topology, opts: { dMod
     const m = rowMatrix(exchangeLayout(Int32Array.from(rec.tokenOfRow), Int32Array.from(rec.groupSizes), rec.tokens, D)).map((r) => r.map((n) => n * rowBytes));
     // the dispatch sends m (token owner -> expert owner), the combine its transpose back; the backward does both again
     const mT = m.map((row, i) => row.map((_, j) => m[j]![i]!));
+    const h = opts.dFF ?? rec.dFF;
+    if (computeSeconds !== null && h === undefined) computeSeconds = null;
+    if (computeSeconds !== null) {
+      // rows device j's experts receive: column j of the byte matrix, in rows
+      const most = Math.max(...m.map((_, j) => m.reduce((a, row) => a + row[j]!, 0) / rowBytes));
+      const matrices = rec.activation === 'swiglu' ? 3 : 2;
+      computeSeconds += (3 * most * 2 * (opts.dModel ?? rec.dModel) * h! * matrices) / (topo.computeTFlops! * 1e12) / steps;
+    }
     for (const a of ALGORITHMS) {
       for (const c of [exchangeCost(m, topo, a), exchangeCost(mT, topo, a)]) {
         perStep[a].seconds += (2 * c.seconds) / steps;
@@ -303,17 +332,21 @@ export function simulateTrace(trace: TraceRecord[], topo: Topology, opts: { dMod
       }
     }
   }
-  return { topology: topo, devices: D, steps, perStep };
+  return { topology: topo, devices: D, steps, perStep, computeSeconds };
 }
 
 export function formatSimulation(r: SimulationResult): string {
-  const lines = [`${r.topology.name}: ${r.devices} devices, ${r.topology.devicesPerNode} per node; ${r.steps} steps of the trace`, `  (${r.topology.source})`,
-    'algorithm      ms/step   intra-node MB/step   inter-node MB/step   busiest link MB/step'];
+  const lines = [`${r.topology.name}: ${r.devices} devices, ${r.topology.devicesPerNode} per node; ${r.steps} steps of the trace`, `  (${r.topology.source})`];
+  const c = r.computeSeconds;
+  lines.push(c === null
+    ? 'expert compute: not priced (the topology has no computeTFlops, or the trace no hidden width: give --ff)'
+    : `expert compute ${(c * 1e3).toFixed(4)} ms/step (each layer's busiest device, forward + backward); step = compute + exchange`);
+  lines.push(`algorithm      ms/step   intra-node MB/step   inter-node MB/step   busiest link MB/step${c === null ? '' : '   step ms'}`);
   for (const a of ALGORITHMS) {
     const p = r.perStep[a];
     const [most, from, to] = busiest(p.linkBytes);
     lines.push(`${a.padEnd(13)}${(p.seconds * 1e3).toFixed(4).padStart(9)}${(p.intraBytes / 1e6).toFixed(3).padStart(21)}${(p.interBytes / 1e6).toFixed(3).padStart(21)}`
-      + `${(most / 1e6).toFixed(3).padStart(14)} (${from}->${to})`);
+      + `${(most / 1e6).toFixed(3).padStart(14)} (${from}->${to})${c === null ? '' : `${((c + p.seconds) * 1e3).toFixed(4).padStart(12)}`}`);
   }
   // every link of the direct exchange (NCCL's pairwise); --json gives every algorithm's
   if (r.devices <= 16) {

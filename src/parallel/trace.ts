@@ -24,7 +24,10 @@ export function recordRouting(model: Module, path: string): RoutingRecorder {
       if (layer.training) {
         const step = (counts.get(name) ?? 0) + 1;
         counts.set(name, step);
-        appendFileSync(path, `${JSON.stringify({ step, layer: name, tokens: x.shape[0], dModel: x.shape[1], groupSizes: Array.from(plan.groupSizes), tokenOfRow: Array.from(plan.tokenOfRow) })}\n`);
+        appendFileSync(path, `${JSON.stringify({
+          step, layer: name, tokens: x.shape[0], dModel: x.shape[1], dFF: layer.experts.dHidden, activation: layer.experts.activation,
+          groupSizes: Array.from(plan.groupSizes), tokenOfRow: Array.from(plan.tokenOfRow),
+        })}\n`);
       }
       return prev ? prev(x, plan, gates)
         : layer.experts.forwardRouted(x, plan.tokenOfRow, plan.groupSizes, gates, layer.config.bias ? plan.expertOfRow : undefined);
