@@ -244,13 +244,22 @@ function scaleRows(t: Tensor, gates: Tensor): void {
   kernel('binary')('mul', floatData(t), shape, floatData(gates), [shape[0]!, 1], floatData(t), shape);
 }
 
-/** out[r, :] += b[ex[r], :] */
-function addRowBias(out: FloatArray, b: FloatArray, ex: Int32Array, n: number): void {
-  for (let r = 0; r < ex.length; r++) {
-    const o = r * n;
-    const bo = ex[r]! * n;
-    for (let j = 0; j < n; j++) out[o + j] = out[o + j]! + b[bo + j]!;
+/** Calls f(e, r0, r1) for each run of consecutive rows r0 <= r < r1 of one expert e = ex[r]. */
+function eachExpertRun(ex: Int32Array, f: (e: number, r0: number, r1: number) => void): void {
+  for (let r0 = 0; r0 < ex.length;) {
+    let r1 = r0 + 1;
+    while (r1 < ex.length && ex[r1] === ex[r0]) r1++;
+    f(ex[r0]!, r0, r1);
+    r0 = r1;
   }
+}
+
+/** out[r, :] += b[ex[r], :]: one broadcasting add per run of rows of one expert (native: vectorised). */
+function addRowBias(out: FloatArray, b: FloatArray, ex: Int32Array, n: number): void {
+  eachExpertRun(ex, (e, r0, r1) => {
+    const rows = out.subarray(r0 * n, r1 * n);
+    kernel('binary')('add', rows, [r1 - r0, n], b.subarray(e * n, (e + 1) * n), [n], rows, [r1 - r0, n]);
+  });
 }
 
 /** dg[r] += <gp[r, :], b[ex[r], :]> (the gate gradient's part from the output bias). */
@@ -267,11 +276,13 @@ function addBiasDot(dg: FloatArray, gp: FloatArray, b: FloatArray, ex: Int32Arra
 function sumRowsByExpert(src: FloatArray, ex: Int32Array, E: number, n: number, dtype: Tensor['dtype']): Tensor {
   const out = emptyLike([E, n], dtype);
   const o = floatData(out);
-  for (let r = 0; r < ex.length; r++) {
-    const so = r * n;
-    const oo = ex[r]! * n;
-    for (let j = 0; j < n; j++) o[oo + j] = o[oo + j]! + src[so + j]!;
-  }
+  const part = floatData(emptyLike([n], dtype));
+  eachExpertRun(ex, (e, r0, r1) => {
+    // a column sum of the run, added to the expert's row (an expert may own several runs)
+    kernel('reduce')('sum', src.subarray(r0 * n, r1 * n), part, null, 1, r1 - r0, n);
+    const row = o.subarray(e * n, (e + 1) * n);
+    kernel('binary')('add', row, [n], part, [n], row, [n]);
+  });
   return out;
 }
 
