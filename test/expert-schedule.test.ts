@@ -99,8 +99,13 @@ describe('per-expert schedule: k slots, batch 4 = all resident, bit for bit, eac
             // the floor: one load per miss (plus pre-gating's own loads), never one per projection
             assert.equal(st.bytesLoaded, (st.misses + st.prefetched) * eb, `${what}: bytes loaded`);
             assert.ok(st.misses > 0);
-            if (mode === 'reader') assert.equal(st.staged, st.misses, `${what}: misses read by the reader thread`);
-            else if (mode === 'shared') assert.ok(st.staged <= st.misses, `${what}: ${st.staged} staged of ${st.misses} misses`);
+            if (mode === 'reader' && policy === 'pregate') {
+              // pre-gating's prefetches go to the reader (it reads them all: mainReads false) while the layer before computes;
+              // a layer's own misses are read on this thread while the reader holds the next layer's prefetch
+              assert.ok(st.prefetched > 0, `${what}: nothing prefetched`);
+              assert.ok(st.staged >= st.prefetched && st.staged - st.prefetched <= st.misses, `${what}: ${st.staged} read by the reader, ${st.prefetched} prefetched, ${st.misses} misses`);
+            } else if (mode === 'reader') assert.equal(st.staged, st.misses, `${what}: misses read by the reader thread`);
+            else if (mode === 'shared') assert.ok(st.staged <= st.misses + st.prefetched, `${what}: ${st.staged} staged of ${st.misses} misses and ${st.prefetched} prefetches`);
             else assert.equal(st.staged, 0);
             assert.equal(st.stagingBytes, asyncLoads ? 4 * eb : 0);
           } finally {
@@ -162,7 +167,7 @@ describe('file-backed slots hold the file\'s bytes, equal to the resident tensor
       const lm = await loadLM(path, { expertMemory: 1 });
       const cache = lm.expertCache!;
       try {
-        // the reader thread fills the slots a long prefill needs, prefetch (synchronous) the rest
+        // the reader thread fills the slots a long prefill needs, prefetch the rest (by the reader too: settled before the slots are read)
         cache.setAsyncLoads(true, { mainReads: false });
         lm.model.forward(Int32Array.from(Buffer.from('All human beings are born free and equal in dignity and rights.')), lm.model.newCache(80));
         assert.ok(cache.stats().staged > 0, 'the reader thread read nothing');
@@ -170,6 +175,7 @@ describe('file-backed slots hold the file\'s bytes, equal to the resident tensor
         cache.layers.forEach((le, i) => {
           const E = le.numExperts;
           le.prefetch(Array.from({ length: E }, (_, e) => e));
+          le.settlePrefetch();
           const moe = sparse[i]!.moe!;
           [moe.w1, moe.w3, moe.w2].forEach((w, p) => {
             for (let e = 0; e < E; e++) {
@@ -279,4 +285,36 @@ describe('errors name the file and the tensor', () => {
       shared.close();
     }
   });
+});
+
+test('pre-gating with the reader thread: a prefetch is read while the caller goes on, settled before the slots are used; a reader closed meanwhile gives its slots up', async () => {
+  const lm = await loadLM(gguf, { expertMemory: 0.5, expertPolicy: 'pregate' });
+  const cache = lm.expertCache!;
+  try {
+    cache.setAsyncLoads(true, { mainReads: false });
+    const le = cache.layers[1]!;
+    const want = [3, 1, 2];
+    le.prefetch(want);
+    // the slots are taken (pinned) at once; the reader fills them
+    for (const e of want) assert.ok(le.pool.slot(e) >= 0, `expert ${e} has no slot`);
+    // another layer's prefetch settles this one first (one job per reader)
+    cache.layers[0]!.prefetch([0]);
+    assert.equal(le.stats.prefetched, 3);
+    assert.equal(le.stats.staged, 3, 'the reader read all three');
+    cache.layers[0]!.settlePrefetch();
+    assert.equal(cache.layers[0]!.stats.prefetched, 1);
+    // a prefetch left pending when the reader is closed: not trusted, the slots are emptied
+    le.prefetch([5, 6]);
+    cache.setAsyncLoads(false);
+    le.settlePrefetch();
+    assert.equal(le.pool.slot(5), -1);
+    assert.equal(le.pool.slot(6), -1);
+    assert.equal(le.stats.prefetched, 3, 'an abandoned prefetch is not counted');
+    // without a reader, prefetch is synchronous as before
+    le.prefetch([5]);
+    assert.ok(le.pool.slot(5) >= 0);
+    assert.equal(le.stats.prefetched, 4);
+  } finally {
+    cache.close();
+  }
 });

@@ -7,7 +7,7 @@ import type { ExpertReader } from './expert-reader.js';
  * Read i (expert e) from the reader: null when this thread is to read it itself (the reader had not
  * begun it), else the finished read, the time waited for it counted and a failed read thrown.
  */
-function takeRead(L: LayerExperts, e: number, i: number): Exclude<ReturnType<ExpertReader['take']>, { mine: true }> | null {
+export function takeRead(L: LayerExperts, e: number, i: number): Exclude<ReturnType<ExpertReader['take']>, { mine: true }> | null {
   const t0 = performance.now();
   const got = L.reader!.take(i);
   if (got.mine) return null;
