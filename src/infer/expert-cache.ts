@@ -66,11 +66,28 @@ export class ExpertFiles {
 }
 
 /**
- * The weight kind of offloaded experts, in place of a stacked [E, out, in] weight: projection
- * `proj` (0 gate, 1 up, 2 down) of a layer whose experts live in the file. expertLinear runs it.
+ * What an OffloadedExperts stack asks of the object that holds its layer's experts: the expert
+ * cache's LayerExperts (experts in the model file), or any other holder, such as the expert-parallel
+ * workers (parallel/decoder-experts.ts). mlp() gets the rows grouped by expert.
+ */
+export interface ExpertStackHost {
+  readonly layer: number;
+  readonly numExperts: number;
+  /** Bytes of one expert's projection p as stored. */
+  projBytes(p: number): number;
+  linear(x: Tensor, p: number, groupSizes: Int32Array): Tensor;
+  mlp(x: Tensor, groupSizes: Int32Array, act: (gate: Tensor, up: Tensor) => Tensor): Tensor;
+  /** Where the experts are, for errors (default: offloaded to the model file). */
+  readonly where?: string;
+}
+
+/**
+ * The weight kind of experts held outside the model's stacks, in place of a stacked [E, out, in]
+ * weight: projection `proj` (0 gate, 1 up, 2 down) of a layer whose experts live in the file (the
+ * expert cache) or elsewhere (ExpertStackHost). expertLinear / expertSwiGLU run it.
  */
 export class OffloadedExperts {
-  constructor(readonly experts: LayerExperts, readonly proj: number, readonly shape: readonly [number, number, number]) {}
+  constructor(readonly experts: ExpertStackHost, readonly proj: number, readonly shape: readonly [number, number, number]) {}
 
   /** Bytes of the whole stack as stored (the file's, not memory's). */
   get bytes(): number {
@@ -84,7 +101,7 @@ export class OffloadedExperts {
 
   /** Not resident: anything that reads a stack's bytes directly (toHF, training) gets this error instead of zeros. */
   get data(): never {
-    throw new Error(`layer ${this.experts.layer}: the experts are offloaded to the model file (expert cache); their stacked weights are not in memory`);
+    throw new Error(`layer ${this.experts.layer}: the experts are ${this.experts.where ?? 'offloaded to the model file (expert cache)'}; their stacked weights are not in memory here`);
   }
 
   linear(x: Tensor, groupSizes: Int32Array): Tensor {

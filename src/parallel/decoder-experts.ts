@@ -7,18 +7,15 @@
 // attention, shared experts and the rest stay on the main thread.
 //
 // Why this works through OffloadedExperts: expertSwiGLU (moe-decoder-weights.ts) hands the three
-// stacks of one layer, when they are OffloadedExperts of one `experts` object, to its
+// stacks of one layer, when they are OffloadedExperts of one ExpertStackHost, to its
 // mlp(rows, groupSizes, act), with the rows already grouped by expert; the workers run that MLP.
-// The `experts` object is typed as the cache's LayerExperts class but only needs the members
-// OffloadedExperts reads; the declared hook that would remove this cast (an ExternalExperts weight
-// kind) belongs in moe-decoder-weights.ts: see /work/notes/requests-ep.md.
 
 import { Tensor } from '../tensor/tensor.js';
 import type { Module } from '../nn/module.js';
 import { planDispatch } from '../moe/permute/bins.js';
 import type { RoutedExperts } from '../moe/layer.js';
 import { SparseMoeBlock } from '../models/moe-decoder.js';
-import { OffloadedExperts, type LayerExperts } from '../infer/expert-cache.js';
+import { OffloadedExperts, type ExpertStackHost } from '../infer/expert-cache.js';
 import { ExpertParallel, type ExpertParallelOptions } from './expert-parallel.js';
 import { ExpertStacks } from './expert-stacks.js';
 
@@ -66,10 +63,11 @@ export class DecoderExpertParallel {
  * the workers as tokens of their own (row r is token r, gate 1), so each row comes back as its
  * expert's output, unweighted, as expertSwiGLU returns it.
  */
-function stackRunner(index: number, a: Attached, E: number): LayerExperts {
-  const runner = {
+function stackRunner(index: number, a: Attached, E: number): ExpertStackHost {
+  return {
     layer: index,
     numExperts: E,
+    where: `held by the expert-parallel workers (${a.name})`,
     // bytes of one expert's projection p as held (float32 or blocks): OffloadedExperts.bytes, weight accounting
     projBytes: (p: number): number => a.host.experts.message.buffers[p]!.byteLength / E,
     linear(): Tensor {
@@ -88,5 +86,4 @@ function stackRunner(index: number, a: Attached, E: number): LayerExperts {
       return a.host.routedExperts!(x, plan, new Tensor(gates, [rows]));
     },
   };
-  return runner as unknown as LayerExperts;
 }
