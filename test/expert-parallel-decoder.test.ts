@@ -115,6 +115,8 @@ test('decoder expert parallelism refuses stacks it cannot hold and more workers 
     const d = presetConfig('qwen2_moe', 'tiny').hiddenSize;
     const x = new Tensor(new Float32Array(3 * d).fill(0.5), [3, d]).requireGrad();
     assert.throws(() => block.forward(x), /expert-parallel: layer 0 runs a decoder's stored expert stacks, for inference only; run it under noGrad/);
+    // what reads a stack's bytes directly (toHF, training) is told where the experts are
+    assert.throws(() => (block.w1 as { data: unknown }).data, /layer 0: the experts are held by the expert-parallel workers \(.*\); their stacked weights are not in memory here/);
   } finally {
     await dep.close();
   }
