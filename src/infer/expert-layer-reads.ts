@@ -1,4 +1,4 @@
-// The expert cache's reads on the reader thread for one layer's misses: straight into their slots when they fit beside the hits, else through the staging places and a copy.
+// The expert cache's reads on the reader thread: one layer's misses (straight into their slots when they fit beside the hits, else through the staging places and a copy), and pre-gating's prefetch of the next layer's experts.
 
 import type { LayerExperts } from './expert-layer.js';
 import type { ExpertReader } from './expert-reader.js';
@@ -7,7 +7,7 @@ import type { ExpertReader } from './expert-reader.js';
  * Read i (expert e) from the reader: null when this thread is to read it itself (the reader had not
  * begun it), else the finished read, the time waited for it counted and a failed read thrown.
  */
-export function takeRead(L: LayerExperts, e: number, i: number): Exclude<ReturnType<ExpertReader['take']>, { mine: true }> | null {
+function takeRead(L: LayerExperts, e: number, i: number): Exclude<ReturnType<ExpertReader['take']>, { mine: true }> | null {
   const t0 = performance.now();
   const got = L.reader!.take(i);
   if (got.mine) return null;
@@ -137,4 +137,83 @@ export function stagedReads(L: LayerExperts, hits: readonly number[], misses: re
     // the reader must be idle before its places are reused (or the file closed)
     reader.finish();
   }
+}
+
+/**
+ * The layer whose pre-gating prefetch job the reader thread holds (one job at a time per reader):
+ * another layer settles it before using the reader, and reads its own misses on the calling thread
+ * while it is held by the next layer's prefetch.
+ */
+const prefetching = new WeakMap<ExpertReader, LayerExperts>();
+
+/**
+ * Pre-gating with the reader thread: the predicted experts get their slots (pinned) now and the
+ * reader reads them straight into those slots while the calling layer computes; L's
+ * forward takes them (settlePrefetch) before it touches its slots. Whoever held the reader
+ * (the layer now computing, prefetched by the one before) is settled first.
+ */
+export function prefetchAsync(L: LayerExperts, experts: Iterable<number>): void {
+  const reader = L.reader!;
+  const held = prefetching.get(reader);
+  if (held) settlePrefetch(held);
+  if (L.registeredWith !== reader) {
+    L.destBufs = reader.register(L.slotBuffers);
+    L.registeredWith = reader;
+  }
+  const list: number[] = [];
+  const slots: number[] = [];
+  let n = 0;
+  for (const e of experts) {
+    if (n++ >= L.pool.numSlots) break;
+    if (L.pool.slot(e) >= 0) continue;
+    const { slot } = L.pool.place(e);
+    L.pool.pin(slot);
+    list.push(e);
+    slots.push(slot);
+  }
+  if (list.length === 0) return;
+  reader.start(list.map((e, i) => L.ranges.map((rs, p) => {
+    const r = rs[e]!;
+    return { fd: L.files.fd(r.file), position: r.offset, bytes: r.bytes, dest: { buf: L.destBufs[p]!, at: slots[i]! * L.projBytes(p) } };
+  })));
+  L.pendingPrefetch = { reader, experts: list, slots };
+  prefetching.set(reader, L);
+}
+
+/**
+ * Ends L's pending prefetch: each expert the reader has read is taken, one it has not
+ * begun is read here, the reader is idle again and the slots are unpinned. A read that failed
+ * is thrown (naming the file and expert) and its slot emptied. Nothing pending: nothing to do.
+ */
+export function settlePrefetch(L: LayerExperts): void {
+  const pf = L.pendingPrefetch;
+  if (!pf) return;
+  L.pendingPrefetch = null;
+  if (prefetching.get(pf.reader) === L) prefetching.delete(pf.reader);
+  const filled = pf.experts.map(() => false);
+  try {
+    // a reader closed since (setAsyncLoads) finished its job unchecked: its slots are given up below
+    if (pf.reader !== L.reader) return;
+    pf.experts.forEach((e, i) => {
+      if (!takeRead(L, e, i)) L.readInto(e, pf.slots[i]!);
+      else L.stats.staged++;
+      filled[i] = true;
+      pf.reader.release(i);
+      L.stats.bytesLoaded += L.expertBytes;
+      L.stats.prefetched++;
+      L.prefetchedNow.add(e);
+    });
+  } finally {
+    pf.reader.finish();
+    pf.slots.forEach((s, i) => {
+      L.pool.unpin(s);
+      if (!filled[i]) L.pool.clear(s);
+    });
+  }
+}
+
+/** The reader for L's own misses: null while it reads the next layer's prefetch (misses then read on the calling thread). */
+export function freeReader(L: LayerExperts): ExpertReader | null {
+  const r = L.reader;
+  return r && !prefetching.has(r) ? r : null;
 }

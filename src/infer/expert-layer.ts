@@ -12,20 +12,13 @@ import { SlotPool, type EvictionRule } from './expert-slots.js';
 import { adviseHugePages } from '../backends/native/index.js';
 import type { ExpertReader } from './expert-reader.js';
 import type { LowPrecisionExperts } from './expert-low-precision.js';
-import { directReads, stagedReads, takeRead } from './expert-layer-reads.js';
+import { directReads, stagedReads, prefetchAsync, settlePrefetch, freeReader } from './expert-layer-reads.js';
 import type { ExpertFiles, ExpertRange, LayerCacheStats } from './expert-cache.js';
 
 const PROJ_NAMES = ['gate (w1)', 'up (w3)', 'down (w2)'] as const;
 
 /** The decoder experts' activation, down(silu(gate x) * up x): mlp() given this one runs decode rounds through the fused kernel. */
 export const swigluAct = (gate: Tensor, up: Tensor): Tensor => mul(silu(gate), up);
-
-/**
- * The layer whose pre-gating prefetch job the reader thread holds (one job at a time per reader):
- * another layer settles it before using the reader, and reads its own misses on the calling thread
- * while it is held by the next layer's prefetch.
- */
-const prefetching = new WeakMap<ExpertReader, LayerExperts>();
 
 /** An expert's rows' place in a forward's grouped input: rows starts[e] .. starts[e + 1] - 1. */
 interface Groups {
@@ -51,9 +44,10 @@ export class LayerExperts {
   /** With a reader: misses that fit the slots are read straight into them (false: through staging and a copy, as before; for comparisons). */
   directReads = true;
   readonly stats: LayerCacheStats;
-  private readonly prefetchedNow = new Set<number>();
-  /** A prefetch the reader thread is reading into this layer's slots (pinned) while the previous layer computes. */
-  private pendingPrefetch: { reader: ExpertReader; experts: number[]; slots: number[] } | null = null;
+  /** Experts pre-gating loaded for this layer's next forward (counted as used when it uses them). */
+  readonly prefetchedNow = new Set<number>();
+  /** A prefetch the reader thread is reading into this layer's slots (pinned) while the previous layer computes (expert-layer-reads.ts). */
+  pendingPrefetch: { reader: ExpertReader; experts: number[]; slots: number[] } | null = null;
   /** The cache's reader thread (ExpertCache.setAsyncLoads), or null: every read on the calling thread. */
   reader: ExpertReader | null = null;
   /** Resident low-precision copies of all experts (HOBBIT), or null: every miss is loaded. */
@@ -151,7 +145,7 @@ export class LayerExperts {
     this.settlePrefetch();
     this.pool.unpinAll();
     if (this.reader && this.directReads) {
-      this.prefetchAsync(experts);
+      prefetchAsync(this, experts);
       return;
     }
     let n = 0;
@@ -165,74 +159,11 @@ export class LayerExperts {
   }
 
   /**
-   * Pre-gating with the reader thread: the predicted experts get their slots (pinned) now and the
-   * reader reads them straight into those slots while the calling layer computes; this layer's
-   * forward takes them (settlePrefetch) before it touches its slots. Whoever held the reader
-   * (the layer now computing, prefetched by the one before) is settled first.
-   */
-  private prefetchAsync(experts: Iterable<number>): void {
-    const reader = this.reader!;
-    prefetching.get(reader)?.settlePrefetch();
-    if (this.registeredWith !== reader) {
-      this.destBufs = reader.register(this.slotBuffers);
-      this.registeredWith = reader;
-    }
-    const list: number[] = [];
-    const slots: number[] = [];
-    let n = 0;
-    for (const e of experts) {
-      if (n++ >= this.pool.numSlots) break;
-      if (this.pool.slot(e) >= 0) continue;
-      const { slot } = this.pool.place(e);
-      this.pool.pin(slot);
-      list.push(e);
-      slots.push(slot);
-    }
-    if (list.length === 0) return;
-    reader.start(list.map((e, i) => this.ranges.map((rs, p) => {
-      const r = rs[e]!;
-      return { fd: this.files.fd(r.file), position: r.offset, bytes: r.bytes, dest: { buf: this.destBufs[p]!, at: slots[i]! * this.projBytes(p) } };
-    })));
-    this.pendingPrefetch = { reader, experts: list, slots };
-    prefetching.set(reader, this);
-  }
-
-  /**
-   * Ends this layer's pending prefetch: each expert the reader has read is taken, one it has not
-   * begun is read here, the reader is idle again and the slots are unpinned. A read that failed
-   * is thrown (naming the file and expert) and its slot emptied. Nothing pending: nothing to do.
+   * Ends this layer's pending prefetch (the reader's reads taken, the rest read here, slots
+   * unpinned; a failed read thrown, its slot emptied). Nothing pending: nothing to do.
    */
   settlePrefetch(): void {
-    const pf = this.pendingPrefetch;
-    if (!pf) return;
-    this.pendingPrefetch = null;
-    if (prefetching.get(pf.reader) === this) prefetching.delete(pf.reader);
-    const filled = pf.experts.map(() => false);
-    try {
-      // a reader closed since (setAsyncLoads) finished its job unchecked: its slots are given up below
-      if (pf.reader !== this.reader) return;
-      pf.experts.forEach((e, i) => {
-        if (!takeRead(this, e, i)) this.readInto(e, pf.slots[i]!);
-        else this.stats.staged++;
-        filled[i] = true;
-        pf.reader.release(i);
-        this.stats.bytesLoaded += this.expertBytes;
-        this.stats.prefetched++;
-        this.prefetchedNow.add(e);
-      });
-    } finally {
-      pf.reader.finish();
-      pf.slots.forEach((s, i) => {
-        this.pool.unpin(s);
-        if (!filled[i]) this.pool.clear(s);
-      });
-    }
-  }
-
-  /** The reader for this layer's own misses: null while it reads the next layer's prefetch (misses then read here). */
-  private freeReader(): ExpertReader | null {
-    const r = this.reader;
-    return r && !prefetching.has(r) ? r : null;
+    settlePrefetch(this);
   }
 
   /** Checks groupSizes against x [N, in]; the experts with rows and where their rows start. */
@@ -392,7 +323,7 @@ export class LayerExperts {
     const grouped = (xs: Tensor, sizes: Int32Array): Tensor => this.product(act(this.product(xs, 0, sizes), this.product(xs, 1, sizes)), 2, sizes);
     const three = act === swigluAct ? (xs: Tensor, sizes: Int32Array): Tensor => this.fusedSwiGLU(xs, sizes) ?? grouped(xs, sizes) : grouped;
     this.settlePrefetch();
-    const reader = this.freeReader();
+    const reader = freeReader(this);
     this.pool.unpinAll();
     const { hits, misses: missed } = this.countUses(g.needed);
     // HOBBIT: misses below the importance threshold run on the resident low-precision copies, never loaded
