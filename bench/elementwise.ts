@@ -1,7 +1,7 @@
 // `moe bench elementwise`: GB/s of elementwise and reduction kernels on 4M floats, against a
 // memory-copy baseline in the same run (the practical bandwidth ceiling for streaming kernels).
 
-import { availableBackends, withBackend, Rng, Tensor, ops } from '../src/index.js';
+import { availableBackends, withBackend, kernel, Rng, Tensor, ops } from '../src/index.js';
 import { measure, formatTable } from './timing.js';
 
 export interface BandwidthResult {
@@ -28,6 +28,8 @@ export function benchElementwise(opts: { backends?: string[]; elements?: number;
   const bias = mk([1024]);
   // baseline: a plain copy into a preallocated buffer reads n and writes n floats
   const dst = new Float32Array(n);
+  // gelu's backward (dx = dy gelu'(x)) into a reused buffer: the kernel, without an autograd graph
+  const dx = new Float32Array(n);
   const copy = measure(() => dst.set(a.data as Float32Array), { budgetMs: 500 });
   const copyGbps = (8 * n) / (copy.medianMs * 1e6);
   log(`copy baseline: ${copyGbps.toFixed(1)} GB/s`);
@@ -38,6 +40,7 @@ export function benchElementwise(opts: { backends?: string[]; elements?: number;
     ['mul', 12 * n, () => { ops.mul(a, b); }],
     ['exp', 8 * n, () => { ops.exp(a); }],
     ['gelu', 8 * n, () => { ops.gelu(a); }],
+    ['gelu-backward', 12 * n, () => { kernel('unaryBackward')('gelu', a.data as Float32Array, a.data as Float32Array, b.data as Float32Array, dx); }],
     ['sum-all', 4 * n, () => { ops.sum(a); }],
     ['sum-rows', 4 * n, () => { ops.sum(rows, 1); }],
     ['softmax-rows', 8 * n, () => { ops.softmax(rows); }],
@@ -62,6 +65,7 @@ export function formatBandwidthReport(r: BandwidthReport): string {
       r.results.map((x) => [x.backend, x.name, x.gbps.toFixed(1), `${((100 * x.gbps) / r.copyGbps).toFixed(0)}%`, x.ms.toFixed(2)])),
     '',
     `${r.elements} float32 elements; copy baseline (TypedArray.set, read + write): ${r.copyGbps.toFixed(1)} GB/s.`,
-    'Bytes counted: inputs read + output written (allocation of the output is included in the time).',
+    'Bytes counted: inputs read + output written (allocation of the output is included in the time,',
+    'except for gelu-backward, which reads x and dy and writes into a reused buffer).',
   ].join('\n');
 }
