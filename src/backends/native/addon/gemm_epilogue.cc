@@ -8,6 +8,7 @@
 #include "common.h"
 #include "gemm_dnnl.h"
 #include "gemm_epilogue.h"
+#include "gelu_simd.h"
 #include "sgemm.h"
 #include "threadpool.h"
 
@@ -18,7 +19,7 @@ namespace {
 float activate(EpilogueAct act, float v) {
   switch (act) {
     case EpilogueAct::relu: return v > 0.0f ? v : 0.0f;
-    case EpilogueAct::gelu: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    // gelu: epilogue() runs whole rows through gelu_simd.h instead
     case EpilogueAct::geluTanh: return 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
     case EpilogueAct::silu: return v / (1.0f + std::exp(-v));
     default: return v;
@@ -27,11 +28,19 @@ float activate(EpilogueAct act, float v) {
 
 /** The epilogue as its own pass over C (m x n), rows split across the pool. */
 void epilogue(i64 m, i64 n, const float* bias, EpilogueAct act, const float* mul, const float* rowScale, float* c) {
+  // the exact GELU through the hand-vectorised kernel (libm's erff is a scalar call per element)
+  const gelu_simd::Kernels* gk = act == EpilogueAct::gelu ? &gelu_simd::kernels() : nullptr;
   parallelFor(m, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
     for (i64 i = lo; i < hi; i++) {
       float* row = c + i * n;
       const float* mrow = mul ? mul + i * n : nullptr;
       const float s = rowScale ? rowScale[i] : 1.0f;
+      if (gk) {
+        if (bias) for (i64 j = 0; j < n; j++) row[j] += bias[j];
+        gk->forward(row, row, n);
+        for (i64 j = 0; j < n; j++) row[j] = (mrow ? row[j] * mrow[j] : row[j]) * s;
+        continue;
+      }
       for (i64 j = 0; j < n; j++) {
         float v = activate(act, row[j] + (bias ? bias[j] : 0.0f));
         if (mrow) v *= mrow[j];
