@@ -2,8 +2,7 @@
 // vector types and compiled per target (AVX-512, AVX2+FMA, baseline), picked at run time.
 //
 // Phi comes from E = erfc(|x| / sqrt 2) = t exp(-x^2/2 + q(t)), t = 1 / (1 + |x| / (2 sqrt 2)),
-// q the degree-9 correction of Numerical Recipes' erfcc (relative error < 1.2e-7 everywhere). The
-// big part of the exponent, -x^2/2, is split so it carries no rounding: with |x| = xh + xl and xh
+// the form of Numerical Recipes' erfcc with q refitted here (see erfcHalfParts). The big part of the exponent, -x^2/2, is split so it carries no rounding: with |x| = xh + xl and xh
 // holding 12 bits, -xh^2/2 is exact and enters exp's range reduction first; the small rest and q
 // join the reduced argument. The power of two is applied last, as two normal factors, so a result
 // in the denormal range is rounded once. The auto-vectorised scalar code this replaces
@@ -46,7 +45,7 @@ struct ErfcHalf {
   V tLo;
   V a;    // -xh^2 / 2, exact
   V b;    // the rest of -x^2 / 2
-  V q;    // erfcc's correction q(t)
+  V q;    // the correction q(t)
   IV<V> far;  // |x| > kCut: the exp terms are zero
 };
 
@@ -61,9 +60,9 @@ MOE_VINLINE ErfcHalf<V> erfcHalfParts(V x) {
   V xl = axc - xh;
   r.a = (xh * xh) * -0.5f;
   r.b = ((axc + xh) * xl) * -0.5f;
-  // t and its rounding error tLo (exact with FMA; without FMA only partly corrected): E is
-  // t exp(q(t)) (...) and d log E / d log t = 1 + t q'(t) is ~2.3 near t = 1, so t's two roundings
-  // would cost ~4 ulp of gelu there.
+  // t and its rounding error tLo (exact with FMA; without FMA only partly corrected): E depends on
+  // t through t exp(q(t)), d log E / d log t = 1 + t q'(t) is ~2.3 near t = 1, and t's two
+  // roundings (the sum and the division) cost 2-3 ulp of gelu there uncorrected (measured).
   constexpr float kC = 0.5f * 0.70710678118654752f;
   V den = axc * kC + 1.0f;
   V denLo = axc * kC + (1.0f - den);
