@@ -30,8 +30,9 @@ ${DTYPE_HELP}
 With --expert-memory (a list of fractions of all routed-expert bytes), the same client loop runs on
 the model all resident and on one server per budget x --expert-policy (default lru,lfu,pregate;
 experts beyond the budget stay in the model file), every configuration in turn in each of --rounds
-rounds (default 2; every other round in reverse order). Per configuration and client count: tokens/s and its share of all-resident,
-TTFT and TPOT p50/p99, the cache's hit rate and MB read from the file per generated token.
+rounds (default 2; every other round in reverse order). Per configuration and client count:
+tokens/s and its share of all-resident, TTFT and TPOT p50/p99, the cache's hit rate and MB read
+from the file per generated token.
 Budgets the cache refuses (fewer slots than top-k) are listed. --plot DIR writes hit rate, tokens/s
 and TTFT against the budget (SVG and PNG). --rows A.json,B.json prints (and plots) the rows of
 sweeps saved with --json instead of measuring (each row keeps the all-resident ratio of its own run).`;
