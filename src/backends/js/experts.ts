@@ -7,6 +7,7 @@ import type { FloatArray } from '../../tensor/dtype.js';
 import { BLOCK_BYTES, QK } from '../../tensor/quant-blocks.js';
 import { matmul } from './matmul.js';
 import { product } from './quant.js';
+import { sigmoid } from './math.js';
 
 export const expertSwiGLU: KernelImpls['expertSwiGLU'] = (x, token, expert, gates, w1, w3, w2, out, T, d, h, E, type) => {
   const A = expert.length;
@@ -28,6 +29,7 @@ export const expertSwiGLU: KernelImpls['expertSwiGLU'] = (x, token, expert, gate
     if (!(expert[a]! >= 0 && expert[a]! < E)) throw new Error(`expertSwiGLU: expert[${a}] = ${expert[a]} is outside 0..${E - 1}`);
   }
   const mk = (n: number): FloatArray => (x instanceof Float64Array ? new Float64Array(n) : new Float32Array(n));
+  const round = x instanceof Float64Array ? (v: number): number => v : Math.fround;
   // rows [rows, cols] of expert e (one matrix of the stack) against the vector v -> [rows]
   const apply = (w: FloatArray | Uint8Array, e: number, rows: number, cols: number, v: FloatArray): FloatArray => {
     const y = mk(rows);
@@ -49,12 +51,15 @@ export const expertSwiGLU: KernelImpls['expertSwiGLU'] = (x, token, expert, gate
     const g = apply(w1, e, h, d, xt);
     const u = apply(w3, e, h, d, xt);
     const act = mk(h);
-    for (let j = 0; j < h; j++) act[j] = (g[j]! / (1 + Math.exp(-g[j]!))) * u[j]!;
+    // silu(g) rounded to the activation's precision before the product, as the grouped path's silu
+    // and mul ops store it (js backend: fused and grouped decode agree bit for bit)
+    for (let j = 0; j < h; j++) act[j] = round(g[j]! * sigmoid(g[j]!)) * u[j]!;
     if (type !== 'f32' && !act.every(Number.isFinite)) {
       throw new Error(`expertSwiGLU: the hidden activation of token ${t} holds a non-finite value, which cannot be quantised`);
     }
     const z = apply(w2, e, d, h, act);
-    for (let j = 0; j < d; j++) sum[t * d + j] += gates[a]! * z[j]!;
+    // the gated row rounded before it is added, as float arithmetic (and the grouped path's ops) do
+    for (let j = 0; j < d; j++) sum[t * d + j] += round(gates[a]! * z[j]!);
   }
   for (let i = 0; i < T * d; i++) out[i] += sum[i]!;
 };
