@@ -20,6 +20,10 @@ import { saveCheckpoint } from '../src/models/checkpoint.js';
 import { loadLM } from '../src/models/load-lm.js';
 import type { MoEDecoder } from '../src/models/moe-decoder.js';
 import { quantPerplexity, summarise } from '../bench/quant-perplexity.js';
+import { runTraining } from '../src/train/run.js';
+import { loadCheckpoint } from '../src/models/checkpoint.js';
+import { expertTokenCountsOf } from '../src/models/expert-token-counts.js';
+import type { TrainerState } from '../src/train/trainer.js';
 
 const BASE: Partial<LMConfig> = {
   dModel: 32, heads: 4, layers: 2, maxSeqLen: 32, numExperts: 4, k: 2, dFF: 24, activation: 'swiglu', attentionBias: false,
@@ -185,6 +189,36 @@ test('quant-perplexity: the f32 export scores the held-out bytes as the byte LM 
     for (const q of ['q8_0', 'q4_0']) assert.notEqual(s.get(q)!.bitsPerByte, f32, q);
     assert.ok(rows.every((r) => r.bytes > 100 && r.bytes <= 199), JSON.stringify(rows.map((r) => r.bytes)));
     await assert.rejects(quantPerplexity({ run: dir, dtypes: ['f32'], languages: ['xx_none'] }), /language xx_none is not one the run trained on/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('moe train keeps per-expert training token counts in its checkpoint (a resume adds up); moe convert writes them to config.json', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moe-bytelm-counts-'));
+  try {
+    const config = validateRun({
+      model: { type: 'byte-lm', ...BASE, layers: 3, moeEvery: 2 },
+      data: { dataset: 'udhr', maxLanguages: 2, seqLen: 16, stepsPerEpoch: 3, evalWindows: 2 },
+      train: { epochs: 1, batchSize: 2, seed: 1, evalEvery: 0 },
+    });
+    const run = join(dir, 'run');
+    await runTraining(config, { out: run, progress: null });
+    const counted = (): NonNullable<TrainerState['expertTokenCounts']> => (loadCheckpoint(join(run, 'checkpoint')).trainerState as TrainerState).expertTokenCounts!;
+    const one = counted();
+    // 3 steps of 2 windows of 16 bytes: 96 tokens; block 1 is the only MoE block; top-2, dropless
+    assert.equal(one.tokens, 96);
+    assert.deepEqual(Object.keys(one.layers), ['blocks.1.moe']);
+    assert.equal(one.layers['blocks.1.moe']!.reduce((a, b) => a + b, 0), 2 * 96);
+    await runTraining({ ...config, train: { ...config.train, epochs: 2 } }, { out: run, resume: run, progress: null });
+    const two = counted();
+    assert.equal(two.tokens, 192);
+    assert.equal(two.layers['blocks.1.moe']!.reduce((a, b) => a + b, 0), 2 * 192);
+    assert.ok(two.layers['blocks.1.moe']!.every((c, e) => c >= one.layers['blocks.1.moe']![e]!));
+    const cli = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
+    execFileSync(process.execPath, [cli, 'convert', run, join(dir, 'hf'), '--format', 'hf'], { encoding: 'utf8' });
+    const hf = await loadLM(join(dir, 'hf'), {});
+    assert.deepEqual(expertTokenCountsOf(hf.model), { tokens: 192, layers: [null, two.layers['blocks.1.moe'], null] });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

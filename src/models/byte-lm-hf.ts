@@ -18,6 +18,7 @@ import { MLP } from '../nn/mlp.js';
 import { BYTE_VOCAB_SIZE } from '../data/text.js';
 import { ByteLM } from './lm.js';
 import { decoderConfigToHF, type MoEDecoderConfig } from './moe-decoder-config.js';
+import { readExpertTokenCounts, withExpertTokenCounts } from './expert-token-counts.js';
 
 export interface ByteLMExport {
   config: HFConfig;
@@ -47,7 +48,13 @@ function expertSlice(t: Tensor, e: number): Float32Array {
  * The HF checkpoint of a byte LM: config.json (Mixtral, or Qwen2-MoE), tensors in HF names.
  * Throws naming the first config field or parameter that no HF MoE layout expresses.
  */
-export function byteLMToHF(model: ByteLM, opts: { family?: string } = {}): ByteLMExport {
+/** Per-expert training token counts as `moe train` keeps them (train/expert-counts.ts): tokens, and per MoE layer's module path. */
+export interface ByteLMTrainedCounts {
+  tokens: number;
+  layers: Record<string, number[]>;
+}
+
+export function byteLMToHF(model: ByteLM, opts: { family?: string; counts?: ByteLMTrainedCounts } = {}): ByteLMExport {
   const c = model.config;
   if (opts.family !== undefined && opts.family !== 'mixtral' && opts.family !== 'qwen2_moe') {
     const why = opts.family === 'qwen3_moe' || opts.family === 'olmoe' ? ' (its attention normalises queries and keys, which the byte LM does not)' : '';
@@ -120,7 +127,15 @@ export function byteLMToHF(model: ByteLM, opts: { family?: string } = {}): ByteL
     rmsNormEps: [...eps][0] ?? model.finalNorm.eps, ropeTheta: [...ropeBases][0]!, ropeScaling: null, slidingWindow: null,
     tieWordEmbeddings: c.tieEmbeddings, maxPositionEmbeddings: c.maxSeqLen,
   };
-  const config = { ...decoderConfigToHF(dc), moe_ts: { convertedFrom: 'byte-lm' } } as HFConfig;
+  let config = { ...decoderConfigToHF(dc), moe_ts: { convertedFrom: 'byte-lm' } } as HFConfig;
+  if (opts.counts) {
+    // the run's counts by module path (blocks.N.moe) -> config.json's per decoder layer (null: dense)
+    const layers = Array.from({ length: c.layers }, (_, l) => (moeLayers.includes(l) ? opts.counts!.layers[`blocks.${l}.moe`] ?? null : null));
+    const missing = moeLayers.find((l) => layers[l] === null);
+    if (missing !== undefined) throw new Error(`moe convert (byte-lm): the run's expert token counts have no entry for blocks.${missing}.moe`);
+    config = withExpertTokenCounts(config, { tokens: opts.counts.tokens, layers });
+    readExpertTokenCounts(config, dc, 'the run\'s trainer state (expertTokenCounts)'); // the checks a load makes
+  }
 
   // Every parameter must land somewhere: anything left over (a bias, an extra table) is refused by name.
   const state = new Map<string, Tensor>(model.namedParameters());

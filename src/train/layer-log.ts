@@ -69,40 +69,53 @@ function recordSoft(acc: Acc, out: SoftMoEOutput): void {
   addArray(acc, 'combineSumPerExpert', c);
 }
 
+/**
+ * Calls record(name, output, input) after every training-mode forward of each MoELayer and
+ * SoftMoELayer in the model (name: its module path, 'moe' for a bare layer); returns the undo.
+ */
+export function hookMoELayers(model: Module, record: (name: string, out: unknown, x: unknown, layer: MoELayer | SoftMoELayer) => void): () => void {
+  const restores: Array<() => void> = [];
+  for (const [path, m] of model.namedModules()) {
+    if (!(m instanceof MoELayer) && !(m instanceof SoftMoELayer)) continue;
+    const name = path === '' ? 'moe' : path;
+    // an instance property shadows the class's forward; the undo puts back what was there (another
+    // hook's, or nothing: the class's), so hooks on one layer undo in the reverse order of creation
+    const target = m as unknown as { forward: (...args: unknown[]) => unknown };
+    const own = Object.prototype.hasOwnProperty.call(target, 'forward');
+    const original = target.forward;
+    target.forward = function hooked(this: Module, ...args: unknown[]): unknown {
+      const out = original.apply(this, args);
+      if (this.training) record(name, out, args[0], m);
+      return out;
+    };
+    restores.push(() => {
+      if (own) target.forward = original;
+      else delete (target as { forward?: unknown }).forward;
+    });
+  }
+  return () => { for (const r of restores) r(); };
+}
+
 export class LayerLog {
   private readonly accs = new Map<string, Acc>();
-  private readonly restores: Array<() => void> = [];
+  private readonly restore: () => void;
+  private layers = 0;
 
   /** Hooks every MoELayer and SoftMoELayer in the model; only forwards in training mode are counted (evaluation is not a step). */
   constructor(model: Module) {
-    for (const [path, m] of model.namedModules()) {
-      const name = path === '' ? 'moe' : path;
-      if (m instanceof MoELayer) this.hook(m, name, (acc, out) => recordTopK(acc, out as MoEOutput));
-      else if (m instanceof SoftMoELayer) this.hook(m, name, (acc, out) => recordSoft(acc, out as SoftMoEOutput));
-    }
+    for (const [, m] of model.namedModules()) if (m instanceof MoELayer || m instanceof SoftMoELayer) this.layers++;
+    this.restore = hookMoELayers(model, (name, out, _x, layer) => {
+      let acc = this.accs.get(name);
+      if (!acc) this.accs.set(name, (acc = { calls: 0, arrays: new Map(), scalars: new Map() }));
+      acc.calls++;
+      if (layer instanceof MoELayer) recordTopK(acc, out as MoEOutput);
+      else recordSoft(acc, out as SoftMoEOutput);
+    });
   }
 
   /** Whether the model has any MoE layer to log. */
   get size(): number {
-    return this.restores.length;
-  }
-
-  private hook(layer: MoELayer | SoftMoELayer, name: string, record: (acc: Acc, out: unknown) => void): void {
-    // an instance property shadows the class's forward; deleting it restores the class's
-    const target = layer as unknown as { forward: (...args: unknown[]) => unknown };
-    const original = target.forward;
-    const accs = this.accs;
-    target.forward = function hooked(this: Module, ...args: unknown[]): unknown {
-      const out = original.apply(this, args);
-      if (this.training) {
-        let acc = accs.get(name);
-        if (!acc) accs.set(name, (acc = { calls: 0, arrays: new Map(), scalars: new Map() }));
-        acc.calls++;
-        record(acc, out);
-      }
-      return out;
-    };
-    this.restores.push(() => { delete (target as { forward?: unknown }).forward; });
+    return this.layers;
   }
 
   /** The layers' entries since the last take (null when no layer ran in training mode), and a fresh start. */
@@ -126,8 +139,7 @@ export class LayerLog {
 
   /** Removes the hooks. */
   stop(): void {
-    for (const r of this.restores) r();
-    this.restores.length = 0;
+    this.restore();
     this.accs.clear();
   }
 }

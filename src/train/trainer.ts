@@ -16,6 +16,7 @@ import { Progress } from './progress.js';
 import { deriveSeed } from '../tensor/rng.js';
 import { DEFAULT_DIVERGENCE_LIMITS, DivergenceGuard, globalGradNorm, type DivergenceLimits } from './divergence.js';
 import { LayerLog } from './layer-log.js';
+import { ExpertCountLog, type TrainedTokenCounts } from './expert-counts.js';
 
 /** One training batch as the task defines it (images and labels, token windows, ...). */
 export interface TaskBatch {
@@ -49,6 +50,8 @@ export interface TrainerState {
   batchInEpoch: number;
   /** The total steps the learning-rate schedule was built for when the run started; a resume with more epochs keeps it (absent in older checkpoints). */
   scheduleSteps?: number;
+  /** Per-expert training token counts of the model's MoE layers up to this step (expert-counts.ts; absent in older checkpoints and for models without MoE layers). */
+  expertTokenCounts?: TrainedTokenCounts;
 }
 
 export interface TrainerOptions {
@@ -110,6 +113,8 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   if (opts.metricsFile) mkdirSync(dirname(opts.metricsFile), { recursive: true });
   // per-MoE-layer load, entropies, drops and aux losses in each step record's `moe` field (layer-log.ts)
   const layerLog = opts.metricsFile ? new LayerLog(task.model) : null;
+  // per-expert training token counts, kept in the checkpoint's trainer state (a resume adds up)
+  const counts = new ExpertCountLog(task.model, state.expertTokenCounts);
   let last: Record<string, number> = {};
   let stepsThisCall = 0;
   const guard = new DivergenceGuard({
@@ -124,8 +129,10 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   const clipNorm = opts.clipNorm !== null && opts.clipNorm > 0 ? opts.clipNorm : null;
   const checkpoint = (): void => {
     if (!opts.checkpointDir) return;
+    const c = counts.snapshot();
     saveCheckpoint(opts.checkpointDir, {
-      model: task.model, config: opts.config, optimizerState: opts.optimizer.state(), trainerState: { ...state },
+      model: task.model, config: opts.config, optimizerState: opts.optimizer.state(),
+      trainerState: { ...state, ...(Object.keys(c.layers).length > 0 ? { expertTokenCounts: c } : {}) },
     });
     guard.saved(state.step);
   };
@@ -137,8 +144,9 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
       if (i++ < state.batchInEpoch) continue; // consumed before the resume point
       if (opts.maxSteps !== undefined && stepsThisCall >= opts.maxSteps) {
         progress?.done();
+        counts.stop();
         layerLog?.stop();
-        return { state, last, test: null, seconds: (performance.now() - t0) / 1000 };
+        return { state: withCounts(state, counts), last, test: null, seconds: (performance.now() - t0) / 1000 };
       }
       opts.hooks?.beforeStep?.(state.step);
       const lr = opts.schedule(state.step);
@@ -179,8 +187,15 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   const test = task.evaluate('test');
   if (test) log({ type: 'eval', split: 'test', step: state.step, epoch: state.epoch, ...test });
   task.model.train();
+  counts.stop();
   layerLog?.stop();
-  return { state, last, test, seconds: (performance.now() - t0) / 1000 };
+  return { state: withCounts(state, counts), last, test, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** The state with the counts so far (when the model has MoE layers). */
+function withCounts(state: TrainerState, counts: ExpertCountLog): TrainerState {
+  const c = counts.snapshot();
+  return Object.keys(c.layers).length > 0 ? { ...state, expertTokenCounts: c } : state;
 }
 
 /** The few numbers worth a glance on the bar. */
