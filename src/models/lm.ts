@@ -100,7 +100,7 @@ export const LM_SCHEMA: Schema = {
   },
   attentionBias: {
     type: 'boolean', default: true,
-    doc: "biases on the dense attention's qkv and output projections; false gives the layout of the HF MoE families (Mixtral, Qwen2-MoE), which `moe convert` of a byte LM needs",
+    doc: "biases on the dense attention's qkv and output projections (mha only: switchhead has none); false gives the layout of the HF MoE families (Mixtral, Qwen2-MoE), which `moe convert` of a byte LM needs",
   },
   depthEvery: { type: 'integer', default: 2, min: 1, doc: 'with depthCapacity < 1: block i routes its depth when (i + 1) % depthEvery == 0 (2: every other block, as Raposo et al.)' },
 };
@@ -129,7 +129,6 @@ export function lmConfig(partial: Partial<LMConfig> = {}): LMConfig {
   if (c.depthPredictor && c.depthCapacity >= 1) throw new Error('model (byte-lm).depthPredictor: needs depthCapacity < 1 (there is no choice to predict)');
   const att = c.attention;
   if (att.type === 'switchhead') {
-    if (partial.attentionBias === true) throw new Error("model (byte-lm).attentionBias: true is not supported by switchhead attention (its projections have no biases)");
     const h = att.heads ?? c.heads;
     if (att.headDim === undefined && c.dModel % h !== 0) throw new Error(`model (byte-lm).attention.heads: ${h} must divide dModel = ${c.dModel} (or set headDim)`);
     const hd = att.headDim ?? c.dModel / h;
