@@ -19,6 +19,7 @@ import { loadUdhr } from '../src/data/text.js';
 import { loadUdhrCorpus } from '../src/data/udhr-corpus.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { noGrad } from '../src/tensor/autograd.js';
+import { logSoftmax } from './quant-quality.js';
 
 export interface PerplexityRow {
   /** 'byte-lm' is the trained model itself (moe-ts's own forward), the others its HF export loaded as that dtype. */
@@ -32,14 +33,11 @@ export interface PerplexityRow {
 /** Sum of -log2 p(x[t+1] | x[..t]) over a window's positions, from logits [L, 256]. */
 function windowBits(logits: Float32Array, win: Uint8Array): number {
   const V = 256;
+  const lp = new Float64Array(V);
   let bits = 0;
   for (let t = 0; t + 1 < win.length; t++) {
-    const off = t * V;
-    let m = -Infinity;
-    for (let i = 0; i < V; i++) m = Math.max(m, logits[off + i]!);
-    let s = 0;
-    for (let i = 0; i < V; i++) s += Math.exp(logits[off + i]! - m);
-    bits += (m + Math.log(s) - logits[off + win[t + 1]!]!) / Math.LN2;
+    logSoftmax(logits, t * V, V, lp);
+    bits -= lp[win[t + 1]!]! / Math.LN2;
   }
   return bits;
 }

@@ -25,7 +25,7 @@ export interface QualityRow {
 }
 
 /** Log-softmax of one row into out (float64). */
-function logSoftmax(x: Float32Array, off: number, V: number, out: Float64Array): void {
+export function logSoftmax(x: Float32Array, off: number, V: number, out: Float64Array): void {
   let m = -Infinity;
   for (let i = 0; i < V; i++) m = Math.max(m, x[off + i]!);
   let s = 0;

@@ -7,27 +7,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, Tensor, ops, withBackend, moe } from '../src/index.js';
 import { ExpertParallel } from '../src/parallel/expert-parallel.js';
-import { backendsUnderTest, randTensor } from './helpers.js';
+import { backendsUnderTest, layerStep, randTensor, type LayerStep } from './helpers.js';
 
-interface Result {
-  y: number[];
-  aux: number;
-  losses: Record<string, number>;
-  metrics: unknown;
-  dx: number[];
-  grads: Array<[string, number[] | null]>;
-}
-
-function run(layer: moe.MoELayer, x: Tensor, tokenIds: Int32Array): Result {
+function run(layer: moe.MoELayer, x: Tensor, tokenIds: Int32Array): LayerStep {
   const xa = new Tensor(Float32Array.from(x.data), [...x.shape]).requireGrad();
   const out = layer.forward(xa, { tokenIds });
   if (out.y.requiresGrad || out.auxLoss.requiresGrad) ops.add(ops.sum(ops.mul(out.y, out.y)), out.auxLoss).backward();
-  return {
-    y: [...out.y.data], aux: out.auxLoss.item(), metrics: out.metrics,
-    losses: Object.fromEntries(Object.entries(out.losses).map(([k, v]) => [k, v.item()])),
-    dx: xa.grad ? [...xa.grad.data] : [],
-    grads: layer.namedParameters().map(([n, p]) => [n, p.grad ? [...p.grad.data] : null]),
-  };
+  return layerStep(layer, out, xa);
 }
 
 interface Case {

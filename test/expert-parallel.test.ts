@@ -16,7 +16,7 @@ import { attachExpertParallel, ExpertParallel } from '../src/parallel/expert-par
 import { evenSplit, exchangeLayout, ownerOf, rowMatrix } from '../src/parallel/layout.js';
 import { OP } from '../src/parallel/protocol.js';
 import { validateRun, applySets } from '../src/config/run.js';
-import { backendsUnderTest, randTensor } from './helpers.js';
+import { backendsUnderTest, layerStep, randTensor, type LayerStep } from './helpers.js';
 
 test('exchangeLayout counts the rows each shard sends each expert, as a naive loop does', () => {
   const rng = new Rng(7);
@@ -75,29 +75,15 @@ const CASES: Case[] = [
   { name: 'no tokens', config: { dModel: 4, dFF: 5, numExperts: 4, router: { type: 'topk', k: 2 }, seed: 3 }, T: 0 },
 ];
 
-interface StepResult {
-  y: number[];
-  aux: number;
-  losses: Record<string, number>;
-  metrics: unknown;
-  dx: number[];
-  grads: Array<[string, number[] | null]>;
-}
-
 /** One forward and backward (twice with accumulate: the second adds into existing gradients). */
-function step(layer: moe.MoELayer, x: Tensor, g: Tensor, repeats: number): StepResult {
+function step(layer: moe.MoELayer, x: Tensor, g: Tensor, repeats: number): LayerStep {
   const xa = new Tensor(Float32Array.from(x.data), [...x.shape]).requireGrad();
   let out: moe.MoEOutput | null = null;
   for (let i = 0; i < repeats; i++) {
     out = layer.forward(xa);
     ops.add(ops.sum(ops.mul(out.y, g)), out.auxLoss).backward();
   }
-  return {
-    y: [...out!.y.data], aux: out!.auxLoss.item(), metrics: out!.metrics,
-    losses: Object.fromEntries(Object.entries(out!.losses).map(([k, v]) => [k, v.item()])),
-    dx: xa.grad ? [...xa.grad.data] : [],
-    grads: layer.namedParameters().map(([n, p]) => [n, p.grad ? [...p.grad.data] : null]),
-  };
+  return layerStep(layer, out!, xa);
 }
 
 /** [workers, overlap degree] pairs the layer is checked at, besides N = 1, 2, 4 without overlap. */

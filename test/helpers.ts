@@ -2,6 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { availableBackends, Rng, Tensor, noGrad, ops, type DType } from '../src/index.js';
+import type { MoELayer, MoEOutput } from '../src/moe/layer.js';
 
 /** Every backend that loads here; CI sets MOE_REQUIRE_NATIVE=1 so a broken native build fails. */
 export function backendsUnderTest(): string[] {
@@ -123,4 +124,24 @@ export function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
   }
   return m;
+}
+
+/** What a MoE layer's forward (and backward, if run) left, as plain numbers for bit-for-bit comparisons. */
+export interface LayerStep {
+  y: number[];
+  aux: number;
+  losses: Record<string, number>;
+  metrics: unknown;
+  dx: number[];
+  grads: Array<[string, number[] | null]>;
+}
+
+/** The layer's output `out` for input `x` (whose gradient, if any, is dx) and every parameter's gradient. */
+export function layerStep(layer: MoELayer, out: MoEOutput, x: Tensor): LayerStep {
+  return {
+    y: [...out.y.data], aux: out.auxLoss.item(), metrics: out.metrics,
+    losses: Object.fromEntries(Object.entries(out.losses).map(([k, v]) => [k, v.item()])),
+    dx: x.grad ? [...x.grad.data] : [],
+    grads: layer.namedParameters().map(([n, p]) => [n, p.grad ? [...p.grad.data] : null]),
+  };
 }

@@ -9,7 +9,6 @@ import type { TensorSource } from '../formats/tensor-source.js';
 import { MemoryTensorSource } from '../formats/tensor-source.js';
 import { byteLevelTokenizerConfig, byteLevelTokenizerJson } from '../formats/hf/byte-tokenizer.js';
 import { loadModel } from '../models/load.js';
-import { loadCheckpoint } from '../models/checkpoint.js';
 import { ByteLM } from '../models/lm.js';
 import { byteLMToHF, type ByteLMTrainedCounts } from '../models/byte-lm-hf.js';
 import { GGUF_WRITE_DTYPES, readGGUFAsHF, writeGGUF, type EncodedTensor, type GGUFTensorSource, type GGUFWriteDType } from '../formats/gguf/index.js';
@@ -53,7 +52,7 @@ function openRun(src: string, arch: string | undefined): Opened {
     throw new Error(`convert: ${src} is a moe-ts run of model type '${loaded.config.model.type}'; only byte-lm runs have an HF MoE layout`);
   }
   // the per-expert training token counts moe train keeps in its trainer state (absent in older runs)
-  const counts = (loadCheckpoint(loaded.dir, { optimizer: false }).trainerState as { expertTokenCounts?: ByteLMTrainedCounts } | null)?.expertTokenCounts;
+  const counts = (loaded.trainerState as { expertTokenCounts?: ByteLMTrainedCounts } | null)?.expertTokenCounts;
   const x = byteLMToHF(loaded.model, { ...(arch === undefined ? {} : { family: arch }), ...(counts ? { counts } : {}) });
   return {
     config: x.config, source: new MemoryTensorSource(x.tensors, src), warnings: x.warnings,

@@ -11,6 +11,8 @@
 import type { HFConfig } from '../formats/hf/config.js';
 import { hfNames } from '../formats/hf/names.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { noGrad } from '../tensor/autograd.js';
+import { transpose } from '../ops/index.js';
 import { MoELayer } from '../moe/layer.js';
 import { TopKRouter } from '../moe/routers/topk.js';
 import { RMSNorm } from '../nn/norm.js';
@@ -24,24 +26,17 @@ export interface ByteLMExport {
   config: HFConfig;
   /** The decoder config the HF config describes (for fromHF / tests). */
   decoderConfig: MoEDecoderConfig;
-  /** HF names, HF [out, in] layouts, float32. */
+  /** HF names, HF [out, in] layouts, float32: views of the model's parameters where the layout is the same (readers copy). */
   tensors: Array<[string, Float32Array, number[]]>;
   /** What the export changes about the model's behaviour (e.g. an evaluation capacity factor it drops). */
   warnings: string[];
 }
 
-/** [rows, cols] row-major -> [cols, rows]. */
-function transpose2(src: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c]!;
-  return out;
-}
-
-/** Slice e of a stacked [E, rows, cols] tensor, transposed to [cols, rows] (moe-ts [in, out] -> HF [out, in]). */
-function expertSlice(t: Tensor, e: number): Float32Array {
-  const [, rows, cols] = t.shape as [number, number, number];
-  const src = (t.data as Float32Array).subarray(e * rows * cols, (e + 1) * rows * cols);
-  return transpose2(src, rows, cols);
+/** A stacked [E, in, out] tensor as E HF [out, in] matrices: one transpose of the stack, then a view per expert. */
+function expertMatrices(t: Tensor): Float32Array[] {
+  const [E, rows, cols] = t.shape as [number, number, number];
+  const hf = noGrad(() => transpose(t)).data as Float32Array; // [E, out, in]
+  return Array.from({ length: E }, (_, e) => hf.subarray(e * rows * cols, (e + 1) * rows * cols));
 }
 
 /**
@@ -146,34 +141,34 @@ export function byteLMToHF(model: ByteLM, opts: { family?: string; counts?: Byte
     if (t.dtype !== 'float32') throw new Error(`moe convert (byte-lm): parameter ${name} is ${t.dtype}, not float32`);
     return t;
   };
-  const copy = (t: Tensor): Float32Array => Float32Array.from(t.data as Float32Array);
+  const data = (t: Tensor): Float32Array => t.data as Float32Array; // a view: every reader copies (MemoryTensorSource.read, writeHFDir)
   const n = hfNames(family);
   const tensors: Array<[string, Float32Array, number[]]> = [];
-  tensors.push([n.embed, copy(take('tokenEmbedding.weight')), [BYTE_VOCAB_SIZE, d]]);
+  tensors.push([n.embed, data(take('tokenEmbedding.weight')), [BYTE_VOCAB_SIZE, d]]);
   for (let l = 0; l < c.layers; l++) {
     const p = `blocks.${l}`;
-    tensors.push([n.inputNorm(l), copy(take(`${p}.norm1.weight`)), [d]]);
+    tensors.push([n.inputNorm(l), data(take(`${p}.norm1.weight`)), [d]]);
     const qkv = take(`${p}.attn.qkv.weight`).data as Float32Array; // [3d, d]: q rows, then k, then v
-    (['q', 'k', 'v'] as const).forEach((proj, i) => tensors.push([n.attn(l, proj), qkv.slice(i * d * d, (i + 1) * d * d), [d, d]]));
+    (['q', 'k', 'v'] as const).forEach((proj, i) => tensors.push([n.attn(l, proj), qkv.subarray(i * d * d, (i + 1) * d * d), [d, d]]));
     if (family === 'qwen2_moe') for (const proj of ['q', 'k', 'v'] as const) tensors.push([n.attn(l, proj, 'bias'), new Float32Array(d), [d]]);
-    tensors.push([n.attn(l, 'o'), copy(take(`${p}.attn.proj.weight`)), [d, d]]);
+    tensors.push([n.attn(l, 'o'), data(take(`${p}.attn.proj.weight`)), [d, d]]);
     if (moeLayers.includes(l)) {
-      tensors.push([n.router(l), copy(take(`${p}.moe.router.weight`)), [E, d]]);
-      const w1 = take(`${p}.moe.experts.w1`), w3 = take(`${p}.moe.experts.w3`), w2 = take(`${p}.moe.experts.w2`);
+      tensors.push([n.router(l), data(take(`${p}.moe.router.weight`)), [E, d]]);
+      const w1 = expertMatrices(take(`${p}.moe.experts.w1`)), w3 = expertMatrices(take(`${p}.moe.experts.w3`)), w2 = expertMatrices(take(`${p}.moe.experts.w2`));
       for (let e = 0; e < E; e++) {
-        tensors.push([n.expert(l, e, 'gate'), expertSlice(w1, e), [c.dFF, d]]);
-        tensors.push([n.expert(l, e, 'up'), expertSlice(w3, e), [c.dFF, d]]);
-        tensors.push([n.expert(l, e, 'down'), expertSlice(w2, e), [d, c.dFF]]);
+        tensors.push([n.expert(l, e, 'gate'), w1[e]!, [c.dFF, d]]);
+        tensors.push([n.expert(l, e, 'up'), w3[e]!, [c.dFF, d]]);
+        tensors.push([n.expert(l, e, 'down'), w2[e]!, [d, c.dFF]]);
       }
     } else {
-      tensors.push([n.denseMlp(l, 'gate'), copy(take(`${p}.mlp.w1.weight`)), [denseHidden, d]]);
-      tensors.push([n.denseMlp(l, 'up'), copy(take(`${p}.mlp.w3.weight`)), [denseHidden, d]]);
-      tensors.push([n.denseMlp(l, 'down'), copy(take(`${p}.mlp.w2.weight`)), [d, denseHidden]]);
+      tensors.push([n.denseMlp(l, 'gate'), data(take(`${p}.mlp.w1.weight`)), [denseHidden, d]]);
+      tensors.push([n.denseMlp(l, 'up'), data(take(`${p}.mlp.w3.weight`)), [denseHidden, d]]);
+      tensors.push([n.denseMlp(l, 'down'), data(take(`${p}.mlp.w2.weight`)), [d, denseHidden]]);
     }
-    tensors.push([n.postAttnNorm(l), copy(take(`${p}.norm2.weight`)), [d]]);
+    tensors.push([n.postAttnNorm(l), data(take(`${p}.norm2.weight`)), [d]]);
   }
-  tensors.push([n.finalNorm, copy(take('finalNorm.weight')), [d]]);
-  if (!c.tieEmbeddings) tensors.push([n.lmHead, copy(take('head.weight')), [BYTE_VOCAB_SIZE, d]]);
+  tensors.push([n.finalNorm, data(take('finalNorm.weight')), [d]]);
+  if (!c.tieEmbeddings) tensors.push([n.lmHead, data(take('head.weight')), [BYTE_VOCAB_SIZE, d]]);
   if (state.size > 0) {
     throw new Error(`moe convert (byte-lm): parameter ${[...state.keys()][0]} has no place in the ${family} layout${state.size > 1 ? ` (${state.size} such parameters)` : ''}`);
   }

@@ -48,6 +48,8 @@ export interface LoadedModel {
   dir: string;
   /** Training step of the checkpoint, when recorded. */
   step: number | null;
+  /** The checkpoint's trainer state as saved (step, epoch, expertTokenCounts, ...), or null. */
+  trainerState: unknown;
   /** The image an image model takes; null for language models. */
   input: ImageGeometry | null;
   /** The statistics applied after scaling pixels to [0, 1]; null when the run trained on plain [0, 1] pixels. */
@@ -159,7 +161,8 @@ export function loadModel(dir: string): LoadedModel {
   });
 
   const loaded: LoadedModel = {
-    model, config, task: spec.task, dir: ckptDir, step: typeof step === 'number' ? step : null, input, normalize, heads, preprocess, logits,
+    model, config, task: spec.task, dir: ckptDir, step: typeof step === 'number' ? step : null, trainerState: ckpt.trainerState ?? null,
+    input, normalize, heads, preprocess, logits,
   };
   if (heads.length === 1 && heads[0]!.classNames) loaded.classes = heads[0]!.classNames;
   return loaded;

@@ -19,6 +19,10 @@ export interface TrainedTokenCounts {
   layers: Record<string, number[]>;
 }
 
+function clone(c: TrainedTokenCounts): TrainedTokenCounts {
+  return { tokens: c.tokens, layers: Object.fromEntries(Object.entries(c.layers).map(([k, v]) => [k, v.slice()])) };
+}
+
 /** Counts routing during training forwards, starting from a resumed run's counts. */
 export class ExpertCountLog {
   private readonly restore: () => void;
@@ -26,7 +30,7 @@ export class ExpertCountLog {
   readonly counts: TrainedTokenCounts;
 
   constructor(model: Module, start?: TrainedTokenCounts) {
-    this.counts = start ? { tokens: start.tokens, layers: Object.fromEntries(Object.entries(start.layers).map(([k, v]) => [k, v.slice()])) } : { tokens: 0, layers: {} };
+    this.counts = start ? clone(start) : { tokens: 0, layers: {} };
     this.restore = hookMoELayers(model, (name, out, x, layer) => {
       if (!(layer instanceof MoELayer)) return; // Soft MoE has no discrete assignments to count
       const kept = (out as MoEOutput).metrics.keptPerExpert;
@@ -43,7 +47,7 @@ export class ExpertCountLog {
 
   /** A copy for the trainer state. */
   snapshot(): TrainedTokenCounts {
-    return { tokens: this.counts.tokens, layers: Object.fromEntries(Object.entries(this.counts.layers).map(([k, v]) => [k, v.slice()])) };
+    return clone(this.counts);
   }
 
   stop(): void {

@@ -129,10 +129,8 @@ export function train(task: TrainTask, opts: TrainerOptions): TrainResult {
   const clipNorm = opts.clipNorm !== null && opts.clipNorm > 0 ? opts.clipNorm : null;
   const checkpoint = (): void => {
     if (!opts.checkpointDir) return;
-    const c = counts.snapshot();
     saveCheckpoint(opts.checkpointDir, {
-      model: task.model, config: opts.config, optimizerState: opts.optimizer.state(),
-      trainerState: { ...state, ...(Object.keys(c.layers).length > 0 ? { expertTokenCounts: c } : {}) },
+      model: task.model, config: opts.config, optimizerState: opts.optimizer.state(), trainerState: withCounts(state, counts),
     });
     guard.saved(state.step);
   };
