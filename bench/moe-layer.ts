@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Rng, Tensor, noGrad, ops, moe, profileKernels, getBackend, savedForBackward, type KernelProfile, type SavedEntry } from '../src/index.js';
+import { Rng, Tensor, noGrad, ops, moe, profileKernels, getBackend, kernel, savedForBackward, type KernelProfile, type SavedEntry } from '../src/index.js';
 import { measurePeakGflops, nativeInfo } from '../src/backends/native/index.js';
 import { measure, median, formatTable } from './timing.js';
 
@@ -60,6 +60,14 @@ export interface MoELayerCase {
   gemmShare: number;
   /** Share of forward+backward time in the grouped GEMM alone. */
   groupedGemmShare: number;
+  /**
+   * GFLOP/s of the expert GEMM kernels inside the layer (the profiled forward+backward: grouped
+   * products with their epilogues, and weight gradients), and of one plain [T k, d] x [d, d_ff]
+   * product of the same work measured right after (reused buffers); their ratio is what grouping
+   * and the layer around it cost the GEMMs.
+   */
+  inLayerGemmGflops: number;
+  plainGemmGflops: number;
   /** Time per kernel in one profiled forward+backward (ms). */
   kernels: KernelProfile;
   /** Bytes the autograd graph keeps for backward after forward, per token (parameters and input excluded). */
@@ -153,8 +161,12 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
       layer.zeroGrad();
     });
     const total = Object.values(profile).reduce((s, p) => s + p.ms, 0);
-    const gemm = (profile['matmul']?.ms ?? 0) + (profile['groupedMatmul']?.ms ?? 0) + (profile['groupedMatmulWeightGrad']?.ms ?? 0);
-    const grouped = (profile['groupedMatmul']?.ms ?? 0) + (profile['groupedMatmulWeightGrad']?.ms ?? 0);
+    const ms = (name: string): number => profile[name]?.ms ?? 0;
+    const grouped = ms('groupedMatmul') + ms('groupedMatmulEpilogue') + ms('groupedMatmulWeightGrad');
+    const gemm = ms('matmul') + grouped;
+    // the expert GEMMs' work: the forward's two products, backward's input and weight gradients
+    const expertFlops = 3 * 4 * T * k * d * dFF;
+    const plainGemmGflops = plainGemmSpeed(T * k, d, dFF, rng);
     // what the graph holds for backward, as declared by each op (parameters and the input live anyway)
     const xr = x.detach().requireGrad();
     const out = layer.forward(xr);
@@ -166,6 +178,8 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
       forwardMs: fwd.medianMs,
       forwardBackwardMs: fb.medianMs,
       gemmShare: gemm / total,
+      inLayerGemmGflops: expertFlops / (grouped * 1e6),
+      plainGemmGflops,
       groupedGemmShare: grouped / total,
       kernels: profile,
       keptBytesPerToken: kept.bytes / T,
@@ -178,6 +192,7 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     };
     cases.push(c);
     log(`E=${E}: forward ${c.forwardTokensPerSec.toFixed(0)} tok/s, forward+backward ${c.forwardBackwardTokensPerSec.toFixed(0)} tok/s, GEMM ${(100 * c.gemmShare).toFixed(0)}% of kernel time, kept ${(c.keptBytesPerToken / 1024).toFixed(1)} KiB/token`);
+    log(`E=${E}: expert GEMMs in the layer ${c.inLayerGemmGflops.toFixed(1)} GFLOP/s, a plain product of the same work ${c.plainGemmGflops.toFixed(1)} (ratio ${(c.inLayerGemmGflops / c.plainGemmGflops).toFixed(2)})`);
   }
   const first = cases[0]!;
   // backward needs, per token: k hidden pre-activations (k*dFF floats, to differentiate and to
@@ -190,6 +205,18 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     peakGflops: peak > 0 ? peak : null, expertForwardFlops: 4 * T * k * d * dFF,
     ...(withTorch ? { torchForwardTokensPerSec: first.torchForwardTokensPerSec!, torchForwardBackwardTokensPerSec: first.torchForwardBackwardTokensPerSec! } : {}),
   };
+}
+
+/** GFLOP/s of one plain [m, kk] x [kk, n] product through the matmul kernel into a reused output (median of 5 after one). */
+function plainGemmSpeed(m: number, kk: number, n: number, rng: Rng): number {
+  const a = new Float32Array(m * kk);
+  const b = new Float32Array(kk * n);
+  rng.fillNormal(a);
+  rng.fillNormal(b);
+  const out = new Float32Array(m * n);
+  const mm = kernel('matmul');
+  const r = measure(() => mm(a, b, out, 1, m, n, kk, false, false, false, false, false), { budgetMs: 500, minRuns: 5 });
+  return (2 * m * kk * n) / (r.medianMs * 1e6);
 }
 
 export function formatMoELayerReport(r: MoELayerReport): string {
@@ -213,6 +240,7 @@ export function formatMoELayerReport(r: MoELayerReport): string {
     '',
     `kernels at E=${r.cases[0]!.numExperts} (one forward+backward): ${top}`,
     `largest buffers kept for backward at E=${r.cases[0]!.numExperts}: ${r.cases[0]!.kept.map((e) => `${e.op} [${e.shape.join('x')}] ${(e.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`,
+    `expert GEMMs inside the layer against a plain product of the same work (same run): ${r.cases.map((c) => `E=${c.numExperts} ${c.inLayerGemmGflops.toFixed(0)} / ${c.plainGemmGflops.toFixed(0)} GFLOP/s (${(c.inLayerGemmGflops / c.plainGemmGflops).toFixed(2)})`).join(', ')}`,
     ...floorLines(r),
     `peak RSS: ${r.peakRssMiB.toFixed(0)} MiB`,
     `kept for backward: measured above; the minimum is ${(r.minimumBytesPerToken / 1024).toFixed(1)} KiB/token`

@@ -106,8 +106,8 @@ function child(env: Record<string, string>, script: string): { code: number; out
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
-// matmul (plain, batched, transposed, accumulating), the grouped GEMM and its weight gradient through
-// the ops, with more than 4 rows per product so that sgemm() hands them to the forced library.
+// matmul (plain, batched, transposed, accumulating), the grouped GEMM, its weight gradient and its
+// epilogue (bias, GELU / SiLU, gate scaling: oneDNN post-ops when forced to oneDNN) through the ops, with more than 4 rows per product so that sgemm() hands them to the forced library.
 const OPS_SCRIPT = `
   const ops = await import(${JSON.stringify(OPS)});
   const { withBackend, findBackend } = await import(${JSON.stringify(REGISTRY)});
@@ -119,7 +119,11 @@ const OPS_SCRIPT = `
   const run = () => [ops.matmul(a, b), ops.matmul(a, bt, { transB: true }), ops.matmul(at, b, { transA: true }), ops.matmul(ba, bb),
     ops.groupedMatmul(x, w, sizes)].map((t) => Array.from(t.data));
   const dw = (name) => { const out = new Float32Array(3 * 45 * 19); findBackend(name).kernels.groupedMatmulWeightGrad(x.data, dy.data, sizes, out, 45, 19); return Array.from(out); };
-  const nat = [...withBackend('native', run), dw('native')], ref = [...withBackend('js', run), dw('js')];
+  // the grouped epilogue without a kept pre-activation: oneDNN's post-ops when it runs the products
+  const bias = r([3, 19]), gates = r([29]);
+  const ep = (name, act) => { const out = new Float32Array(29 * 19); findBackend(name).kernels.groupedMatmulEpilogue(x.data, w.data, sizes, out, 45, 19, false, bias.data, act, gates.data, null); return Array.from(out); };
+  const nat = [...withBackend('native', run), dw('native'), ep('native', 'gelu'), ep('native', 'silu'), ep('native', null)];
+  const ref = [...withBackend('js', run), dw('js'), ep('js', 'gelu'), ep('js', 'silu'), ep('js', null)];
   let worst = 0;
   nat.forEach((o, i) => o.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - ref[i][j]) / (1 + Math.abs(ref[i][j]))); }));
   const info = nativeInfo();

@@ -35,6 +35,15 @@ export interface KernelImpls {
    */
   groupedMatmul(x: F, w: F, groupSizes: I, out: F, k: number, n: number, transW: boolean): void;
 
+  /**
+   * groupedMatmul with the expert MLP's epilogue applied to each group after its product:
+   * c = x_g @ op(w[g]) + bias[g] (bias [G, n], or null); pre [T, n] (when given) receives c, the
+   * pre-activation backward keeps; out = act(c) * rowScale[row] (act null: none; rowScale [T], the
+   * gates, or null). Every step is the standalone kernel's arithmetic (binary add, unary, binary mul).
+   */
+  groupedMatmulEpilogue(x: F, w: F, groupSizes: I, out: F, k: number, n: number, transW: boolean, bias: F | null, act: UnaryOp | null,
+    rowScale: F | null, pre: F | null): void;
+
   /** Weight gradient of groupedMatmul: out[g] = x_g^T @ dy_g, out [G, k, n]; x [T, k], dy [T, n]. */
   groupedMatmulWeightGrad(x: F, dy: F, groupSizes: I, out: F, k: number, n: number): void;
 
@@ -163,7 +172,7 @@ export const FUSED_DECODE_MAX_ROWS = 16;
 export type KernelName = keyof KernelImpls;
 
 export const KERNEL_NAMES: readonly KernelName[] = [
-  'matmul', 'groupedMatmul', 'groupedMatmulWeightGrad', 'binary', 'unary', 'unaryBackward', 'activationBackwardRows', 'softmax',
+  'matmul', 'groupedMatmul', 'groupedMatmulEpilogue', 'groupedMatmulWeightGrad', 'binary', 'unary', 'unaryBackward', 'activationBackwardRows', 'softmax',
   'softmaxBackward', 'reduce', 'sumToShape', 'broadcastTo', 'scatterArg', 'topk', 'topkBackward',
   'gatherRows', 'scatterAddRows', 'copyStrided', 'layerNorm', 'layerNormBackward', 'rmsNorm',
   'rmsNormBackward', 'crossEntropy', 'crossEntropyBackward', 'quantMatmul', 'quantGroupedMatmul',

@@ -5,11 +5,24 @@
 // hidden layer, where the backward GEMM already lands).
 
 import { Tensor } from '../tensor/tensor.js';
-import { record, type Saved } from '../tensor/autograd.js';
+import { isGradEnabled, record, type Saved } from '../tensor/autograd.js';
 import { shapeStr } from '../tensor/shape.js';
 import { kernel } from '../kernels/registry.js';
 import type { FloatArray } from '../tensor/dtype.js';
 import { assertFloat, assertIndicesInRange, assertSameDtype, emptyLike, floatData, uninitLike } from './util.js';
+
+let groupedEpilogue = true;
+
+/**
+ * Whether the forward applies bias, activation and gate scaling inside the grouped GEMM
+ * (groupedMatmulEpilogue; the default) or as separate passes after it; returns the previous
+ * setting. Both give the same numbers; the switch exists for A/B benchmarks and tests.
+ */
+export function setExpertMLPEpilogue(on: boolean): boolean {
+  const prev = groupedEpilogue;
+  groupedEpilogue = on;
+  return prev;
+}
 
 export const EXPERT_MLP_ACTIVATIONS = ['gelu', 'geluTanh', 'relu', 'silu', 'swiglu'] as const;
 export type ExpertMLPActivation = (typeof EXPERT_MLP_ACTIVATIONS)[number];
@@ -95,25 +108,49 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   const gemm = kernel('groupedMatmul');
 
   // forward: xp [A', d] -> pre [A', h] (+ pre3) -> act [A', h] -> yp [A', d] -> out
+  const needBackward = isGradEnabled() && floats.some((t) => t.requiresGrad);
   const xp = idx ? gatherRowsRaw(x, idx) : x;
-  const pre = uninitLike([rows, h], dt);
-  gemm(F(xp), F(w1), sizes, F(pre), d, h, false);
-  if (b1) addRowBias(F(pre), F(b1), ex!, h);
+  let pre: Tensor;
   let pre3: Tensor | null = null;
-  if (w3) {
-    pre3 = uninitLike([rows, h], dt);
-    gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
-  }
-  const act = activate(activation, pre, pre3);
+  let act: Tensor;
   const yp = uninitLike([rows, d], dt);
-  gemm(F(act), F(w2), sizes, F(yp), h, d, false);
-  if (b2) addRowBias(F(yp), F(b2), ex!, d);
-  if (gates) scaleRows(yp, gates); // in place: same arithmetic as mul(yp, gates[:, None])
+  if (groupedEpilogue) {
+    // bias, activation and gate scaling on each group right after its product (one pass less
+    // over the hidden, and none over an extra buffer when backward does not need the pre-activation)
+    const gemmEp = kernel('groupedMatmulEpilogue');
+    const b1d = b1 ? F(b1) : null;
+    if (w3) {
+      pre = uninitLike([rows, h], dt);
+      gemmEp(F(xp), F(w1), sizes, F(pre), d, h, false, b1d, null, null, null);
+      pre3 = uninitLike([rows, h], dt);
+      gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
+      act = activate(activation, pre, pre3);
+    } else {
+      act = uninitLike([rows, h], dt);
+      pre = needBackward ? uninitLike([rows, h], dt) : act;
+      gemmEp(F(xp), F(w1), sizes, F(act), d, h, false, b1d, activation as Exclude<ExpertMLPActivation, 'swiglu'>, null,
+        needBackward ? F(pre) : null);
+    }
+    gemmEp(F(act), F(w2), sizes, F(yp), h, d, false, b2 ? F(b2) : null, null, gates ? F(gates) : null, null);
+  } else {
+    pre = uninitLike([rows, h], dt);
+    gemm(F(xp), F(w1), sizes, F(pre), d, h, false);
+    if (b1) addRowBias(F(pre), F(b1), ex!, h);
+    if (w3) {
+      pre3 = uninitLike([rows, h], dt);
+      gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
+    }
+    act = activate(activation, pre, pre3);
+    gemm(F(act), F(w2), sizes, F(yp), h, d, false);
+    if (b2) addRowBias(F(yp), F(b2), ex!, d);
+    if (gates) scaleRows(yp, gates); // in place: same arithmetic as mul(yp, gates[:, None])
+  }
   let out = yp;
   if (idx) {
     out = emptyLike([N, d], dt);
     kernel('scatterAddRows')(F(yp), idx, F(out), N, d);
   }
+  if (!needBackward) return out;
 
   const inputs: Tensor[] = [x, w1, w2];
   if (w3) inputs.push(w3);

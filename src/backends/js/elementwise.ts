@@ -60,7 +60,7 @@ export const binary: KernelImpls['binary'] = (op, a, aShape, b, bShape, out, out
   });
 };
 
-function unaryFn(op: UnaryOp): (x: number) => number {
+export function unaryFn(op: UnaryOp): (x: number) => number {
   switch (op) {
     case 'neg': return (x) => -x;
     case 'exp': return Math.exp;

@@ -2,7 +2,7 @@
 
 import type { Backend } from '../../kernels/kernels.js';
 import { registerBackend } from '../../kernels/registry.js';
-import { groupedMatmul, groupedMatmulWeightGrad, matmul } from './matmul.js';
+import { groupedMatmul, groupedMatmulEpilogue, groupedMatmulWeightGrad, matmul } from './matmul.js';
 import { activationBackwardRows, binary, broadcastTo, copyStrided, sumToShape, unary, unaryBackward } from './elementwise.js';
 import { reduce, scatterArg, softmax, softmaxBackward, topk, topkBackward } from './reduce.js';
 import { gatherRows, scatterAddRows } from './rows.js';
@@ -18,7 +18,7 @@ export const jsBackend: Backend = {
   float64: true,
   info: 'plain TypeScript loops (reference)',
   kernels: {
-    matmul, groupedMatmul, groupedMatmulWeightGrad, binary, unary, unaryBackward, activationBackwardRows, softmax, softmaxBackward,
+    matmul, groupedMatmul, groupedMatmulEpilogue, groupedMatmulWeightGrad, binary, unary, unaryBackward, activationBackwardRows, softmax, softmaxBackward,
     reduce, sumToShape, broadcastTo, scatterArg, topk, topkBackward, gatherRows, scatterAddRows, copyStrided,
     layerNorm, layerNormBackward, rmsNorm, rmsNormBackward, crossEntropy, crossEntropyBackward, quantMatmul, quantGroupedMatmul,
     cachedAttention,

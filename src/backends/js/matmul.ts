@@ -2,6 +2,7 @@
 
 import type { KernelImpls } from '../../kernels/kernels.js';
 import type { FloatArray } from '../../tensor/dtype.js';
+import { unaryFn } from './elementwise.js';
 
 type F = FloatArray;
 
@@ -41,6 +42,24 @@ export const groupedMatmul: KernelImpls['groupedMatmul'] = (x, w, groupSizes, ou
     const rows = groupSizes[g]!;
     if (rows > 0) gemm(x, row * k, w, g * k * n, out, row * n, rows, n, k, false, transW, false);
     row += rows;
+  }
+};
+
+export const groupedMatmulEpilogue: KernelImpls['groupedMatmulEpilogue'] = (x, w, groupSizes, out, k, n, transW, bias, act, rowScale, pre) => {
+  const c = pre ?? out;
+  groupedMatmul(x, w, groupSizes, c, k, n, transW);
+  const f = act ? unaryFn(act) : null;
+  let row = 0;
+  for (let g = 0; g < groupSizes.length; g++) {
+    for (let r = row; r < row + groupSizes[g]!; r++) {
+      for (let j = r * n; j < (r + 1) * n; j++) {
+        // each step stored (rounded to the array's type) before the next, as separate kernels would
+        if (bias) c[j] = c[j]! + bias[g * n + j - r * n]!;
+        out[j] = f ? f(c[j]!) : c[j]!;
+        if (rowScale) out[j] = out[j]! * rowScale[r]!;
+      }
+    }
+    row += groupSizes[g]!;
   }
 };
 

@@ -19,6 +19,8 @@ interface Addon {
   matmul(a: F32, b: F32, out: F32, batch: number, m: number, n: number, k: number,
     transA: boolean, transB: boolean, aBatched: boolean, bBatched: boolean, accumulate: boolean): void;
   groupedMatmul(x: F32, w: F32, groupSizes: I32, out: F32, k: number, n: number, transW: boolean): void;
+  groupedMatmulEpilogue(x: F32, w: F32, groupSizes: I32, out: F32, k: number, n: number, transW: boolean, bias: F32 | null, op: number,
+    rowScale: F32 | null, pre: F32 | null): void;
   groupedMatmulWeightGrad(x: F32, dy: F32, groupSizes: I32, out: F32, k: number, n: number): void;
   /** The portable SGEMM even in an OpenBLAS build (tests and benchmarks). */
   fallbackGemm(a: F32, b: F32, out: F32, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void;
@@ -186,6 +188,11 @@ function makeKernels(n: Addon): KernelImpls {
       n.matmul(f32('matmul', a), f32('matmul', b), f32('matmul', out), batch, m, nn, k, transA, transB, aBatched, bBatched, accumulate),
     groupedMatmul: (x, w, groupSizes, out, k, nn, transW) =>
       n.groupedMatmul(f32('groupedMatmul', x), f32('groupedMatmul', w), groupSizes, f32('groupedMatmul', out), k, nn, transW),
+    groupedMatmulEpilogue: (x, w, groupSizes, out, k, nn, transW, bias, act, rowScale, pre) => {
+      const kn = 'groupedMatmulEpilogue';
+      n.groupedMatmulEpilogue(f32(kn, x), f32(kn, w), groupSizes, f32(kn, out), k, nn, transW, bias && f32(kn, bias), act ? UNARY_CODE[act] : -1,
+        rowScale && f32(kn, rowScale), pre && f32(kn, pre));
+    },
     groupedMatmulWeightGrad: (x, dy, groupSizes, out, k, nn) =>
       n.groupedMatmulWeightGrad(f32('groupedMatmulWeightGrad', x), f32('groupedMatmulWeightGrad', dy), groupSizes,
         f32('groupedMatmulWeightGrad', out), k, nn),

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "elementwise.h"
 #include "gelu_simd.h"
 #include "kernels.h"
 #include "simd_math.h"
@@ -431,6 +432,10 @@ Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+void unaryRow(int op, const float* x, float* y, i64 n) { unaryRange(op, x, y, n); }
+
+int unaryOpCount() { return kUnaryCount; }
 
 void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary, "unary"));

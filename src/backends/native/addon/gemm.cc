@@ -114,6 +114,33 @@ void sgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 ld
   sgemmOn(chooseLibrary(), transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
 }
 
+// groupedFewRows (sgemm.h): one hand-off per call instead of one per expert (each expert alone is
+// too small to split well).
+bool groupedFewRows(const float* x, const float* w, const int32_t* sizes, i64 groupCount, float* out, i64 k, i64 n, bool transW) {
+  std::vector<i64> groups, starts;
+  i64 row = 0;
+  for (i64 g = 0; g < groupCount; g++) {
+    const i64 rows = sizes[g];
+    if (rows > kFewM) return false;
+    if (rows > 0) {
+      groups.push_back(g);
+      starts.push_back(row);
+    }
+    row += rows;
+  }
+  // as smallMSgemm: two threads only for enough bytes of weights
+  if (groups.size() < 2 || static_cast<i64>(groups.size()) * k * n * 4 < 2 * smallMMinBytesPerThread()) return false;
+  parallelFor(static_cast<i64>(groups.size()), 1, [&](i64 lo, i64 hi) {
+    for (i64 i = lo; i < hi; i++) {
+      const i64 g = groups[static_cast<size_t>(i)], r0 = starts[static_cast<size_t>(i)];
+      smallMSgemm(false, transW, sizes[g], n, k, x + r0 * k, k, w + g * k * n, transW ? k : n, false, out + r0 * n, n, false);
+    }
+  });
+  return true;
+}
+
+bool sgemmOnOnednn() { return chooseLibrary() == Library::onednn; }
+
 namespace {
 
 constexpr i64 kIntMax = 2147483647;
@@ -209,35 +236,6 @@ i64 groupRows(const Args& args, const Buf<int32_t>& sizes) {
   return t;
 }
 
-/**
- * A decode step's expert GEMM: every non-empty group has at most kFewM rows. The groups are split
- * across the pool in one job, each run on one thread by the matrix-vector kernel: one hand-off per
- * call instead of one per expert (each expert alone is too small to split well). False when the
- * groups are not all small, or too few to share out.
- */
-bool fewRowsPerGroup(const float* x, const float* w, const Buf<int32_t>& sizes, float* out, i64 k, i64 n, bool transW) {
-  std::vector<i64> groups, starts;
-  i64 row = 0;
-  for (i64 g = 0; g < sizes.length; g++) {
-    const i64 rows = sizes.data[g];
-    if (rows > kFewM) return false;
-    if (rows > 0) {
-      groups.push_back(g);
-      starts.push_back(row);
-    }
-    row += rows;
-  }
-  // as smallMSgemm: two threads only for enough bytes of weights
-  if (groups.size() < 2 || static_cast<i64>(groups.size()) * k * n * 4 < 2 * smallMMinBytesPerThread()) return false;
-  parallelFor(static_cast<i64>(groups.size()), 1, [&](i64 lo, i64 hi) {
-    for (i64 i = lo; i < hi; i++) {
-      const i64 g = groups[static_cast<size_t>(i)], r0 = starts[static_cast<size_t>(i)];
-      smallMSgemm(false, transW, sizes.data[g], n, k, x + r0 * k, k, w + g * k * n, transW ? k : n, false, out + r0 * n, n, false);
-    }
-  });
-  return true;
-}
-
 Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
   Args args(info, "groupedMatmul", 7);
   Buf<float> x = args.f32(0, "x"), w = args.f32(1, "w");
@@ -251,7 +249,7 @@ Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
   args.need(w, args.mul({sizes.length, k, n}), "w");
   checkBlasInt(args, {k, n});
   if (n == 0) return info.Env().Undefined();
-  if (k > 0 && fewRowsPerGroup(x.data, w.data, sizes, out.data, k, n, transW)) return info.Env().Undefined();
+  if (k > 0 && groupedFewRows(x.data, w.data, sizes.data, sizes.length, out.data, k, n, transW)) return info.Env().Undefined();
   i64 row = 0;
   for (i64 g = 0; g < sizes.length; g++) {
     i64 rows = sizes.data[g];

@@ -1,11 +1,16 @@
-// The GEMM with a fused epilogue, out = act(A @ op(B) + bias) * mul * rowScale: the expert FFN's
-// first GEMM with its activation (GELU; SiLU times the up projection for SwiGLU) and its second with
-// the gate scaling. Fused in oneDNN's matmul post-ops, or unfused (sgemm, then one pass over C).
+// GEMMs with an epilogue, out = act(A @ op(B) + bias) * mul * rowScale: the expert FFN's first GEMM
+// with its activation (GELU; SiLU times the up projection for SwiGLU) and its second with the gate
+// scaling. gemmEpilogue: one product, fused in oneDNN's matmul post-ops or unfused (sgemm, then one
+// pass over C). groupedMatmulEpilogue: the MoE layer's grouped expert GEMM with bias, activation and
+// gate scaling applied to each group right after its product, while the group's rows are still in
+// cache (a 64-row group's [64, 2048] output is 512 KiB; the unfused layer made three more passes
+// over the whole [rows, d_ff] hidden), and fused in oneDNN where it runs the products.
 #include <cmath>
 #include <cstring>
 #include <string>
 
 #include "common.h"
+#include "elementwise.h"
 #include "gemm_dnnl.h"
 #include "gemm_epilogue.h"
 #include "gelu_simd.h"
@@ -80,10 +85,109 @@ Napi::Value GemmEpilogue(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** The oneDNN post-op for a unary op code (elementwise.h), or false where oneDNN has none here. */
+bool dnnlActFor(int op, EpilogueAct* act) {
+  switch (op) {
+    case -1: *act = EpilogueAct::none; return true;
+    case 9: *act = EpilogueAct::relu; return true;
+    case 10: *act = EpilogueAct::gelu; return true;
+    case 11: *act = EpilogueAct::geluTanh; return true;
+    case 12: *act = EpilogueAct::silu; return true;
+    default: return false;
+  }
+}
+
+/**
+ * Rows [r0, r1) of the grouped epilogue: c += bias (in place: pre keeps the bias), out = op(c)
+ * (op -1: a copy when out is not c), out *= rowScale[r]. Each step is the standalone kernel's
+ * arithmetic (binary add, unary, binary mul), so the results equal the unfused passes bit for bit.
+ */
+void groupEpilogue(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bias, int op, const float* rowScale) {
+  parallelFor(r1 - r0, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
+    for (i64 r = r0 + lo; r < r0 + hi; r++) {
+      float* src = c + r * n;
+      float* dst = out + r * n;
+      if (bias) for (i64 j = 0; j < n; j++) src[j] = src[j] + bias[j];
+      if (op >= 0) unaryRow(op, src, dst, n);
+      else if (dst != src) std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
+      if (rowScale) {
+        const float s = rowScale[r];
+        for (i64 j = 0; j < n; j++) dst[j] = dst[j] * s;
+      }
+    }
+  });
+}
+
+// groupedMatmulEpilogue(x, w, groupSizes, out, k, n, transW, bias | null, op, rowScale | null,
+// pre | null): groupedMatmul (group g of x's rows times w[g]: k x n, or n x k when transW) whose
+// group g gets c = product + bias[g] (bias [G, n]); pre (when given) receives c, the pre-activation
+// that backward keeps; out = unary_op(c) * rowScale[row] (op -1: no activation; rowScale [T]).
+Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
+  Args args(info, "groupedMatmulEpilogue", 11);
+  Buf<float> x = args.f32(0, "x"), w = args.f32(1, "w");
+  Buf<int32_t> sizes = args.i32(2, "groupSizes");
+  Buf<float> out = args.f32(3, "out");
+  const i64 k = args.size(4, "k"), n = args.size(5, "n");
+  const bool transW = args.boolean(6, "transW");
+  Buf<float> bias = args.f32OrNull(7, "bias");
+  const i64 op = args.integer(8, "op");
+  Buf<float> rowScale = args.f32OrNull(9, "rowScale"), pre = args.f32OrNull(10, "pre");
+  if (op < -1 || op >= unaryOpCount()) args.fail("op must be -1 (none) or a unary op code below " + std::to_string(unaryOpCount()) + ", got " + std::to_string(op));
+  const i64 groups = sizes.length;
+  i64 t = 0;
+  for (i64 g = 0; g < groups; g++) {
+    if (sizes.data[g] < 0) args.fail("groupSizes[" + std::to_string(g) + "] = " + std::to_string(sizes.data[g]) + " is negative");
+    t += sizes.data[g];
+  }
+  args.need(x, args.mul({t, k}), "x");
+  args.need(out, args.mul({t, n}), "out");
+  args.need(w, args.mul({groups, k, n}), "w");
+  if (bias.data) args.need(bias, args.mul({groups, n}), "bias");
+  if (rowScale.data) args.need(rowScale, t, "rowScale");
+  if (pre.data) {
+    args.need(pre, args.mul({t, n}), "pre");
+    if (pre.data == out.data) args.fail("pre and out must be different buffers");
+  }
+  if (k > 2147483647 || n > 2147483647) args.fail("a matrix dimension exceeds 2^31 - 1, which BLAS cannot take");
+  if (t == 0 || n == 0) return info.Env().Undefined();
+  float* c = pre.data ? pre.data : out.data;
+  const int unary = static_cast<int>(op);
+  // one hand-off for a decode step's small groups, then the epilogue group by group
+  if (k == 0 || groupedFewRows(x.data, w.data, sizes.data, groups, c, k, n, transW)) {
+    if (k == 0) std::memset(c, 0, sizeof(float) * static_cast<size_t>(t * n));
+    i64 row = 0;
+    for (i64 g = 0; g < groups; g++) {
+      groupEpilogue(row, row + sizes.data[g], n, c, out.data, bias.data ? bias.data + g * n : nullptr, unary, rowScale.data);
+      row += sizes.data[g];
+    }
+    return info.Env().Undefined();
+  }
+  // oneDNN's post-ops when it runs the products and the pre-activation need not be kept
+  EpilogueAct dnnlAct = EpilogueAct::none;
+  const bool fuse = !pre.data && sgemmOnOnednn() && dnnlActFor(unary, &dnnlAct);
+  i64 row = 0;
+  for (i64 g = 0; g < groups; g++) {
+    const i64 rows = sizes.data[g];
+    if (rows > 0) {
+      const float* xg = x.data + row * k;
+      const float* wg = w.data + g * k * n;
+      const float* bg = bias.data ? bias.data + g * n : nullptr;
+      const float* sg = rowScale.data ? rowScale.data + row : nullptr;
+      if (!(fuse && rows > kFewM && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out.data + row * n))) {
+        sgemm(false, transW, rows, n, k, xg, k, wg, transW ? k : n, false, c + row * n, n);
+        groupEpilogue(row, row + rows, n, c, out.data, bg, unary, rowScale.data);
+      }
+    }
+    row += rows;
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerGemmEpilogue(Napi::Env env, Napi::Object exports) {
   exports.Set("gemmEpilogue", Napi::Function::New(env, GemmEpilogue, "gemmEpilogue"));
+  exports.Set("groupedMatmulEpilogue", Napi::Function::New(env, GroupedMatmulEpilogue, "groupedMatmulEpilogue"));
 }
 
 }  // namespace moe

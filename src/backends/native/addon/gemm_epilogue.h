@@ -5,7 +5,7 @@
 
 namespace moe {
 
-/** Registers gemmEpilogue (not yet used by the MoE layer: a tested entry for the expert GEMMs to adopt). */
+/** Registers gemmEpilogue and groupedMatmulEpilogue (the MoE layer's expert GEMMs with bias, activation and gate scaling). */
 void registerGemmEpilogue(Napi::Env env, Napi::Object exports);
 
 }  // namespace moe

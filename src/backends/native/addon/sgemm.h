@@ -41,6 +41,17 @@ constexpr int64_t kSmallM = 4;
  */
 constexpr int64_t kFewM = 16;
 
+/**
+ * A decode step's expert GEMM (groupedMatmul's rows in consecutive groups, group g times w[g]: k x n,
+ * or n x k read transposed) when every non-empty group has at most kFewM rows: the groups are split
+ * across the pool in one job, each run by the matrix-vector kernel. False (nothing written) when the
+ * groups are not all small or too few to share out; the caller then runs one GEMM per group.
+ */
+bool groupedFewRows(const float* x, const float* w, const int32_t* sizes, int64_t groups, float* out, int64_t k, int64_t n, bool transW);
+
+/** True when sgemm() runs products of more than kFewM rows on oneDNN (its choice for this CPU, or MOE_GEMM). */
+bool sgemmOnOnednn();
+
 /** "avx512", "avx2" or "baseline": the widest vector unit the running CPU offers. */
 const char* simdLevel();
 
