@@ -1,8 +1,10 @@
 // groupedMatmulEpilogue: the grouped expert GEMM with bias, activation and gate scaling applied per
 // group. Native against the js reference for every activation and option, both GEMM paths (one BLAS
 // product per group, and the decode path's few-row groups), edge cases and bad input; and the
-// expert-MLP op with the epilogue against its separate passes, bit for bit.
+// expert-MLP op with the epilogue against its separate passes, bit for bit; and the grouped GEMMs'
+// two ways of using the threads (whole groups per thread, or each product threaded) against js.
 
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, Tensor, noGrad, withBackend } from '../src/index.js';
@@ -145,3 +147,50 @@ for (const backend of backendsUnderTest()) {
     });
   });
 }
+
+const INDEX = new URL('../src/index.js', import.meta.url).href;
+const REGISTRY = new URL('../src/kernels/registry.js', import.meta.url).href;
+const NATIVE = new URL('../src/backends/native/index.js', import.meta.url).href;
+
+// Every grouped kernel under each split mode, two pool threads, against the js reference: many small
+// groups (auto splits them across threads), few large ones (auto keeps one threaded product each),
+// empty groups and the few-row decode shapes.
+const SPLIT_SCRIPT = `
+  await import(${JSON.stringify(INDEX)});
+  const { findBackend } = await import(${JSON.stringify(REGISTRY)});
+  const { setNativeGroupedSplit, nativeInfo } = await import(${JSON.stringify(NATIVE)});
+  const N = findBackend('native').kernels, J = findBackend('js').kernels;
+  let seed = 7;
+  const r = (n) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) { seed = (seed * 16807) % 2147483647; a[i] = seed / 2147483647 - 0.5; } return a; };
+  const shapes = [[[9, 0, 33, 5, 17, 1, 12, 40], 37, 29], [[300, 0, 290], 24, 40], [[2, 3, 0, 1, 4], 300, 1000], [[0, 0], 5, 6]];
+  let worst = 0, checked = 0;
+  const cmp = (a, b) => { for (let i = 0; i < a.length; i++) { const d = Math.abs(a[i] - b[i]) / (1 + Math.abs(b[i])); if (!(d <= worst)) worst = Number.isNaN(d) ? Infinity : d; } checked += a.length; };
+  for (const mode of ['groups', 'products', 'auto']) {
+    setNativeGroupedSplit(mode);
+    for (const [sz, k, n] of shapes) {
+      const sizes = Int32Array.from(sz), G = sz.length, t = sz.reduce((a, b) => a + b, 0);
+      const x = r(t * k), w = r(G * k * n), wt = r(G * n * k), dy = r(t * n), bias = r(G * n), gates = r(t);
+      const outs = (K) => {
+        const o1 = new Float32Array(t * n).fill(NaN); K.groupedMatmul(x, w, sizes, o1, k, n, false);
+        const o2 = new Float32Array(t * n).fill(NaN); K.groupedMatmul(x, wt, sizes, o2, k, n, true);
+        const o3 = new Float32Array(G * k * n).fill(NaN); K.groupedMatmulWeightGrad(x, dy, sizes, o3, k, n);
+        const o4 = new Float32Array(t * n).fill(NaN), pre = new Float32Array(t * n).fill(NaN);
+        K.groupedMatmulEpilogue(x, w, sizes, o4, k, n, false, bias, 'gelu', gates, pre);
+        return [o1, o2, o3, o4, pre];
+      };
+      const ref = outs(J);
+      outs(N).forEach((o, i) => cmp(o, ref[i]));
+    }
+  }
+  console.log(JSON.stringify({ worst, checked, threads: nativeInfo().threads }));`;
+
+test('the grouped GEMMs give the js reference\'s results with whole groups per thread and with each product threaded (2 threads)', { skip: noNative }, () => {
+  const env: NodeJS.ProcessEnv = { ...process.env, MOE_NATIVE_THREADS: '2' };
+  delete env['MOE_GEMM'];
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', SPLIT_SCRIPT], { encoding: 'utf8', env });
+  assert.equal(r.status, 0, r.stderr);
+  const res = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { worst: number; checked: number; threads: number };
+  assert.equal(res.threads, 2);
+  assert.ok(res.checked > 0);
+  assert.ok(res.worst < 2e-5, `largest relative difference ${res.worst}`);
+});

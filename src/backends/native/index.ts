@@ -56,6 +56,8 @@ interface Addon {
    */
   gemmEpilogue(fused: boolean, a: F32, b: F32, bias: F32 | null, act: number, mul: F32 | null, rowScale: F32 | null, out: F32,
     m: number, n: number, k: number, transB: boolean): void;
+  /** How the grouped GEMMs use the threads: groups across threads when many and small (auto), always, or never. */
+  setGroupedSplit(mode: 'auto' | 'groups' | 'products'): void;
   /** Every product on one library (MOE_GEMM), or null: chosen per shape class. */
   setGemmLibrary(library: string | null): void;
   /** Sizes the thread pool and OpenBLAS (openblas_set_num_threads) to n threads. */
@@ -398,6 +400,15 @@ export function nativeFallbackGemm(): Addon['fallbackGemm'] | null {
 export function nativeGemmWith(): Addon['gemmWith'] | null {
   const n = loadAddon();
   return n ? n.gemmWith.bind(n) : null;
+}
+
+/**
+ * Test and benchmark hook: how the native grouped GEMMs share the pool's threads ('auto': whole
+ * groups per thread when the groups are many and small, else each product threaded; 'groups' /
+ * 'products' force one). A no-op without the native addon.
+ */
+export function setNativeGroupedSplit(mode: 'auto' | 'groups' | 'products'): void {
+  loadAddon()?.setGroupedSplit(mode);
 }
 
 /** gemmEpilogue's activation codes (gemm_dnnl.h's EpilogueAct). */

@@ -143,6 +143,50 @@ bool sgemmOnOnednn() { return chooseLibrary() == Library::onednn; }
 
 namespace {
 
+// setGroupedSplit: 0 auto, 1 groups across threads whenever the pool has two or more, 2 never.
+std::atomic<int> groupedSplit{0};
+
+// Average rows per non-empty group up to which auto splits groups across threads (E = 128 of the
+// benchmark layer: 64 rows; E = 8: 1024, where OpenBLAS's threads scale on each product).
+constexpr i64 kSplitMaxRowsPerGroup = 256;
+
+}  // namespace
+
+bool forGroupsAcrossThreads(const int32_t* sizes, i64 groupCount, void (*run)(void* ctx, i64 g, i64 row0), void* ctx) {
+  const int mode = groupedSplit.load(std::memory_order_relaxed);
+  const i64 threads = poolThreads();
+  if (mode == 2 || threads < 2) return false;
+  i64 rows = 0, nonEmpty = 0;
+  for (i64 g = 0; g < groupCount; g++) {
+    rows += sizes[g];
+    if (sizes[g] > 0) nonEmpty++;
+  }
+  if (nonEmpty < 2) return false;
+  if (mode == 0 && (nonEmpty < 2 * threads || rows > kSplitMaxRowsPerGroup * nonEmpty)) return false;
+  // work of a group ~ its rows plus the packing of its weight matrix (counted as 16 rows, a guess
+  // that only shifts the split points); contiguous ranges of about equal work, one per thread
+  std::vector<i64> start(static_cast<size_t>(threads) + 1, groupCount);
+  start[0] = 0;
+  const i64 total = rows + 16 * nonEmpty;
+  i64 acc = 0, part = 1;
+  for (i64 g = 0; g < groupCount && part < threads; g++) {
+    acc += sizes[g] > 0 ? sizes[g] + 16 : 0;
+    while (part < threads && acc * threads >= total * part) start[static_cast<size_t>(part++)] = g + 1;
+  }
+  std::vector<i64> firstRow(static_cast<size_t>(groupCount) + 1, 0);
+  for (i64 g = 0; g < groupCount; g++) firstRow[static_cast<size_t>(g) + 1] = firstRow[static_cast<size_t>(g)] + sizes[g];
+  parallelFor(threads, 1, [&](i64 p0, i64 p1) {
+    for (i64 p = p0; p < p1; p++) {
+      for (i64 g = start[static_cast<size_t>(p)]; g < start[static_cast<size_t>(p) + 1]; g++) {
+        if (sizes[g] > 0) run(ctx, g, firstRow[static_cast<size_t>(g)]);
+      }
+    }
+  });
+  return true;
+}
+
+namespace {
+
 constexpr i64 kIntMax = 2147483647;
 
 // BLAS takes 32-bit sizes and leading dimensions.
@@ -250,6 +294,15 @@ Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
   checkBlasInt(args, {k, n});
   if (n == 0) return info.Env().Undefined();
   if (k > 0 && groupedFewRows(x.data, w.data, sizes.data, sizes.length, out.data, k, n, transW)) return info.Env().Undefined();
+  if (k > 0) {
+    const float* xd = x.data;
+    const float* wd = w.data;
+    float* od = out.data;
+    auto one = [=](i64 g, i64 r0) {
+      fallbackSgemm(false, transW, sizes.data[g], n, k, xd + r0 * k, k, wd + g * k * n, transW ? k : n, false, od + r0 * n, n, false);
+    };
+    if (forGroupsAcrossThreads(sizes.data, sizes.length, one)) return info.Env().Undefined();
+  }
   i64 row = 0;
   for (i64 g = 0; g < sizes.length; g++) {
     i64 rows = sizes.data[g];
@@ -274,6 +327,19 @@ Napi::Value GroupedMatmulWeightGrad(const Napi::CallbackInfo& info) {
   args.need(out, args.mul({sizes.length, k, n}), "out");
   checkBlasInt(args, {k, n});
   if (k == 0 || n == 0) return info.Env().Undefined();
+  {
+    const float* xd = x.data;
+    const float* yd = dy.data;
+    float* od = out.data;
+    auto one = [=](i64 g, i64 r0) {
+      fallbackSgemm(true, false, k, n, sizes.data[g], xd + r0 * k, k, yd + r0 * n, n, false, od + g * k * n, n, false);
+    };
+    if (forGroupsAcrossThreads(sizes.data, sizes.length, one)) {
+      // the groups without rows: their gradient is zero
+      for (i64 g = 0; g < sizes.length; g++) if (sizes.data[g] == 0) zero(od + g * k * n, k * n);
+      return info.Env().Undefined();
+    }
+  }
   i64 row = 0;
   for (i64 g = 0; g < sizes.length; g++) {
     i64 rows = sizes.data[g];
@@ -308,7 +374,8 @@ Napi::Value testProduct(const Args& args, const Napi::CallbackInfo& info, size_t
 // Test hook: runs the portable SGEMM even in an OpenBLAS build, with matmul's single-matrix arguments.
 Napi::Value FallbackGemm(const Napi::CallbackInfo& info) {
   Args args(info, "fallbackGemm", 9);
-  return testProduct(args, info, 0, fallbackSgemm);
+  return testProduct(args, info, 0, [](bool tA, bool tB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool acc, float* c,
+                                       i64 ldc) { fallbackSgemm(tA, tB, m, n, k, a, lda, b, ldb, acc, c, ldc); });
 }
 
 /** A library's name as MOE_GEMM and gemmWith take it; fails naming the accepted values. */
@@ -344,6 +411,19 @@ Napi::Value SetGemmLibrary(const Napi::CallbackInfo& info) {
     if (!info[0].IsString()) args.fail("MOE_GEMM must be a string");
     forced.store(static_cast<int>(parseLibrary(args, info[0].As<Napi::String>().Utf8Value(), "MOE_GEMM")));
   }
+  return info.Env().Undefined();
+}
+
+// setGroupedSplit(mode): how the grouped GEMMs use the pool's threads: 'auto' (groups across
+// threads when many and small), 'groups' (always, with two or more threads), 'products' (never).
+Napi::Value SetGroupedSplit(const Napi::CallbackInfo& info) {
+  Args args(info, "setGroupedSplit", 1);
+  if (!info[0].IsString()) args.fail("mode must be a string");
+  const std::string m = info[0].As<Napi::String>().Utf8Value();
+  if (m == "auto") groupedSplit.store(0);
+  else if (m == "groups") groupedSplit.store(1);
+  else if (m == "products") groupedSplit.store(2);
+  else args.fail("mode must be auto, groups or products, got '" + m + "'");
   return info.Env().Undefined();
 }
 
@@ -418,6 +498,7 @@ void registerGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
   exports.Set("groupedMatmul", Napi::Function::New(env, GroupedMatmul, "groupedMatmul"));
   exports.Set("groupedMatmulWeightGrad", Napi::Function::New(env, GroupedMatmulWeightGrad, "groupedMatmulWeightGrad"));
+  exports.Set("setGroupedSplit", Napi::Function::New(env, SetGroupedSplit, "setGroupedSplit"));
   exports.Set("fallbackGemm", Napi::Function::New(env, FallbackGemm, "fallbackGemm"));
   exports.Set("gemmWith", Napi::Function::New(env, GemmWith, "gemmWith"));
   registerGemmEpilogue(env, exports);

@@ -98,23 +98,28 @@ bool dnnlActFor(int op, EpilogueAct* act) {
 }
 
 /**
- * Rows [r0, r1) of the grouped epilogue: c += bias (in place: pre keeps the bias), out = op(c)
+ * Rows [r0, r1) of the grouped epilogue, on the calling thread: c += bias (in place: pre keeps the bias), out = op(c)
  * (op -1: a copy when out is not c), out *= rowScale[r]. Each step is the standalone kernel's
  * arithmetic (binary add, unary, binary mul), so the results equal the unfused passes bit for bit.
  */
+void epilogueRows(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bias, int op, const float* rowScale) {
+  for (i64 r = r0; r < r1; r++) {
+    float* src = c + r * n;
+    float* dst = out + r * n;
+    if (bias) for (i64 j = 0; j < n; j++) src[j] = src[j] + bias[j];
+    if (op >= 0) unaryRow(op, src, dst, n);
+    else if (dst != src) std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
+    if (rowScale) {
+      const float s = rowScale[r];
+      for (i64 j = 0; j < n; j++) dst[j] = dst[j] * s;
+    }
+  }
+}
+
+/** epilogueRows split across the pool. */
 void groupEpilogue(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bias, int op, const float* rowScale) {
   parallelFor(r1 - r0, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
-    for (i64 r = r0 + lo; r < r0 + hi; r++) {
-      float* src = c + r * n;
-      float* dst = out + r * n;
-      if (bias) for (i64 j = 0; j < n; j++) src[j] = src[j] + bias[j];
-      if (op >= 0) unaryRow(op, src, dst, n);
-      else if (dst != src) std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
-      if (rowScale) {
-        const float s = rowScale[r];
-        for (i64 j = 0; j < n; j++) dst[j] = dst[j] * s;
-      }
-    }
+    epilogueRows(r0 + lo, r0 + hi, n, c, out, bias, op, rowScale);
   });
 }
 
@@ -161,6 +166,20 @@ Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
       row += sizes.data[g];
     }
     return info.Env().Undefined();
+  }
+  // many small groups: whole groups per thread, each product followed by its epilogue on that thread
+  {
+    const float* xd = x.data;
+    const float* wd = w.data;
+    const float* bd = bias.data;
+    const float* sd = rowScale.data;
+    float* od = out.data;
+    auto one = [=](i64 g, i64 r0) {
+      const i64 rows = sizes.data[g];
+      fallbackSgemm(false, transW, rows, n, k, xd + r0 * k, k, wd + g * k * n, transW ? k : n, false, c + r0 * n, n, false);
+      epilogueRows(r0, r0 + rows, n, c, od, bd ? bd + g * n : nullptr, unary, sd);
+    };
+    if (forGroupsAcrossThreads(sizes.data, groups, one)) return info.Env().Undefined();
   }
   // oneDNN's post-ops when it runs the products and the pre-activation need not be kept
   EpilogueAct dnnlAct = EpilogueAct::none;

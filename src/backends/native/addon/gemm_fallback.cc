@@ -219,15 +219,15 @@ Kernel pickKernel() {
 }  // namespace
 
 void fallbackSgemm(bool transA, bool transB, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool accumulate,
-                   float* c, i64 ldc) {
+                   float* c, i64 ldc, bool threaded) {
   if (m <= kSmallM) {
-    smallMSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+    smallMSgemm(transA, transB, m, n, k, a, lda, b, ldb, accumulate, c, ldc, threaded);
     return;
   }
   static const Kernel K = pickKernel();
   const Problem P{transA, transB, accumulate, k, lda, ldb, ldc, a, b, c};
   // Small products stay on the calling thread (a hand-off costs more than they compute).
-  const bool serial = m * n * k < (i64(1) << 21) || poolThreads() == 1;
+  const bool serial = !threaded || m * n * k < (i64(1) << 21) || poolThreads() == 1;
   const i64 threads = serial ? 1 : poolThreads();
   static thread_local std::vector<float> bbuf;  // the caller's: pool workers only read it
   const i64 ncMax = n < NC ? n : NC;

@@ -13,9 +13,13 @@ namespace moe {
 void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
            bool accumulate, float* c, int64_t ldc);
 
-/** The portable blocked SGEMM (used without OpenBLAS; always compiled so it can be tested). */
+/**
+ * The portable blocked SGEMM (used without OpenBLAS; always compiled so it can be tested). threaded =
+ * false: on the calling thread only (its buffers are thread-local), for callers that split work
+ * themselves, as the grouped GEMMs do when their groups are many and small.
+ */
 void fallbackSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                   bool accumulate, float* c, int64_t ldc);
+                   bool accumulate, float* c, int64_t ldc, bool threaded = true);
 
 /**
  * The same product for few rows (m <= kFewM: decode of one to a few sequences): streams B once from
@@ -48,6 +52,23 @@ constexpr int64_t kFewM = 16;
  * groups are not all small or too few to share out; the caller then runs one GEMM per group.
  */
 bool groupedFewRows(const float* x, const float* w, const int32_t* sizes, int64_t groups, float* out, int64_t k, int64_t n, bool transW);
+
+/**
+ * The grouped GEMMs' split for many small groups: run(ctx, g, row0) for every non-empty group g
+ * (row0: its first row), the groups dealt to the pool's threads in contiguous ranges of about equal
+ * work, each group's product on one thread (fallbackSgemm with threaded = false). Splitting each
+ * small product across threads instead gained nothing: at E = 128 (64-row groups) the layer's expert
+ * GEMMs ran at 54 GFLOP/s on two threads and 57 on one (OpenBLAS, AMD EPYC AVX2, 2 vCPUs). Returns
+ * false, running nothing, when the pool has one thread or the groups are few or large (then one
+ * product at a time, threaded, is faster); setGroupedSplit (a test hook) forces either way.
+ */
+bool forGroupsAcrossThreads(const int32_t* sizes, int64_t groupCount, void (*run)(void* ctx, int64_t g, int64_t row0), void* ctx);
+
+/** forGroupsAcrossThreads with a callable f(g, row0). */
+template <typename F>
+bool forGroupsAcrossThreads(const int32_t* sizes, int64_t groupCount, F& f) {
+  return forGroupsAcrossThreads(sizes, groupCount, [](void* c, int64_t g, int64_t row0) { (*static_cast<F*>(c))(g, row0); }, &f);
+}
 
 /** True when sgemm() runs products of more than kFewM rows on oneDNN (its choice for this CPU, or MOE_GEMM). */
 bool sgemmOnOnednn();
