@@ -97,6 +97,29 @@ __attribute__((always_inline)) inline void packA(const Problem& P, i64 i0, i64 m
   }
 }
 
+typedef int I8 __attribute__((vector_size(32)));
+
+// Eight rows of eight floats in, their transpose out (c[s][q] = r[q][s]): unpack, 64-bit shuffle
+// and 128-bit lane steps, each a one-instruction shuffle on AVX.
+__attribute__((always_inline)) inline void transpose8(const V8 r[8], V8 c[8]) {
+  V8 t[8], u[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = __builtin_shuffle(r[2 * i], r[2 * i + 1], I8{0, 8, 1, 9, 4, 12, 5, 13});
+    t[2 * i + 1] = __builtin_shuffle(r[2 * i], r[2 * i + 1], I8{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int h = 0; h < 2; h++) {
+    const int o = 4 * h;
+    u[o + 0] = __builtin_shuffle(t[o + 0], t[o + 2], I8{0, 1, 8, 9, 4, 5, 12, 13});
+    u[o + 1] = __builtin_shuffle(t[o + 0], t[o + 2], I8{2, 3, 10, 11, 6, 7, 14, 15});
+    u[o + 2] = __builtin_shuffle(t[o + 1], t[o + 3], I8{0, 1, 8, 9, 4, 5, 12, 13});
+    u[o + 3] = __builtin_shuffle(t[o + 1], t[o + 3], I8{2, 3, 10, 11, 6, 7, 14, 15});
+  }
+  for (int i = 0; i < 4; i++) {
+    c[i] = __builtin_shuffle(u[i], u[i + 4], I8{0, 1, 2, 3, 8, 9, 10, 11});
+    c[i + 4] = __builtin_shuffle(u[i], u[i + 4], I8{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
 // Packs op(B)[p0:p0+kc, j0+jr0 : j0+jr1] (whole NR panels) into NR-column panels, zero-padded.
 // Plain B is read 8 rows at a time across all the panels: a panel at a time would touch a new page
 // for every row of B (row strides of kilobytes), which made packing cost as much as the arithmetic
@@ -105,10 +128,28 @@ template <int NR>
 __attribute__((always_inline)) inline void packB(const Problem& P, i64 p0, i64 kc, i64 j0, i64 nc, i64 jr0, i64 jr1, float* dst) {
   if (jr1 > nc) jr1 = nc;
   if (P.transB) {
+    // op(B) = B^T: the panel's columns are rows of B. Eight of them at a time are read eight floats
+    // along and written transposed, eight floats per store (one float per store made packing cost a
+    // third of the arithmetic for a 64-row expert group's input gradient).
     for (i64 jr = jr0; jr < jr1; jr += NR) {
       i64 nr = nc - jr < NR ? nc - jr : NR;
       float* d = dst + jr * kc;
-      for (i64 j = 0; j < NR; j++) {
+      i64 j = 0;
+      if (NR % 8 == 0) {
+        for (; j + 8 <= nr; j += 8) {
+          const float* src = P.b + (j0 + jr + j) * P.ldb + p0;
+          i64 p = 0;
+          for (; p + 8 <= kc; p += 8) {
+            V8 r[8], c[8];
+            for (int q = 0; q < 8; q++) r[q] = loadu<V8>(src + q * P.ldb + p);
+            transpose8(r, c);
+            for (int q = 0; q < 8; q++) storeu<V8>(d + (p + q) * NR + j, c[q]);
+          }
+          for (; p < kc; p++)
+            for (int q = 0; q < 8; q++) d[p * NR + j + q] = src[q * P.ldb + p];
+        }
+      }
+      for (; j < NR; j++) {
         if (j >= nr) {
           for (i64 p = 0; p < kc; p++) d[p * NR + j] = 0.0f;
           continue;
