@@ -10,6 +10,7 @@ import { runL2Norm } from '../src/experiments/l2-norm.js';
 import { expertLogitTerms, loadSavedClassifier, runContributions } from '../src/experiments/contributions.js';
 import { runInferenceCost } from '../src/experiments/inference-cost.js';
 import { experimentCommand } from '../src/cli/experiment-commands.js';
+import { getBackend } from '../src/kernels/registry.js';
 import { parseArgs } from '../src/cli/args.js';
 import { SoftMoEClassifier } from '../src/models/softmoe-classifier.js';
 import { Rng, Tensor, noGrad } from '../src/index.js';
@@ -51,6 +52,14 @@ test('implicit-bias: results.json has the issue records, results.md the table an
   assert.deepEqual(json.config.ns, [2, 4]);
   assert.equal(json.models.length, 2);
   for (const m of json.models) assert.ok(m.trainSeconds > 0 && m.steps === 2, `model n=${m.n} has its training time and steps`);
+  // what besides the seeds decides the bits: backend, threads, GEMM library, formulation
+  for (const m of json.models) {
+    const b = m.build!;
+    assert.equal(b.backend, getBackend().name);
+    assert.ok(b.formulation === 'slots' || b.formulation === 'tokens');
+    if (b.backend === 'native') assert.ok(b.poolThreads! >= 1 && b.blasThreads! >= 1 && typeof b.gemm === 'string', JSON.stringify(b));
+    else assert.deepEqual([b.poolThreads, b.blasThreads, b.gemm], [null, null, null]);
+  }
   for (const r of json.records) {
     assert.deepEqual(Object.keys(r).sort(), ['accuracy', 'accuracyStd', 'k', 'method', 'n', 'recipe', 'runs', 'seeds', 'trainingSeeds', 'trainingStd', ...(r.method === 'all' ? [] : ['keptShare'])].sort());
     assert.equal(r.recipe, 'moe-ts');

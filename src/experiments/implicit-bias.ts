@@ -12,6 +12,8 @@ import type { ImageClassifier } from '../models/registry.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { noGrad } from '../tensor/autograd.js';
+import { getBackend } from '../kernels/registry.js';
+import { nativeInfo } from '../backends/native/index.js';
 import { loadFashionMnist, loadMnistDigits, FASHION_MNIST_STATS, MNIST_STATS } from '../data/mnist.js';
 import { BatchIterator, deriveSeed, subsetImages, type ImageSet, type Normalize } from '../data/batches.js';
 import { Adam } from '../train/optim.js';
@@ -77,7 +79,24 @@ export interface ModelResult {
   trainSeconds: number;
   evalSeconds: number;
   finalTrainLoss: number;
+  /**
+   * What besides the seeds decided the trained bits (absent in results from before 2026-12-01):
+   * the backend, its thread counts and GEMM library, and the Soft MoE formulation forward ran.
+   * Each changes float rounding, which training amplifies until Algorithm 1's accuracy moves as much
+   * as under a new training seed (soft-moe-paper.md, "Why training seed 0 does not reproduce").
+   */
+  build?: ModelBuild;
   records: RunRecord[];
+}
+
+export interface ModelBuild {
+  backend: string;
+  /** The native pool's threads and OpenBLAS's (null on the js backend). */
+  poolThreads: number | null;
+  blasThreads: number | null;
+  /** The GEMM library of products above 16 rows (null on the js backend). */
+  gemm: string | null;
+  formulation: 'slots' | 'tokens';
 }
 
 export interface ImplicitBiasOptions {
@@ -349,9 +368,15 @@ function runOne(n: number, seed: number, c: ImplicitBiasConfig, data: { train: I
   const algAll = accuracyOver(batches, (x) => model.selectWithStats(x, n));
   records.push({ n, k: n, method: 'algorithm1', accuracy: algAll.accuracy, accuracyStd: 0, seeds: 1, keptShare: algAll.keptShare });
   records.push({ n, k: n, method: 'all', accuracy: allAcc, accuracyStd: 0, seeds: 1 });
+  const backend = getBackend().name;
+  const native = backend === 'native' ? nativeInfo() : null;
+  const build: ModelBuild = {
+    backend, poolThreads: native?.threads ?? null, blasThreads: native?.blasThreads ?? null, gemm: native?.gemm ?? null,
+    formulation: model.moe.chooseFormulation(model.tokens),
+  };
   return {
     n, seed, hidden: model.hidden, parameters: model.numParameters(), steps: tr.state.step, trainSeconds: tr.seconds,
-    evalSeconds: (performance.now() - t0) / 1000, finalTrainLoss: tr.last['loss'] ?? NaN, records,
+    evalSeconds: (performance.now() - t0) / 1000, finalTrainLoss: tr.last['loss'] ?? NaN, build, records,
   };
 }
 
