@@ -143,14 +143,21 @@ bool sgemmOnOnednn() { return chooseLibrary() == Library::onednn; }
 
 namespace {
 
-// setGroupedSplit: 0 auto, 1 groups across threads whenever the pool has two or more, 2 never.
+// setGroupedSplit: 0 auto, 1 groups across threads whenever possible, 2 never.
 std::atomic<int> groupedSplit{0};
 
-// Average rows per non-empty group up to which auto splits groups across threads (E = 128 of the
-// benchmark layer: 64 rows; E = 8: 1024, where OpenBLAS's threads scale on each product).
-constexpr i64 kSplitMaxRowsPerGroup = 256;
-
 }  // namespace
+
+void groupProduct(bool transW, i64 rows, i64 n, i64 k, const float* x, const float* w, float* out, bool threaded) {
+  if (rows <= kFewM) smallMSgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n, threaded);
+  else if (rows <= kGroupPortableMaxRows) fallbackSgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n, threaded);
+  else sgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n);
+}
+
+void groupWeightGrad(i64 rows, i64 k, i64 n, const float* x, const float* dy, float* out, bool threaded) {
+  if (rows <= kGroupPortableMaxRows) fallbackSgemm(true, false, k, n, rows, x, k, dy, n, false, out, n, threaded);
+  else sgemm(true, false, k, n, rows, x, k, dy, n, false, out, n);
+}
 
 bool forGroupsAcrossThreads(const int32_t* sizes, i64 groupCount, void (*run)(void* ctx, i64 g, i64 row0), void* ctx) {
   const int mode = groupedSplit.load(std::memory_order_relaxed);
@@ -162,7 +169,9 @@ bool forGroupsAcrossThreads(const int32_t* sizes, i64 groupCount, void (*run)(vo
     if (sizes[g] > 0) nonEmpty++;
   }
   if (nonEmpty < 2) return false;
-  if (mode == 0 && (nonEmpty < 2 * threads || rows > kSplitMaxRowsPerGroup * nonEmpty)) return false;
+  // only groups whose products never reach a BLAS (which cannot run on several of our threads at once)
+  for (i64 g = 0; g < groupCount; g++) if (sizes[g] > kGroupPortableMaxRows) return false;
+  if (mode == 0 && nonEmpty < 2 * threads) return false;
   // work of a group ~ its rows plus the packing of its weight matrix (counted as 16 rows, a guess
   // that only shifts the split points); contiguous ranges of about equal work, one per thread
   std::vector<i64> start(static_cast<size_t>(threads) + 1, groupCount);
@@ -299,7 +308,7 @@ Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
     const float* wd = w.data;
     float* od = out.data;
     auto one = [=](i64 g, i64 r0) {
-      fallbackSgemm(false, transW, sizes.data[g], n, k, xd + r0 * k, k, wd + g * k * n, transW ? k : n, false, od + r0 * n, n, false);
+      groupProduct(transW, sizes.data[g], n, k, xd + r0 * k, wd + g * k * n, od + r0 * n, false);
     };
     if (forGroupsAcrossThreads(sizes.data, sizes.length, one)) return info.Env().Undefined();
   }
@@ -308,7 +317,7 @@ Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
     i64 rows = sizes.data[g];
     if (rows > 0) {
       if (k == 0) zero(out.data + row * n, rows * n);
-      else sgemm(false, transW, rows, n, k, x.data + row * k, k, w.data + g * k * n, transW ? k : n, false, out.data + row * n, n);
+      else groupProduct(transW, rows, n, k, x.data + row * k, w.data + g * k * n, out.data + row * n, true);
     }
     row += rows;
   }
@@ -332,7 +341,7 @@ Napi::Value GroupedMatmulWeightGrad(const Napi::CallbackInfo& info) {
     const float* yd = dy.data;
     float* od = out.data;
     auto one = [=](i64 g, i64 r0) {
-      fallbackSgemm(true, false, k, n, sizes.data[g], xd + r0 * k, k, yd + r0 * n, n, false, od + g * k * n, n, false);
+      groupWeightGrad(sizes.data[g], k, n, xd + r0 * k, yd + r0 * n, od + g * k * n, false);
     };
     if (forGroupsAcrossThreads(sizes.data, sizes.length, one)) {
       // the groups without rows: their gradient is zero
@@ -346,7 +355,7 @@ Napi::Value GroupedMatmulWeightGrad(const Napi::CallbackInfo& info) {
     float* o = out.data + g * k * n;
     // out[g] = x_g^T @ dy_g: x_g is rows x k, read transposed.
     if (rows == 0) zero(o, k * n);
-    else sgemm(true, false, k, n, rows, x.data + row * k, k, dy.data + row * n, n, false, o, n);
+    else groupWeightGrad(rows, k, n, x.data + row * k, dy.data + row * n, o, true);
     row += rows;
   }
   return info.Env().Undefined();

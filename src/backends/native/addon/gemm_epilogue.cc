@@ -176,7 +176,7 @@ Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
     float* od = out.data;
     auto one = [=](i64 g, i64 r0) {
       const i64 rows = sizes.data[g];
-      fallbackSgemm(false, transW, rows, n, k, xd + r0 * k, k, wd + g * k * n, transW ? k : n, false, c + r0 * n, n, false);
+      groupProduct(transW, rows, n, k, xd + r0 * k, wd + g * k * n, c + r0 * n, false);
       epilogueRows(r0, r0 + rows, n, c, od, bd ? bd + g * n : nullptr, unary, sd);
     };
     if (forGroupsAcrossThreads(sizes.data, groups, one)) return info.Env().Undefined();
@@ -192,8 +192,8 @@ Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
       const float* wg = w.data + g * k * n;
       const float* bg = bias.data ? bias.data + g * n : nullptr;
       const float* sg = rowScale.data ? rowScale.data + row : nullptr;
-      if (!(fuse && rows > kFewM && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out.data + row * n))) {
-        sgemm(false, transW, rows, n, k, xg, k, wg, transW ? k : n, false, c + row * n, n);
+      if (!(fuse && rows > kGroupPortableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out.data + row * n))) {
+        groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
         groupEpilogue(row, row + rows, n, c, out.data, bg, unary, rowScale.data);
       }
     }

@@ -54,13 +54,29 @@ constexpr int64_t kFewM = 16;
 bool groupedFewRows(const float* x, const float* w, const int32_t* sizes, int64_t groups, float* out, int64_t k, int64_t n, bool transW);
 
 /**
+ * Rows of an expert group up to which its product runs on the addon's own kernels (up to kFewM the
+ * matrix-vector kernel, then the portable GEMM), above which on sgemm()'s library. Chosen by a
+ * group's rows alone, never by how many groups a call has or how they are split across threads,
+ * so that an expert's output is the same bits in one process, on expert-parallel workers holding a
+ * few experts each, and with offloaded experts (their tests compare bit for bit).
+ */
+constexpr int64_t kGroupPortableMaxRows = 256;
+
+/** One expert group's product out = x @ op(w) (rows x k times k x n, or n x k read transposed), by the rule above. */
+void groupProduct(bool transW, int64_t rows, int64_t n, int64_t k, const float* x, const float* w, float* out, bool threaded);
+
+/** One group's weight gradient out = x^T @ dy (k x n; x is rows x k, dy rows x n), by the same rule. */
+void groupWeightGrad(int64_t rows, int64_t k, int64_t n, const float* x, const float* dy, float* out, bool threaded);
+
+/**
  * The grouped GEMMs' split for many small groups: run(ctx, g, row0) for every non-empty group g
  * (row0: its first row), the groups dealt to the pool's threads in contiguous ranges of about equal
- * work, each group's product on one thread (fallbackSgemm with threaded = false). Splitting each
+ * work, each group's product on one thread (groupProduct with threaded = false). Only when no group
+ * has more than kGroupPortableMaxRows rows, so the split never changes which kernel runs a group. Splitting each
  * small product across threads instead gained nothing: at E = 128 (64-row groups) the layer's expert
  * GEMMs ran at 54 GFLOP/s on two threads and 57 on one (OpenBLAS, AMD EPYC AVX2, 2 vCPUs). Returns
- * false, running nothing, when the pool has one thread or the groups are few or large (then one
- * product at a time, threaded, is faster); setGroupedSplit (a test hook) forces either way.
+ * false, running nothing, when the pool has one thread, a group is larger, or there are fewer than two
+ * non-empty groups per thread (auto; setGroupedSplit, a test hook, forces 'groups' or 'products').
  */
 bool forGroupsAcrossThreads(const int32_t* sizes, int64_t groupCount, void (*run)(void* ctx, int64_t g, int64_t row0), void* ctx);
 
