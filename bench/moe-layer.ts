@@ -78,6 +78,11 @@ export interface MoELayerCase {
   torchForwardTokensPerSec?: number;
   torchForwardBackwardTokensPerSec?: number;
   torchPeakRssMiB?: number;
+  /**
+   * The process's peak RSS once this case finished (a high-water mark over the cases so far: for
+   * the first case, E = 8 by default, its own peak, to set next to torchPeakRssMiB).
+   */
+  peakRssAfterMiB: number;
 }
 
 export interface MoELayerReport {
@@ -178,6 +183,7 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
       forwardMs: fwd.medianMs,
       forwardBackwardMs: fb.medianMs,
       gemmShare: gemm / total,
+      peakRssAfterMiB: process.resourceUsage().maxRSS / 1024,
       inLayerGemmGflops: expertFlops / (grouped * 1e6),
       plainGemmGflops,
       groupedGemmShare: grouped / total,
@@ -242,7 +248,8 @@ export function formatMoELayerReport(r: MoELayerReport): string {
     `largest buffers kept for backward at E=${r.cases[0]!.numExperts}: ${r.cases[0]!.kept.map((e) => `${e.op} [${e.shape.join('x')}] ${(e.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`,
     `expert GEMMs inside the layer against a plain product of the same work (same run): ${r.cases.map((c) => `E=${c.numExperts} ${c.inLayerGemmGflops.toFixed(0)} / ${c.plainGemmGflops.toFixed(0)} GFLOP/s (${(c.inLayerGemmGflops / c.plainGemmGflops).toFixed(2)})`).join(', ')}`,
     ...floorLines(r),
-    `peak RSS: ${r.peakRssMiB.toFixed(0)} MiB`,
+    `peak RSS: ${r.peakRssMiB.toFixed(0)} MiB (whole bench); after each case (high-water mark so far): ${r.cases.map((c) => `E=${c.numExperts} ${c.peakRssAfterMiB.toFixed(0)} MiB`).join(', ')}`
+      + (torch ? `; torch's process per case: ${r.cases.map((c) => `E=${c.numExperts} ${(c.torchPeakRssMiB ?? 0).toFixed(0)} MiB`).join(', ')}` : ''),
     `kept for backward: measured above; the minimum is ${(r.minimumBytesPerToken / 1024).toFixed(1)} KiB/token`
       + ` (k pre-activations of d_ff floats + the input row; the activation, permuted rows and expert outputs can be recomputed)`,
   ].join('\n');
