@@ -169,7 +169,8 @@ bool forGroupsAcrossThreads(const int32_t* sizes, i64 groupCount, void (*run)(vo
     if (sizes[g] > 0) nonEmpty++;
   }
   if (nonEmpty < 2) return false;
-  // only groups whose products never reach a BLAS (which cannot run on several of our threads at once)
+  // only groups whose products never reach a BLAS: OpenBLAS runs its own threads per call, and calls
+  // from several threads at once have a history of races (OpenBLAS issues #1761, #2126)
   for (i64 g = 0; g < groupCount; g++) if (sizes[g] > kGroupPortableMaxRows) return false;
   if (mode == 0 && nonEmpty < 2 * threads) return false;
   // work of a group ~ its rows plus the packing of its weight matrix (counted as 16 rows, a guess
