@@ -5,7 +5,6 @@
 // gate scaling applied to each group right after its product, while the group's rows are still in
 // cache (a 64-row group's [64, 2048] output is 512 KiB; the unfused layer made three more passes
 // over the whole [rows, d_ff] hidden), and fused in oneDNN where it runs the products.
-#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -13,7 +12,6 @@
 #include "elementwise.h"
 #include "gemm_dnnl.h"
 #include "gemm_epilogue.h"
-#include "gelu_simd.h"
 #include "sgemm.h"
 #include "threadpool.h"
 
@@ -21,37 +19,45 @@ namespace moe {
 
 namespace {
 
-float activate(EpilogueAct act, float v) {
+/** The unary op code (elementwise.h) of an epilogue activation; -1 for none. */
+int unaryCodeOf(EpilogueAct act) {
   switch (act) {
-    case EpilogueAct::relu: return v > 0.0f ? v : 0.0f;
-    // gelu: epilogue() runs whole rows through gelu_simd.h instead
-    case EpilogueAct::geluTanh: return 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-    case EpilogueAct::silu: return v / (1.0f + std::exp(-v));
-    default: return v;
+    case EpilogueAct::relu: return 9;
+    case EpilogueAct::gelu: return 10;
+    case EpilogueAct::geluTanh: return 11;
+    case EpilogueAct::silu: return 12;
+    default: return -1;
   }
 }
 
-/** The epilogue as its own pass over C (m x n), rows split across the pool. */
-void epilogue(i64 m, i64 n, const float* bias, EpilogueAct act, const float* mul, const float* rowScale, float* c) {
-  // the exact GELU through the hand-vectorised kernel (libm's erff is a scalar call per element)
-  const gelu_simd::Kernels* gk = act == EpilogueAct::gelu ? &gelu_simd::kernels() : nullptr;
-  parallelFor(m, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
-    for (i64 i = lo; i < hi; i++) {
-      float* row = c + i * n;
-      const float* mrow = mul ? mul + i * n : nullptr;
-      const float s = rowScale ? rowScale[i] : 1.0f;
-      if (gk) {
-        if (bias) for (i64 j = 0; j < n; j++) row[j] += bias[j];
-        gk->forward(row, row, n);
-        for (i64 j = 0; j < n; j++) row[j] = (mrow ? row[j] * mrow[j] : row[j]) * s;
-        continue;
-      }
-      for (i64 j = 0; j < n; j++) {
-        float v = activate(act, row[j] + (bias ? bias[j] : 0.0f));
-        if (mrow) v *= mrow[j];
-        row[j] = v * s;
-      }
+/**
+ * Rows [r0, r1) of an epilogue, on the calling thread: c += bias (in place: a kept pre-activation
+ * keeps the bias), out = op(c) (op -1: a copy when out is not c), out *= mul (elementwise, [rows, n]),
+ * out *= rowScale[r]. Each step is the standalone kernel's arithmetic (binary add, unary, binary
+ * mul), so fused and separate passes give the same bits.
+ */
+void epilogueRows(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bias, int op, const float* mul, const float* rowScale) {
+  for (i64 r = r0; r < r1; r++) {
+    float* src = c + r * n;
+    float* dst = out + r * n;
+    if (bias) for (i64 j = 0; j < n; j++) src[j] = src[j] + bias[j];
+    if (op >= 0) unaryRow(op, src, dst, n);
+    else if (dst != src) std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
+    if (mul) {
+      const float* m = mul + r * n;
+      for (i64 j = 0; j < n; j++) dst[j] = dst[j] * m[j];
     }
+    if (rowScale) {
+      const float s = rowScale[r];
+      for (i64 j = 0; j < n; j++) dst[j] = dst[j] * s;
+    }
+  }
+}
+
+/** epilogueRows split across the pool. */
+void groupEpilogue(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bias, int op, const float* mul, const float* rowScale) {
+  parallelFor(r1 - r0, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
+    epilogueRows(r0 + lo, r0 + hi, n, c, out, bias, op, mul, rowScale);
   });
 }
 
@@ -81,7 +87,7 @@ Napi::Value GemmEpilogue(const Napi::CallbackInfo& info) {
   // unfused (or oneDNN failed on this call: counted in moe info): the product, then the epilogue
   if (k == 0) std::memset(out.data, 0, sizeof(float) * static_cast<size_t>(m * n));
   else sgemm(false, transB, m, n, k, a.data, k, b.data, transB ? k : n, false, out.data, n);
-  epilogue(m, n, bias.data, act, mul.data, rowScale.data, out.data);
+  groupEpilogue(0, m, n, out.data, out.data, bias.data, unaryCodeOf(act), mul.data, rowScale.data);
   return info.Env().Undefined();
 }
 
@@ -95,32 +101,6 @@ bool dnnlActFor(int op, EpilogueAct* act) {
     case 12: *act = EpilogueAct::silu; return true;
     default: return false;
   }
-}
-
-/**
- * Rows [r0, r1) of the grouped epilogue, on the calling thread: c += bias (in place: pre keeps the bias), out = op(c)
- * (op -1: a copy when out is not c), out *= rowScale[r]. Each step is the standalone kernel's
- * arithmetic (binary add, unary, binary mul), so the results equal the unfused passes bit for bit.
- */
-void epilogueRows(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bias, int op, const float* rowScale) {
-  for (i64 r = r0; r < r1; r++) {
-    float* src = c + r * n;
-    float* dst = out + r * n;
-    if (bias) for (i64 j = 0; j < n; j++) src[j] = src[j] + bias[j];
-    if (op >= 0) unaryRow(op, src, dst, n);
-    else if (dst != src) std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
-    if (rowScale) {
-      const float s = rowScale[r];
-      for (i64 j = 0; j < n; j++) dst[j] = dst[j] * s;
-    }
-  }
-}
-
-/** epilogueRows split across the pool. */
-void groupEpilogue(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bias, int op, const float* rowScale) {
-  parallelFor(r1 - r0, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
-    epilogueRows(r0 + lo, r0 + hi, n, c, out, bias, op, rowScale);
-  });
 }
 
 // groupedMatmulEpilogue(x, w, groupSizes, out, k, n, transW, bias | null, op, rowScale | null,
@@ -162,7 +142,7 @@ Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
     if (k == 0) std::memset(c, 0, sizeof(float) * static_cast<size_t>(t * n));
     i64 row = 0;
     for (i64 g = 0; g < groups; g++) {
-      groupEpilogue(row, row + sizes.data[g], n, c, out.data, bias.data ? bias.data + g * n : nullptr, unary, rowScale.data);
+      groupEpilogue(row, row + sizes.data[g], n, c, out.data, bias.data ? bias.data + g * n : nullptr, unary, nullptr, rowScale.data);
       row += sizes.data[g];
     }
     return info.Env().Undefined();
@@ -177,7 +157,7 @@ Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
     auto one = [=](i64 g, i64 r0) {
       const i64 rows = sizes.data[g];
       groupProduct(transW, rows, n, k, xd + r0 * k, wd + g * k * n, c + r0 * n, false);
-      epilogueRows(r0, r0 + rows, n, c, od, bd ? bd + g * n : nullptr, unary, sd);
+      epilogueRows(r0, r0 + rows, n, c, od, bd ? bd + g * n : nullptr, unary, nullptr, sd);
     };
     if (forGroupsAcrossThreads(sizes.data, groups, one)) return info.Env().Undefined();
   }
@@ -194,7 +174,7 @@ Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
       const float* sg = rowScale.data ? rowScale.data + row : nullptr;
       if (!(fuse && rows > kGroupPortableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out.data + row * n))) {
         groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
-        groupEpilogue(row, row + rows, n, c, out.data, bg, unary, rowScale.data);
+        groupEpilogue(row, row + rows, n, c, out.data, bg, unary, nullptr, rowScale.data);
       }
     }
     row += rows;
