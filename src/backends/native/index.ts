@@ -404,8 +404,9 @@ export function nativeGemmWith(): Addon['gemmWith'] | null {
 
 /**
  * Test and benchmark hook: how the native grouped GEMMs share the pool's threads ('auto': whole
- * groups per thread when the groups are many and small, else each product threaded; 'groups' /
- * 'products' force one). A no-op without the native addon.
+ * groups per thread when no group has more than 256 rows and there are two or more per thread, else
+ * each product threaded; 'groups' drops the count condition, 'products' never splits). Results are
+ * the same bits either way. A no-op without the native addon.
  */
 export function setNativeGroupedSplit(mode: 'auto' | 'groups' | 'products'): void {
   loadAddon()?.setGroupedSplit(mode);

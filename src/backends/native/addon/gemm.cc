@@ -143,7 +143,7 @@ bool sgemmOnOnednn() { return chooseLibrary() == Library::onednn; }
 
 namespace {
 
-// setGroupedSplit: 0 auto, 1 groups across threads whenever possible, 2 never.
+// setGroupedSplit: 0 auto, 1 groups across threads whenever no group is too large, 2 never.
 std::atomic<int> groupedSplit{0};
 
 }  // namespace
@@ -425,7 +425,8 @@ Napi::Value SetGemmLibrary(const Napi::CallbackInfo& info) {
 }
 
 // setGroupedSplit(mode): how the grouped GEMMs use the pool's threads: 'auto' (groups across
-// threads when many and small), 'groups' (always, with two or more threads), 'products' (never).
+// threads when many and small), 'groups' (whenever no group is too large for the split, however
+// few), 'products' (never).
 Napi::Value SetGroupedSplit(const Napi::CallbackInfo& info) {
   Args args(info, "setGroupedSplit", 1);
   if (!info[0].IsString()) args.fail("mode must be a string");
