@@ -56,6 +56,7 @@ function countingBackend(): { backend: Backend; macs: { n: number } } {
       ...js.kernels,
       matmul: (a, b, out, batch, m, n, kk, ...rest) => { macs.n += batch * m * n * kk; k.matmul(a, b, out, batch, m, n, kk, ...rest); },
       groupedMatmul: (x, w, s, out, kk, n, t) => { macs.n += sum(s) * kk * n; k.groupedMatmul(x, w, s, out, kk, n, t); },
+      groupedMatmulEpilogue: (x, w, s, out, kk, n, t, ...rest) => { macs.n += sum(s) * kk * n; k.groupedMatmulEpilogue(x, w, s, out, kk, n, t, ...rest); },
       groupedMatmulWeightGrad: (x, dy, s, out, kk, n) => { macs.n += sum(s) * kk * n; k.groupedMatmulWeightGrad(x, dy, s, out, kk, n); },
     },
   };
