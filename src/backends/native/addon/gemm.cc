@@ -303,25 +303,8 @@ Napi::Value GroupedMatmul(const Napi::CallbackInfo& info) {
   args.need(w, args.mul({sizes.length, k, n}), "w");
   checkBlasInt(args, {k, n});
   if (n == 0) return info.Env().Undefined();
-  if (k > 0 && groupedFewRows(x.data, w.data, sizes.data, sizes.length, out.data, k, n, transW)) return info.Env().Undefined();
-  if (k > 0) {
-    const float* xd = x.data;
-    const float* wd = w.data;
-    float* od = out.data;
-    auto one = [=](i64 g, i64 r0) {
-      groupProduct(transW, sizes.data[g], n, k, xd + r0 * k, wd + g * k * n, od + r0 * n, false);
-    };
-    if (forGroupsAcrossThreads(sizes.data, sizes.length, one)) return info.Env().Undefined();
-  }
-  i64 row = 0;
-  for (i64 g = 0; g < sizes.length; g++) {
-    i64 rows = sizes.data[g];
-    if (rows > 0) {
-      if (k == 0) zero(out.data + row * n, rows * n);
-      else groupProduct(transW, rows, n, k, x.data + row * k, w.data + g * k * n, out.data + row * n, true);
-    }
-    row += rows;
-  }
+  // the grouped-epilogue driver with no epilogue: the same kernels per group, no pass over out
+  groupedProductsWithEpilogue(x.data, w.data, sizes.data, sizes.length, t, out.data, k, n, transW, nullptr, -1, nullptr, nullptr);
   return info.Env().Undefined();
 }
 

@@ -91,6 +91,7 @@ Napi::Value GemmEpilogue(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+
 /** The oneDNN post-op for a unary op code (elementwise.h), or false where oneDNN has none here. */
 bool dnnlActFor(int op, EpilogueAct* act) {
   switch (op) {
@@ -102,6 +103,58 @@ bool dnnlActFor(int op, EpilogueAct* act) {
     default: return false;
   }
 }
+
+}  // namespace
+
+void groupedProductsWithEpilogue(const float* x, const float* w, const int32_t* sizes, i64 groups, i64 t, float* out, i64 k, i64 n, bool transW,
+                                 const float* bias, int unary, const float* rowScale, float* pre) {
+  if (t == 0 || n == 0) return;
+  float* c = pre ? pre : out;
+  // nothing to apply: a plain grouped product (groupedMatmul), no pass over c
+  const bool none = !bias && unary < 0 && !rowScale && !pre;
+  // one hand-off for a decode step's small groups, then the epilogue group by group
+  if (k == 0 || groupedFewRows(x, w, sizes, groups, c, k, n, transW)) {
+    if (k == 0) std::memset(c, 0, sizeof(float) * static_cast<size_t>(t * n));
+    if (none) return;
+    if (!bias) {
+      groupEpilogue(0, t, n, c, out, nullptr, unary, nullptr, rowScale);
+      return;
+    }
+    i64 row = 0;
+    for (i64 g = 0; g < groups; g++) {
+      groupEpilogue(row, row + sizes[g], n, c, out, bias + g * n, unary, nullptr, rowScale);
+      row += sizes[g];
+    }
+    return;
+  }
+  // many small groups: whole groups per thread, each product followed by its epilogue on that thread
+  auto one = [=](i64 g, i64 r0) {
+    const i64 rows = sizes[g];
+    groupProduct(transW, rows, n, k, x + r0 * k, w + g * k * n, c + r0 * n, false);
+    if (!none) epilogueRows(r0, r0 + rows, n, c, out, bias ? bias + g * n : nullptr, unary, nullptr, rowScale);
+  };
+  if (forGroupsAcrossThreads(sizes, groups, one)) return;
+  // oneDNN's post-ops when it runs the products, there is an epilogue and no pre-activation to keep
+  EpilogueAct dnnlAct = EpilogueAct::none;
+  const bool fuse = !none && !pre && sgemmOnOnednn() && dnnlActFor(unary, &dnnlAct);
+  i64 row = 0;
+  for (i64 g = 0; g < groups; g++) {
+    const i64 rows = sizes[g];
+    if (rows > 0) {
+      const float* xg = x + row * k;
+      const float* wg = w + g * k * n;
+      const float* bg = bias ? bias + g * n : nullptr;
+      const float* sg = rowScale ? rowScale + row : nullptr;
+      if (!(fuse && rows > kGroupPortableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out + row * n))) {
+        groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
+        if (!none) groupEpilogue(row, row + rows, n, c, out, bg, unary, nullptr, rowScale);
+      }
+    }
+    row += rows;
+  }
+}
+
+namespace {
 
 // groupedMatmulEpilogue(x, w, groupSizes, out, k, n, transW, bias | null, op, rowScale | null,
 // pre | null): groupedMatmul (group g of x's rows times w[g]: k x n, or n x k when transW) whose
@@ -135,50 +188,8 @@ Napi::Value GroupedMatmulEpilogue(const Napi::CallbackInfo& info) {
   }
   if (k > 2147483647 || n > 2147483647) args.fail("a matrix dimension exceeds 2^31 - 1, which BLAS cannot take");
   if (t == 0 || n == 0) return info.Env().Undefined();
-  float* c = pre.data ? pre.data : out.data;
-  const int unary = static_cast<int>(op);
-  // one hand-off for a decode step's small groups, then the epilogue group by group
-  if (k == 0 || groupedFewRows(x.data, w.data, sizes.data, groups, c, k, n, transW)) {
-    if (k == 0) std::memset(c, 0, sizeof(float) * static_cast<size_t>(t * n));
-    i64 row = 0;
-    for (i64 g = 0; g < groups; g++) {
-      groupEpilogue(row, row + sizes.data[g], n, c, out.data, bias.data ? bias.data + g * n : nullptr, unary, nullptr, rowScale.data);
-      row += sizes.data[g];
-    }
-    return info.Env().Undefined();
-  }
-  // many small groups: whole groups per thread, each product followed by its epilogue on that thread
-  {
-    const float* xd = x.data;
-    const float* wd = w.data;
-    const float* bd = bias.data;
-    const float* sd = rowScale.data;
-    float* od = out.data;
-    auto one = [=](i64 g, i64 r0) {
-      const i64 rows = sizes.data[g];
-      groupProduct(transW, rows, n, k, xd + r0 * k, wd + g * k * n, c + r0 * n, false);
-      epilogueRows(r0, r0 + rows, n, c, od, bd ? bd + g * n : nullptr, unary, nullptr, sd);
-    };
-    if (forGroupsAcrossThreads(sizes.data, groups, one)) return info.Env().Undefined();
-  }
-  // oneDNN's post-ops when it runs the products and the pre-activation need not be kept
-  EpilogueAct dnnlAct = EpilogueAct::none;
-  const bool fuse = !pre.data && sgemmOnOnednn() && dnnlActFor(unary, &dnnlAct);
-  i64 row = 0;
-  for (i64 g = 0; g < groups; g++) {
-    const i64 rows = sizes.data[g];
-    if (rows > 0) {
-      const float* xg = x.data + row * k;
-      const float* wg = w.data + g * k * n;
-      const float* bg = bias.data ? bias.data + g * n : nullptr;
-      const float* sg = rowScale.data ? rowScale.data + row : nullptr;
-      if (!(fuse && rows > kGroupPortableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out.data + row * n))) {
-        groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
-        groupEpilogue(row, row + rows, n, c, out.data, bg, unary, nullptr, rowScale.data);
-      }
-    }
-    row += rows;
-  }
+  groupedProductsWithEpilogue(x.data, w.data, sizes.data, groups, t, out.data, k, n, transW, bias.data, static_cast<int>(op), rowScale.data,
+                              pre.data);
   return info.Env().Undefined();
 }
 
