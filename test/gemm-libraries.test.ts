@@ -142,6 +142,41 @@ for (const lib of ['onednn', 'openblas', 'fallback']) {
   });
 }
 
+// The grouped epilogue's oneDNN post-ops run on groups above 256 rows only (smaller ones take the
+// portable GEMM), which OPS_SCRIPT's groups are not. oneDNN 2.6 answers some post-op chains (a per-row
+// binary: the gates' rowScale) with its reference kernel only, ~200x below its JIT ones: on AVX-512
+// the MoE layer's second expert GEMM ran at ~2 GFLOP/s (E = 8 forward 83 tokens/s against 33739)
+// until gemm_dnnl.cc declined reference kernels. With ONEDNN_VERBOSE=1 oneDNN prints the
+// implementation of every product it runs: none may be a reference one, some must carry post-ops.
+test('MOE_GEMM=onednn: the grouped epilogue fuses post-ops on large groups, never on oneDNN\'s reference kernel, and matches js', { skip: noNative || (!libs.includes('onednn') && 'this build has no oneDNN') }, () => {
+  const r = child({ MOE_GEMM: 'onednn', ONEDNN_VERBOSE: '1' }, `
+    const { findBackend } = await import(${JSON.stringify(REGISTRY)});
+    const { nativeInfo } = await import(${JSON.stringify(NATIVE)});
+    await import(${JSON.stringify(OPS)});
+    let seed = 3;
+    const r = (n) => { const t = new Float32Array(n); for (let i = 0; i < n; i++) { seed = (seed * 16807) % 2147483647; t[i] = seed / 2147483647 - 0.5; } return t; };
+    const sizes = new Int32Array([300, 0, 270]), rows = 570, k = 40, n = 24;
+    const x = r(rows * k), w = r(3 * k * n), wt = r(3 * n * k), bias = r(3 * n), gates = r(rows);
+    let worst = 0;
+    for (const [act, b, g, transW] of [['gelu', bias, null, false], [null, bias, gates, false], ['gelu', bias, gates, false], ['silu', null, gates, true], ['relu', bias, gates, true]]) {
+      const out = (name) => { const o = new Float32Array(rows * n).fill(NaN); findBackend(name).kernels.groupedMatmulEpilogue(x, transW ? wt : w, sizes, o, k, n, transW, b, act, g, null); return o; };
+      const got = out('native'), want = out('js');
+      for (let i = 0; i < got.length; i++) worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i])));
+    }
+    const d = nativeInfo().onednn;
+    console.log(JSON.stringify({ worst, declined: d.declined, lastDeclined: d.lastDeclined, failures: d.failures }));`);
+  assert.equal(r.code, 0, r.err);
+  const lines = r.out.split('\n');
+  const res = JSON.parse(lines.filter((l) => l.startsWith('{')).pop()!) as { worst: number; declined: number; lastDeclined: string; failures: number };
+  assert.ok(res.worst < 1e-5, `largest relative difference ${res.worst}`);
+  assert.equal(res.failures, 0);
+  const execs = lines.filter((l) => /^(onednn|dnnl)_verbose,exec,.*matmul/.test(l));
+  assert.ok(execs.length > 0, `oneDNN printed no products under ONEDNN_VERBOSE=1:\n${r.out.slice(0, 400)}`);
+  const slow = execs.filter((l) => /,ref:/.test(l));
+  assert.deepEqual(slow, [], `${slow.length} products ran on oneDNN's reference kernel`);
+  assert.ok(execs.some((l) => /post-ops:.*eltwise/.test(l)), `no product fused its activation:\n${execs.join('\n')}`);
+});
+
 test('a bad MOE_GEMM is refused naming the variable, every time', { skip: noNative }, () => {
   const r = child({ MOE_GEMM: 'mkl' }, `
     const ops = await import(${JSON.stringify(OPS)});

@@ -314,6 +314,13 @@ export interface OneDnnInfo {
   /** Calls handed to OpenBLAS or the portable GEMM after a oneDNN error (lastError says which). */
   failures: number;
   lastError: string;
+  /**
+   * Shapes (with their post-ops) where oneDNN offered only its reference kernel, which runs ~100x
+   * below its JIT ones: those products run without the post-op or on another library instead.
+   */
+  declined: number;
+  /** The last declined shape and the implementation oneDNN named ('' when none). */
+  lastDeclined: string;
 }
 
 export interface NativeInfo {

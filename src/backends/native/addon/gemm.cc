@@ -449,6 +449,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     x.Set("createdPrimitives", static_cast<double>(d.created));
     x.Set("failures", static_cast<double>(d.failures));
     x.Set("lastError", d.lastError);
+    x.Set("declined", static_cast<double>(d.declined));
+    x.Set("lastDeclined", d.lastDeclined);
     o.Set("onednn", x);
   } else {
     o.Set("onednn", env.Null());

@@ -58,6 +58,8 @@ struct Entry {
   dnnl::matmul prim;
   dnnl::memory::desc a, b, c, bias, mul, rowScale;
   size_t scratch = 0;
+  // oneDNN offered only its reference kernel ("ref:any"): the caller runs another path instead
+  bool declined = false;
 };
 
 // Enough for every shape of a model's step (a few per layer, forward and backward); an MoE layer's
@@ -67,7 +69,8 @@ constexpr size_t kCacheCapacity = 256;
 std::mutex cacheMutex;
 std::list<std::pair<Key, Entry>> lru;  // most recent first
 std::unordered_map<Key, std::list<std::pair<Key, Entry>>::iterator, KeyHash> index;
-std::atomic<int64_t> created{0}, failures{0};
+std::atomic<int64_t> created{0}, failures{0}, declined{0};
+std::string lastDeclined;  // under cacheMutex
 std::atomic<int> wantThreads{0};
 std::string lastError;  // under cacheMutex
 
@@ -105,6 +108,21 @@ Entry create(const Key& key) {
   attr.set_post_ops(po);
   if (key.bias) e.bias = dnnl::memory::desc({1, key.n}, dnnl::memory::data_type::f32, dnnl::memory::dims{key.n, 1});
   dnnl::matmul::primitive_desc pd(key.bias ? dnnl::matmul::desc(e.a, e.b, e.bias, e.c) : dnnl::matmul::desc(e.a, e.b, e.c), attr, engine());
+  // oneDNN falls back to its reference kernel for what its JIT kernels do not take: in 2.6 a
+  // per-row binary post-op (the gates' rowScale) on AVX-512 ran the MoE layer's second expert GEMM
+  // at ~2 GFLOP/s, 200x below brgemm. The reference kernel is never the fast path, so such a shape
+  // is declined (cached as such, so the check costs one primitive descriptor per shape) and the
+  // caller runs the product without that post-op or on another library.
+  const char* impl = pd.impl_info_str();
+  if (std::strncmp(impl, "ref", 3) == 0) {
+    e.declined = true;
+    declined.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lk(cacheMutex);
+    lastDeclined = std::to_string(key.m) + "x" + std::to_string(key.k) + " @ " + std::to_string(key.k) + "x" + std::to_string(key.n) +
+                   (key.act != EpilogueAct::none ? " +activation" : "") + (key.bias ? " +bias" : "") + (key.mul ? " +mul" : "") +
+                   (key.rowScale ? " +rowScale" : "") + (key.accumulate ? " +accumulate" : "") + " (" + impl + ")";
+    return e;
+  }
   e.scratch = pd.scratchpad_desc().get_size();
   e.prim = dnnl::matmul(pd);
   created.fetch_add(1, std::memory_order_relaxed);
@@ -197,6 +215,7 @@ bool run(const Key& key, const float* a, const float* b, float* c, const float* 
   const BlockSignals blocked;
   try {
     const Entry e = lookup(key);
+    if (e.declined) return false;
     // The scratchpad belongs to the calling thread: two JS threads may run products at once. Page
     // aligned, as oneDNN's own scratchpads are (a suspect of the heap corruption noted at
     // chooseLibrary; it did not remove it: 9 of 12 runs crashed with a std::vector, 3 of 12 with this).
@@ -288,6 +307,8 @@ DnnlInfo dnnlInfo() {
   r.created = created.load();
   r.failures = failures.load();
   r.lastError = lastError;
+  r.declined = declined.load();
+  r.lastDeclined = lastDeclined;
   return r;
 }
 

@@ -11,9 +11,10 @@ bool dnnlCompiled();
 
 /**
  * Row-major C (m x n, ldc) = op(A) @ op(B) (+ C when accumulate) through a cached oneDNN matmul
- * primitive; m, n, k >= 1. Returns false (C untouched) when oneDNN is not compiled in or failed on
- * this call (out of memory creating a primitive, say): the caller then runs another library, and
- * dnnlInfo() counts the failure and keeps its message.
+ * primitive; m, n, k >= 1. Returns false (C untouched) when oneDNN is not compiled in, failed on
+ * this call (out of memory creating a primitive, say: dnnlInfo() counts the failure and keeps its
+ * message) or declined the shape (its only kernel for it is the reference one: counted apart); the
+ * caller then runs another path.
  */
 bool dnnlSgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                bool accumulate, float* c, int64_t ldc);
@@ -42,6 +43,8 @@ struct DnnlInfo {
   int64_t created = 0;    // primitives created so far (cache misses)
   int64_t failures = 0;   // calls handed to another library after a oneDNN error
   std::string lastError;
+  int64_t declined = 0;   // shapes (with their post-ops) where oneDNN offered only its slow reference kernel
+  std::string lastDeclined;
 };
 
 /** How oneDNN runs here; version "" when it is not compiled in. */

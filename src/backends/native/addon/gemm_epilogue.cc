@@ -145,7 +145,15 @@ void groupedProductsWithEpilogue(const float* x, const float* w, const int32_t* 
       const float* wg = w + g * k * n;
       const float* bg = bias ? bias + g * n : nullptr;
       const float* sg = rowScale ? rowScale + row : nullptr;
-      if (!(fuse && rows > kGroupPortableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out + row * n))) {
+      bool done = fuse && rows > kGroupPortableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out + row * n);
+      // oneDNN 2.6 has no JIT kernel for a per-row post-op (rowScale; gemm_dnnl.cc declines its
+      // reference kernel): bias and activation stay fused, the gates scale the rows in one pass
+      if (!done && fuse && sg && rows > kGroupPortableMaxRows && (bg || dnnlAct != EpilogueAct::none) &&
+          dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, nullptr, out + row * n)) {
+        groupEpilogue(row, row + rows, n, out, out, nullptr, -1, nullptr, rowScale);
+        done = true;
+      }
+      if (!done) {
         groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
         if (!none) groupEpilogue(row, row + rows, n, c, out, bg, unary, nullptr, rowScale);
       }
