@@ -177,6 +177,27 @@ test('MOE_GEMM=onednn: the grouped epilogue fuses post-ops on large groups, neve
   assert.ok(execs.some((l) => /post-ops:.*eltwise/.test(l)), `no product fused its activation:\n${execs.join('\n')}`);
 });
 
+// libgomp (oneDNN's threads) spins ~3 ms after each product by default, taking a core from the
+// pool's pass that follows: the backend sets GOMP_SPINCOUNT before the addon loads libgomp, unless
+// the user set it or OMP_WAIT_POLICY.
+test('loading the addon sets GOMP_SPINCOUNT=10000 unless the user chose an OpenMP wait policy', { skip: noNative }, () => {
+  const script = `
+    const { nativeInfo } = await import(${JSON.stringify(NATIVE)});
+    if (!nativeInfo()) throw new Error('the addon did not load');
+    console.log(JSON.stringify({ spin: process.env.GOMP_SPINCOUNT ?? null }));`;
+  const env = (extra: Record<string, string>): Record<string, string> => {
+    const e = { ...process.env } as Record<string, string>;
+    delete e['GOMP_SPINCOUNT'];
+    delete e['OMP_WAIT_POLICY'];
+    return { ...e, ...extra };
+  };
+  for (const [extra, want] of [[{}, '10000'], [{ GOMP_SPINCOUNT: '5' }, '5'], [{ OMP_WAIT_POLICY: 'active' }, null]] as const) {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: env(extra) });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { spin: string | null }).spin, want, JSON.stringify(extra));
+  }
+});
+
 test('a bad MOE_GEMM is refused naming the variable, every time', { skip: noNative }, () => {
   const r = child({ MOE_GEMM: 'mkl' }, `
     const ops = await import(${JSON.stringify(OPS)});

@@ -153,6 +153,13 @@ function loadAddon(): Addon | null {
     // takes 7 ms otherwise. 2^20 cycles (~0.3 ms) is the order of the pool's own 2 ms spin; a user's
     // own setting is kept.
     if (process.env['OPENBLAS_THREAD_TIMEOUT'] === undefined) process.env['OPENBLAS_THREAD_TIMEOUT'] = '20';
+    // oneDNN's OpenMP threads (libgomp, which reads its settings when it is loaded) spin 300000
+    // rounds (~3 ms) after each product by default, the same trap in the other direction: on AVX-512
+    // (oneDNN runs the products) an E = 8 expert GEMM's epilogue pass after each group's product took
+    // 13-20 ms more per layer call, and a GELU right after a GEMM 11-15 ms instead of 6. 10000
+    // rounds (~0.1 ms) kept the GEMMs at their speed and the passes at theirs; a user's
+    // OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
+    if (process.env['OMP_WAIT_POLICY'] === undefined && process.env['GOMP_SPINCOUNT'] === undefined) process.env['GOMP_SPINCOUNT'] = '10000';
     try {
       const a = createRequire(import.meta.url)(path) as Addon;
       if (typeof a.setThreads !== 'function') throw new Error('it predates MOE_NATIVE_THREADS support (no setThreads); run npm run build:native');
