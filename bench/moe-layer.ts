@@ -35,16 +35,30 @@ export function torchUnavailable(): string | null {
 interface TorchRun { forwardTokensPerSec: number; forwardBackwardTokensPerSec: number; peakRssMiB: number; threads: number; torch: string }
 
 /**
- * One run of the PyTorch reference layer in a child process: the same threads as the native pool
- * (MOE_NATIVE_THREADS, else the cores), and OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs (its best
- * here: the environment's Haswell holds OpenBLAS to AVX2) unless the user set one for torch.
+ * The environment the PyTorch reference runs in, at its best here: the same threads as the native
+ * pool (MOE_NATIVE_THREADS, else the cores); OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs (the
+ * environment's Haswell holds OpenBLAS to AVX2) unless MOE_TORCH_OPENBLAS_CORETYPE names one; and
+ * GOMP_SPINCOUNT=10000 unless the user set it or OMP_WAIT_POLICY: torch's OpenMP workers otherwise
+ * spin ~3 ms after each op on the cores its OpenBLAS threads need (E = 8 on 2 AVX-512 cores, two
+ * interleaved pairs of runs: forward 12828 / 14994 tokens/s by default against 24684 / 35493,
+ * forward+backward 4995 / 5730 against 9328 / 10039). Loading the native addon sets the same
+ * GOMP_SPINCOUNT in this process when both are unset, so torch and oneDNN spin alike. Returns the
+ * variables it sets on top of env.
  */
+export function torchEnv(threads: number, env: NodeJS.ProcessEnv = process.env, avx512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8'))): Record<string, string> {
+  const set: Record<string, string> = { OMP_NUM_THREADS: String(threads) };
+  const coretype = env['MOE_TORCH_OPENBLAS_CORETYPE'];
+  if (coretype) set['OPENBLAS_CORETYPE'] = coretype;
+  else if (avx512 && coretype === undefined) set['OPENBLAS_CORETYPE'] = 'SkylakeX';
+  if (env['OMP_WAIT_POLICY'] === undefined && env['GOMP_SPINCOUNT'] === undefined) set['GOMP_SPINCOUNT'] = '10000';
+  else if (env['GOMP_SPINCOUNT'] !== undefined) set['GOMP_SPINCOUNT'] = env['GOMP_SPINCOUNT'];
+  return set;
+}
+
+/** One run of the PyTorch reference layer in a child process, in torchEnv's environment. */
 function torchRun(E: number, T: number, budgetS: number): TorchRun {
   const threads = Number(process.env['MOE_NATIVE_THREADS'] || cpus().length);
-  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: String(threads) };
-  const avx512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
-  if (avx512 && process.env['MOE_TORCH_OPENBLAS_CORETYPE'] === undefined) env['OPENBLAS_CORETYPE'] = 'SkylakeX';
-  if (process.env['MOE_TORCH_OPENBLAS_CORETYPE']) env['OPENBLAS_CORETYPE'] = process.env['MOE_TORCH_OPENBLAS_CORETYPE'];
+  const env: NodeJS.ProcessEnv = { ...process.env, ...torchEnv(threads) };
   const r = spawnSync(PYTHON, [torchScript()!, '--experts', String(E), '--tokens', String(T), '--threads', String(threads), '--budget', String(budgetS)], { encoding: 'utf8', env });
   if (r.status !== 0) throw new Error(`bench moe-layer --compare-torch: the PyTorch reference failed (exit ${r.status}): ${r.stderr.slice(-500)}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchRun;
@@ -102,6 +116,8 @@ export interface MoELayerReport {
   torchForwardBackwardTokensPerSec?: number;
   /** Rounds per case (moe-ts and PyTorch alternate, the order flipping every round). */
   rounds: number;
+  /** With compareTorch: the variables the PyTorch reference ran with on top of this process's (torchEnv). */
+  torchEnv?: Record<string, string>;
   /** Why PyTorch was not compared although asked, or null. */
   torchSkipped: string | null;
   /** The float32 FMA peak measured before the cases (native backend; null on js). */
@@ -209,7 +225,10 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     forwardTokensPerSec: first.forwardTokensPerSec, forwardBackwardTokensPerSec: first.forwardBackwardTokensPerSec,
     peakRssMiB: process.resourceUsage().maxRSS / 1024, minimumBytesPerToken, cases, rounds, torchSkipped,
     peakGflops: peak > 0 ? peak : null, expertForwardFlops: 4 * T * k * d * dFF,
-    ...(withTorch ? { torchForwardTokensPerSec: first.torchForwardTokensPerSec!, torchForwardBackwardTokensPerSec: first.torchForwardBackwardTokensPerSec! } : {}),
+    ...(withTorch ? {
+      torchForwardTokensPerSec: first.torchForwardTokensPerSec!, torchForwardBackwardTokensPerSec: first.torchForwardBackwardTokensPerSec!,
+      torchEnv: torchEnv(Number(process.env['MOE_NATIVE_THREADS'] || cpus().length)),
+    } : {}),
   };
 }
 
@@ -241,7 +260,7 @@ export function formatMoELayerReport(r: MoELayerReport): string {
     `MoE layer, backend ${r.backend}: T=${r.tokens}, d=${r.dModel}, d_ff=${r.dFF}, top-${r.k} softmax, GELU experts, float32`,
     formatTable(['E', 'fwd tok/s', 'fwd+bwd tok/s', 'fwd ms', 'fwd+bwd ms', 'GEMM share', 'kept KiB/tok',
       ...(torch ? ['torch fwd', 'torch fwd+bwd', 'fwd vs torch', 'fwd+bwd vs torch'] : [])], rows),
-    ...(torch ? [`PyTorch: reference/moe_layer_bench.py, medians of ${r.rounds} rounds interleaved with moe-ts's; peak RSS ${r.cases.map((c) => `E=${c.numExperts} ${c.torchPeakRssMiB!.toFixed(0)} MiB`).join(', ')}`] : []),
+    ...(torch ? [`PyTorch: reference/moe_layer_bench.py (${Object.entries(r.torchEnv ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')}), medians of ${r.rounds} rounds interleaved with moe-ts's; peak RSS ${r.cases.map((c) => `E=${c.numExperts} ${c.torchPeakRssMiB!.toFixed(0)} MiB`).join(', ')}`] : []),
     ...(r.torchSkipped ? [`PyTorch not compared: ${r.torchSkipped}`] : []),
     '',
     `kernels at E=${r.cases[0]!.numExperts} (one forward+backward): ${top}`,
