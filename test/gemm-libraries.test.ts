@@ -80,8 +80,9 @@ test('gemmWith refuses an unknown library naming the accepted ones', { skip: noN
 test('oneDNN past its primitive cache (256 shapes): entries are evicted, results stay right', { skip: noNative || (!libs.includes('onednn') && 'this build has no oneDNN') }, () => {
   const rng = new Rng(5);
   const before = nativeInfo()!.onednn!.createdPrimitives;
-  // 300 distinct shapes, then the first ones again (evicted by then: created anew)
-  const shapes = Array.from({ length: 300 }, (_, i) => [5 + (i % 20), 3 + Math.floor(i / 20), 7] as const);
+  // 300 distinct shapes (distinct columns: primitives leave the rows to run time), then the first
+  // ones again (evicted by then: created anew)
+  const shapes = Array.from({ length: 300 }, (_, i) => [5 + (i % 20), 3 + i, 7] as const);
   for (const [m, n, k] of [...shapes, ...shapes.slice(0, 10)]) {
     const a = rand(rng, m * k);
     const b = rand(rng, k * n);
@@ -95,6 +96,39 @@ test('oneDNN past its primitive cache (256 shapes): entries are evicted, results
   assert.ok(after.cachedPrimitives <= 256, `cache holds ${after.cachedPrimitives}`);
   assert.ok(after.createdPrimitives - before >= 310, `created ${after.createdPrimitives - before} primitives for 310 calls past the capacity`);
   assert.equal(after.failures, 0, after.lastError);
+});
+
+// An MoE layer's expert groups change size every step: oneDNN's primitives take the rows at run
+// time (one primitive for every row count; creating one per count cost 0.45-0.6 ms per product),
+// and a per-row post-op that oneDNN refuses with run-time rows falls back to the exact rows.
+test('oneDNN: one plain-layout primitive serves every row count, results match js; MOE_ONEDNN_STATIC_ROWS=1 keys each', { skip: noNative || (!libs.includes('onednn') && 'this build has no oneDNN') }, () => {
+  const script = `
+    const { nativeGemmWith, nativeInfo } = await import(${JSON.stringify(NATIVE)});
+    const { findBackend } = await import(${JSON.stringify(REGISTRY)});
+    await import(${JSON.stringify(OPS)});
+    const gemm = nativeGemmWith(), js = findBackend('js').kernels;
+    let seed = 7, worst = 0;
+    const r = (n) => { const t = new Float32Array(n); for (let i = 0; i < n; i++) { seed = (seed * 16807) % 2147483647; t[i] = seed / 2147483647 - 0.5; } return t; };
+    const k = 33, n = 45, before = nativeInfo().onednn.createdPrimitives;
+    for (const m of [17, 18, 40, 97, 300, 301]) {
+      for (const transB of [false, true]) {
+        const a = r(m * k), b = r(k * n), got = new Float32Array(m * n).fill(NaN), want = new Float32Array(m * n);
+        gemm('onednn', a, b, got, m, n, k, false, transB, false);
+        js.matmul(a, b, want, 1, m, n, k, false, transB, false, false, false);
+        for (let i = 0; i < got.length; i++) worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : Math.abs(got[i] - want[i]));
+      }
+    }
+    const d = nativeInfo().onednn;
+    console.log(JSON.stringify({ worst, created: d.createdPrimitives - before, failures: d.failures }));`;
+  // plain layout: one primitive for the six row counts; B transposed keeps a primitive per count
+  for (const [env, created] of [[{}, 7], [{ MOE_ONEDNN_STATIC_ROWS: '1' }, 12]] as const) {
+    const res = child({ MOE_GEMM: 'onednn', ...env }, script);
+    assert.equal(res.code, 0, res.err);
+    const out = JSON.parse(res.out) as { worst: number; created: number; failures: number };
+    assert.ok(out.worst < 1e-5, `largest difference ${out.worst}`);
+    assert.equal(out.failures, 0);
+    assert.equal(out.created, created, `${JSON.stringify(env)}: ${out.created} primitives for 6 row counts x 2 layouts`);
+  }
 });
 
 /** Runs a script in a child with MOE_GEMM (and MOE_NATIVE_THREADS) set; the runner's own settings are not inherited. */

@@ -84,8 +84,24 @@ dnnl::memory::desc matrix(int64_t rows, int64_t cols, int64_t ld, bool trans) {
   return dnnl::memory::desc({rows, cols}, dnnl::memory::data_type::f32, trans ? dnnl::memory::dims{1, ld} : dnnl::memory::dims{ld, 1});
 }
 
+Entry createExact(const Key& key);
+
 Entry create(const Key& key) {
+  if (key.m != DNNL_RUNTIME_DIM_VAL) return createExact(key);
+  // oneDNN refuses some operands with run-time rows outright (a per-row binary post-op: "could not
+  // append a binary post-op"): declined like a reference kernel, the call keys its exact rows
+  try {
+    return createExact(key);
+  } catch (const dnnl::error&) {
+    Entry e;
+    e.declined = true;
+    return e;
+  }
+}
+
+Entry createExact(const Key& key) {
   Entry e;
+  // key.m may be DNNL_RUNTIME_DIM_VAL: one primitive for every row count (see run)
   e.a = matrix(key.m, key.k, key.lda, key.transA);
   e.b = matrix(key.k, key.n, key.ldb, key.transB);
   e.c = matrix(key.m, key.n, key.ldc, false);
@@ -118,7 +134,7 @@ Entry create(const Key& key) {
     e.declined = true;
     declined.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard<std::mutex> lk(cacheMutex);
-    lastDeclined = std::to_string(key.m) + "x" + std::to_string(key.k) + " @ " + std::to_string(key.k) + "x" + std::to_string(key.n) +
+    lastDeclined = (key.m == DNNL_RUNTIME_DIM_VAL ? std::string("(any rows)") : std::to_string(key.m)) + "x" + std::to_string(key.k) + " @ " + std::to_string(key.k) + "x" + std::to_string(key.n) +
                    (key.act != EpilogueAct::none ? " +activation" : "") + (key.bias ? " +bias" : "") + (key.mul ? " +mul" : "") +
                    (key.rowScale ? " +rowScale" : "") + (key.accumulate ? " +accumulate" : "") + " (" + impl + ")";
     return e;
@@ -210,12 +226,42 @@ struct BlockSignals {
   BlockSignals& operator=(const BlockSignals&) = delete;
 };
 
+// Plain-layout products (neither operand transposed) key their primitive with a run-time row
+// count: an MoE layer's expert groups change size every step (and a server's prompts every
+// request), and a primitive per row count cost 0.45-0.6 ms to create (3 ms the first), ~10% of the
+// 1024-row group product it served. With the rows at run time oneDNN 2.6 picks its gemm:jit kernel,
+// created in 0.07 ms and as fast as brgemm or faster on these shapes (bench/gemm-libs.ts, two
+// interleaved runs on 2 AVX-512 cores, GFLOP/s run-time / exact rows: 1024-row expert up 471, 448 /
+// 445, 422; 64-row expert up 427, 377 / 351, 338; square 2048 459, 471 / 411, 401), but not with B
+// transposed (the input gradient [4096 x 2048] @ [512 x 2048]^T: 330, 313 / 447, 437), which keeps
+// exact rows, as A transposed does (weight gradients: their varying size is k). Where run-time rows
+// would be a reference kernel, or oneDNN refuses them, the product keys its exact rows.
+// MOE_ONEDNN_STATIC_ROWS=1 turns it off (an A/B switch).
+const bool runtimeRows = [] {
+  const char* v = std::getenv("MOE_ONEDNN_STATIC_ROWS");
+  return !(v && std::strcmp(v, "1") == 0);
+}();
+
 /** Runs key's primitive on these buffers; the optional ones (null) only when key has no such operand. */
 bool run(const Key& key, const float* a, const float* b, float* c, const float* bias, const float* mul, const float* rowScale) {
   const BlockSignals blocked;
   try {
-    const Entry e = lookup(key);
+    Entry e;
+    const bool anyRows = runtimeRows && !key.transA && !key.transB;
+    if (anyRows) {
+      Key any = key;
+      any.m = DNNL_RUNTIME_DIM_VAL;
+      e = lookup(any);
+    }
+    if (!anyRows || e.declined) e = lookup(key);
     if (e.declined) return false;
+    // the descriptors of this call's operands (the primitive's may leave the rows to run time)
+    if (e.a.dims()[0] == DNNL_RUNTIME_DIM_VAL) {
+      e.a = matrix(key.m, key.k, key.lda, key.transA);
+      e.c = matrix(key.m, key.n, key.ldc, false);
+      if (key.mul) e.mul = matrix(key.m, key.n, key.n, false);
+      if (key.rowScale) e.rowScale = dnnl::memory::desc({key.m, 1}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, 1});
+    }
     // The scratchpad belongs to the calling thread: two JS threads may run products at once. Page
     // aligned, as oneDNN's own scratchpads are (a suspect of the heap corruption noted at
     // chooseLibrary; it did not remove it: 9 of 12 runs crashed with a std::vector, 3 of 12 with this).
