@@ -86,7 +86,7 @@ function infoCommand(args: ParsedArgs): number {
     if (info.blas === 'openblas') console.log(`OpenBLAS workers spin 2^${process.env['OPENBLAS_THREAD_TIMEOUT']} cycles after a call (OPENBLAS_THREAD_TIMEOUT; moe-ts sets 20 when it is unset)`);
     console.log(`GEMM library: ${info.gemm} (${info.gemmForced ? 'forced by MOE_GEMM' : 'the default; MOE_GEMM=onednn|openblas|fallback forces one'})`);
     const d = info.onednn;
-    console.log(d ? `oneDNN ${d.version}: ${d.isa} kernels (${d.impl}), ${d.threading} threads: ${d.threads}${d.failures > 0 ? `; ${d.failures} calls failed over to another library: ${d.lastError}` : ''}${d.declined > 0 ? `; ${d.declined} shapes declined (reference kernel only; last ${d.lastDeclined})` : ''}` : 'oneDNN: not linked (libdnnl-dev not found at build, or MOE_NO_DNNL=1)');
+    console.log(d ? `oneDNN ${d.version}: ${d.isa} kernels (${d.impl}${d.implAnyRows ? `; ${d.implAnyRows} with run-time rows` : ''}), ${d.threading} threads: ${d.threads}${d.failures > 0 ? `; ${d.failures} calls failed over to another library: ${d.lastError}` : ''}${d.declined > 0 ? `; ${d.declined} shapes declined (reference kernel only; last ${d.lastDeclined})` : ''}` : 'oneDNN: not linked (libdnnl-dev not found at build, or MOE_NO_DNNL=1)');
     if (d && d.threading === 'OpenMP') {
       const policy = process.env['OMP_WAIT_POLICY'];
       console.log(`oneDNN's OpenMP workers spin ${process.env['GOMP_SPINCOUNT'] ?? (policy ? `as OMP_WAIT_POLICY=${policy} says` : "libgomp's default")} rounds after a product (GOMP_SPINCOUNT; moe-ts sets 10000 when it and OMP_WAIT_POLICY are unset)`);

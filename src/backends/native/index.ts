@@ -312,6 +312,11 @@ export interface OneDnnInfo {
   isa: string;
   /** The implementation its matmul picks for a 256^3 product ('gemm:jit', 'brg:avx512_core', ...). */
   impl: string;
+  /**
+   * The same with the rows left to run time, as plain-layout products run (one primitive for every
+   * row count); '' when MOE_ONEDNN_STATIC_ROWS=1.
+   */
+  implAnyRows: string;
   /** The threading runtime it was built with ('OpenMP' for Debian's: a thread pool of its own). */
   threading: string;
   /** Threads its calls use (omp_get_max_threads: MOE_NATIVE_THREADS when set). */

@@ -443,6 +443,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     x.Set("version", d.version);
     x.Set("isa", d.isa);
     x.Set("impl", d.impl);
+    x.Set("implAnyRows", d.implAnyRows);
     x.Set("threading", d.threading);
     x.Set("threads", d.threads);
     x.Set("cachedPrimitives", static_cast<double>(d.cached));

@@ -345,6 +345,11 @@ DnnlInfo dnnlInfo() {
     dnnl::memory::desc md({256, 256}, dnnl::memory::data_type::f32, dnnl::memory::dims{256, 1});
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md, md, md), engine());
     r.impl = pd.impl_info_str();
+    if (runtimeRows) {
+      dnnl::memory::desc rows({DNNL_RUNTIME_DIM_VAL, 256}, dnnl::memory::data_type::f32, dnnl::memory::dims{256, 1});
+      dnnl::matmul::primitive_desc any(dnnl::matmul::desc(rows, md, rows), engine());
+      r.implAnyRows = any.impl_info_str();
+    }
   } catch (const std::exception& err) {
     r.impl = std::string("none (") + err.what() + ")";
   }

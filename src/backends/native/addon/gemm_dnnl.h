@@ -37,6 +37,7 @@ struct DnnlInfo {
   std::string version;    // "2.6.3"
   std::string isa;        // the CPU ISA oneDNN dispatches to here (dnnl_get_effective_cpu_isa)
   std::string impl;       // the implementation its matmul picks for a 256^3 product ("gemm:jit", "brg:avx512_core")
+  std::string implAnyRows;  // the same with the rows left to run time (plain-layout products); "" when MOE_ONEDNN_STATIC_ROWS=1
   std::string threading;  // "OpenMP", "TBB", "sequential", "threadpool"
   int threads = 0;        // OpenMP threads a call will use
   int64_t cached = 0;     // primitives in the cache now
