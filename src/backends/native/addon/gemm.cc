@@ -148,6 +148,20 @@ std::atomic<int> groupedSplit{0};
 
 }  // namespace
 
+// Where oneDNN runs the products (AVX-512) it takes every group above kFewM rows: on 2 AVX-512
+// cores the layer at E = 128 (64-row groups) ran forward at 32117 / 31532 tokens/s so against
+// 27189 / 26469 with the 64-row groups on the portable GEMM, whole groups per thread; E = 32
+// forward+backward 11970 / 11377 against 9145 / 10334 (`moe bench moe-layer --experts 32,128
+// --rounds 1`, two interleaved pairs). OpenBLAS's second thread gained nothing on such groups on
+// AVX2 (the eighth session), so there the portable GEMM keeps them up to 256 rows.
+// MOE_GROUP_PORTABLE_MAX_ROWS overrides both (an A/B switch).
+int64_t groupPortableMaxRows() {
+  const char* e = std::getenv("MOE_GROUP_PORTABLE_MAX_ROWS");
+  static const int64_t forced = e && *e ? std::atoll(e) : -1;
+  if (forced >= 0) return forced;
+  return sgemmOnOnednn() ? kFewM : 256;
+}
+
 void groupProduct(bool transW, i64 rows, i64 n, i64 k, const float* x, const float* w, float* out, bool threaded) {
   if (rows <= kFewM) smallMSgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n, threaded);
   else if (rows <= kGroupPortableMaxRows) fallbackSgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n, threaded);

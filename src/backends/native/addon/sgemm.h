@@ -55,12 +55,14 @@ bool groupedFewRows(const float* x, const float* w, const int32_t* sizes, int64_
 
 /**
  * Rows of an expert group up to which its product runs on the addon's own kernels (up to kFewM the
- * matrix-vector kernel, then the portable GEMM), above which on sgemm()'s library. Chosen by a
- * group's rows alone, never by how many groups a call has or how they are split across threads,
- * so that an expert's output is the same bits in one process, on expert-parallel workers holding a
- * few experts each, and with offloaded experts (their tests compare bit for bit).
+ * matrix-vector kernel, then the portable GEMM), above which on sgemm()'s library: 256 where
+ * OpenBLAS runs the products, kFewM where oneDNN does (gemm.cc says why). Chosen by a group's rows
+ * (and the machine's library) alone, never by how many groups a call has or how they are split
+ * across threads, so that an expert's output is the same bits in one process, on expert-parallel
+ * workers holding a few experts each, and with offloaded experts (their tests compare bit for bit).
  */
-constexpr int64_t kGroupPortableMaxRows = 256;
+int64_t groupPortableMaxRows();
+#define kGroupPortableMaxRows groupPortableMaxRows()
 
 /** One expert group's product out = x @ op(w) (rows x k times k x n, or n x k read transposed), by the rule above. */
 void groupProduct(bool transW, int64_t rows, int64_t n, int64_t k, const float* x, const float* w, float* out, bool threaded);
