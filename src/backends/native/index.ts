@@ -423,7 +423,8 @@ export function nativeGemmWith(): Addon['gemmWith'] | null {
 
 /**
  * Test and benchmark hook: how the native grouped GEMMs share the pool's threads ('auto': whole
- * groups per thread when no group has more than 256 rows and there are two or more per thread, else
+ * groups per thread when no group has more than 256 rows (16 where oneDNN runs the products:
+ * MOE_GROUP_PORTABLE_MAX_ROWS sets it) and there are two or more per thread, else
  * each product threaded; 'groups' drops the count condition, 'products' never splits). Results are
  * the same bits either way. A no-op without the native addon.
  */

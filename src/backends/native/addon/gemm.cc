@@ -149,7 +149,7 @@ std::atomic<int> groupedSplit{0};
 }  // namespace
 
 // Where oneDNN runs the products (AVX-512) it takes every group above kFewM rows: on 2 AVX-512
-// cores the layer at E = 128 (64-row groups) ran forward at 32117 / 31532 tokens/s so against
+// cores the layer at E = 128 (64-row groups) ran forward at 32117 / 31532 tokens/s against
 // 27189 / 26469 with the 64-row groups on the portable GEMM, whole groups per thread; E = 32
 // forward+backward 11970 / 11377 against 9145 / 10334 (`moe bench moe-layer --experts 32,128
 // --rounds 1`, two interleaved pairs). OpenBLAS's second thread gained nothing on such groups on
@@ -164,12 +164,12 @@ int64_t groupPortableMaxRows() {
 
 void groupProduct(bool transW, i64 rows, i64 n, i64 k, const float* x, const float* w, float* out, bool threaded) {
   if (rows <= kFewM) smallMSgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n, threaded);
-  else if (rows <= kGroupPortableMaxRows) fallbackSgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n, threaded);
+  else if (rows <= groupPortableMaxRows()) fallbackSgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n, threaded);
   else sgemm(false, transW, rows, n, k, x, k, w, transW ? k : n, false, out, n);
 }
 
 void groupWeightGrad(i64 rows, i64 k, i64 n, const float* x, const float* dy, float* out, bool threaded) {
-  if (rows <= kGroupPortableMaxRows) fallbackSgemm(true, false, k, n, rows, x, k, dy, n, false, out, n, threaded);
+  if (rows <= groupPortableMaxRows()) fallbackSgemm(true, false, k, n, rows, x, k, dy, n, false, out, n, threaded);
   else sgemm(true, false, k, n, rows, x, k, dy, n, false, out, n);
 }
 
@@ -185,7 +185,8 @@ bool forGroupsAcrossThreads(const int32_t* sizes, i64 groupCount, void (*run)(vo
   if (nonEmpty < 2) return false;
   // only groups whose products never reach a BLAS: OpenBLAS runs its own threads per call, and calls
   // from several threads at once have a history of races (OpenBLAS issues #1761, #2126)
-  for (i64 g = 0; g < groupCount; g++) if (sizes[g] > kGroupPortableMaxRows) return false;
+  const i64 maxRows = groupPortableMaxRows();
+  for (i64 g = 0; g < groupCount; g++) if (sizes[g] > maxRows) return false;
   if (mode == 0 && nonEmpty < 2 * threads) return false;
   // work of a group ~ its rows plus the packing of its weight matrix (counted as 16 rows, a guess
   // that only shifts the split points); contiguous ranges of about equal work, one per thread

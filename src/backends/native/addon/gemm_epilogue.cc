@@ -137,6 +137,7 @@ void groupedProductsWithEpilogue(const float* x, const float* w, const int32_t* 
   // oneDNN's post-ops when it runs the products, there is an epilogue and no pre-activation to keep
   EpilogueAct dnnlAct = EpilogueAct::none;
   const bool fuse = !none && !pre && sgemmOnOnednn() && dnnlActFor(unary, &dnnlAct);
+  const i64 portableMaxRows = groupPortableMaxRows();
   i64 row = 0;
   for (i64 g = 0; g < groups; g++) {
     const i64 rows = sizes[g];
@@ -145,10 +146,10 @@ void groupedProductsWithEpilogue(const float* x, const float* w, const int32_t* 
       const float* wg = w + g * k * n;
       const float* bg = bias ? bias + g * n : nullptr;
       const float* sg = rowScale ? rowScale + row : nullptr;
-      bool done = fuse && rows > kGroupPortableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out + row * n);
+      bool done = fuse && rows > portableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out + row * n);
       // oneDNN 2.6 has no JIT kernel for a per-row post-op (rowScale; gemm_dnnl.cc declines its
       // reference kernel): bias and activation stay fused, the gates scale the rows in one pass
-      if (!done && fuse && sg && rows > kGroupPortableMaxRows && (bg || dnnlAct != EpilogueAct::none) &&
+      if (!done && fuse && sg && rows > portableMaxRows && (bg || dnnlAct != EpilogueAct::none) &&
           dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, nullptr, out + row * n)) {
         groupEpilogue(row, row + rows, n, out, out, nullptr, -1, nullptr, rowScale);
         done = true;

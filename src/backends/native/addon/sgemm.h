@@ -62,7 +62,6 @@ bool groupedFewRows(const float* x, const float* w, const int32_t* sizes, int64_
  * workers holding a few experts each, and with offloaded experts (their tests compare bit for bit).
  */
 int64_t groupPortableMaxRows();
-#define kGroupPortableMaxRows groupPortableMaxRows()
 
 /** One expert group's product out = x @ op(w) (rows x k times k x n, or n x k read transposed), by the rule above. */
 void groupProduct(bool transW, int64_t rows, int64_t n, int64_t k, const float* x, const float* w, float* out, bool threaded);
@@ -74,7 +73,7 @@ void groupWeightGrad(int64_t rows, int64_t k, int64_t n, const float* x, const f
  * The grouped GEMMs' split for many small groups: run(ctx, g, row0) for every non-empty group g
  * (row0: its first row), the groups dealt to the pool's threads in contiguous ranges of about equal
  * work, each group's product on one thread (groupProduct with threaded = false). Only when no group
- * has more than kGroupPortableMaxRows rows, so the split never changes which kernel runs a group. Splitting each
+ * has more than groupPortableMaxRows() rows, so the split never changes which kernel runs a group. Splitting each
  * small product across threads instead gained nothing: at E = 128 (64-row groups) the layer's expert
  * GEMMs ran at 54 GFLOP/s on two threads and 57 on one (OpenBLAS, AMD EPYC AVX2, 2 vCPUs). Returns
  * false, running nothing, when the pool has one thread, a group is larger, or there are fewer than two
