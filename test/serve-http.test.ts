@@ -173,11 +173,13 @@ test('serve: bad JSON, bad fields (400 naming the field), over-long prompts, unk
 });
 
 test('serve: a request past the request timeout ends with 504 (or a timeout error event when streaming) and frees its slot', async () => {
-  await withServer({ requestTimeoutMs: 30 }, async (url, s) => {
-    const r = await post(url, '/v1/completions', { prompt: 'slow', max_tokens: 120, temperature: 0 });
+  // 120 tokens (no end-of-sequence stop) cannot be done in 1 ms; with 30 ms a fast AVX-512 machine
+  // finished the request before its deadline (a clean-clone CI run got 200)
+  await withServer({ requestTimeoutMs: 1 }, async (url, s) => {
+    const r = await post(url, '/v1/completions', { prompt: 'slow', max_tokens: 120, temperature: 0, ignore_eos: true });
     assert.equal(r.status, 504);
     assert.equal((await r.json() as { error: { code: string } }).error.code, 'timeout');
-    const ev = await sseReader(await post(url, '/v1/completions', { prompt: 'slow', max_tokens: 120, temperature: 0, stream: true })).all();
+    const ev = await sseReader(await post(url, '/v1/completions', { prompt: 'slow', max_tokens: 120, temperature: 0, ignore_eos: true, stream: true })).all();
     assert.equal(ev.at(-1), '[DONE]');
     assert.equal((ev.at(-2) as Chunk).error?.code, 'timeout');
     await until(() => s.scheduler.freeSlotCount === 2, 'slots freed');
