@@ -55,9 +55,14 @@ export function torchEnv(threads: number, env: NodeJS.ProcessEnv = process.env, 
   return set;
 }
 
+/** The native pool's threads (MOE_NATIVE_THREADS, else the cores): torch runs with as many. */
+function torchThreads(): number {
+  return Number(process.env['MOE_NATIVE_THREADS'] || cpus().length);
+}
+
 /** One run of the PyTorch reference layer in a child process, in torchEnv's environment. */
 function torchRun(E: number, T: number, budgetS: number): TorchRun {
-  const threads = Number(process.env['MOE_NATIVE_THREADS'] || cpus().length);
+  const threads = torchThreads();
   const env: NodeJS.ProcessEnv = { ...process.env, ...torchEnv(threads) };
   const r = spawnSync(PYTHON, [torchScript()!, '--experts', String(E), '--tokens', String(T), '--threads', String(threads), '--budget', String(budgetS)], { encoding: 'utf8', env });
   if (r.status !== 0) throw new Error(`bench moe-layer --compare-torch: the PyTorch reference failed (exit ${r.status}): ${r.stderr.slice(-500)}`);
@@ -227,7 +232,7 @@ export function benchMoELayer(opts: { tokens?: number; experts?: number[]; compa
     peakGflops: peak > 0 ? peak : null, expertForwardFlops: 4 * T * k * d * dFF,
     ...(withTorch ? {
       torchForwardTokensPerSec: first.torchForwardTokensPerSec!, torchForwardBackwardTokensPerSec: first.torchForwardBackwardTokensPerSec!,
-      torchEnv: torchEnv(Number(process.env['MOE_NATIVE_THREADS'] || cpus().length)),
+      torchEnv: torchEnv(torchThreads()),
     } : {}),
   };
 }

@@ -185,7 +185,7 @@ for (const lib of ['onednn', 'openblas', 'fallback']) {
 test('MOE_GEMM=onednn: the grouped epilogue fuses post-ops on large groups, never on oneDNN\'s reference kernel, and matches js', { skip: noNative || (!libs.includes('onednn') && 'this build has no oneDNN') }, () => {
   const r = child({ MOE_GEMM: 'onednn', ONEDNN_VERBOSE: '1' }, `
     const { findBackend } = await import(${JSON.stringify(REGISTRY)});
-    const { nativeInfo } = await import(${JSON.stringify(NATIVE)});
+    const { nativeInfo, nativeGemmEpilogue } = await import(${JSON.stringify(NATIVE)});
     await import(${JSON.stringify(OPS)});
     let seed = 3;
     const r = (n) => { const t = new Float32Array(n); for (let i = 0; i < n; i++) { seed = (seed * 16807) % 2147483647; t[i] = seed / 2147483647 - 0.5; } return t; };
@@ -197,6 +197,13 @@ test('MOE_GEMM=onednn: the grouped epilogue fuses post-ops on large groups, neve
       const got = out('native'), want = out('js');
       for (let i = 0; i < got.length; i++) worst = Math.max(worst, Number.isNaN(got[i]) ? Infinity : Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i])));
     }
+    // the standalone fused epilogue with the gates: oneDNN offers only its reference kernel for a
+    // per-row post-op, which must be declined (the product then runs unfused)
+    const epi = nativeGemmEpilogue(), m = 300, g2 = r(m);
+    const fused = new Float32Array(m * n).fill(NaN), plain = new Float32Array(m * n).fill(NaN);
+    epi(true, x.subarray(0, m * k), w.subarray(0, k * n), bias.subarray(0, n), 2, null, g2, fused, m, n, k, false);
+    epi(false, x.subarray(0, m * k), w.subarray(0, k * n), bias.subarray(0, n), 2, null, g2, plain, m, n, k, false);
+    for (let i = 0; i < fused.length; i++) worst = Math.max(worst, Number.isNaN(fused[i]) ? Infinity : Math.abs(fused[i] - plain[i]) / (1 + Math.abs(plain[i])));
     const d = nativeInfo().onednn;
     console.log(JSON.stringify({ worst, declined: d.declined, lastDeclined: d.lastDeclined, failures: d.failures }));`);
   assert.equal(r.code, 0, r.err);

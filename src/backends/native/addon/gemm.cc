@@ -156,8 +156,10 @@ std::atomic<int> groupedSplit{0};
 // AVX2 (the eighth session), so there the portable GEMM keeps them up to 256 rows.
 // MOE_GROUP_PORTABLE_MAX_ROWS overrides both (an A/B switch).
 int64_t groupPortableMaxRows() {
-  const char* e = std::getenv("MOE_GROUP_PORTABLE_MAX_ROWS");
-  static const int64_t forced = e && *e ? std::atoll(e) : -1;
+  static const int64_t forced = [] {
+    const char* e = std::getenv("MOE_GROUP_PORTABLE_MAX_ROWS");
+    return e && *e ? std::atoll(e) : int64_t(-1);
+  }();
   if (forced >= 0) return forced;
   return sgemmOnOnednn() ? kFewM : 256;
 }

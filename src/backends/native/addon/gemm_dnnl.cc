@@ -247,16 +247,17 @@ bool run(const Key& key, const float* a, const float* b, float* c, const float* 
   const BlockSignals blocked;
   try {
     Entry e;
-    const bool anyRows = runtimeRows && !key.transA && !key.transB;
-    if (anyRows) {
+    bool anyRows = false;
+    if (runtimeRows && !key.transA && !key.transB) {
       Key any = key;
       any.m = DNNL_RUNTIME_DIM_VAL;
       e = lookup(any);
+      anyRows = !e.declined;
     }
-    if (!anyRows || e.declined) e = lookup(key);
+    if (!anyRows) e = lookup(key);
     if (e.declined) return false;
-    // the descriptors of this call's operands (the primitive's may leave the rows to run time)
-    if (e.a.dims()[0] == DNNL_RUNTIME_DIM_VAL) {
+    // the descriptors of this call's operands (the primitive leaves the rows to run time)
+    if (anyRows) {
       e.a = matrix(key.m, key.k, key.lda, key.transA);
       e.c = matrix(key.m, key.n, key.ldc, false);
       if (key.mul) e.mul = matrix(key.m, key.n, key.n, false);

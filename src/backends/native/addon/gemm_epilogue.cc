@@ -146,21 +146,22 @@ void groupedProductsWithEpilogue(const float* x, const float* w, const int32_t* 
       const float* wg = w + g * k * n;
       const float* bg = bias ? bias + g * n : nullptr;
       const float* sg = rowScale ? rowScale + row : nullptr;
-      bool done = fuse && rows > portableMaxRows && dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, sg, out + row * n);
-      // oneDNN 2.6 has no JIT kernel for a per-row post-op (rowScale; gemm_dnnl.cc declines its
-      // reference kernel): bias and activation stay fused, the gates scale the rows in one pass on
-      // this thread while they are in cache. Handed to the pool between two oneDNN products, that
-      // pass cost ~1 ms per group (the pool's threads wake while OpenMP's spin): E = 8's down
-      // projection took 45.8-47.3 ms against 38.6-39.4 without the gates; on this thread 41.9-45.1
-      // against 41.5-43.6 (a scratch probe, 8 groups of ~1024 rows, 2 AVX-512 cores).
-      if (!done && fuse && sg && rows > portableMaxRows) {
+      // oneDNN runs the product with bias and activation as post-ops; the gates scale the rows on
+      // this thread while they are in cache. oneDNN 2.6's JIT kernels take no per-row post-op (asked
+      // for one, it offers only its reference kernel, ~2 GFLOP/s, which gemm_dnnl.cc declines), and
+      // as a pool job between two oneDNN products the scaling cost ~1 ms per group in hand-offs
+      // (the pool's threads wake while OpenMP's spin): E = 8's down projection took 45.8-47.3 ms
+      // against 38.6-39.4 without the gates; on this thread 41.9-45.1 against 41.5-43.6 (a scratch
+      // probe, 8 groups of ~1024 rows, 2 AVX-512 cores).
+      bool done = false;
+      if (fuse && rows > portableMaxRows) {
         if (bg || dnnlAct != EpilogueAct::none) {
           done = dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, nullptr, out + row * n);
-        } else {
+        } else {  // the gates alone
           groupProduct(transW, rows, n, k, xg, wg, out + row * n, true);
           done = true;
         }
-        if (done) epilogueRows(row, row + rows, n, out, out, nullptr, -1, nullptr, rowScale);
+        if (done && sg) epilogueRows(row, row + rows, n, out, out, nullptr, -1, nullptr, rowScale);
       }
       if (!done) {
         groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
