@@ -7,6 +7,7 @@ export { Tensor, type NestedArray } from './tensor/tensor.js';
 export type { DType, FloatArray, TypedArray } from './tensor/dtype.js';
 export { shapeSize, shapeStr, broadcastShapes, type Shape } from './tensor/shape.js';
 export { Rng, manualSeed, defaultRng, mix32, deriveSeed } from './tensor/rng.js';
+export { releaseScratch, setScratchLimit, scratchStats } from './tensor/scratch.js';
 export { noGrad, isGradEnabled, record, savedForBackward, type GradNode, type BackwardFn, type Saved, type SavedEntry } from './tensor/autograd.js';
 export {
   getBackend, setBackend, withBackend, availableBackends, registerBackend, kernel, KernelNotFoundError, profileKernels, type KernelProfile,

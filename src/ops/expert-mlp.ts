@@ -9,6 +9,7 @@ import { isGradEnabled, record, type Saved } from '../tensor/autograd.js';
 import { shapeStr } from '../tensor/shape.js';
 import { kernel } from '../kernels/registry.js';
 import type { FloatArray } from '../tensor/dtype.js';
+import { giveScratch, takeScratch } from '../tensor/scratch.js';
 import { assertFloat, assertIndicesInRange, assertSameDtype, emptyLike, floatData, uninitLike } from './util.js';
 
 let groupedEpilogue = true;
@@ -109,46 +110,58 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
 
   // forward: xp [A', d] -> pre [A', h] (+ pre3) -> act [A', h] -> yp [A', d] -> out
   const needBackward = isGradEnabled() && floats.some((t) => t.requiresGrad);
-  const xp = idx ? gatherRowsRaw(x, idx) : x;
+  // Transients nobody outside this call sees come from the scratch pool (tensor/scratch.ts) and go
+  // back as soon as their last reader is done: the gathered rows, the hidden activation, the
+  // pre-activation when backward does not keep it, the expert outputs before the scatter.
+  const fdt = dt as 'float32' | 'float64';
+  const scratch = (n: number, s: number[]): Tensor => new Tensor(takeScratch(fdt, n), s);
+  const xp = idx ? gatherRowsRaw(x, idx, true) : x;
   let pre: Tensor;
   let pre3: Tensor | null = null;
   let act: Tensor;
-  const yp = uninitLike([rows, d], dt);
+  const hidden = (): Tensor => (needBackward ? uninitLike([rows, h], dt) : scratch(rows * h, [rows, h]));
+  const yp = idx ? scratch(rows * d, [rows, d]) : uninitLike([rows, d], dt);
   if (groupedEpilogue) {
     // bias, activation and gate scaling on each group right after its product (one pass less
     // over the hidden, and none over an extra buffer when backward does not need the pre-activation)
     const gemmEp = kernel('groupedMatmulEpilogue');
     const b1d = b1 ? F(b1) : null;
     if (w3) {
-      pre = uninitLike([rows, h], dt);
+      pre = hidden();
       gemmEp(F(xp), F(w1), sizes, F(pre), d, h, false, b1d, null, null, null);
-      pre3 = uninitLike([rows, h], dt);
+      pre3 = hidden();
       gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
-      act = activate(activation, pre, pre3);
+      act = activate(activation, pre, pre3, scratch(rows * h, [rows, h]));
     } else {
-      act = uninitLike([rows, h], dt);
+      act = scratch(rows * h, [rows, h]);
       pre = needBackward ? uninitLike([rows, h], dt) : act;
       gemmEp(F(xp), F(w1), sizes, F(act), d, h, false, b1d, activation as Exclude<ExpertMLPActivation, 'swiglu'>, null,
         needBackward ? F(pre) : null);
     }
+    if (idx) giveScratch(F(xp));
     gemmEp(F(act), F(w2), sizes, F(yp), h, d, false, b2 ? F(b2) : null, null, gates ? F(gates) : null, null);
   } else {
-    pre = uninitLike([rows, h], dt);
+    pre = hidden();
     gemm(F(xp), F(w1), sizes, F(pre), d, h, false);
     if (b1) addRowBias(F(pre), F(b1), ex!, h);
     if (w3) {
-      pre3 = uninitLike([rows, h], dt);
+      pre3 = hidden();
       gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
     }
-    act = activate(activation, pre, pre3);
+    if (idx) giveScratch(F(xp));
+    act = activate(activation, pre, pre3, scratch(rows * h, [rows, h]));
     gemm(F(act), F(w2), sizes, F(yp), h, d, false);
     if (b2) addRowBias(F(yp), F(b2), ex!, d);
     if (gates) scaleRows(yp, gates); // in place: same arithmetic as mul(yp, gates[:, None])
   }
+  // act may be pre (no backward, no SwiGLU): one buffer, given back once
+  giveScratch(F(act));
+  if (!needBackward) giveScratch(F(pre), pre3 ? F(pre3) : null);
   let out = yp;
   if (idx) {
     out = emptyLike([N, d], dt);
     kernel('scatterAddRows')(F(yp), idx, F(out), N, d);
+    giveScratch(F(yp));
   }
   if (!needBackward) return out;
 
@@ -164,9 +177,10 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
 
   return record(out, 'expertMLP', inputs, (gOut) => {
     // gp [A', d]: the output gradient of each expert row, before the gate
-    const gp = idx ? gatherRowsRaw(gOut, idx) : gOut;
+    // (every [A', *] transient here is scratch, given back at the end of this closure)
+    const gp = idx ? gatherRowsRaw(gOut, idx, true) : gOut;
     // u = gp W2^T [A', h]; with y_r = gate_r * (act_r W2 + b2), dgate_r = <u_r, act_r> + <gp_r, b2>
-    const u = uninitLike([rows, h], dt);
+    const u = scratch(rows * h, [rows, h]);
     gemm(F(gp), F(w2), sizes, F(u), d, h, true);
     let dGates: Tensor | null = null;
     if (gates?.requiresGrad) {
@@ -176,9 +190,9 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     }
     // recompute the hidden activation from the kept pre-activation
     let silu1: Tensor | null = null;
-    const hAct = uninitLike([rows, h], dt);
+    const hAct = scratch(rows * h, [rows, h]);
     if (pre3) {
-      silu1 = uninitLike([rows, h], dt);
+      silu1 = scratch(rows * h, [rows, h]);
       kernel('unary')('silu', F(pre), F(silu1));
       kernel('binary')('mul', F(silu1), [rows, h], F(pre3), [rows, h], F(hAct), [rows, h]);
     } else {
@@ -191,7 +205,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     // gathered; otherwise it is the caller's gradient and must stay unchanged)
     let gps = gp;
     if (gates) {
-      gps = idx ? gp : copyOf(gp);
+      gps = idx ? gp : copyOf(gp, scratch(rows * d, [rows, d]));
       scaleRows(gps, gates);
     }
     const dw2 = w2.requiresGrad ? weightGrad(w2, hAct, gps, sizes, h, d) : null;
@@ -213,7 +227,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
         scaleRows(u, gates);
       }
       // act = silu(p1) * p3: dp3 = dact * silu(p1); dp1 = dact * p3 * silu'(p1)
-      dpre3 = uninitLike([rows, h], dt);
+      dpre3 = scratch(rows * h, [rows, h]);
       kernel('binary')('mul', F(u), [rows, h], F(silu1!), [rows, h], F(dpre3), [rows, h]);
       // elementwise kernels read and write the same index, so these may work in place on u
       kernel('binary')('mul', F(u), [rows, h], F(pre3), [rows, h], F(u), [rows, h]);
@@ -222,26 +236,32 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     const dpre = u;
     // the permuted input rows, re-gathered only now that they are needed (cheap next to the GEMMs)
     const needX = w1.requiresGrad || (w3?.requiresGrad ?? false);
-    const xr = needX && idx ? gatherRowsRaw(x, idx) : x;
+    const xr = needX && idx ? gatherRowsRaw(x, idx, true) : x;
     const dw1 = w1.requiresGrad ? weightGrad(w1, xr, dpre, sizes, d, h) : null;
     const dw3 = w3?.requiresGrad ? weightGrad(w3, xr, dpre3!, sizes, d, h) : null;
     const db1 = b1?.requiresGrad ? sumRowsByExpert(F(dpre), ex!, E, h, dt) : null;
+    if (idx && xr !== x) giveScratch(F(xr));
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
-      const dxp = uninitLike([rows, d], dt);
+      const dxp = idx ? scratch(rows * d, [rows, d]) : uninitLike([rows, d], dt);
       gemm(F(dpre), F(w1), sizes, F(dxp), h, d, true);
       if (w3) {
-        const dxp3 = uninitLike([rows, d], dt);
+        const dxp3 = scratch(rows * d, [rows, d]);
         gemm(F(dpre3!), F(w3), sizes, F(dxp3), h, d, true);
         kernel('binary')('add', F(dxp), [rows, d], F(dxp3), [rows, d], F(dxp), [rows, d]);
+        giveScratch(F(dxp3));
       }
       if (idx) {
         dx = emptyLike([N, d], dt);
         kernel('scatterAddRows')(F(dxp), idx, F(dx), N, d);
+        giveScratch(F(dxp));
       } else {
         dx = dxp;
       }
     }
+    // gp and gps are ours only when gathered or copied (otherwise gp is the caller's gradient)
+    giveScratch(F(u), F(hAct), silu1 ? F(silu1) : null, dpre3 ? F(dpre3) : null, gps !== gOut ? F(gps) : null);
+    if (idx) giveScratch(F(gp));
     const grads: Array<Tensor | null> = [dx, dw1, dw2];
     if (w3) grads.push(dw3);
     if (b1) grads.push(db1);
@@ -251,20 +271,21 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   }, saved);
 }
 
-function gatherRowsRaw(src: Tensor, idx: Int32Array): Tensor {
+function gatherRowsRaw(src: Tensor, idx: Int32Array, fromScratch = false): Tensor {
   const d = src.shape[1]!;
-  const out = uninitLike([idx.length, d], src.dtype);
+  const n = idx.length * d;
+  const out = fromScratch ? new Tensor(takeScratch(src.dtype as 'float32' | 'float64', n), [idx.length, d]) : uninitLike([idx.length, d], src.dtype);
   kernel('gatherRows')(floatData(src), idx, floatData(out), src.shape[0]!, d);
   return out;
 }
 
-function copyOf(t: Tensor): Tensor {
-  return new Tensor(t.data.slice(), t.shape);
+function copyOf(t: Tensor, into: Tensor): Tensor {
+  (into.data as FloatArray).set(t.data as FloatArray);
+  return into;
 }
 
 /** Hidden activation [A', h] from the pre-activation (and the SwiGLU linear branch). */
-function activate(activation: ExpertMLPActivation, pre: Tensor, pre3: Tensor | null): Tensor {
-  const out = uninitLike(pre.shape, pre.dtype);
+function activate(activation: ExpertMLPActivation, pre: Tensor, pre3: Tensor | null, out: Tensor): Tensor {
   const shape = pre.shape;
   if (activation === 'swiglu') {
     kernel('unary')('silu', floatData(pre), floatData(out));

@@ -29,6 +29,11 @@ export function setUninitializedPoison(on: boolean): void {
   poisonUninitialized = on;
 }
 
+/** Whether setUninitializedPoison is on (scratch buffers reused from earlier calls are poisoned too). */
+export function isPoisoningUninitialized(): boolean {
+  return poisonUninitialized;
+}
+
 /**
  * Like allocArray, but the contents are unspecified (torch.empty): only for an output that the
  * kernel writes in full. Large float buffers skip calloc's clearing (a 64 MiB output cost a
