@@ -5,6 +5,7 @@
 // gate scaling applied to each group right after its product, while the group's rows are still in
 // cache (a 64-row group's [64, 2048] output is 512 KiB; the unfused layer made three more passes
 // over the whole [rows, d_ff] hidden), and fused in oneDNN where it runs the products.
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -59,6 +60,47 @@ void groupEpilogue(i64 r0, i64 r1, i64 n, float* c, float* out, const float* bia
   parallelFor(r1 - r0, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
     epilogueRows(r0 + lo, r0 + hi, n, c, out, bias, op, mul, rowScale);
   });
+}
+
+/**
+ * The epilogue of consecutive groups [g0, g1) whose rows start at r0, in one pass on the pool:
+ * each row gets its own group's bias (bias [G, n], or null).
+ */
+void groupsEpilogue(const int32_t* sizes, i64 g0, i64 g1, i64 r0, i64 n, float* c, float* out, const float* bias, int op, const float* rowScale) {
+  i64 rows = 0;
+  for (i64 g = g0; g < g1; g++) rows += sizes[g];
+  parallelFor(rows, std::max<i64>(1, 16384 / std::max<i64>(n, 1)), [=](i64 lo, i64 hi) {
+    // the group holding row r0 + lo, then run by run to r0 + hi (empty groups are stepped over)
+    i64 g = g0, start = r0;
+    while (g < g1 && start + sizes[g] <= r0 + lo) start += sizes[g++];
+    for (i64 r = r0 + lo; r < r0 + hi; g++) {
+      const i64 end = std::min<i64>(start + sizes[g], r0 + hi);
+      epilogueRows(r, end, n, c, out, bias ? bias + g * n : nullptr, op, nullptr, rowScale);
+      r = end;
+      start += sizes[g];
+    }
+  });
+}
+
+/**
+ * Rows whose epilogue waits for the pool until this many have been multiplied (groups that oneDNN or
+ * OpenBLAS multiply and whose epilogue runs on the pool: a kept pre-activation, or post-ops the
+ * library cannot take). Each hand-off between the library's threads and the pool's costs ~0.1-0.2 ms
+ * of wake-ups on 2 cores: at E = 128 (groups of ~64 rows) the up projection with its
+ * pre-activation kept took 77-89 ms in the layer with a pass per group, 65-75 batched (4
+ * interleaved process pairs, 2 AVX-512 cores; E = 32 unchanged, 62-74 against 57-75); 512 rows of
+ * a 2048-wide hidden (4 MiB) still sit in the last-level cache when the pass comes.
+ */
+constexpr i64 kEpilogueBatchRows = 512;
+
+/** kEpilogueBatchRows, or MOE_EPILOGUE_BATCH_ROWS (an A/B switch; 1: a pass per group). */
+i64 epilogueBatchRows() {
+  static const i64 rows = [] {
+    const char* e = std::getenv("MOE_EPILOGUE_BATCH_ROWS");
+    const long long v = e && *e ? std::atoll(e) : 0;
+    return v > 0 ? static_cast<i64>(v) : kEpilogueBatchRows;
+  }();
+  return rows;
 }
 
 // gemmEpilogue(fused, a, b, bias | null, act, mul | null, rowScale | null, out, m, n, k, transB):
@@ -138,38 +180,58 @@ void groupedProductsWithEpilogue(const float* x, const float* w, const int32_t* 
   EpilogueAct dnnlAct = EpilogueAct::none;
   const bool fuse = !none && !pre && sgemmOnOnednn() && dnnlActFor(unary, &dnnlAct);
   const i64 portableMaxRows = groupPortableMaxRows();
+  // groups multiplied into c whose epilogue has not run yet: [pendingGroup, g), their rows
+  // [pendingRow, row) (empty groups among them are stepped over by groupsEpilogue)
+  i64 pendingGroup = 0, pendingRow = 0;
+  const i64 batchRows = epilogueBatchRows();
+  auto flush = [&](i64 gEnd, i64 rowEnd) {
+    if (rowEnd > pendingRow) groupsEpilogue(sizes, pendingGroup, gEnd, pendingRow, n, c, out, bias, unary, rowScale);
+    pendingGroup = gEnd;
+    pendingRow = rowEnd;
+  };
   i64 row = 0;
   for (i64 g = 0; g < groups; g++) {
     const i64 rows = sizes[g];
-    if (rows > 0) {
-      const float* xg = x + row * k;
-      const float* wg = w + g * k * n;
-      const float* bg = bias ? bias + g * n : nullptr;
-      const float* sg = rowScale ? rowScale + row : nullptr;
-      // oneDNN runs the product with bias and activation as post-ops; the gates scale the rows on
-      // this thread while they are in cache. oneDNN 2.6's JIT kernels take no per-row post-op (asked
-      // for one, it offers only its reference kernel, ~2 GFLOP/s, which gemm_dnnl.cc declines), and
-      // as a pool job between two oneDNN products the scaling cost ~1 ms per group in hand-offs
-      // (the pool's threads wake while OpenMP's spin): E = 8's down projection took 45.8-47.3 ms
-      // against 38.6-39.4 without the gates; on this thread 41.9-45.1 against 41.5-43.6 (a scratch
-      // probe, 8 groups of ~1024 rows, 2 AVX-512 cores).
-      bool done = false;
-      if (fuse && rows > portableMaxRows) {
-        if (bg || dnnlAct != EpilogueAct::none) {
-          done = dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, nullptr, out + row * n);
-        } else {  // the gates alone
-          groupProduct(transW, rows, n, k, xg, wg, out + row * n, true);
-          done = true;
-        }
-        if (done && sg) epilogueRows(row, row + rows, n, out, out, nullptr, -1, nullptr, rowScale);
+    if (rows == 0) continue;
+    const float* xg = x + row * k;
+    const float* wg = w + g * k * n;
+    const float* bg = bias ? bias + g * n : nullptr;
+    const float* sg = rowScale ? rowScale + row : nullptr;
+    // oneDNN runs the product with bias and activation as post-ops; the gates scale the rows on
+    // this thread while they are in cache. oneDNN 2.6's JIT kernels take no per-row post-op (asked
+    // for one, it offers only its reference kernel, ~2 GFLOP/s, which gemm_dnnl.cc declines), and
+    // as a pool job between two oneDNN products the scaling cost ~1 ms per group in hand-offs
+    // (the pool's threads wake while OpenMP's spin): E = 8's down projection took 45.8-47.3 ms
+    // against 38.6-39.4 without the gates; on this thread 41.9-45.1 against 41.5-43.6 (a scratch
+    // probe, 8 groups of ~1024 rows, 2 AVX-512 cores).
+    bool done = false;
+    if (fuse && rows > portableMaxRows) {
+      if (bg || dnnlAct != EpilogueAct::none) {
+        done = dnnlGemmEpilogue(transW, rows, n, k, xg, wg, bg, dnnlAct, nullptr, nullptr, out + row * n);
+      } else {  // the gates alone
+        groupProduct(transW, rows, n, k, xg, wg, out + row * n, true);
+        done = true;
       }
-      if (!done) {
-        groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
-        if (!none) groupEpilogue(row, row + rows, n, c, out, bg, unary, nullptr, rowScale);
-      }
+      if (done && sg) epilogueRows(row, row + rows, n, out, out, nullptr, -1, nullptr, rowScale);
     }
+    if (done) {
+      // finished here: the pending run before it goes first, the next one starts after it
+      flush(g, row);
+      row += rows;
+      pendingGroup = g + 1;
+      pendingRow = row;
+      continue;
+    }
+    groupProduct(transW, rows, n, k, xg, wg, c + row * n, true);
     row += rows;
+    if (none) {
+      pendingGroup = g + 1;
+      pendingRow = row;
+    } else if (row - pendingRow >= batchRows) {
+      flush(g + 1, row);
+    }
   }
+  flush(groups, row);
 }
 
 namespace {
