@@ -11,7 +11,7 @@ import { modelNames, modelSpec } from '../models/registry.js';
 import { describe } from '../config/schema.js';
 import { runTraining } from '../train/run.js';
 import { resolveResume } from '../train/rundir.js';
-import { loadCheckpoint } from '../models/checkpoint.js';
+import { readCheckpointConfig } from '../models/checkpoint.js';
 import { weightsMismatchReason } from './model-commands.js';
 
 export const TRAIN_HELP = `moe train --config FILE [--set section.key=value ...] [--out DIR] [--force]
@@ -73,8 +73,9 @@ export async function trainCommand(args: ParsedArgs): Promise<number> {
   let out: string;
   if (resume) {
     const where = resolveResume(resume);
-    // only its config is needed here; runTraining reads the whole checkpoint (optimizer state too) under the run's lock
-    const saved = loadCheckpoint(where.checkpointDir, { optimizer: false }).config as Record<string, unknown>;
+    // only its config is needed here (not the weights: another writer may be replacing them, and
+    // this run is refused by the lock below if so); runTraining reads the whole checkpoint under the lock
+    const saved = readCheckpointConfig(where.checkpointDir) as Record<string, unknown>;
     const raw = structuredClone(saved);
     applySets(raw, sets);
     config = validateRun(raw);

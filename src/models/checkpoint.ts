@@ -16,7 +16,9 @@
 // files are ignored by loads and removed by the next save); after it, the new checkpoint is complete:
 // loadCheckpoint reads through the journal and the next save finishes the renames. So a load always
 // sees one whole checkpoint, old or new, never a mix. Every safetensors file carries the id of its
-// checkpoint, so files mixed by hand from two checkpoints are refused. One writer per directory.
+// checkpoint, so files mixed by hand from two checkpoints are refused. One writer per directory;
+// readers may run beside it (an evaluation while a run saves): a load during which the checkpoint's
+// id changed is read again (see consistentRead).
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -105,6 +107,8 @@ function readJournal(dir: string, who: string): Journal | null {
   try {
     j = JSON.parse(readFileSync(p, 'utf8')) as Partial<Journal> | null;
   } catch (e) {
+    // deleted since existsSync: the save it recorded has just been applied
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new Error(`${who} ${dir}: ${CHECKPOINT_JOURNAL} is unreadable (${(e as Error).message}); it was written atomically, so the directory was modified by hand`, { cause: e });
   }
   const okRename = (r: unknown): boolean => Array.isArray(r) && r.length === 2 && typeof r[1] === 'string' && KNOWN_FILES.has(r[1])
@@ -216,27 +220,104 @@ function readJson(path: string, name: string, dir: string): unknown {
  */
 export function loadCheckpoint(dir: string, opts: { optimizer?: boolean } = {}): LoadedCheckpoint {
   const target = resolve(dir);
-  if (!existsSync(target)) throw new Error(`loadCheckpoint ${target}: checkpoint directory does not exist`);
-  if (!statSync(target).isDirectory()) throw new Error(`loadCheckpoint ${target}: not a directory`);
-  const journal = readJournal(target, 'loadCheckpoint');
-  const pathOf = (name: string): string => {
-    const staged = journal?.renames.find(([, f]) => f === name)?.[0];
-    return staged !== undefined && existsSync(join(target, staged)) ? join(target, staged) : join(target, name);
-  };
+  return consistentRead(target, () => loadCheckpointOnce(target, opts));
+}
 
-  const state = readJson(pathOf(CHECKPOINT_FILES.state), CHECKPOINT_FILES.state, target) as Partial<StateFile> | null;
+/**
+ * read() of a checkpoint, repeated while other processes' saves replace it. A save (a run writing
+ * while this process evaluates) can replace files between two of a load's reads: a model file of
+ * the new checkpoint after the old state.json disagrees on its checkpoint id, and config.json,
+ * which carries no id, could come from the other save unnoticed. Files change only after a save's
+ * commit point, which changes the checkpoint's id, so a read during which the id stayed the same
+ * read one checkpoint; otherwise it is read again (a save's renames take milliseconds). An error
+ * while the id stayed the same stands (files mixed by hand, a damaged file).
+ */
+function consistentRead<T>(target: string, read: () => { value: T; id: string }): T {
+  for (let attempt = 1; ; attempt++) {
+    const before = currentStateId(target);
+    let r: { value: T; id: string };
+    try {
+      r = read();
+    } catch (e) {
+      if (attempt >= MAX_LOAD_ATTEMPTS || currentStateId(target) === before) throw e;
+      continue;
+    }
+    if (currentStateId(target) === r.id) return r.value;
+    if (attempt >= MAX_LOAD_ATTEMPTS) {
+      throw new Error(`loadCheckpoint ${target}: the checkpoint was replaced during each of ${MAX_LOAD_ATTEMPTS} reads (another process is saving to it); read it again when that save is done`);
+    }
+  }
+}
+
+/** Attempts of a load while other processes' saves keep replacing the checkpoint under it. */
+const MAX_LOAD_ATTEMPTS = 5;
+
+/** The id in the checkpoint's state.json as a load would read it now (null: unreadable). */
+function currentStateId(target: string): string | null {
+  try {
+    const { state } = readState(target, 'loadCheckpoint');
+    return state.id as string;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The checkpoint's state.json, validated, read through a committed save's journal, and the path a
+ * load reads each file from.
+ */
+function readState(target: string, who: string): { state: Partial<StateFile> & { files: string[]; id: string }; via: ReadVia } {
+  if (!existsSync(target)) throw new Error(`${who} ${target}: checkpoint directory does not exist`);
+  if (!statSync(target).isDirectory()) throw new Error(`${who} ${target}: not a directory`);
+  const journal = readJournal(target, who);
+  const via: ReadVia = (name, read) => {
+    const staged = journal?.renames.find(([, f]) => f === name)?.[0];
+    if (staged !== undefined && existsSync(join(target, staged))) {
+      try {
+        return read(join(target, staged));
+      } catch (e) {
+        // renamed to its final name since existsSync (the save is being applied): read it there
+        if (existsSync(join(target, staged))) throw e;
+      }
+    }
+    return read(join(target, name));
+  };
+  const state = via(CHECKPOINT_FILES.state, (p) => readJson(p, CHECKPOINT_FILES.state, target)) as Partial<StateFile> | null;
   if (typeof state !== 'object' || state === null || state.format !== CHECKPOINT_FORMAT) {
-    throw new Error(`loadCheckpoint ${target}: state.json is not a ${CHECKPOINT_FORMAT} (format ${JSON.stringify(state?.format)})`);
+    throw new Error(`${who} ${target}: state.json is not a ${CHECKPOINT_FORMAT} (format ${JSON.stringify(state?.format)})`);
   }
-  if (state.version !== CHECKPOINT_VERSION) throw new Error(`loadCheckpoint ${target}: checkpoint version ${state.version} is not supported (this build reads ${CHECKPOINT_VERSION})`);
+  if (state.version !== CHECKPOINT_VERSION) throw new Error(`${who} ${target}: checkpoint version ${state.version} is not supported (this build reads ${CHECKPOINT_VERSION})`);
   const files = state.files;
-  if (!Array.isArray(files) || typeof state.id !== 'string') throw new Error(`loadCheckpoint ${target}: state.json has no id or file list`);
+  if (!Array.isArray(files) || typeof state.id !== 'string') throw new Error(`${who} ${target}: state.json has no id or file list`);
   for (const f of [CHECKPOINT_FILES.model, CHECKPOINT_FILES.config]) {
-    if (!files.includes(f)) throw new Error(`loadCheckpoint ${target}: state.json does not list ${f}`);
+    if (!files.includes(f)) throw new Error(`${who} ${target}: state.json does not list ${f}`);
   }
+  return { state: state as Partial<StateFile> & { files: string[]; id: string }, via };
+}
+
+/** Reads a checkpoint file through a committed save's journal: its staged copy while there is one, else the file. */
+type ReadVia = <T>(name: string, read: (path: string) => T) => T;
+
+/**
+ * A checkpoint's config.json alone (what `moe train --resume` needs before it takes the run's lock),
+ * without reading its weights; loadCheckpoint reads the whole checkpoint.
+ */
+export function readCheckpointConfig(dir: string): unknown {
+  const target = resolve(dir);
+  return consistentRead(target, () => {
+    const { state, via } = readState(target, 'loadCheckpoint');
+    return { value: via(CHECKPOINT_FILES.config, (p) => readJson(p, CHECKPOINT_FILES.config, target)), id: state.id };
+  });
+}
+
+function loadCheckpointOnce(target: string, opts: { optimizer?: boolean }): { value: LoadedCheckpoint; id: string } {
+  const { state, via } = readState(target, 'loadCheckpoint');
+  const files = state.files;
   const readTensors = (name: string): { tensors: Map<string, Tensor>; metadata: Record<string, string> } => {
-    if (!existsSync(pathOf(name))) throw new Error(`loadCheckpoint ${target}: ${name} is listed in state.json but missing`);
-    const r = readSafetensorsFile(pathOf(name));
+    const r = via(name, (p) => {
+      if (!existsSync(p)) throw new Error(`loadCheckpoint ${target}: ${name} is listed in state.json but missing`);
+      return readSafetensorsFile(p);
+    });
     if (r.metadata.checkpoint_id !== state.id) {
       throw new Error(`loadCheckpoint ${target}: ${name} belongs to a different checkpoint (checkpoint_id ${JSON.stringify(r.metadata.checkpoint_id)}, state.json ${JSON.stringify(state.id)}); files were mixed from two saves`);
     }
@@ -255,14 +336,15 @@ export function loadCheckpoint(dir: string, opts: { optimizer?: boolean } = {}):
     }
   }
   const optimizerState = opts.optimizer !== false && files.includes(CHECKPOINT_FILES.optimizer) ? readTensors(CHECKPOINT_FILES.optimizer).tensors : null;
-  return {
+  const value: LoadedCheckpoint = {
     dir: target,
     model: model.tensors,
     modelMetadata: model.metadata,
     optimizerState,
-    config: readJson(pathOf(CHECKPOINT_FILES.config), CHECKPOINT_FILES.config, target),
+    config: via(CHECKPOINT_FILES.config, (p) => readJson(p, CHECKPOINT_FILES.config, target)),
     trainerState: state.trainerState ?? null,
   };
+  return { value, id: state.id };
 }
 
 export interface LoadWeightsOptions {
