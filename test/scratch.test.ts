@@ -126,3 +126,29 @@ for (const backend of backendsUnderTest()) {
     }
   }));
 }
+
+test('expertMLP releases its pre-activations after the first backward: a second one needs { retainGraph: true } on the first', () => pooled(() => {
+  for (const act of ['gelu', 'swiglu'] as const) {
+    const rng = new Rng(3);
+    const E = 2, d = 4, h = 6, N = 5;
+    const x = randTensor(rng, [N, d]).requireGrad();
+    const w = { w1: randTensor(rng, [E, d, h]).requireGrad(), w2: randTensor(rng, [E, h, d]).requireGrad(), w3: act === 'swiglu' ? randTensor(rng, [E, d, h]).requireGrad() : null };
+    const g = randTensor(rng, [N, d]);
+    const run = (): Tensor => expertMLP(x, Int32Array.from([2, 3]), act, w);
+    run().backward(g);
+    const once = Float32Array.from(x.grad!.data as Float32Array);
+    x.zeroGrad();
+    // released: refused, naming the option, instead of reading a buffer lent out again
+    const y = run();
+    y.backward(g);
+    assert.throws(() => y.backward(g), /expertMLP: backward through this graph a second time.*retainGraph: true/);
+    // retained: the second backward adds the same gradient again
+    x.zeroGrad();
+    const z = run();
+    z.backward(g, { retainGraph: true });
+    takeScratch('float32', 1000).fill(7); // whatever the pool lends meanwhile cannot be z's pre-activation
+    z.backward(g);
+    assert.deepEqual(Float32Array.from(x.grad!.data as Float32Array), once.map((v) => 2 * v), `${act}: two backwards through a retained graph`);
+    assert.throws(() => z.backward(g), /retainGraph/, `${act}: the second backward (without the option) released it`);
+  }
+}));

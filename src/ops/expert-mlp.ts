@@ -5,7 +5,7 @@
 // hidden layer, where the backward GEMM already lands).
 
 import { Tensor } from '../tensor/tensor.js';
-import { isGradEnabled, record, type Saved } from '../tensor/autograd.js';
+import { isGradEnabled, isRetainingGraph, record, type Saved } from '../tensor/autograd.js';
 import { shapeStr } from '../tensor/shape.js';
 import { kernel } from '../kernels/registry.js';
 import type { FloatArray } from '../tensor/dtype.js';
@@ -112,14 +112,16 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   const needBackward = isGradEnabled() && floats.some((t) => t.requiresGrad);
   // Transients nobody outside this call sees come from the scratch pool (tensor/scratch.ts) and go
   // back as soon as their last reader is done: the gathered rows, the hidden activation, the
-  // pre-activation when backward does not keep it, the expert outputs before the scatter.
+  // expert outputs before the scatter; and the pre-activations, after the forward without backward
+  // or after the first backward (a 64 MiB allocation per step at E = 8, T = 4096 made V8 collect
+  // garbage on its helper threads while the next GEMM ran: 8-18 ms of a ~320 ms step).
   const fdt = dt as 'float32' | 'float64';
   const scratch = (n: number, s: number[]): Tensor => new Tensor(takeScratch(fdt, n), s);
   const xp = idx ? gatherRowsRaw(x, idx, true) : x;
   let pre: Tensor;
   let pre3: Tensor | null = null;
   let act: Tensor;
-  const hidden = (): Tensor => (needBackward ? uninitLike([rows, h], dt) : scratch(rows * h, [rows, h]));
+  const hidden = (): Tensor => scratch(rows * h, [rows, h]);
   const yp = idx ? scratch(rows * d, [rows, d]) : uninitLike([rows, d], dt);
   if (groupedEpilogue) {
     // bias, activation and gate scaling on each group right after its product (one pass less
@@ -134,7 +136,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
       act = activate(activation, pre, pre3, scratch(rows * h, [rows, h]));
     } else {
       act = scratch(rows * h, [rows, h]);
-      pre = needBackward ? uninitLike([rows, h], dt) : act;
+      pre = needBackward ? hidden() : act;
       gemmEp(F(xp), F(w1), sizes, F(act), d, h, false, b1d, activation as Exclude<ExpertMLPActivation, 'swiglu'>, null,
         needBackward ? F(pre) : null);
     }
@@ -175,7 +177,12 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   for (const t of [w3, b1, b2, gates]) if (t) saved.push(t);
   for (const a of [idx, ex]) if (a) saved.push(a);
 
+  let released = false;
   return record(out, 'expertMLP', inputs, (gOut) => {
+    if (released) {
+      throw new Error('expertMLP: backward through this graph a second time, but the first backward released its saved pre-activations; '
+        + 'pass { retainGraph: true } to the first backward to run another, or run the forward again');
+    }
     // gp [A', d]: the output gradient of each expert row, before the gate
     // (every [A', *] transient here is scratch, given back at the end of this closure)
     const gp = idx ? gatherRowsRaw(gOut, idx, true) : gOut;
@@ -262,6 +269,10 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     // gp and gps are ours only when gathered or copied (otherwise gp is the caller's gradient)
     giveScratch(F(u), F(hAct), silu1 ? F(silu1) : null, dpre3 ? F(dpre3) : null, gps !== gOut ? F(gps) : null);
     if (idx) giveScratch(F(gp));
+    if (!isRetainingGraph()) {
+      giveScratch(F(pre), pre3 ? F(pre3) : null);
+      released = true;
+    }
     const grads: Array<Tensor | null> = [dx, dw1, dw2];
     if (w3) grads.push(dw3);
     if (b1) grads.push(db1);

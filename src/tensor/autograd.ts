@@ -21,6 +21,24 @@ export interface GradNode {
 }
 
 let gradEnabled = true;
+let retainingGraph = false;
+
+/**
+ * Inside a backward closure: whether the running backward keeps the graph for another backward
+ * ({ retainGraph: true }). Without it an op may release what it saved once its closure has run (the
+ * expert MLP gives its pre-activations back for reuse), as PyTorch frees saved tensors by default.
+ */
+export function isRetainingGraph(): boolean {
+  return retainingGraph;
+}
+
+export interface BackwardOptions {
+  /**
+   * Keep everything the graph saved, so that backward can run through it again (default false: ops
+   * that release their saved buffers refuse a second backward, naming this option).
+   */
+  retainGraph?: boolean;
+}
 
 export function isGradEnabled(): boolean {
   return gradEnabled;
@@ -121,7 +139,7 @@ function topoOrder(root: Tensor): Tensor[] {
 }
 
 /** Back-propagates from root; leaves that require gradients accumulate into .grad. */
-export function backward(root: Tensor, gradOut: Tensor): void {
+export function backward(root: Tensor, gradOut: Tensor, opts: BackwardOptions = {}): void {
   if (!accumulate) throw new Error('backward: ops module not loaded');
   if (!root.requiresGrad) throw new Error('backward: the tensor does not require gradients (no input of its graph has requiresGrad set)');
   if (!shapesEqual(root.shape, gradOut.shape)) {
@@ -136,7 +154,9 @@ export function backward(root: Tensor, gradOut: Tensor): void {
   // .grad must own its buffer, or an in-place change to one (clipping) would alter the other
   const given = new Set<Tensor>();
   const prev = gradEnabled;
+  const prevRetain = retainingGraph;
   gradEnabled = false; // no higher-order gradients: backward closures are not recorded
+  retainingGraph = opts.retainGraph === true;
   try {
     for (let i = order.length - 1; i >= 0; i--) {
       const t = order[i]!;
@@ -164,5 +184,6 @@ export function backward(root: Tensor, gradOut: Tensor): void {
     }
   } finally {
     gradEnabled = prev;
+    retainingGraph = prevRetain;
   }
 }

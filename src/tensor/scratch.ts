@@ -1,5 +1,6 @@
 // Scratch buffers for an op's transients: a buffer borrowed and given back within one op call (or
-// one backward closure) and never seen by the caller. An MoE layer's forward+backward at E = 8,
+// one backward closure, or once the first backward has used what the forward saved) and never seen
+// by the caller. An MoE layer's forward+backward at E = 8,
 // T = 4096 allocated 272 MiB of transients per step (gathered rows, the hidden activation,
 // backward's gradients); each large allocation counts as external memory for V8, which then runs
 // its garbage collector more often (GC and allocation took ~20 ms of a ~320 ms step, profiled).

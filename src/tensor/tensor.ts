@@ -2,7 +2,7 @@
 
 import { allocArray, dtypeOf, type DType, type TypedArray } from './dtype.js';
 import { assertValidShape, shapeSize, shapeStr, type Shape } from './shape.js';
-import { backward as runBackward, type GradNode } from './autograd.js';
+import { backward as runBackward, type BackwardOptions, type GradNode } from './autograd.js';
 import { formatValues, type FormatOptions } from './format.js';
 
 // Node's util.inspect (console.log, the REPL) calls this; a registered symbol, so no node:util import (browsers).
@@ -83,15 +83,19 @@ export class Tensor {
     this.grad = null;
   }
 
-  /** Back-propagates; without an argument the tensor must hold one element (gradient 1). */
-  backward(grad?: Tensor): void {
+  /**
+   * Back-propagates; without a gradient the tensor must hold one element (gradient 1). Ops may
+   * release what they saved for backward once it has run (as PyTorch does): a second backward
+   * through the same graph needs { retainGraph: true } on the first.
+   */
+  backward(grad?: Tensor, opts: BackwardOptions = {}): void {
     if (grad === undefined) {
       if (this.size !== 1) throw new Error(`backward: called without a gradient on a tensor of shape ${shapeStr(this.shape)}; pass a gradient or reduce to a scalar first`);
       const one = allocArray(this.dtype, 1);
       one[0] = 1;
       grad = new Tensor(one, this.shape);
     }
-    runBackward(this, grad);
+    runBackward(this, grad, opts);
   }
 
   item(): number {
