@@ -117,7 +117,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   // garbage on its helper threads while the next GEMM ran: 8-18 ms of a ~320 ms step).
   const fdt = dt as 'float32' | 'float64';
   const scratch = (n: number, s: number[]): Tensor => new Tensor(takeScratch(fdt, n), s);
-  const xp = idx ? gatherRowsRaw(x, idx, true) : x;
+  const xp = idx ? gatherRowsRaw(x, idx) : x;
   let pre: Tensor;
   let pre3: Tensor | null = null;
   let act: Tensor;
@@ -185,7 +185,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     }
     // gp [A', d]: the output gradient of each expert row, before the gate
     // (every [A', *] transient here is scratch, given back at the end of this closure)
-    const gp = idx ? gatherRowsRaw(gOut, idx, true) : gOut;
+    const gp = idx ? gatherRowsRaw(gOut, idx) : gOut;
     // u = gp W2^T [A', h]; with y_r = gate_r * (act_r W2 + b2), dgate_r = <u_r, act_r> + <gp_r, b2>
     const u = scratch(rows * h, [rows, h]);
     gemm(F(gp), F(w2), sizes, F(u), d, h, true);
@@ -243,11 +243,11 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
     const dpre = u;
     // the permuted input rows, re-gathered only now that they are needed (cheap next to the GEMMs)
     const needX = w1.requiresGrad || (w3?.requiresGrad ?? false);
-    const xr = needX && idx ? gatherRowsRaw(x, idx, true) : x;
+    const xr = needX && idx ? gatherRowsRaw(x, idx) : x;
     const dw1 = w1.requiresGrad ? weightGrad(w1, xr, dpre, sizes, d, h) : null;
     const dw3 = w3?.requiresGrad ? weightGrad(w3, xr, dpre3!, sizes, d, h) : null;
     const db1 = b1?.requiresGrad ? sumRowsByExpert(F(dpre), ex!, E, h, dt) : null;
-    if (idx && xr !== x) giveScratch(F(xr));
+    if (xr !== x) giveScratch(F(xr));
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       const dxp = idx ? scratch(rows * d, [rows, d]) : uninitLike([rows, d], dt);
@@ -282,10 +282,10 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
   }, saved);
 }
 
-function gatherRowsRaw(src: Tensor, idx: Int32Array, fromScratch = false): Tensor {
+/** src's rows idx [A', d], in a scratch buffer (the caller gives it back). */
+function gatherRowsRaw(src: Tensor, idx: Int32Array): Tensor {
   const d = src.shape[1]!;
-  const n = idx.length * d;
-  const out = fromScratch ? new Tensor(takeScratch(src.dtype as 'float32' | 'float64', n), [idx.length, d]) : uninitLike([idx.length, d], src.dtype);
+  const out = new Tensor(takeScratch(src.dtype as 'float32' | 'float64', idx.length * d), [idx.length, d]);
   kernel('gatherRows')(floatData(src), idx, floatData(out), src.shape[0]!, d);
   return out;
 }
