@@ -135,6 +135,26 @@ test('metrics: loads, dead experts, entropies', () => {
   assert.equal(m.meanProb.length, 8);
 });
 
+test('metrics read after later forwards (and backwards) still describe their own forward', () => {
+  for (const router of [{ type: 'topk', k: 2 }, { type: 'expert-choice', capacityFactor: 1 }] satisfies moe.RouterConfig[]) {
+    const layer = new moe.MoELayer({ dModel: 6, dFF: 4, numExperts: 4, router, seed: 2 });
+    const x1 = randTensor(new Rng(3), [5, 6]);
+    const x2 = randTensor(new Rng(4), [5, 6]);
+    const eager = noGrad(() => layer.forward(x1)).metrics;
+    const want = { meanProb: [...eager.meanProb], entropy: eager.entropy, entropyOfMean: eager.entropyOfMean };
+    // the distribution statistics are computed when first read: nothing run in between may change them
+    const unread = layer.forward(x1.detach().requireGrad()).metrics;
+    for (let i = 0; i < 2; i++) {
+      const out = layer.forward(x2.detach().requireGrad());
+      ops.add(ops.sum(out.y), out.auxLoss).backward();
+    }
+    noGrad(() => layer.forward(x2));
+    assert.deepEqual({ meanProb: unread.meanProb, entropy: unread.entropy, entropyOfMean: unread.entropyOfMean }, want, router.type);
+    assert.notDeepEqual(layer.lastMetrics!.meanProb, want.meanProb, `${router.type}: the later forward's differ (else this checks nothing)`);
+    assert.deepEqual(JSON.parse(JSON.stringify(unread)).meanProb, want.meanProb, `${router.type}: JSON has the values`);
+  }
+});
+
 test('the whole layer matches float64 finite differences (top-2, capacity, swiglu, biases, shared expert)', () => {
   withBackend('js', () => {
     const layer = new moe.MoELayer({
