@@ -8,7 +8,7 @@ export type { DType, FloatArray, TypedArray } from './tensor/dtype.js';
 export { shapeSize, shapeStr, broadcastShapes, type Shape } from './tensor/shape.js';
 export { Rng, manualSeed, defaultRng, mix32, deriveSeed } from './tensor/rng.js';
 export { releaseScratch, setScratchLimit, scratchStats } from './tensor/scratch.js';
-export { noGrad, isGradEnabled, record, savedForBackward, type GradNode, type BackwardFn, type Saved, type SavedEntry } from './tensor/autograd.js';
+export { noGrad, isGradEnabled, isRetainingGraph, record, savedForBackward, type GradNode, type BackwardFn, type BackwardOptions, type Saved, type SavedEntry } from './tensor/autograd.js';
 export {
   getBackend, setBackend, withBackend, availableBackends, registerBackend, kernel, KernelNotFoundError, profileKernels, type KernelProfile,
   backendLoadError,
