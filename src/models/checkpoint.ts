@@ -234,6 +234,9 @@ export function loadCheckpoint(dir: string, opts: { optimizer?: boolean } = {}):
  */
 function consistentRead<T>(target: string, read: () => { value: T; id: string }): T {
   for (let attempt = 1; ; attempt++) {
+    // after a read that overlapped a save, wait a little longer each time (1, 2, 4, ... ms) so that
+    // a writer saving in a tight loop does not overlap every attempt
+    if (attempt > 1) sleepMs(2 ** (attempt - 2));
     const before = currentStateId(target);
     let r: { value: T; id: string };
     try {
@@ -249,8 +252,13 @@ function consistentRead<T>(target: string, read: () => { value: T; id: string })
   }
 }
 
-/** Attempts of a load while other processes' saves keep replacing the checkpoint under it. */
-const MAX_LOAD_ATTEMPTS = 5;
+/** Blocks this thread for ms milliseconds (checkpoint I/O is synchronous; Node allows Atomics.wait here). */
+function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Attempts of a load while other processes' saves keep replacing the checkpoint under it (~0.25 s of waits in all). */
+const MAX_LOAD_ATTEMPTS = 9;
 
 /** The id in the checkpoint's state.json as a load would read it now (null: unreadable). */
 function currentStateId(target: string): string | null {
