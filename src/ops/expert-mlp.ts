@@ -133,9 +133,9 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
       gemmEp(F(xp), F(w1), sizes, F(pre), d, h, false, b1d, null, null, null);
       pre3 = hidden();
       gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
-      act = activate(activation, pre, pre3, scratch(rows * h, [rows, h]));
+      act = activate(activation, pre, pre3, hidden());
     } else {
-      act = scratch(rows * h, [rows, h]);
+      act = hidden();
       pre = needBackward ? hidden() : act;
       gemmEp(F(xp), F(w1), sizes, F(act), d, h, false, b1d, activation as Exclude<ExpertMLPActivation, 'swiglu'>, null,
         needBackward ? F(pre) : null);
@@ -151,7 +151,7 @@ export function expertMLP(x: Tensor, groupSizes: Int32Array, activation: ExpertM
       gemm(F(xp), F(w3), sizes, F(pre3), d, h, false);
     }
     if (idx) giveScratch(F(xp));
-    act = activate(activation, pre, pre3, scratch(rows * h, [rows, h]));
+    act = activate(activation, pre, pre3, hidden());
     gemm(F(act), F(w2), sizes, F(yp), h, d, false);
     if (b2) addRowBias(F(yp), F(b2), ex!, d);
     if (gates) scaleRows(yp, gates); // in place: same arithmetic as mul(yp, gates[:, None])

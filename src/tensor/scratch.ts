@@ -1,11 +1,10 @@
 // Scratch buffers for an op's transients: a buffer borrowed and given back within one op call (or
 // one backward closure, or once the first backward has used what the forward saved) and never seen
-// by the caller. An MoE layer's forward+backward at E = 8,
-// T = 4096 allocated 272 MiB of transients per step (gathered rows, the hidden activation,
-// backward's gradients); each large allocation counts as external memory for V8, which then runs
-// its garbage collector more often (GC and allocation took ~20 ms of a ~320 ms step, profiled).
-// Reusing the same buffers leaves both out of the hot path, as PyTorch's caching allocator does
-// for its tensors.
+// by the caller. An MoE layer's forward+backward at E = 8, T = 4096 allocated 272 MiB of
+// transients per step (gathered rows, the hidden activation, backward's gradients); each large
+// allocation counts as external memory for V8, which then runs its garbage collector more often
+// (GC and allocation took ~20 ms of a ~320 ms step, profiled). Reusing the same buffers leaves
+// both out of the hot path, as PyTorch's caching allocator does for its tensors.
 
 import { allocUninitialized, isPoisoningUninitialized, type FloatArray } from './dtype.js';
 
@@ -16,17 +15,12 @@ const DEFAULT_LIMIT_BYTES = 512 * 2 ** 20;
 
 type FloatDType = 'float32' | 'float64';
 
-interface Held {
-  key: string;
-  full: FloatArray;
-}
-
 const free = new Map<string, FloatArray[]>();
 /**
  * The buffers lent out now, by their ArrayBuffer (a view given back finds its whole buffer); weak,
  * so that a buffer never given back (an op that threw half-way) is collected as usual.
  */
-const lent = new WeakMap<ArrayBufferLike, Held>();
+const lent = new WeakMap<ArrayBufferLike, FloatArray>();
 let heldBytes = 0;
 let limitBytes = readLimit();
 let stats = { taken: 0, reused: 0 };
@@ -37,6 +31,11 @@ function readLimit(): number {
   const mb = Number(env);
   if (!Number.isFinite(mb) || mb < 0) throw new Error(`MOE_SCRATCH_MAX_MB must be a number of MiB >= 0, got '${env}'`);
   return mb * 2 ** 20;
+}
+
+/** The free list of buffers of this dtype and size class. */
+function keyOf(a: FloatArray): string {
+  return `${a instanceof Float32Array ? 'float32' : 'float64'}:${a.length}`;
 }
 
 /**
@@ -60,8 +59,7 @@ export function takeScratch(dtype: FloatDType, n: number): FloatArray {
   if (n * width < minBytes) return allocUninitialized(dtype, n) as FloatArray;
   stats.taken++;
   const cls = sizeClass(n);
-  const key = `${dtype}:${cls}`;
-  const list = free.get(key);
+  const list = free.get(`${dtype}:${cls}`);
   let full = list?.pop();
   if (full) {
     stats.reused++;
@@ -70,7 +68,7 @@ export function takeScratch(dtype: FloatDType, n: number): FloatArray {
   } else {
     full = allocUninitialized(dtype, cls) as FloatArray;
   }
-  lent.set(full.buffer, { key, full });
+  lent.set(full.buffer, full);
   return full.length === n ? full : full.subarray(0, n);
 }
 
@@ -83,14 +81,15 @@ export function takeScratch(dtype: FloatDType, n: number): FloatArray {
 export function giveScratch(...arrays: Array<FloatArray | null | undefined>): void {
   for (const a of arrays) {
     if (!a) continue;
-    const held = lent.get(a.buffer);
-    if (!held) continue;
+    const full = lent.get(a.buffer);
+    if (!full) continue;
     lent.delete(a.buffer);
-    if (heldBytes + held.full.byteLength > limitBytes) continue;
-    heldBytes += held.full.byteLength;
-    let list = free.get(held.key);
-    if (!list) free.set(held.key, (list = []));
-    list.push(held.full);
+    if (heldBytes + full.byteLength > limitBytes) continue;
+    heldBytes += full.byteLength;
+    const key = keyOf(full);
+    let list = free.get(key);
+    if (!list) free.set(key, (list = []));
+    list.push(full);
   }
 }
 

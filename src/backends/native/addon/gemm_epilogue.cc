@@ -154,19 +154,10 @@ void groupedProductsWithEpilogue(const float* x, const float* w, const int32_t* 
   float* c = pre ? pre : out;
   // nothing to apply: a plain grouped product (groupedMatmul), no pass over c
   const bool none = !bias && unary < 0 && !rowScale && !pre;
-  // one hand-off for a decode step's small groups, then the epilogue group by group
+  // one hand-off for a decode step's small groups, then one for the epilogue of all of them
   if (k == 0 || groupedFewRows(x, w, sizes, groups, c, k, n, transW)) {
     if (k == 0) std::memset(c, 0, sizeof(float) * static_cast<size_t>(t * n));
-    if (none) return;
-    if (!bias) {
-      groupEpilogue(0, t, n, c, out, nullptr, unary, nullptr, rowScale);
-      return;
-    }
-    i64 row = 0;
-    for (i64 g = 0; g < groups; g++) {
-      groupEpilogue(row, row + sizes[g], n, c, out, bias + g * n, unary, nullptr, rowScale);
-      row += sizes[g];
-    }
+    if (!none) groupsEpilogue(sizes, 0, groups, 0, n, c, out, bias, unary, rowScale);
     return;
   }
   // many small groups: whole groups per thread, each product followed by its epilogue on that thread
